@@ -1,0 +1,18 @@
+use clap::Parser;
+
+fn main() {
+    let args = urun::cli::Urund::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let opts = urun::server::Options {
+        socket: args.socket,
+        policy: args.policy,
+        docker_host: args.docker_host,
+    };
+    if let Err(e) = rt.block_on(urun::server::run(opts)) {
+        eprintln!("urund: {e:#}");
+        std::process::exit(1);
+    }
+}

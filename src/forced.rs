@@ -1,0 +1,419 @@
+//! The forced settings: the one place that decides how a container is configured.
+//! [`container_config`] is a pure function of (caller, policy limits, admitted image,
+//! request); every security-relevant field is set here from the caller's identity and
+//! the policy, never from the request. [`FORCED`] is the same table in words, shown by
+//! `urun --help` and in SECURITY.md, and the tests check every row against the built
+//! configuration.
+#![forbid(unsafe_code)]
+
+use crate::policy::Limits;
+use crate::protocol::Request;
+use crate::system::Caller;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+};
+use std::collections::HashMap;
+
+/// Label keys every urun container carries (audit and clean-up).
+pub const LABEL_UID: &str = "io.urun.uid";
+pub const LABEL_USER: &str = "io.urun.user";
+pub const LABEL_REQUEST: &str = "io.urun.request";
+/// Which helper instance (by socket path) owns the container: a helper only reaps its own.
+pub const LABEL_HELPER: &str = "io.urun.helper";
+
+/// The forced settings in words: (setting, value). Printed by `urun --help`.
+pub const FORCED: &[(&str, &str)] = &[
+    (
+        "User",
+        "your uid:gid, numeric (never a name the image could redefine)",
+    ),
+    ("CapDrop / CapAdd", "ALL / none"),
+    ("Privileged", "false"),
+    (
+        "SecurityOpt",
+        "no-new-privileges; the daemon's seccomp/AppArmor/SELinux defaults kept",
+    ),
+    ("ReadonlyRootfs", "true"),
+    (
+        "Tmpfs",
+        "/tmp (rw,nosuid,nodev,noexec,mode=1777) and $HOME (yours, mode 0700)",
+    ),
+    ("Ulimits", "nofile and nproc from policy, core=0"),
+    (
+        "Memory / PidsLimit / CPU",
+        "from policy, always set; no extra swap",
+    ),
+    ("Network", "none"),
+    ("Pid/Ipc/Uts/Userns/Cgroupns", "private, never host"),
+    ("Devices, ports, links, volumes-from, host binds", "none"),
+    ("Init", "docker-init as PID 1 (signals and zombies handled)"),
+    ("LogConfig", "none (output goes only to you)"),
+    (
+        "RestartPolicy / removal",
+        "no / removed as soon as it exits or you disconnect",
+    ),
+    ("Labels", "owner uid, user name, request id"),
+    ("Env", "HOME only (plus the image's own)"),
+];
+
+/// Where `HOME` is inside the container: `/home/<name>` for a plain user name,
+/// `/home/<uid>` otherwise (names from the user database are not trusted as paths).
+pub fn home_dir(caller: &Caller) -> String {
+    match &caller.name {
+        Some(n)
+            if !n.is_empty()
+                && n.len() <= 32
+                && !n.starts_with('.')
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            format!("/home/{n}")
+        }
+        _ => format!("/home/{}", caller.uid),
+    }
+}
+
+/// Labels identifying a run: owner, request, helper instance.
+pub fn labels(caller: &Caller, request_id: &str, helper: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_UID.to_string(), caller.uid.to_string()),
+        (LABEL_USER.to_string(), caller.display_name()),
+        (LABEL_REQUEST.to_string(), request_id.to_string()),
+        (LABEL_HELPER.to_string(), helper.to_string()),
+    ])
+}
+
+/// Builds the container configuration. `image_id` is the image ID resolved at
+/// admission, so a tag moved afterwards cannot change what runs.
+pub fn container_config(
+    caller: &Caller,
+    limits: &Limits,
+    image_id: &str,
+    req: &Request,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    let home = home_dir(caller);
+    let tmpfs_size = limits.tmpfs_size.0;
+    let ulimit = |name: &str, n: i64| ResourcesUlimits {
+        name: Some(name.into()),
+        soft: Some(n),
+        hard: Some(n),
+    };
+    let host = HostConfig {
+        // ── identity and privilege ──
+        privileged: Some(false),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: None,
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        readonly_rootfs: Some(true),
+        // ── scratch space (counts against the memory limit) ──
+        tmpfs: Some(HashMap::from([
+            (
+                "/tmp".into(),
+                format!("rw,nosuid,nodev,noexec,size={tmpfs_size},mode=1777"),
+            ),
+            (
+                home,
+                format!(
+                    "rw,nosuid,nodev,noexec,size={tmpfs_size},uid={},gid={},mode=0700",
+                    caller.uid, caller.gid
+                ),
+            ),
+        ])),
+        // ── resources ──
+        ulimits: Some(vec![
+            ulimit("nofile", limits.nofile.0.into()),
+            ulimit("nproc", limits.nproc.0.into()),
+            ulimit("core", 0),
+        ]),
+        memory: Some(limits.memory.0 as i64),
+        memory_swap: Some(limits.memory.0 as i64),
+        pids_limit: Some(limits.pids.0.into()),
+        nano_cpus: Some(limits.cpus.nano()),
+        oom_kill_disable: Some(false),
+        // ── namespaces: all private ──
+        network_mode: Some("none".into()),
+        pid_mode: Some(String::new()),
+        ipc_mode: Some("private".into()),
+        uts_mode: Some(String::new()),
+        userns_mode: Some(String::new()),
+        cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+        // ── nothing from the host ──
+        devices: Some(vec![]),
+        device_cgroup_rules: Some(vec![]),
+        device_requests: Some(vec![]),
+        port_bindings: None,
+        publish_all_ports: Some(false),
+        volumes_from: Some(vec![]),
+        links: Some(vec![]),
+        binds: Some(vec![]),
+        mounts: Some(vec![]),
+        extra_hosts: Some(vec![]),
+        sysctls: None,
+        group_add: None,
+        runtime: None,
+        // ── lifecycle ──
+        init: Some(true),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        // The helper removes the container itself once it has the exit status
+        // (AutoRemove would race with reading it); helper restarts reap leftovers.
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image_id.into()),
+        user: Some(format!("{}:{}", caller.uid, caller.gid)),
+        cmd: (!req.command.is_empty()).then(|| req.command.clone()),
+        env: Some(vec![format!("HOME={}", home_dir(caller))]),
+        labels: Some(labels),
+        attach_stdin: Some(req.interactive),
+        open_stdin: Some(req.interactive),
+        stdin_once: Some(req.interactive),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        network_disabled: Some(true),
+        exposed_ports: None,
+        volumes: None,
+        host_config: Some(host),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Bytes, Count, Cpus};
+
+    fn caller() -> Caller {
+        Caller {
+            uid: 1001,
+            gid: 1002,
+            pid: 4242,
+            groups: vec![1002, 27],
+            name: Some("alice".into()),
+        }
+    }
+
+    /// Requests that try everything a request can carry.
+    fn hostile_requests() -> Vec<Request> {
+        let mut v = vec![Request::new("busybox".into(), vec![])];
+        let mut r = Request::new(
+            "busybox".into(),
+            ["--privileged", "-u", "0", "-v", "/:/host", "sh"]
+                .map(String::from)
+                .to_vec(),
+        );
+        r.interactive = true;
+        v.push(r);
+        v
+    }
+
+    fn build(r: &Request) -> ContainerCreateBody {
+        container_config(
+            &caller(),
+            &Limits::default(),
+            "sha256:feed",
+            r,
+            labels(&caller(), "rq1", "/run/urun/urun.sock"),
+        )
+    }
+
+    fn each(check: impl Fn(&ContainerCreateBody, &HostConfig)) {
+        for r in hostile_requests() {
+            let c = build(&r);
+            check(&c, c.host_config.as_ref().unwrap());
+        }
+    }
+
+    #[test]
+    fn row_user_is_the_callers_numeric_uid_gid() {
+        each(|c, _| assert_eq!(c.user.as_deref(), Some("1001:1002")));
+    }
+
+    #[test]
+    fn row_capabilities_all_dropped() {
+        each(|_, h| {
+            assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+            assert!(h.cap_add.as_ref().is_none_or(|v| v.is_empty()));
+        });
+    }
+
+    #[test]
+    fn row_never_privileged() {
+        each(|_, h| assert_eq!(h.privileged, Some(false)));
+    }
+
+    #[test]
+    fn row_security_opt_only_no_new_privileges() {
+        each(|_, h| {
+            assert_eq!(
+                h.security_opt,
+                Some(vec!["no-new-privileges:true".to_string()])
+            );
+        });
+    }
+
+    #[test]
+    fn row_readonly_rootfs() {
+        each(|_, h| assert_eq!(h.readonly_rootfs, Some(true)));
+    }
+
+    #[test]
+    fn row_tmpfs_tmp_and_home() {
+        each(|c, h| {
+            let t = h.tmpfs.as_ref().unwrap();
+            assert_eq!(t.len(), 2);
+            assert_eq!(t["/tmp"], "rw,nosuid,nodev,noexec,size=67108864,mode=1777");
+            assert_eq!(
+                t["/home/alice"],
+                "rw,nosuid,nodev,noexec,size=67108864,uid=1001,gid=1002,mode=0700"
+            );
+            assert_eq!(c.env, Some(vec!["HOME=/home/alice".to_string()]));
+        });
+    }
+
+    #[test]
+    fn row_ulimits() {
+        each(|_, h| {
+            let u = h.ulimits.as_ref().unwrap();
+            let get = |n: &str| u.iter().find(|x| x.name.as_deref() == Some(n)).unwrap();
+            assert_eq!(
+                (get("nofile").soft, get("nofile").hard),
+                (Some(1024), Some(1024))
+            );
+            assert_eq!(
+                (get("nproc").soft, get("nproc").hard),
+                (Some(256), Some(256))
+            );
+            assert_eq!((get("core").soft, get("core").hard), (Some(0), Some(0)));
+        });
+    }
+
+    #[test]
+    fn row_resources_from_policy() {
+        each(|_, h| {
+            assert_eq!(h.memory, Some(512 << 20));
+            assert_eq!(h.memory_swap, Some(512 << 20));
+            assert_eq!(h.pids_limit, Some(256));
+            assert_eq!(h.nano_cpus, Some(1_000_000_000));
+            assert_eq!(h.oom_kill_disable, Some(false));
+        });
+        let l = Limits {
+            memory: Bytes(1 << 30),
+            cpus: Cpus(0.5),
+            pids: Count(10),
+            nofile: Count(64),
+            nproc: Count(20),
+            tmpfs_size: Bytes(8 << 20),
+        };
+        let c = container_config(&caller(), &l, "x", &Request::default(), HashMap::new());
+        let h = c.host_config.unwrap();
+        assert_eq!(
+            (h.memory, h.pids_limit, h.nano_cpus),
+            (Some(1 << 30), Some(10), Some(500_000_000))
+        );
+    }
+
+    #[test]
+    fn row_network_none() {
+        each(|c, h| {
+            assert_eq!(h.network_mode.as_deref(), Some("none"));
+            assert_eq!(c.network_disabled, Some(true));
+            assert!(c.networking_config.is_none());
+        });
+    }
+
+    #[test]
+    fn row_namespaces_private() {
+        each(|_, h| {
+            assert_eq!(h.pid_mode.as_deref(), Some(""));
+            assert_eq!(h.ipc_mode.as_deref(), Some("private"));
+            assert_eq!(h.uts_mode.as_deref(), Some(""));
+            assert_eq!(h.userns_mode.as_deref(), Some(""));
+            assert_eq!(h.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::PRIVATE));
+        });
+    }
+
+    #[test]
+    fn row_nothing_from_the_host() {
+        each(|c, h| {
+            assert_eq!(h.devices, Some(vec![]));
+            assert_eq!(h.device_requests, Some(vec![]));
+            assert_eq!(h.device_cgroup_rules, Some(vec![]));
+            assert!(h.port_bindings.is_none() && c.exposed_ports.is_none());
+            assert_eq!(h.publish_all_ports, Some(false));
+            assert_eq!(h.volumes_from, Some(vec![]));
+            assert_eq!(h.links, Some(vec![]));
+            assert_eq!(h.binds, Some(vec![]));
+            assert_eq!(h.mounts, Some(vec![]));
+            assert!(c.volumes.is_none());
+            assert!(h.sysctls.is_none() && h.runtime.is_none() && h.group_add.is_none());
+            assert_eq!(h.extra_hosts, Some(vec![]));
+        });
+    }
+
+    #[test]
+    fn row_init_log_restart_removal() {
+        each(|_, h| {
+            assert_eq!(h.init, Some(true));
+            assert_eq!(h.log_config.as_ref().unwrap().typ.as_deref(), Some("none"));
+            assert_eq!(
+                h.restart_policy.as_ref().unwrap().name,
+                Some(RestartPolicyNameEnum::NO)
+            );
+            assert_eq!(h.auto_remove, Some(false));
+        });
+    }
+
+    #[test]
+    fn row_labels() {
+        each(|c, _| {
+            let l = c.labels.as_ref().unwrap();
+            assert_eq!(l[LABEL_UID], "1001");
+            assert_eq!(l[LABEL_USER], "alice");
+            assert_eq!(l[LABEL_REQUEST], "rq1");
+            assert_eq!(l[LABEL_HELPER], "/run/urun/urun.sock");
+        });
+    }
+
+    #[test]
+    fn image_is_the_admitted_id_and_command_passes_verbatim() {
+        for r in hostile_requests() {
+            let c = build(&r);
+            assert_eq!(c.image.as_deref(), Some("sha256:feed"));
+            assert_eq!(c.cmd, (!r.command.is_empty()).then(|| r.command.clone()));
+            assert_eq!(c.open_stdin, Some(r.interactive));
+            assert_eq!(c.tty, Some(false));
+        }
+    }
+
+    #[test]
+    fn home_never_comes_from_an_odd_name() {
+        let mut c = caller();
+        for (name, want) in [
+            (Some("bob"), "/home/bob"),
+            (Some("../etc"), "/home/1001"),
+            (Some("a/b"), "/home/1001"),
+            (Some(".x"), "/home/1001"),
+            (None, "/home/1001"),
+        ] {
+            c.name = name.map(String::from);
+            assert_eq!(home_dir(&c), want);
+        }
+    }
+
+    #[test]
+    fn every_row_is_documented() {
+        assert_eq!(FORCED.len(), 16);
+        assert!(FORCED.iter().all(|(k, v)| !k.is_empty() && !v.is_empty()));
+    }
+}

@@ -1,0 +1,24 @@
+//! urun: run Docker containers as yourself on a shared host, without the
+//! root-equivalent `docker` group.
+//!
+//! Module names follow the trust boundary:
+//! - pure, no I/O: [`protocol`] (wire format), [`policy`] (admin file), [`judge`]
+//!   (decision), [`forced`] (the forced-settings table → container config),
+//!   [`audit`] (record format);
+//! - OS boundary: [`system`] (kernel identity, user database, socket; the only
+//!   `unsafe`), [`engine`] (the only code that talks to Docker);
+//! - programs: [`server`] (urund), [`client`] (urun, never touches Docker), [`cli`].
+
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod engine;
+pub mod forced;
+pub mod judge;
+pub mod policy;
+pub mod protocol;
+pub mod server;
+pub mod system;
+
+/// Where urund listens and urun connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/urun/urun.sock";

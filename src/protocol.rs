@@ -1,0 +1,330 @@
+//! The wire protocol between `urun` (untrusted) and `urund` (trusted). Pure: no I/O
+//! beyond generic `Read`/`Write` helpers, no policy.
+//!
+//! A connection is a sequence of frames, each `[kind: u8][len: u32 big-endian][payload]`.
+//! The client sends exactly one `Request` frame first, then only `Stdin`, `StdinEof`,
+//! `Signal` and `Resize` frames. The helper answers with `Stdout`/`Stderr` frames and ends
+//! with exactly one `Exit` or `Error` frame. Every limit below is checked by the helper
+//! before it allocates anything for a frame; a violation gets one `Error` frame and the
+//! connection is closed.
+//!
+//! Nothing in a request says who the caller is: identity comes from the kernel
+//! (`SO_PEERCRED`), and `Request` rejects unknown fields, so a frame that tries to name a
+//! uid is refused outright.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::{self, Read, Write};
+
+/// Protocol version spoken by this build. A request with another version is refused.
+pub const VERSION: u32 = 1;
+/// Largest payload of any frame.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Largest payload of the request frame (the whole request).
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest number of command words (entrypoint + command together).
+pub const MAX_ARGS: usize = 1024;
+/// Frame header size.
+pub const HEADER: usize = 5;
+
+/// Frame kinds. Client→helper kinds are below 0x80, helper→client kinds above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Request = 0x01,
+    Stdin = 0x02,
+    StdinEof = 0x03,
+    Signal = 0x04,
+    Resize = 0x05,
+    Stdout = 0x81,
+    Stderr = 0x82,
+    Exit = 0x83,
+    Error = 0x84,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            0x01 => Kind::Request,
+            0x02 => Kind::Stdin,
+            0x03 => Kind::StdinEof,
+            0x04 => Kind::Signal,
+            0x05 => Kind::Resize,
+            0x81 => Kind::Stdout,
+            0x82 => Kind::Stderr,
+            0x83 => Kind::Exit,
+            0x84 => Kind::Error,
+            _ => return None,
+        })
+    }
+
+    /// True for the kinds a client may send.
+    pub fn from_client(self) -> bool {
+        (self as u8) < 0x80
+    }
+}
+
+/// What is wrong with bytes received from the other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    UnknownKind(u8),
+    TooLarge { kind: Kind, len: usize, max: usize },
+    UnexpectedKind(Kind),
+    BadRequest(String),
+    Version(u32),
+    TooManyArgs(usize),
+    BadPayload(Kind),
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::UnknownKind(b) => write!(f, "unknown frame type 0x{b:02x}"),
+            ProtocolError::TooLarge { kind, len, max } => {
+                write!(
+                    f,
+                    "{kind:?} frame of {len} bytes exceeds the limit of {max}"
+                )
+            }
+            ProtocolError::UnexpectedKind(k) => write!(f, "unexpected {k:?} frame"),
+            ProtocolError::BadRequest(e) => write!(f, "malformed request: {e}"),
+            ProtocolError::Version(v) => write!(
+                f,
+                "protocol version {v} is not supported (urund speaks {VERSION}); \
+                 use the urun that matches this urund"
+            ),
+            ProtocolError::TooManyArgs(n) => {
+                write!(f, "{n} command arguments exceed the limit of {MAX_ARGS}")
+            }
+            ProtocolError::BadPayload(k) => write!(f, "malformed {k:?} frame"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Parses and bounds-checks a frame header. Pure; called before any payload is read.
+pub fn parse_header(h: [u8; HEADER]) -> Result<(Kind, usize), ProtocolError> {
+    let kind = Kind::from_u8(h[0]).ok_or(ProtocolError::UnknownKind(h[0]))?;
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    let max = if kind == Kind::Request {
+        MAX_REQUEST
+    } else {
+        MAX_FRAME
+    };
+    if len > max {
+        return Err(ProtocolError::TooLarge { kind, len, max });
+    }
+    Ok((kind, len))
+}
+
+/// Encodes a frame header.
+pub fn header(kind: Kind, len: usize) -> [u8; HEADER] {
+    debug_assert!(len <= MAX_FRAME);
+    let l = (len as u32).to_be_bytes();
+    [kind as u8, l[0], l[1], l[2], l[3]]
+}
+
+/// Writes one frame (header and payload in one `write_all` where it is small).
+pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    buf.extend_from_slice(&header(kind, payload.len()));
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)
+}
+
+/// Reads one frame. `Ok(None)` on a clean end of stream before a header.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(Kind, Vec<u8>)>> {
+    let mut h = [0u8; HEADER];
+    match r.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (kind, len) = parse_header(h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((kind, payload)))
+}
+
+/// The one request a client makes. Everything here is a wish; `urund` decides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub version: u32,
+    /// Image reference as typed by the user.
+    pub image: String,
+    /// Command and arguments; empty means the image's default command.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Attach stdin (`-i`).
+    #[serde(default)]
+    pub interactive: bool,
+}
+
+impl Request {
+    pub fn new(image: String, command: Vec<String>) -> Request {
+        Request {
+            version: VERSION,
+            image,
+            command,
+            ..Default::default()
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Request always serialises")
+    }
+
+    /// Decodes and validates the structure of a request payload (not its policy).
+    pub fn decode(payload: &[u8]) -> Result<Request, ProtocolError> {
+        if payload.len() > MAX_REQUEST {
+            return Err(ProtocolError::TooLarge {
+                kind: Kind::Request,
+                len: payload.len(),
+                max: MAX_REQUEST,
+            });
+        }
+        // The version is checked first so an old or new client gets the right message
+        // rather than complaints about fields it did or did not send.
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned = serde_json::from_slice(payload)
+            .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
+        if v.version != VERSION {
+            return Err(ProtocolError::Version(v.version));
+        }
+        let req: Request = serde_json::from_slice(payload)
+            .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
+        if req.command.len() > MAX_ARGS {
+            return Err(ProtocolError::TooManyArgs(req.command.len()));
+        }
+        let all = std::iter::once(&req.image).chain(req.command.iter());
+        if all.clone().any(|s| s.contains('\0')) {
+            return Err(ProtocolError::BadRequest("NUL byte in a string".into()));
+        }
+        Ok(req)
+    }
+}
+
+/// Helper→client `Exit` payload: the exit status, 0..=255.
+pub fn encode_exit(status: u8) -> [u8; 1] {
+    [status]
+}
+
+pub fn decode_exit(p: &[u8]) -> Result<u8, ProtocolError> {
+    match p {
+        [s] => Ok(*s),
+        _ => Err(ProtocolError::BadPayload(Kind::Exit)),
+    }
+}
+
+/// Helper→client `Error` payload: the exit status the client should use, then a one-line
+/// UTF-8 message.
+pub fn encode_error(status: u8, msg: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + msg.len());
+    v.push(status);
+    v.extend_from_slice(msg.replace('\n', " ").as_bytes());
+    v
+}
+
+pub fn decode_error(p: &[u8]) -> Result<(u8, String), ProtocolError> {
+    match p.split_first() {
+        Some((s, m)) => Ok((*s, String::from_utf8_lossy(m).into_owned())),
+        None => Err(ProtocolError::BadPayload(Kind::Error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let r = Request::new("busybox".into(), vec!["id".into(), "-u".into()]);
+        assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn request_naming_a_uid_is_rejected() {
+        let p = br#"{"version":1,"image":"busybox","command":["id"],"uid":0}"#;
+        assert!(matches!(
+            Request::decode(p),
+            Err(ProtocolError::BadRequest(m)) if m.contains("unknown field `uid`")
+        ));
+    }
+
+    #[test]
+    fn wrong_version_is_rejected_first() {
+        let p = br#"{"version":2,"image":"x","whatever":true}"#;
+        assert_eq!(Request::decode(p), Err(ProtocolError::Version(2)));
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert!(matches!(
+            Request::decode(b"\xff\xfegarbage"),
+            Err(ProtocolError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn too_many_args() {
+        let r = Request::new("x".into(), vec!["a".into(); MAX_ARGS + 1]);
+        assert_eq!(
+            Request::decode(&r.encode()),
+            Err(ProtocolError::TooManyArgs(MAX_ARGS + 1))
+        );
+    }
+
+    #[test]
+    fn nul_bytes_rejected() {
+        let r = Request::new("x".into(), vec!["a\0b".into()]);
+        assert!(Request::decode(&r.encode()).is_err());
+    }
+
+    #[test]
+    fn header_limits() {
+        assert_eq!(
+            parse_header(header(Kind::Stdin, 10)).unwrap(),
+            (Kind::Stdin, 10)
+        );
+        assert_eq!(
+            parse_header([0x7f, 0, 0, 0, 0]),
+            Err(ProtocolError::UnknownKind(0x7f))
+        );
+        let big = ((MAX_REQUEST + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            parse_header([1, big[0], big[1], big[2], big[3]]),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_header([2, 0xff, 0xff, 0xff, 0xff]),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, Kind::Stdout, b"hello").unwrap();
+        write_frame(&mut buf, Kind::Exit, &encode_exit(42)).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((Kind::Stdout, b"hello".to_vec()))
+        );
+        let (k, p) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!((k, decode_exit(&p).unwrap()), (Kind::Exit, 42));
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn error_payload_is_one_line() {
+        let (s, m) = decode_error(&encode_error(125, "a\nb")).unwrap();
+        assert_eq!((s, m.as_str()), (125, "a b"));
+    }
+}

@@ -1,0 +1,193 @@
+//! The OS boundary: who is on the other end of a socket (from the kernel), the user
+//! database, and the helper's listening socket. The only module with `unsafe`.
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{Gid, Group, Uid, User};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+/// The caller of one connection, as the kernel reports it at `connect()` time.
+/// Built only by [`peer_caller`]: nothing a client sends can change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+    /// Supplementary groups (`SO_PEERGROUPS`), or from the user database when the
+    /// kernel cannot say.
+    pub groups: Vec<u32>,
+    /// User name from the user database; `None` when the uid has no entry.
+    pub name: Option<String>,
+}
+
+impl Caller {
+    /// The name for messages and labels: the user name, or the uid.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.uid.to_string())
+    }
+
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Identifies the process on the other end of `sock` from the kernel's records
+/// (`SO_PEERCRED`, `SO_PEERGROUPS`). Must be called before any byte is read.
+pub fn peer_caller(sock: BorrowedFd<'_>) -> io::Result<Caller> {
+    let cred = getsockopt(&sock, PeerCredentials).map_err(io::Error::from)?;
+    let name = User::from_uid(Uid::from_raw(cred.uid()))
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let groups = match peer_groups(sock) {
+        Ok(g) => g,
+        Err(_) => match &name {
+            Some(n) => user_db_groups(n, cred.gid()),
+            None => Vec::new(),
+        },
+    };
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+        groups,
+        name,
+    })
+}
+
+/// `getsockopt(SO_PEERGROUPS)`: the peer's supplementary groups at connect time.
+fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut buf: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (buf.len() * GID) as libc::socklen_t;
+        // SAFETY: `buf` is a live, writable allocation of exactly `len` bytes for the
+        // whole call; the kernel writes at most `len` bytes into it and stores the
+        // size it needs in `len`. The descriptor is borrowed, so it stays open.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let need = len as usize / GID;
+        if r == 0 {
+            buf.truncate(need.min(buf.len()));
+            return Ok(buf);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && need > buf.len() && need <= 1 << 16 {
+            buf.resize(need, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+fn user_db_groups(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Vec::new();
+    };
+    nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
+        .map(|v| v.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default()
+}
+
+/// Looks up a group's gid by name.
+pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
+    Group::from_name(name)
+        .map(|g| g.map(|g| g.gid.as_raw()))
+        .map_err(io::Error::from)
+}
+
+/// Creates the helper's listening socket at `path`: owned by the helper's user and
+/// group `gid`, mode 0660, in a directory nobody else can write to. A stale socket
+/// is removed; a live one (another urund answers) or any other file is an error.
+pub fn bind_socket(path: &Path, gid: u32) -> io::Result<UnixListener> {
+    let fail = |m: String| io::Error::other(format!("socket {}: {m}", path.display()));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| fail("needs an absolute path".into()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let meta = std::fs::metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "directory {} must be owned by root and not writable by group or others \
+             (owner {}, mode {:o})",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(fail("another urund is already listening there".into()));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => return Err(fail("exists and is not a socket; remove it".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // urund runs with umask 077, so the socket is born 0600 and only opened up to
+    // the group after its group is set.
+    let listener = UnixListener::bind(path)?;
+    std::os::unix::fs::lchown(path, None, Some(gid))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Sets the process umask so every file the helper creates is private by default.
+pub fn private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn peer_of_a_socketpair_is_us() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let c = peer_caller(a.as_fd()).unwrap();
+        assert_eq!(c.uid, nix::unistd::getuid().as_raw());
+        assert_eq!(c.gid, nix::unistd::getgid().as_raw());
+        assert_eq!(c.pid, std::process::id() as i32);
+        let mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut got = c.groups.clone();
+        got.sort();
+        let mut want = mine;
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn membership() {
+        let c = Caller {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+            groups: vec![27, 1000],
+            name: None,
+        };
+        assert!(c.in_group(1000) && c.in_group(27) && !c.in_group(0));
+        assert_eq!(c.display_name(), "1000");
+    }
+}
