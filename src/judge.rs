@@ -36,7 +36,8 @@ pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) ->
                 .into(),
         );
     }
-    if !caller.in_group(group_gid) && !(caller.uid == 0 && policy.access.allow_root) {
+    let allowed_root = caller.uid == 0 && policy.access.allow_root;
+    if !(caller.in_group(group_gid) || allowed_root) {
         return refuse(
             "access.group",
             format!(

@@ -110,7 +110,7 @@ impl Bytes {
         let n: u64 = num
             .parse()
             .map_err(|_| format!("invalid size {s:?}: expected e.g. \"512m\" or \"1g\""))?;
-        Self::checked(n.checked_mul(mult).unwrap_or(u64::MAX))
+        Self::checked(n.saturating_mul(mult))
     }
 
     fn checked(n: u64) -> Result<Bytes, String> {

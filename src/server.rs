@@ -34,6 +34,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection is drained after its last frame (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(1);
 /// How often a client that is not sending anything is checked for having gone away
 /// while its container's stdin is full.
 const HANGUP_POLL: Duration = Duration::from_millis(200);
@@ -163,8 +165,10 @@ impl Helper {
         };
         let started = Instant::now();
         let mut rec = Record::new(&self.request_id(), &caller);
-        let (rd, mut wr) = stream.into_split();
-        let end = self.admit_and_run(&caller, &mut rec, rd, &mut wr).await;
+        let (mut rd, mut wr) = stream.into_split();
+        let end = self
+            .admit_and_run(&caller, &mut rec, &mut rd, &mut wr)
+            .await;
         let frame = match &end {
             End::Exit(s) => {
                 rec.decision = "allowed";
@@ -193,6 +197,7 @@ impl Helper {
             let _ = send(&mut wr, kind, &payload).await;
         }
         let _ = wr.shutdown().await;
+        linger(&mut rd).await;
         rec.duration_ms = started.elapsed().as_millis() as u64;
         audit::write(&rec);
     }
@@ -202,11 +207,11 @@ impl Helper {
         &self,
         caller: &Caller,
         rec: &mut Record,
-        mut rd: OwnedReadHalf,
+        rd: &mut OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
     ) -> End {
         // 2. What: one bounded request.
-        let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut rd)).await {
+        let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return End::Refused("protocol", format!("bad request: {e}")),
             Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
@@ -259,7 +264,7 @@ impl Helper {
         &self,
         id: &str,
         interactive: bool,
-        rd: OwnedReadHalf,
+        rd: &mut OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
         rec: &mut Record,
     ) -> End {
@@ -271,8 +276,9 @@ impl Helper {
         if let Err(e) = self.engine.start(id).await {
             return End::Failed(e);
         }
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        let mut pump = tokio::spawn(pump_client(rd, input, bytes_in.clone()));
+        let bytes_in = AtomicU64::new(0);
+        let pump = pump_client(rd, input, &bytes_in);
+        tokio::pin!(pump);
         let end = loop {
             tokio::select! {
                 item = output.next() => match item {
@@ -296,13 +302,12 @@ impl Helper {
                 r = &mut pump => {
                     // The client left or broke the protocol while the container ran.
                     break match r {
-                        Ok(PumpEnd::Bad(e)) => End::Refused("protocol", format!("bad frame: {e}")),
-                        _ => End::ClientGone,
+                        PumpEnd::Bad(e) => End::Refused("protocol", format!("bad frame: {e}")),
+                        PumpEnd::Gone => End::ClientGone,
                     };
                 }
             }
         };
-        pump.abort();
         rec.bytes_in = bytes_in.load(Ordering::Relaxed);
         end
     }
@@ -326,13 +331,13 @@ enum PumpEnd {
 /// After `StdinEof` the container's stdin is closed and the pump keeps watching the
 /// connection, so a vanished client is noticed at once.
 async fn pump_client(
-    mut rd: OwnedReadHalf,
+    rd: &mut OwnedReadHalf,
     mut input: Pin<Box<dyn AsyncWrite + Send>>,
-    bytes_in: Arc<AtomicU64>,
+    bytes_in: &AtomicU64,
 ) -> PumpEnd {
     let mut stdin_open = true;
     loop {
-        let (kind, payload) = match read_frame(&mut rd).await {
+        let (kind, payload) = match read_frame(rd).await {
             Ok(Some(f)) => f,
             Ok(None) => return PumpEnd::Gone,
             Err(FrameError::Protocol(e)) => return PumpEnd::Bad(e),
@@ -349,7 +354,7 @@ async fn pump_client(
                     tokio::select! {
                         r = &mut write => { if r.is_err() { stdin_open = false; } break; }
                         _ = tokio::time::sleep(HANGUP_POLL) => {
-                            if peer_hung_up(&rd) { return PumpEnd::Gone; }
+                            if peer_hung_up(rd) { return PumpEnd::Gone; }
                         }
                     }
                 }
@@ -365,16 +370,32 @@ async fn pump_client(
     }
 }
 
+/// After the last frame: reads and drops what the client still sends, for at most
+/// a second, so that closing does not reset the connection and destroy the final
+/// frame before the client has read it.
+async fn linger(rd: &mut OwnedReadHalf) {
+    let drain = async {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 fn peer_hung_up(rd: &OwnedReadHalf) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    // nix does not name POLLRDHUP ("peer closed its end"); the bit is libc's.
-    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    // No events requested: the kernel still reports POLLHUP once the peer has closed
+    // both directions (a client that exited or was killed), whatever data is queued.
+    // (Asking for POLLRDHUP would make nix's `revents()` return None: unknown bit.)
     let sock: &UnixStream = rd.as_ref();
-    let mut fds = [PollFd::new(sock.as_fd(), rdhup)];
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::empty())];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
         && fds[0]
             .revents()
-            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR))
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 enum FrameError {

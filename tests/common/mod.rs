@@ -1,0 +1,343 @@
+//! Shared end-to-end test harness: real users and groups (useradd/groupadd), a real
+//! urund on a private socket, the real urun run as those users, the real Docker daemon.
+//! Everything created here is removed in `Drop`, so also when a test panics.
+//! Needs root (tests/setup.sh prepares the machine and is run once per test binary).
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const URUN: &str = env!("CARGO_BIN_EXE_urun");
+pub const URUND: &str = env!("CARGO_BIN_EXE_urund");
+
+/// Runs tests/setup.sh once per test binary; returns the test image's name.
+pub fn image() -> &'static str {
+    static DONE: OnceLock<String> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let name =
+            std::env::var("URUN_TEST_IMAGE").unwrap_or_else(|_| "urun-test/busybox:latest".into());
+        let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/setup.sh"))
+            .env("URUN_TEST_IMAGE", &name)
+            .status()
+            .expect("running tests/setup.sh");
+        assert!(st.success(), "tests/setup.sh failed");
+        name
+    })
+}
+
+/// A short unique suffix for names of things a test creates.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{n}", std::process::id() % 0xfffff)
+}
+
+pub fn sh(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn must(cmd: &str, args: &[&str]) {
+    let o = sh(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A system group that exists for the life of the value.
+pub struct TestGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+impl TestGroup {
+    pub fn new(prefix: &str) -> TestGroup {
+        let name = format!("{prefix}{}", unique());
+        must("groupadd", &[&name]);
+        let gid = id_of("getent", &["group", &name], 2);
+        TestGroup { name, gid }
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = sh("groupdel", &[&self.name]);
+    }
+}
+
+/// A real unprivileged user with a home directory, removed with its files on drop.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// A user in the given supplementary groups.
+    pub fn new(groups: &[&TestGroup]) -> TestUser {
+        let name = format!("urt{}", unique());
+        let g: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let mut args = vec!["-m", "-s", "/bin/sh"];
+        let joined = g.join(",");
+        if !g.is_empty() {
+            args.extend(["-G", &joined]);
+        }
+        args.push(&name);
+        must("useradd", &args);
+        let uid = id_of("id", &["-u", &name], 0);
+        let gid = id_of("id", &["-g", &name], 0);
+        TestUser { name, uid, gid }
+    }
+
+    /// A command run as this user (real and effective ids, its groups).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={}", self.uid),
+            &format!("--regid={}", self.gid),
+            "--init-groups",
+            "--reset-env",
+            "--",
+            program,
+        ]);
+        c
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = sh("pkill", &["-KILL", "-u", &self.name]);
+        let _ = sh("userdel", &["-r", "-f", &self.name]);
+    }
+}
+
+fn id_of(cmd: &str, args: &[&str], field: usize) -> u32 {
+    let o = sh(cmd, args);
+    let s = String::from_utf8_lossy(&o.stdout);
+    let f = if field == 0 {
+        s.trim().to_string()
+    } else {
+        s.trim().split(':').nth(field).unwrap_or("").to_string()
+    };
+    f.parse()
+        .unwrap_or_else(|_| panic!("{cmd} {args:?} gave {s:?}"))
+}
+
+/// A running urund on a private socket with a given policy.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub policy: PathBuf,
+    pub log: PathBuf,
+    /// A copy of the urun binary every test user can execute.
+    pub urun: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts urund with `policy` (TOML text). Panics with its log if it does not come up.
+    pub fn start(policy: &str) -> Daemon {
+        let d = Daemon::prepare(policy);
+        d.launch()
+    }
+
+    /// Creates the directory, policy and client copy without starting urund.
+    pub fn prepare(policy: &str) -> Daemon {
+        image();
+        let dir = PathBuf::from(format!("/run/urun-test-{}", unique()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let policy_path = dir.join("policy.toml");
+        write_mode(&policy_path, policy.as_bytes(), 0o644);
+        let urun = dir.join("urun");
+        fs::copy(URUN, &urun).unwrap();
+        fs::set_permissions(&urun, fs::Permissions::from_mode(0o755)).unwrap();
+        Daemon {
+            socket: dir.join("sock/urun.sock"),
+            policy: policy_path,
+            log: dir.join("urund.log"),
+            urun,
+            dir,
+            child: None,
+        }
+    }
+
+    /// urund with this daemon's arguments (plus `extra`), stderr to the log.
+    pub fn urund_command(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(URUND);
+        c.arg("--socket")
+            .arg(&self.socket)
+            .arg("--policy")
+            .arg(&self.policy)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&self.log).unwrap());
+        c
+    }
+
+    pub fn launch(mut self) -> Daemon {
+        self.child = Some(self.urund_command(&[]).spawn().expect("spawning urund"));
+        self.wait_ready();
+        self
+    }
+
+    pub fn wait_ready(&mut self) {
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("urund exited ({st}) at start:\n{}", self.log_text());
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "urund did not come up:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops urund with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = sh("kill", &["-TERM", &c.id().to_string()]);
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `urun ARGS` as `user`, talking to this daemon.
+    pub fn urun(&self, user: &TestUser, args: &[&str]) -> Command {
+        let mut c = user.command(self.urun.to_str().unwrap());
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
+    }
+
+    /// Runs `urun ARGS` as `user` with `input` on stdin; returns its output.
+    pub fn run(&self, user: &TestUser, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(self.urun(user, args), input)
+    }
+
+    /// IDs of containers (any state) this daemon labelled.
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=io.urun.helper={}", self.socket.display());
+        let o = sh("docker", &["ps", "-aq", "--no-trunc", "--filter", &filter]);
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Waits until this daemon has no container left, up to `limit`; returns how long it took.
+    pub fn wait_no_containers(&self, limit: Duration) -> Result<Duration, Vec<String>> {
+        let t = Instant::now();
+        loop {
+            let c = self.containers();
+            if c.is_empty() {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > limit {
+                return Err(c);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until this daemon has `n` running containers.
+    pub fn wait_running(&self, n: usize, limit: Duration) {
+        let filter = format!("label=io.urun.helper={}", self.socket.display());
+        let t = Instant::now();
+        loop {
+            let o = sh("docker", &["ps", "-q", "--filter", &filter]);
+            if String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .count()
+                >= n
+            {
+                return;
+            }
+            assert!(t.elapsed() < limit, "{n} container(s) did not start");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        for id in self.containers() {
+            let _ = sh("docker", &["rm", "-f", &id]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn write_mode(path: &Path, data: &[u8], mode: u32) {
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs `cmd` with `input` fed on stdin from a thread; collects its output.
+pub fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("waiting");
+    let _ = feeder.join();
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The default policy with the access group set.
+pub fn policy_for(group: &TestGroup) -> String {
+    format!("[access]\ngroup = \"{}\"\n", group.name)
+}
