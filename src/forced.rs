@@ -314,6 +314,7 @@ mod tests {
             nofile: Count(64),
             nproc: Count(20),
             tmpfs_size: Bytes(8 << 20),
+            ..Limits::default()
         };
         let c = container_config(&caller(), &l, "x", &Request::default(), HashMap::new());
         let h = c.host_config.unwrap();

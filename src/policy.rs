@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use serde::{de, Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,16 @@ pub const DEFAULT_PATH: &str = "/etc/urun/policy.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub access: Access,
+    pub images: Images,
+    pub pull: Pull,
     pub limits: Limits,
+    pub network: Network,
+    pub env: Env,
+    pub audit: Audit,
+    /// `[group.NAME.limits]`: limits for members of group NAME.
+    pub group: BTreeMap<GroupName, Override>,
+    /// `[user.NAME.limits]`: limits for user NAME (or numeric uid).
+    pub user: BTreeMap<String, Override>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -24,6 +34,9 @@ pub struct Policy {
 pub struct Access {
     /// Members of this group may connect; it is also the socket's group.
     pub group: GroupName,
+    /// If not empty, only these users (names or numeric uids) among the group's
+    /// members are served.
+    pub users: Vec<String>,
     /// Whether uid 0 callers are served.
     pub allow_root: bool,
 }
@@ -32,9 +45,170 @@ impl Default for Access {
     fn default() -> Self {
         Access {
             group: GroupName("urun".into()),
+            users: Vec::new(),
             allow_root: false,
         }
     }
+}
+
+/// Which images may run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Images {
+    /// Glob patterns (`*`, `?`) on the reference as typed, with `:latest` added when
+    /// it names neither a tag nor a digest.
+    pub allow: Vec<Pattern>,
+    /// Only references pinned by digest (`name@sha256:...` or `sha256:...`).
+    pub require_digest: bool,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images {
+            allow: vec![Pattern("*".into())],
+            require_digest: false,
+        }
+    }
+}
+
+/// Whether urund pulls a missing image, and from where.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pull {
+    pub mode: PullMode,
+    /// Registries (host[:port], `docker.io` for Docker Hub) images may be pulled from.
+    pub registries: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullMode {
+    #[default]
+    Never,
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    pub mode: NetworkMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// No network at all: only `lo`.
+    #[default]
+    None,
+    /// The helper-managed bridge [`ISOLATED_NETWORK`], inter-container traffic off.
+    Isolated,
+}
+
+/// The bridge network urund manages for `network.mode = "isolated"`.
+pub const ISOLATED_NETWORK: &str = "urun-isolated";
+
+/// Environment variables a user may pass.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Env {
+    /// Glob patterns on variable names.
+    pub allow: Vec<Pattern>,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            allow: ["TERM", "LANG", "LC_*", "TZ"]
+                .map(|p| Pattern(p.into()))
+                .to_vec(),
+        }
+    }
+}
+
+/// Where audit records go besides urund's standard error.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Absolute path of a file the records are appended to (created root-only 0600,
+    /// reopened on SIGHUP).
+    pub file: Option<AbsPath>,
+    /// Also send each record to syslog/journald (`/dev/log`, facility authpriv).
+    pub syslog: bool,
+}
+
+/// An absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsPath(pub PathBuf);
+
+impl<'de> Deserialize<'de> for AbsPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.starts_with('/') && !s.contains('\0') {
+            Ok(AbsPath(PathBuf::from(s)))
+        } else {
+            Err(de::Error::custom(format!("{s:?} is not an absolute path")))
+        }
+    }
+}
+
+/// A glob pattern: `*` matches any run of characters (also `/`), `?` one character.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(pub String);
+
+impl Pattern {
+    pub fn matches(&self, s: &str) -> bool {
+        glob_match(self.0.as_bytes(), s.as_bytes())
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && s.bytes().all(|b| b.is_ascii_graphic() && b != b'[');
+        if ok {
+            Ok(Pattern(s))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid pattern {s:?}: printable characters only, `*` and `?` as wildcards"
+            )))
+        }
+    }
+}
+
+/// Matches `s` against glob `p` (`*` any run, `?` one byte). Linear-time backtracking
+/// over the last `*` only, so no pattern can make it slow. Pure.
+pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Resource limits applied to every container. Always set: there is no "unlimited".
@@ -47,6 +221,10 @@ pub struct Limits {
     pub nofile: Count,
     pub nproc: Count,
     pub tmpfs_size: Bytes,
+    /// Wall-clock time a run may take; then the container is killed (exit 124).
+    pub max_runtime: Seconds,
+    /// Runs one user may have at once; the next is refused.
+    pub max_concurrent: Count,
 }
 
 impl Default for Limits {
@@ -58,12 +236,97 @@ impl Default for Limits {
             nofile: Count(1024),
             nproc: Count(256),
             tmpfs_size: Bytes(64 << 20),
+            max_runtime: Seconds(24 * 3600),
+            max_concurrent: Count(8),
+        }
+    }
+}
+
+/// An override table: `[group.NAME.limits]` or `[user.NAME.limits]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Override {
+    pub limits: LimitsOverride,
+}
+
+/// Limits an override table sets; the others come from a less specific table.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsOverride {
+    pub memory: Option<Bytes>,
+    pub cpus: Option<Cpus>,
+    pub pids: Option<Count>,
+    pub nofile: Option<Count>,
+    pub nproc: Option<Count>,
+    pub tmpfs_size: Option<Bytes>,
+    pub max_runtime: Option<Seconds>,
+    pub max_concurrent: Option<Count>,
+}
+
+impl Policy {
+    /// The limits that apply to a caller: the most specific table wins, field by
+    /// field: `[user.NAME]` (by name or uid), else the caller's `[group.NAME]`
+    /// tables (when several of the caller's groups set a field, the largest value),
+    /// else `[limits]`. Everything comes from this file; nothing from the request.
+    /// `member_of(group)` says whether the caller is in the named group. Pure.
+    pub fn effective_limits(
+        &self,
+        uid: u32,
+        name: Option<&str>,
+        member_of: impl Fn(&str) -> bool,
+    ) -> Limits {
+        let user = self
+            .user
+            .iter()
+            .find(|(k, _)| Some(k.as_str()) == name || *k == &uid.to_string())
+            .map(|(_, o)| &o.limits);
+        let groups: Vec<&LimitsOverride> = self
+            .group
+            .iter()
+            .filter(|(g, _)| member_of(&g.0))
+            .map(|(_, o)| &o.limits)
+            .collect();
+        fn pick<T: Copy + PartialOrd>(
+            base: T,
+            user: Option<T>,
+            groups: impl Iterator<Item = Option<T>>,
+        ) -> T {
+            if let Some(v) = user {
+                return v;
+            }
+            groups
+                .flatten()
+                .fold(None, |m: Option<T>, v| match m {
+                    Some(m) if m >= v => Some(m),
+                    _ => Some(v),
+                })
+                .unwrap_or(base)
+        }
+        let b = &self.limits;
+        macro_rules! field {
+            ($f:ident) => {
+                pick(
+                    b.$f,
+                    user.and_then(|u| u.$f),
+                    groups.iter().map(|g| g.$f),
+                )
+            };
+        }
+        Limits {
+            memory: field!(memory),
+            cpus: field!(cpus),
+            pids: field!(pids),
+            nofile: field!(nofile),
+            nproc: field!(nproc),
+            tmpfs_size: field!(tmpfs_size),
+            max_runtime: field!(max_runtime),
+            max_concurrent: field!(max_concurrent),
         }
     }
 }
 
 /// A group name as the user database would accept it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupName(pub String);
 
 impl<'de> Deserialize<'de> for GroupName {
@@ -84,7 +347,7 @@ impl<'de> Deserialize<'de> for GroupName {
 
 /// A byte size: an integer, or a string with a binary suffix as docker takes it
 /// (`"512m"`, `"1g"`, `"64k"`, `"100b"`). At least 4 MiB, at most 1 TiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Bytes(pub u64);
 
 impl Bytes {
@@ -154,7 +417,7 @@ impl<'de> Deserialize<'de> for Bytes {
 }
 
 /// A number of CPUs, fractional, in (0, 1024].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct Cpus(pub f64);
 
 impl Cpus {
@@ -178,7 +441,7 @@ impl<'de> Deserialize<'de> for Cpus {
 }
 
 /// A positive count (pids, open files, processes), at most 2^22.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Count(pub u32);
 
 impl<'de> Deserialize<'de> for Count {
@@ -191,6 +454,75 @@ impl<'de> Deserialize<'de> for Count {
                 "{v} is out of range (1 to 4194304): no value means unlimited"
             )))
         }
+    }
+}
+
+/// A duration in whole seconds: an integer, or a string with a unit (`"90s"`,
+/// `"30m"`, `"2h"`, `"1d"`). At least 1 second, at most 30 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    const MAX: u64 = 30 * 86400;
+
+    pub fn parse(s: &str) -> Result<Seconds, String> {
+        let s = s.trim();
+        let (num, mult) = match s.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let m: u64 = match c {
+                    's' => 1,
+                    'm' => 60,
+                    'h' => 3600,
+                    'd' => 86400,
+                    _ => return Err(format!("invalid duration {s:?}: unknown unit {c:?}")),
+                };
+                (&s[..i], m)
+            }
+            _ => (s, 1),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"90s\", \"30m\" or \"2h\""))?;
+        Self::checked(n.saturating_mul(mult))
+    }
+
+    fn checked(n: u64) -> Result<Seconds, String> {
+        if (1..=Self::MAX).contains(&n) {
+            Ok(Seconds(n))
+        } else {
+            Err(format!(
+                "duration {n} seconds is out of range (1s to 30d): no value means unlimited"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, k) in [("d", 86400), ("h", 3600), ("m", 60)] {
+            if n % k == 0 {
+                return write!(f, "{}{unit}", n / k);
+            }
+        }
+        write!(f, "{n}s")
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Int(n)) => Seconds::checked(n),
+            Ok(Raw::Str(s)) => Seconds::parse(&s),
+            Err(_) => Err("expected a duration such as \"30m\" or a number of seconds".into()),
+        }
+        .map_err(de::Error::custom)
     }
 }
 
@@ -393,5 +725,118 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.line, Some(2), "{bad}: {e}");
         }
+    }
+    #[test]
+    fn globs() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("*", ""));
+        assert!(m("*", "anything/at:all"));
+        assert!(m("debian:*", "debian:12"));
+        assert!(!m("debian:*", "debian"));
+        assert!(!m("debian:*", "xdebian:12"));
+        assert!(m("registry.example.org/team/*", "registry.example.org/team/a/b:1"));
+        assert!(!m("registry.example.org/team/*", "registry.example.org/other/a:1"));
+        assert!(m("LC_*", "LC_ALL"));
+        assert!(!m("LC_*", "XLC_ALL"));
+        assert!(m("a?c", "abc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("*a*b*c", "xxaxxbxxc"));
+        assert!(!m("*a*b*c", "xxaxxbxx"));
+        assert!(m("TERM", "TERM"));
+        assert!(!m("TERM", "TERMX"));
+        // no blow-up on adversarial input
+        let long = "a".repeat(5000);
+        assert!(!m("*a*a*a*a*a*a*a*b", &long));
+    }
+
+    #[test]
+    fn new_sections_parse() {
+        let p = parse(
+            "[access]\nusers = [\"alice\", \"1005\"]\n\
+             [images]\nallow = [\"debian:*\", \"127.0.0.1:5000/*\"]\nrequire_digest = true\n\
+             [pull]\nmode = \"missing\"\nregistries = [\"127.0.0.1:*\"]\n\
+             [limits]\nmax_runtime = \"90s\"\nmax_concurrent = 2\n\
+             [network]\nmode = \"isolated\"\n\
+             [env]\nallow = [\"FOO\"]\n\
+             [audit]\nfile = \"/var/log/urun/audit.log\"\nsyslog = true\n\
+             [group.builders.limits]\nmemory = \"2g\"\n\
+             [user.alice.limits]\npids = 10\n",
+        )
+        .unwrap();
+        assert_eq!(p.access.users, ["alice", "1005"]);
+        assert!(p.images.require_digest);
+        assert_eq!(p.pull.mode, PullMode::Missing);
+        assert_eq!(p.limits.max_runtime, Seconds(90));
+        assert_eq!(p.limits.max_concurrent, Count(2));
+        assert_eq!(p.network.mode, NetworkMode::Isolated);
+        assert_eq!(p.env.allow, [Pattern("FOO".into())]);
+        assert_eq!(
+            p.audit.file,
+            Some(AbsPath("/var/log/urun/audit.log".into()))
+        );
+        assert_eq!(
+            p.group[&GroupName("builders".into())].limits.memory,
+            Some(Bytes(2 << 30))
+        );
+        assert_eq!(p.user["alice"].limits.pids, Some(Count(10)));
+    }
+
+    #[test]
+    fn new_section_errors_name_line_and_key() {
+        for (bad, line, key) in [
+            ("[pull]\nmode = \"always\"\n", 2, "pull.mode"),
+            ("[network]\nmode = \"host\"\n", 2, "network.mode"),
+            ("[limits]\nmax_runtime = \"5y\"\n", 2, "limits.max_runtime"),
+            ("[limits]\nmax_runtime = 0\n", 2, "limits.max_runtime"),
+            ("[audit]\nfile = \"rel/log\"\n", 2, "audit.file"),
+            ("[images]\nallow = [\"a[b]\"]\n", 2, "images.allow"),
+            ("\n[group.builders.limits]\nswap = 1\n", 3, "group.builders.limits.swap"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.line, Some(line), "{bad}: {e}");
+            assert_eq!(e.key.as_deref(), Some(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(Seconds::parse("2h"), Ok(Seconds(7200)));
+        assert_eq!(Seconds::parse("45"), Ok(Seconds(45)));
+        assert!(Seconds::parse("0s").is_err());
+        assert!(Seconds::parse("31d").is_err());
+        assert_eq!(Seconds(5400).to_string(), "90m");
+        assert_eq!(Seconds(61).to_string(), "61s");
+    }
+
+    #[test]
+    fn effective_limits_most_specific_wins() {
+        let p = parse(
+            "[limits]\nmemory = \"256m\"\npids = 100\n\
+             [group.builders.limits]\nmemory = \"1g\"\npids = 500\n\
+             [group.big.limits]\nmemory = \"2g\"\n\
+             [user.alice.limits]\npids = 50\n\
+             [user.1234.limits]\nmemory = \"8m\"\n",
+        )
+        .unwrap();
+        let none = |_: &str| false;
+        let builders = |g: &str| g == "builders";
+        let both = |g: &str| g == "builders" || g == "big";
+        // nobody special: the base table
+        let l = p.effective_limits(1000, Some("bob"), none);
+        assert_eq!((l.memory, l.pids), (Bytes(256 << 20), Count(100)));
+        // group member: the group's values
+        let l = p.effective_limits(1000, Some("bob"), builders);
+        assert_eq!((l.memory, l.pids), (Bytes(1 << 30), Count(500)));
+        // several groups: the largest value of each field
+        let l = p.effective_limits(1000, Some("bob"), both);
+        assert_eq!((l.memory, l.pids), (Bytes(2 << 30), Count(500)));
+        // a user table beats the groups, field by field
+        let l = p.effective_limits(1000, Some("alice"), both);
+        assert_eq!((l.memory, l.pids), (Bytes(2 << 30), Count(50)));
+        // by uid
+        let l = p.effective_limits(1234, None, none);
+        assert_eq!(l.memory, Bytes(8 << 20));
+        // fields no table sets stay the base's
+        assert_eq!(l.nofile, Limits::default().nofile);
     }
 }
