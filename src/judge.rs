@@ -2,7 +2,7 @@
 //! It reads nothing and changes nothing; `urund` acts on what it returns.
 #![forbid(unsafe_code)]
 
-use crate::policy::Policy;
+use crate::policy::{Limits, Pattern, Policy, PullMode};
 use crate::protocol::Request;
 use crate::system::Caller;
 
@@ -49,6 +49,22 @@ pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) ->
             ),
         );
     }
+    let users = &policy.access.users;
+    if !users.is_empty()
+        && !users
+            .iter()
+            .any(|u| Some(u.as_str()) == caller.name.as_deref() || *u == caller.uid.to_string())
+    {
+        return refuse(
+            "access.users",
+            format!(
+                "you ({} uid {}) are not in the list of users allowed to use urun \
+                 (policy access.users); ask your administrator",
+                caller.display_name(),
+                caller.uid
+            ),
+        );
+    }
     if !valid_reference(&req.image) {
         return refuse(
             "images.reference",
@@ -58,7 +74,118 @@ pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) ->
             ),
         );
     }
+    if policy.images.require_digest && !pinned_by_digest(&req.image) {
+        return refuse(
+            "images.require_digest",
+            format!(
+                "image {:?} is not pinned by digest (policy images.require_digest): \
+                 use NAME@sha256:DIGEST",
+                req.image
+            ),
+        );
+    }
+    let full = normalized_reference(&req.image);
+    if !policy.images.allow.iter().any(|p| p.matches(&full)) {
+        return refuse(
+            "images.allow",
+            format!(
+                "image {full:?} is not allowed (policy images.allow: {}); \
+                 ask your administrator",
+                list(&policy.images.allow)
+            ),
+        );
+    }
     Decision::Allow
+}
+
+/// Whether a missing image may be pulled: `pull.mode` and `pull.registries`. Pure.
+pub fn judge_pull(policy: &Policy, reference: &str) -> Decision {
+    if policy.pull.mode == PullMode::Never {
+        return refuse(
+            "pull.mode",
+            format!(
+                "Unable to find image '{reference}' locally, and urund does not pull \
+                 (policy pull.mode = \"never\"); ask your administrator to provide it"
+            ),
+        );
+    }
+    let reg = registry_of(reference);
+    if !policy.pull.registries.iter().any(|p| p.matches(&reg)) {
+        return refuse(
+            "pull.registries",
+            format!(
+                "image '{reference}' is not present and registry {reg:?} is not one urund \
+                 pulls from (policy pull.registries: {})",
+                list(&policy.pull.registries)
+            ),
+        );
+    }
+    Decision::Allow
+}
+
+/// Whether one more run is allowed for a user who has `running` runs. Pure.
+pub fn judge_concurrency(limits: &Limits, running: u32) -> Decision {
+    if running >= limits.max_concurrent.0 {
+        return refuse(
+            "limits.max_concurrent",
+            format!(
+                "you already have {running} run(s) in progress, the most allowed at once \
+                 (policy limits.max_concurrent = {}); wait for one to finish",
+                limits.max_concurrent.0
+            ),
+        );
+    }
+    Decision::Allow
+}
+
+/// Whether an environment variable named `name` may be passed: it must match one of
+/// the `env.allow` patterns. Pure.
+pub fn env_allowed(allow: &[Pattern], name: &str) -> bool {
+    allow.iter().any(|p| p.matches(name))
+}
+
+fn list(p: &[Pattern]) -> String {
+    if p.is_empty() {
+        return "none".into();
+    }
+    p.iter()
+        .map(|p| p.0.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `name@sha256:<64 hex>` or `sha256:<64 hex>` (an image ID).
+pub fn pinned_by_digest(r: &str) -> bool {
+    let digest = match r.rsplit_once('@') {
+        Some((_, d)) => d,
+        None => r,
+    };
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The reference as patterns see it: with `:latest` when it has neither tag nor
+/// digest (as docker reads it). Pure.
+pub fn normalized_reference(r: &str) -> String {
+    if r.contains('@') || r.starts_with("sha256:") {
+        return r.to_string();
+    }
+    let last = r.rsplit('/').next().unwrap_or(r);
+    if last.contains(':') {
+        r.to_string()
+    } else {
+        format!("{r}:latest")
+    }
+}
+
+/// The registry a reference is pulled from, as docker decides it: the first path
+/// component when it has a `.` or `:` or is `localhost`, else `docker.io`. Pure.
+pub fn registry_of(r: &str) -> String {
+    match r.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
+        _ => "docker.io".to_string(),
+    }
 }
 
 /// Docker image reference syntax, conservatively: no option-like or path-like names.
@@ -157,6 +284,122 @@ mod tests {
         }
         for bad in ["", "-v", "/etc", "a b", "a\nb", "x/../y", "--privileged"] {
             assert!(!valid_reference(bad), "{bad}");
+        }
+    }
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, std::path::Path::new("p.toml")).unwrap()
+    }
+
+    fn rule(d: Decision) -> &'static str {
+        match d {
+            Decision::Refuse(r) => r.rule,
+            Decision::Allow => "allow",
+        }
+    }
+
+    #[test]
+    fn image_patterns() {
+        let p = policy("[images]\nallow = [\"debian:*\", \"registry.example.org/team/*\"]\n");
+        let c = caller(1001, 500, vec![]);
+        for ok in ["debian:12", "debian", "registry.example.org/team/x:1"] {
+            assert_eq!(judge(&c, &p, 500, &req(ok)), Decision::Allow, "{ok}");
+        }
+        for bad in ["ubuntu:22.04", "registry.example.org/other/x", "busybox"] {
+            let d = judge(&c, &p, 500, &req(bad));
+            match d {
+                Decision::Refuse(r) => {
+                    assert_eq!(r.rule, "images.allow");
+                    assert!(r.message.contains("debian:*"), "{}", r.message);
+                }
+                d => panic!("{bad}: {d:?}"),
+            }
+        }
+        // the default allows every local image
+        assert_eq!(
+            judge(&c, &Policy::default(), 500, &req("x/y:z")),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn digest_required() {
+        let p = policy("[images]\nrequire_digest = true\n");
+        let c = caller(1001, 500, vec![]);
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            judge(&c, &p, 500, &req(&format!("debian@{d}"))),
+            Decision::Allow
+        );
+        assert_eq!(judge(&c, &p, 500, &req(&d)), Decision::Allow);
+        assert_eq!(
+            rule(judge(&c, &p, 500, &req("debian:12"))),
+            "images.require_digest"
+        );
+        assert_eq!(
+            rule(judge(&c, &p, 500, &req("debian@sha256:ab"))),
+            "images.require_digest"
+        );
+    }
+
+    #[test]
+    fn users_list_restricts() {
+        let p = policy("[access]\nusers = [\"alice\", \"2000\"]\n");
+        assert_eq!(
+            judge(&caller(1001, 500, vec![]), &p, 500, &req("x")),
+            Decision::Allow
+        );
+        let mut bob = caller(2000, 500, vec![]);
+        bob.name = Some("bob".into());
+        assert_eq!(judge(&bob, &p, 500, &req("x")), Decision::Allow);
+        bob.uid = 2001;
+        assert_eq!(rule(judge(&bob, &p, 500, &req("x"))), "access.users");
+    }
+
+    #[test]
+    fn pulls() {
+        assert_eq!(rule(judge_pull(&Policy::default(), "debian")), "pull.mode");
+        let p =
+            policy("[pull]\nmode = \"missing\"\nregistries = [\"127.0.0.1:*\", \"docker.io\"]\n");
+        assert_eq!(judge_pull(&p, "127.0.0.1:5000/x:1"), Decision::Allow);
+        assert_eq!(judge_pull(&p, "debian"), Decision::Allow);
+        assert_eq!(rule(judge_pull(&p, "quay.io/x/y")), "pull.registries");
+        assert_eq!(rule(judge_pull(&p, "localhost:5000/x")), "pull.registries");
+    }
+
+    #[test]
+    fn reference_helpers() {
+        assert_eq!(registry_of("debian"), "docker.io");
+        assert_eq!(registry_of("library/debian:12"), "docker.io");
+        assert_eq!(registry_of("localhost/x"), "localhost");
+        assert_eq!(registry_of("127.0.0.1:5000/a/b"), "127.0.0.1:5000");
+        assert_eq!(normalized_reference("debian"), "debian:latest");
+        assert_eq!(
+            normalized_reference("127.0.0.1:5000/a"),
+            "127.0.0.1:5000/a:latest"
+        );
+        assert_eq!(
+            normalized_reference("127.0.0.1:5000/a:2"),
+            "127.0.0.1:5000/a:2"
+        );
+        assert_eq!(normalized_reference("a@sha256:00"), "a@sha256:00");
+    }
+
+    #[test]
+    fn concurrency() {
+        let mut l = Limits::default();
+        l.max_concurrent = crate::policy::Count(2);
+        assert_eq!(judge_concurrency(&l, 1), Decision::Allow);
+        assert_eq!(rule(judge_concurrency(&l, 2)), "limits.max_concurrent");
+    }
+
+    #[test]
+    fn env_names() {
+        let a = Policy::default().env.allow;
+        for ok in ["TERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ"] {
+            assert!(env_allowed(&a, ok), "{ok}");
+        }
+        for bad in ["PATH", "LD_PRELOAD", "HOME", "TERMX", "XLC_ALL", ""] {
+            assert!(!env_allowed(&a, bad), "{bad}");
         }
     }
 }

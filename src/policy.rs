@@ -170,9 +170,8 @@ impl fmt::Display for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let ok = !s.is_empty()
-            && s.len() <= 255
-            && s.bytes().all(|b| b.is_ascii_graphic() && b != b'[');
+        let ok =
+            !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'[');
         if ok {
             Ok(Pattern(s))
         } else {
@@ -305,11 +304,7 @@ impl Policy {
         let b = &self.limits;
         macro_rules! field {
             ($f:ident) => {
-                pick(
-                    b.$f,
-                    user.and_then(|u| u.$f),
-                    groups.iter().map(|g| g.$f),
-                )
+                pick(b.$f, user.and_then(|u| u.$f), groups.iter().map(|g| g.$f))
             };
         }
         Limits {
@@ -480,9 +475,9 @@ impl Seconds {
             }
             _ => (s, 1),
         };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"90s\", \"30m\" or \"2h\""))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration {s:?}: expected e.g. \"90s\", \"30m\" or \"2h\"")
+        })?;
         Self::checked(n.saturating_mul(mult))
     }
 
@@ -734,8 +729,14 @@ mod tests {
         assert!(m("debian:*", "debian:12"));
         assert!(!m("debian:*", "debian"));
         assert!(!m("debian:*", "xdebian:12"));
-        assert!(m("registry.example.org/team/*", "registry.example.org/team/a/b:1"));
-        assert!(!m("registry.example.org/team/*", "registry.example.org/other/a:1"));
+        assert!(m(
+            "registry.example.org/team/*",
+            "registry.example.org/team/a/b:1"
+        ));
+        assert!(!m(
+            "registry.example.org/team/*",
+            "registry.example.org/other/a:1"
+        ));
         assert!(m("LC_*", "LC_ALL"));
         assert!(!m("LC_*", "XLC_ALL"));
         assert!(m("a?c", "abc"));
@@ -790,7 +791,11 @@ mod tests {
             ("[limits]\nmax_runtime = 0\n", 2, "limits.max_runtime"),
             ("[audit]\nfile = \"rel/log\"\n", 2, "audit.file"),
             ("[images]\nallow = [\"a[b]\"]\n", 2, "images.allow"),
-            ("\n[group.builders.limits]\nswap = 1\n", 3, "group.builders.limits.swap"),
+            (
+                "\n[group.builders.limits]\nswap = 1\n",
+                3,
+                "group.builders.limits.swap",
+            ),
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.line, Some(line), "{bad}: {e}");
