@@ -27,8 +27,16 @@ pub struct Urun {
     #[arg(long)]
     pub rm: bool,
 
-    /// Image to run (must already be present on the host)
-    #[arg(value_name = "IMAGE")]
+    /// Show your effective policy (limits, allowed images, what is always forced) and exit
+    #[arg(long = "policy", conflicts_with_all = ["image", "command", "interactive"])]
+    pub show_policy: bool,
+
+    /// Image to run (present on the host, or pulled if the policy allows it)
+    #[arg(
+        value_name = "IMAGE",
+        required_unless_present = "show_policy",
+        default_value = ""
+    )]
     pub image: String,
 
     /// Command and arguments (default: the image's)
@@ -45,6 +53,7 @@ pub const EXIT_STATUSES: &str = "\
 Exit status:
   0-255  the container command's own status
   128+N  the command was killed by signal N (e.g. 137 for SIGKILL)
+  124    the container was killed for exceeding the policy's limits.max_runtime
   125    urun itself failed or a policy refused the request (the message names the rule)
   126    the command cannot be executed
   127    the command was not found";
@@ -73,6 +82,7 @@ where
 #[command(
     name = "urund",
     version,
+    after_help = POLICY_HELP,
     about = "urun's helper daemon: runs hardened containers for members of the urun group"
 )]
 pub struct Urund {
@@ -87,7 +97,41 @@ pub struct Urund {
     /// Docker daemon (unix:// only)
     #[arg(long, default_value = engine::DEFAULT_HOST, value_name = "URI")]
     pub docker_host: String,
+
+    #[command(subcommand)]
+    pub command: Option<UrundCommand>,
 }
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum UrundCommand {
+    /// Validate the policy and audit this host's Docker setup (one line per item,
+    /// OK or WARN with what to do); exit status 1 when the policy is invalid
+    Check {
+        /// Policy file to validate
+        #[arg(long, default_value = policy::DEFAULT_PATH, value_name = "PATH")]
+        policy: PathBuf,
+
+        /// Docker daemon (unix:// only)
+        #[arg(long, default_value = engine::DEFAULT_HOST, value_name = "URI")]
+        docker_host: String,
+    },
+}
+
+/// The policy file's sections, for `urund --help`.
+pub const POLICY_HELP: &str = "\
+Policy file (TOML, --policy; commented example: packaging/policy.toml):
+  [access]   group, users (optional list), allow_root
+  [images]   allow = glob patterns on references (* and ?), require_digest
+  [pull]     mode = \"never\" | \"missing\", registries = glob patterns on host[:port]
+  [limits]   memory, cpus, pids, nofile, nproc, tmpfs_size, max_runtime (exit 124 when
+             exceeded), max_concurrent (runs per user)
+  [group.NAME.limits], [user.NAME.limits]
+             overrides: user beats group beats [limits], field by field; among
+             several groups the largest value; only this file sets them
+  [network]  mode = \"none\" | \"isolated\" (helper-managed bridge urun-isolated, ICC off)
+  [env]      allow = glob patterns on variable names (default TERM, LANG, LC_*, TZ)
+  [audit]    file = absolute path (0600, append-only, reopened on SIGHUP), syslog = bool
+Audit records are also written to standard error.";
 
 #[cfg(test)]
 mod tests {
@@ -117,6 +161,37 @@ mod tests {
         let h = urun_command().render_long_help().to_string();
         assert!(h.contains("CapDrop / CapAdd: ALL / none"), "{h}");
         assert!(h.contains("127    the command was not found"), "{h}");
+    }
+
+    #[test]
+    fn policy_flag_needs_no_image_and_takes_nothing_else() {
+        let a = parse_urun(["urun", "--policy"]).unwrap();
+        assert!(a.show_policy);
+        assert!(parse_urun(["urun", "--policy", "img"]).is_err());
+        assert!(
+            parse_urun(["urun", "--socket", "/s", "--policy"])
+                .unwrap()
+                .show_policy
+        );
+        assert!(parse_urun(["urun"]).is_err());
+        // an image named "policy" is still an image
+        let a = parse_urun(["urun", "policy", "ls"]).unwrap();
+        assert!(!a.show_policy && a.image == "policy");
+    }
+
+    #[test]
+    fn urund_check_subcommand() {
+        let a = Urund::try_parse_from(["urund", "check", "--policy", "/x.toml"]).unwrap();
+        assert!(
+            matches!(a.command, Some(UrundCommand::Check { policy, .. }) if policy == PathBuf::from("/x.toml"))
+        );
+        let a = Urund::try_parse_from(["urund", "--socket", "/s", "--policy", "/p"]).unwrap();
+        assert!(a.command.is_none() && a.policy == PathBuf::from("/p"));
+        let h = Urund::command().render_long_help().to_string();
+        assert!(
+            h.contains("[group.NAME.limits]") && h.contains("check"),
+            "{h}"
+        );
     }
 
     #[test]

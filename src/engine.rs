@@ -5,10 +5,10 @@
 use anyhow::{bail, Context, Result};
 use bollard::container::AttachContainerResults;
 use bollard::errors::Error as DockerError;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -145,6 +145,100 @@ impl Engine {
         }
     }
 
+    /// Pulls `reference` (tag or digest always explicit, so docker never pulls every
+    /// tag of a repository), calling `progress` for each event the daemon reports.
+    pub async fn pull(&self, reference: &str, mut progress: impl FnMut(PullEvent)) -> Result<()> {
+        let (name, tag) = split_reference(reference);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&name)
+            .tag(&tag)
+            .build();
+        let mut s = self.docker.create_image(Some(opts), None, None);
+        while let Some(ev) = s.next().await {
+            let ev =
+                ev.map_err(|e| anyhow::anyhow!("pulling {reference}: {}", docker_message(&e)))?;
+            let (current, total) = ev
+                .progress_detail
+                .map_or((None, None), |d| (d.current, d.total));
+            progress(PullEvent {
+                id: ev.id.unwrap_or_default(),
+                status: ev.status.unwrap_or_default(),
+                current: current.and_then(|v| u64::try_from(v).ok()),
+                total: total.and_then(|v| u64::try_from(v).ok()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes sure the helper's isolated bridge network exists with inter-container
+    /// communication off and our label: creates it if missing, refuses one that is
+    /// not ours or lets containers talk to each other.
+    pub async fn ensure_isolated_network(&self, name: &str) -> Result<()> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) => {
+                let labels = n.labels.unwrap_or_default();
+                let opts = n.options.unwrap_or_default();
+                check_isolated_network(name, n.driver.as_deref(), &labels, &opts)
+            }
+            Err(e) if is_status(&e, 404) => {
+                let req = NetworkCreateRequest {
+                    name: name.to_string(),
+                    driver: Some("bridge".into()),
+                    internal: Some(false),
+                    attachable: Some(false),
+                    options: Some(HashMap::from([(
+                        ICC_OPTION.to_string(),
+                        "false".to_string(),
+                    )])),
+                    labels: Some(HashMap::from([(
+                        NETWORK_LABEL.to_string(),
+                        "isolated".to_string(),
+                    )])),
+                    ..Default::default()
+                };
+                self.docker
+                    .create_network(req)
+                    .await
+                    .with_context(|| format!("creating network {name}"))?;
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting network {name}"))),
+        }
+    }
+
+    /// The daemon's `docker info`.
+    pub async fn info(&self) -> Result<bollard::models::SystemInfo> {
+        self.docker.info().await.context("docker info")
+    }
+
+    /// The daemon's `docker version`.
+    pub async fn version(&self) -> Result<bollard::models::SystemVersion> {
+        self.docker.version().await.context("docker version")
+    }
+
+    /// The options of a network (e.g. the default `bridge`), if it exists.
+    pub async fn network_options(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) => Ok(Some(n.options.unwrap_or_default())),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting network {name}"))),
+        }
+    }
+
     /// IDs of all containers (any state) carrying `label=value`.
     pub async fn labelled(&self, label: &str, value: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
@@ -158,6 +252,55 @@ impl Engine {
             .await
             .context("listing containers")?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+}
+
+/// One progress event of a pull, as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullEvent {
+    /// Layer (or tag) the event is about.
+    pub id: String,
+    pub status: String,
+    pub current: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// The bridge driver option that turns inter-container communication on or off.
+pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+/// The label that marks a network as created by urund.
+pub const NETWORK_LABEL: &str = "io.urun.network";
+
+/// Checks that an existing network is ours and isolated. Pure.
+pub fn check_isolated_network(
+    name: &str,
+    driver: Option<&str>,
+    labels: &HashMap<String, String>,
+    options: &HashMap<String, String>,
+) -> Result<()> {
+    if labels.get(NETWORK_LABEL).map(String::as_str) != Some("isolated") {
+        bail!(
+            "network {name} exists but was not created by urund (no label {NETWORK_LABEL}=isolated): \
+             remove it (docker network rm {name}) and urund will create it"
+        );
+    }
+    if driver != Some("bridge") || options.get(ICC_OPTION).map(String::as_str) != Some("false") {
+        bail!(
+            "network {name} lets containers reach each other ({ICC_OPTION} is not false) or is \
+             not a bridge: remove it (docker network rm {name}) and urund will recreate it"
+        );
+    }
+    Ok(())
+}
+
+/// Splits a reference into repository and tag-or-digest (`:latest` when absent).
+pub fn split_reference(r: &str) -> (String, String) {
+    if let Some((name, digest)) = r.split_once('@') {
+        return (name.to_string(), digest.to_string());
+    }
+    let slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[slash..].rfind(':') {
+        Some(i) => (r[..slash + i].to_string(), r[slash + i + 1..].to_string()),
+        None => (r.to_string(), "latest".to_string()),
     }
 }
 
@@ -199,5 +342,33 @@ mod tests {
             126
         );
         assert_eq!(start_error_status("cgroup setup failed"), 125);
+    }
+
+    #[test]
+    fn references_split_with_explicit_tag() {
+        let s = |r: &str| split_reference(r);
+        assert_eq!(s("debian"), ("debian".into(), "latest".into()));
+        assert_eq!(s("debian:12"), ("debian".into(), "12".into()));
+        assert_eq!(
+            s("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b".into(), "latest".into())
+        );
+        assert_eq!(
+            s("127.0.0.1:5000/a/b:v1"),
+            ("127.0.0.1:5000/a/b".into(), "v1".into())
+        );
+        assert_eq!(s("a@sha256:00"), ("a".into(), "sha256:00".into()));
+    }
+
+    #[test]
+    fn isolated_network_must_be_ours_and_without_icc() {
+        let ours = HashMap::from([(NETWORK_LABEL.to_string(), "isolated".to_string())]);
+        let no_icc = HashMap::from([(ICC_OPTION.to_string(), "false".to_string())]);
+        let icc = HashMap::from([(ICC_OPTION.to_string(), "true".to_string())]);
+        assert!(check_isolated_network("n", Some("bridge"), &ours, &no_icc).is_ok());
+        assert!(check_isolated_network("n", Some("bridge"), &ours, &icc).is_err());
+        assert!(check_isolated_network("n", Some("bridge"), &ours, &HashMap::new()).is_err());
+        assert!(check_isolated_network("n", Some("bridge"), &HashMap::new(), &no_icc).is_err());
+        assert!(check_isolated_network("n", Some("macvlan"), &ours, &no_icc).is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! configuration.
 #![forbid(unsafe_code)]
 
-use crate::policy::Limits;
+use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
 use crate::protocol::Request;
 use crate::system::Caller;
 use bollard::models::{
@@ -44,7 +44,11 @@ pub const FORCED: &[(&str, &str)] = &[
         "Memory / PidsLimit / CPU",
         "from policy, always set; no extra swap",
     ),
-    ("Network", "none"),
+    (
+        "Network",
+        "none (only lo), or with policy network.mode = \"isolated\" the helper's bridge \
+         urun-isolated, where containers cannot reach each other; never host",
+    ),
     ("Pid/Ipc/Uts/Userns/Cgroupns", "private, never host"),
     ("Devices, ports, links, volumes-from, host binds", "none"),
     ("Init", "docker-init as PID 1 (signals and zombies handled)"),
@@ -92,7 +96,12 @@ pub fn container_config(
     image_id: &str,
     req: &Request,
     labels: HashMap<String, String>,
+    network: NetworkMode,
 ) -> ContainerCreateBody {
+    let network_name = match network {
+        NetworkMode::None => "none",
+        NetworkMode::Isolated => ISOLATED_NETWORK,
+    };
     let home = home_dir(caller);
     let tmpfs_size = limits.tmpfs_size.0;
     let ulimit = |name: &str, n: i64| ResourcesUlimits {
@@ -133,7 +142,7 @@ pub fn container_config(
         nano_cpus: Some(limits.cpus.nano()),
         oom_kill_disable: Some(false),
         // ── namespaces: all private ──
-        network_mode: Some("none".into()),
+        network_mode: Some(network_name.into()),
         pid_mode: Some(String::new()),
         ipc_mode: Some("private".into()),
         uts_mode: Some(String::new()),
@@ -180,7 +189,7 @@ pub fn container_config(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(false),
-        network_disabled: Some(true),
+        network_disabled: Some(network == NetworkMode::None),
         exposed_ports: None,
         volumes: None,
         host_config: Some(host),
@@ -224,6 +233,7 @@ mod tests {
             "sha256:feed",
             r,
             labels(&caller(), "rq1", "/run/urun/urun.sock"),
+            NetworkMode::None,
         )
     }
 
@@ -316,7 +326,14 @@ mod tests {
             tmpfs_size: Bytes(8 << 20),
             ..Limits::default()
         };
-        let c = container_config(&caller(), &l, "x", &Request::default(), HashMap::new());
+        let c = container_config(
+            &caller(),
+            &l,
+            "x",
+            &Request::default(),
+            HashMap::new(),
+            NetworkMode::None,
+        );
         let h = c.host_config.unwrap();
         assert_eq!(
             (h.memory, h.pids_limit, h.nano_cpus),
@@ -331,6 +348,18 @@ mod tests {
             assert_eq!(c.network_disabled, Some(true));
             assert!(c.networking_config.is_none());
         });
+        let c = container_config(
+            &caller(),
+            &Limits::default(),
+            "x",
+            &Request::default(),
+            HashMap::new(),
+            NetworkMode::Isolated,
+        );
+        let h = c.host_config.unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("urun-isolated"));
+        assert_eq!(c.network_disabled, Some(false));
+        assert!(c.networking_config.is_none());
     }
 
     #[test]

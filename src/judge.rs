@@ -28,6 +28,15 @@ fn refuse(rule: &'static str, message: String) -> Decision {
 /// Decides whether `caller` may make `req` under `policy`. `group_gid` is the gid of
 /// `policy.access.group`, resolved by the caller of this function.
 pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) -> Decision {
+    if let d @ Decision::Refuse(_) = judge_access(caller, policy, group_gid) {
+        return d;
+    }
+    judge_image(policy, &req.image)
+}
+
+/// Whether `caller` may use urun at all: `access.allow_root`, `access.group`,
+/// `access.users`. Pure.
+pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Decision {
     if caller.uid == 0 && !policy.access.allow_root {
         return refuse(
             "access.allow_root",
@@ -65,26 +74,32 @@ pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) ->
             ),
         );
     }
-    if !valid_reference(&req.image) {
+    Decision::Allow
+}
+
+/// Whether the image reference is well-formed and allowed: `images.require_digest`,
+/// `images.allow`. Pure.
+pub fn judge_image(policy: &Policy, image: &str) -> Decision {
+    if !valid_reference(image) {
         return refuse(
             "images.reference",
             format!(
                 "{:?} is not a valid image reference (letters, digits and . _ - / : @ only)",
-                req.image
+                image
             ),
         );
     }
-    if policy.images.require_digest && !pinned_by_digest(&req.image) {
+    if policy.images.require_digest && !pinned_by_digest(image) {
         return refuse(
             "images.require_digest",
             format!(
                 "image {:?} is not pinned by digest (policy images.require_digest): \
                  use NAME@sha256:DIGEST",
-                req.image
+                image
             ),
         );
     }
-    let full = normalized_reference(&req.image);
+    let full = normalized_reference(image);
     if !policy.images.allow.iter().any(|p| p.matches(&full)) {
         return refuse(
             "images.allow",

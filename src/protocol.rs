@@ -37,10 +37,14 @@ pub enum Kind {
     StdinEof = 0x03,
     Signal = 0x04,
     Resize = 0x05,
+    /// Instead of a `Request`: a question about the caller's effective policy.
+    Query = 0x06,
     Stdout = 0x81,
     Stderr = 0x82,
     Exit = 0x83,
     Error = 0x84,
+    /// Progress of a pull done for this request: a JSON [`Progress`] payload.
+    Progress = 0x85,
 }
 
 impl Kind {
@@ -51,10 +55,12 @@ impl Kind {
             0x03 => Kind::StdinEof,
             0x04 => Kind::Signal,
             0x05 => Kind::Resize,
+            0x06 => Kind::Query,
             0x81 => Kind::Stdout,
             0x82 => Kind::Stderr,
             0x83 => Kind::Exit,
             0x84 => Kind::Error,
+            0x85 => Kind::Progress,
             _ => return None,
         })
     }
@@ -108,7 +114,7 @@ impl std::error::Error for ProtocolError {}
 pub fn parse_header(h: [u8; HEADER]) -> Result<(Kind, usize), ProtocolError> {
     let kind = Kind::from_u8(h[0]).ok_or(ProtocolError::UnknownKind(h[0]))?;
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
-    let max = if kind == Kind::Request {
+    let max = if matches!(kind, Kind::Request | Kind::Query) {
         MAX_REQUEST
     } else {
         MAX_FRAME
@@ -208,6 +214,56 @@ impl Request {
         }
         Ok(req)
     }
+}
+
+/// A question the client may ask instead of making a request. Answered with
+/// `Stdout` frames and `Exit` 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    pub version: u32,
+    /// Only `"policy"`: the caller's effective limits, allowed images, forced settings.
+    pub query: String,
+}
+
+impl Query {
+    pub fn policy() -> Query {
+        Query {
+            version: VERSION,
+            query: "policy".into(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Query always serialises")
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Query, ProtocolError> {
+        let q: Query = serde_json::from_slice(payload)
+            .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
+        if q.version != VERSION {
+            return Err(ProtocolError::Version(q.version));
+        }
+        if q.query != "policy" {
+            return Err(ProtocolError::BadRequest(format!(
+                "unknown query {:?}",
+                q.query
+            )));
+        }
+        Ok(q)
+    }
+}
+
+/// Helper→client `Progress` payload: one event of a pull.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The image being pulled.
+    pub image: String,
+    /// Layer id, or empty for events about the whole image.
+    pub id: String,
+    pub status: String,
+    pub current: Option<u64>,
+    pub total: Option<u64>,
 }
 
 /// Helper→client `Exit` payload: the exit status, 0..=255.
@@ -320,6 +376,19 @@ mod tests {
         let (k, p) = read_frame(&mut r).unwrap().unwrap();
         assert_eq!((k, decode_exit(&p).unwrap()), (Kind::Exit, 42));
         assert_eq!(read_frame(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn query_round_trip_and_strictness() {
+        let q = Query::policy();
+        assert_eq!(Query::decode(&q.encode()).unwrap(), q);
+        assert!(Query::decode(br#"{"version":1,"query":"policy","uid":0}"#).is_err());
+        assert!(Query::decode(br#"{"version":1,"query":"secrets"}"#).is_err());
+        assert_eq!(
+            parse_header(header(Kind::Query, 3)).unwrap(),
+            (Kind::Query, 3)
+        );
+        assert!(Kind::Query.from_client() && !Kind::Progress.from_client());
     }
 
     #[test]

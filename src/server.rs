@@ -11,11 +11,11 @@
 //!   7. record: one audit line.
 
 use crate::audit::{self, Record};
-use crate::engine::{Engine, RunError};
+use crate::engine::{Engine, PullEvent, RunError};
 use crate::forced;
-use crate::judge::{judge, Decision};
-use crate::policy::Policy;
-use crate::protocol::{self, Kind, ProtocolError, Request};
+use crate::judge::{judge, judge_access, judge_concurrency, judge_pull, Decision};
+use crate::policy::{Limits, NetworkMode, Policy, PullMode, ISOLATED_NETWORK};
+use crate::protocol::{self, Kind, Progress, ProtocolError, Query, Request};
 use crate::system::{self, Caller};
 use anyhow::{Context, Result};
 use bollard::container::{AttachContainerResults, LogOutput};
@@ -39,6 +39,11 @@ const LINGER: Duration = Duration::from_secs(1);
 /// How often a client that is not sending anything is checked for having gone away
 /// while its container's stdin is full.
 const HANGUP_POLL: Duration = Duration::from_millis(200);
+/// Exit status of a run killed because it exceeded `limits.max_runtime` (as GNU
+/// `timeout` has it).
+pub const EXIT_MAX_RUNTIME: u8 = 124;
+/// Smallest interval between two byte-count progress frames of one pull.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Options {
     pub socket: PathBuf,
@@ -50,7 +55,13 @@ pub struct Options {
 pub struct Helper {
     engine: Engine,
     policy: Policy,
+    policy_path: PathBuf,
     group_gid: u32,
+    /// gids of the groups named by `[group.NAME]` override tables (those that exist).
+    override_gids: HashMap<String, u32>,
+    audit: audit::Sink,
+    /// Runs in progress per uid (`limits.max_concurrent`).
+    per_user: Mutex<HashMap<u32, u32>>,
     /// This helper's identity in container labels: its socket path.
     tag: String,
     /// Containers of runs in progress: request id → container id.
@@ -72,12 +83,36 @@ pub async fn run(opts: Options) -> Result<()> {
                  (groupadd --system {group}) or name another"
             )
         })?;
+    let mut override_gids = HashMap::new();
+    for g in policy.group.keys() {
+        match system::group_gid(&g.0) {
+            Ok(Some(gid)) => {
+                override_gids.insert(g.0.clone(), gid);
+            }
+            _ => eprintln!(
+                "urund: warning: group {:?} of policy table [group.{}] does not exist; \
+                 its limits apply to nobody",
+                g.0, g.0
+            ),
+        }
+    }
+    let audit = audit::Sink::open(&policy.audit).context("opening the audit log")?;
     let engine = Engine::connect(&opts.docker_host).await?;
+    if policy.network.mode == NetworkMode::Isolated {
+        engine
+            .ensure_isolated_network(ISOLATED_NETWORK)
+            .await
+            .context("policy network.mode = \"isolated\"")?;
+    }
     let tag = opts.socket.display().to_string();
     let helper = Arc::new(Helper {
         engine,
         policy,
+        policy_path: opts.policy.clone(),
         group_gid,
+        override_gids,
+        audit,
+        per_user: Mutex::new(HashMap::new()),
         tag,
         runs: Mutex::new(HashMap::new()),
         counter: AtomicU64::new(0),
@@ -106,6 +141,7 @@ impl Helper {
     async fn accept_loop(self: Arc<Self>, listener: UnixListener) -> Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
@@ -115,6 +151,10 @@ impl Helper {
                         eprintln!("urund: accept: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
+                },
+                _ = hup.recv() => match self.audit.reopen() {
+                    Ok(()) => eprintln!("urund: SIGHUP: audit log reopened"),
+                    Err(e) => eprintln!("urund: SIGHUP: {e}; still writing to the old audit file"),
                 },
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
@@ -187,6 +227,16 @@ impl Helper {
                 rec.status = Some(e.status);
                 Some((Kind::Error, protocol::encode_error(e.status, &e.message)))
             }
+            End::Timeout(limit) => {
+                rec.decision = "allowed";
+                rec.rule = Some("limits.max_runtime".into());
+                let msg = format!(
+                    "container killed after {limit} (policy limits.max_runtime); exit status {EXIT_MAX_RUNTIME}"
+                );
+                rec.message = Some(msg.clone());
+                rec.status = Some(EXIT_MAX_RUNTIME);
+                Some((Kind::Error, protocol::encode_error(EXIT_MAX_RUNTIME, &msg)))
+            }
             End::ClientGone => {
                 rec.decision = "allowed";
                 rec.message = Some("client went away; container removed".into());
@@ -199,7 +249,7 @@ impl Helper {
         let _ = wr.shutdown().await;
         linger(&mut rd).await;
         rec.duration_ms = started.elapsed().as_millis() as u64;
-        audit::write(&rec);
+        self.audit.write(&rec);
     }
 
     /// Steps 2 to 6. Returns how the connection ends.
@@ -210,37 +260,58 @@ impl Helper {
         rd: &mut OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
     ) -> End {
-        // 2. What: one bounded request.
+        // 2. What: one bounded request (or a question about the policy).
         let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(First::Run(r))) => r,
+            Ok(Ok(First::Query)) => return self.answer_query(caller, rec, wr).await,
             Ok(Err(e)) => return End::Refused("protocol", format!("bad request: {e}")),
             Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
         };
         rec.image = req.image.clone();
         rec.argv = req.command.clone();
-        // 3. May they.
+        // 3. May they, with which limits, and one more run?
         if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &req) {
             return End::Refused(r.rule, r.message);
         }
+        let limits = self.limits_for(caller);
+        let _slot = match self.take_slot(caller.uid, &limits) {
+            Ok(s) => s,
+            Err(End::Refused(rule, msg)) => return End::Refused(rule, msg),
+            Err(e) => return e,
+        };
         // 4. Which image: exactly this ID, whatever the tag points to later.
         let image_id = match self.engine.resolve_image(&req.image).await {
             Ok(Some(id)) => id,
             Ok(None) => {
-                return End::Failed(RunError {
-                    status: 125,
-                    message: format!(
-                        "Unable to find image '{}' locally: urun does not pull images; \
-                         ask your administrator to provide it",
-                        req.image
-                    ),
-                })
+                if let Decision::Refuse(r) = judge_pull(&self.policy, &req.image) {
+                    return End::Refused(r.rule, r.message);
+                }
+                if let Err(e) = self.pull(&req.image, wr).await {
+                    return End::Failed(daemon_error(e));
+                }
+                match self.engine.resolve_image(&req.image).await {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        return End::Failed(RunError {
+                            status: 125,
+                            message: format!("image '{}' is missing after the pull", req.image),
+                        })
+                    }
+                    Err(e) => return End::Failed(daemon_error(e)),
+                }
             }
             Err(e) => return End::Failed(daemon_error(e)),
         };
         rec.image_id = Some(image_id.clone());
         // 5. How: the forced settings.
+        let network = self.policy.network.mode;
+        if network == NetworkMode::Isolated {
+            if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
+                return End::Failed(daemon_error(e));
+            }
+        }
         let labels = forced::labels(caller, &rec.request, &self.tag);
-        let body = forced::container_config(caller, &self.policy.limits, &image_id, &req, labels);
+        let body = forced::container_config(caller, &limits, &image_id, &req, labels, network);
         // 6. Run, and remove whatever happens.
         let id = match self.engine.create(body).await {
             Ok(id) => id,
@@ -251,12 +322,182 @@ impl Helper {
             .lock()
             .unwrap()
             .insert(rec.request.clone(), id.clone());
-        let end = self.relay(&id, req.interactive, rd, wr, rec).await;
+        let max_runtime = Duration::from_secs(limits.max_runtime.0);
+        let end = self
+            .relay(&id, req.interactive, rd, wr, rec, max_runtime)
+            .await;
+        let end = match end {
+            End::Timeout(_) => End::Timeout(limits.max_runtime),
+            e => e,
+        };
         if let Err(e) = self.engine.remove(&id).await {
             eprintln!("urund: {e:#}");
         }
         self.runs.lock().unwrap().remove(&rec.request);
         end
+    }
+
+    /// The caller's effective limits: the policy's override tables, never the request.
+    fn limits_for(&self, caller: &Caller) -> Limits {
+        self.policy
+            .effective_limits(caller.uid, caller.name.as_deref(), |g| {
+                self.override_gids
+                    .get(g)
+                    .is_some_and(|gid| caller.in_group(*gid))
+            })
+    }
+
+    /// Counts one more run for `uid`, or refuses it (`limits.max_concurrent`). The
+    /// count drops when the returned slot does.
+    fn take_slot(&self, uid: u32, limits: &Limits) -> Result<Slot<'_>, End> {
+        let mut m = self.per_user.lock().unwrap();
+        let n = m.get(&uid).copied().unwrap_or(0);
+        if let Decision::Refuse(r) = judge_concurrency(limits, n) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        m.insert(uid, n + 1);
+        Ok(Slot {
+            map: &self.per_user,
+            uid,
+        })
+    }
+
+    /// Pulls a missing image (the judge allowed it), relaying progress to the client.
+    async fn pull(&self, image: &str, wr: &mut OwnedWriteHalf) -> Result<()> {
+        let reference = crate::judge::normalized_reference(image);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
+        let pull = self.engine.pull(&reference, move |ev| {
+            let _ = tx.send(ev);
+        });
+        tokio::pin!(pull);
+        let mut last: Option<Instant> = None;
+        let mut client_ok = true;
+        let mut forward = |ev: PullEvent| {
+            // Byte counts are throttled; status changes always go through.
+            let counting = ev.current.is_some() && ev.status != "Download complete";
+            if counting && last.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
+                return None;
+            }
+            if counting {
+                last = Some(Instant::now());
+            }
+            let p = Progress {
+                image: reference.clone(),
+                id: ev.id,
+                status: ev.status,
+                current: ev.current,
+                total: ev.total,
+            };
+            Some(serde_json::to_vec(&p).expect("Progress serialises"))
+        };
+        let result = loop {
+            tokio::select! {
+                r = &mut pull => break r,
+                Some(ev) = rx.recv() => {
+                    if let Some(frame) = forward(ev) {
+                        if client_ok && send(wr, Kind::Progress, &frame).await.is_err() {
+                            client_ok = false;
+                        }
+                    }
+                }
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            if let Some(frame) = forward(ev) {
+                if client_ok && send(wr, Kind::Progress, &frame).await.is_err() {
+                    client_ok = false;
+                }
+            }
+        }
+        result
+    }
+
+    /// `urun --policy`: the caller's effective policy, computed here from the
+    /// kernel's identity, as text.
+    async fn answer_query(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        wr: &mut OwnedWriteHalf,
+    ) -> End {
+        rec.argv = vec!["--policy".into()];
+        if let Decision::Refuse(r) = judge_access(caller, &self.policy, self.group_gid) {
+            return End::Refused(r.rule, r.message);
+        }
+        let text = self.describe(caller);
+        rec.bytes_out = text.len() as u64;
+        if send(wr, Kind::Stdout, text.as_bytes()).await.is_err() {
+            return End::ClientGone;
+        }
+        End::Exit(0)
+    }
+
+    fn describe(&self, caller: &Caller) -> String {
+        let p = &self.policy;
+        let l = self.limits_for(caller);
+        let list = |v: &[crate::policy::Pattern]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter()
+                    .map(|p| p.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let mut t = format!(
+            "urun policy for {} (uid {}), from {}:\n\nYour limits:\n",
+            caller.display_name(),
+            caller.uid,
+            self.policy_path.display()
+        );
+        for (k, v) in [
+            ("memory", l.memory.to_string()),
+            ("cpus", l.cpus.0.to_string()),
+            ("pids", l.pids.0.to_string()),
+            ("nofile", l.nofile.0.to_string()),
+            ("nproc", l.nproc.0.to_string()),
+            ("tmpfs_size", l.tmpfs_size.to_string()),
+            (
+                "max_runtime",
+                format!(
+                    "{} (then killed, exit status {EXIT_MAX_RUNTIME})",
+                    l.max_runtime
+                ),
+            ),
+            ("max_concurrent", l.max_concurrent.0.to_string()),
+        ] {
+            t.push_str(&format!("  {k} = {v}\n"));
+        }
+        t.push_str(&format!(
+            "\nImages you may run: {}{}\n",
+            list(&p.images.allow),
+            if p.images.require_digest {
+                " (pinned by digest only: NAME@sha256:...)"
+            } else {
+                ""
+            }
+        ));
+        t.push_str(&match p.pull.mode {
+            PullMode::Never => "Missing images: not pulled (ask your administrator)\n".to_string(),
+            PullMode::Missing => {
+                format!("Missing images: pulled from {}\n", list(&p.pull.registries))
+            }
+        });
+        t.push_str(match p.network.mode {
+            NetworkMode::None => "Network: none (only lo)\n",
+            NetworkMode::Isolated => {
+                "Network: isolated bridge urun-isolated (containers cannot reach each other)\n"
+            }
+        });
+        t.push_str(&format!(
+            "Environment variables you may pass: {}\n\nAlways forced, whatever you ask:\n",
+            list(&p.env.allow)
+        ));
+        for (k, v) in forced::FORCED {
+            t.push_str(&format!("  {k}: {v}\n"));
+        }
+        t
     }
 
     /// Attaches, starts, and relays until the container exits or the client leaves.
@@ -267,6 +508,7 @@ impl Helper {
         rd: &mut OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
         rec: &mut Record,
+        max_runtime: Duration,
     ) -> End {
         let AttachContainerResults { mut output, input } =
             match self.engine.attach(id, interactive).await {
@@ -279,8 +521,16 @@ impl Helper {
         let bytes_in = AtomicU64::new(0);
         let pump = pump_client(rd, input, &bytes_in);
         tokio::pin!(pump);
+        let deadline = tokio::time::sleep(max_runtime);
+        tokio::pin!(deadline);
         let end = loop {
             tokio::select! {
+                _ = &mut deadline => {
+                    if let Err(e) = self.engine.kill(id, "KILL").await {
+                        eprintln!("urund: {e:#}");
+                    }
+                    break End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
+                }
                 item = output.next() => match item {
                     Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => {
                         rec.bytes_out += message.len() as u64;
@@ -313,9 +563,37 @@ impl Helper {
     }
 }
 
+/// One run counted against `limits.max_concurrent` while it lives.
+struct Slot<'a> {
+    map: &'a Mutex<HashMap<u32, u32>>,
+    uid: u32,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap();
+        match m.get(&self.uid).copied() {
+            Some(n) if n > 1 => {
+                m.insert(self.uid, n - 1);
+            }
+            _ => {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// The first frame of a connection.
+enum First {
+    Run(Request),
+    Query,
+}
+
 /// How a connection ends.
 enum End {
     Exit(u8),
+    /// Killed for exceeding `limits.max_runtime`.
+    Timeout(crate::policy::Seconds),
     Refused(&'static str, String),
     Failed(RunError),
     ClientGone,
@@ -431,10 +709,15 @@ async fn read_frame(
     Ok(Some((kind, payload)))
 }
 
-/// The first frame must be a request.
-async fn read_request(rd: &mut OwnedReadHalf) -> Result<Request, FrameError> {
+/// The first frame must be a request or a query.
+async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
     match read_frame(rd).await? {
-        Some((Kind::Request, p)) => Request::decode(&p).map_err(FrameError::Protocol),
+        Some((Kind::Request, p)) => Request::decode(&p)
+            .map(First::Run)
+            .map_err(FrameError::Protocol),
+        Some((Kind::Query, p)) => Query::decode(&p)
+            .map(|_| First::Query)
+            .map_err(FrameError::Protocol),
         Some((k, _)) => Err(FrameError::Protocol(ProtocolError::UnexpectedKind(k))),
         None => Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
     }
