@@ -7,9 +7,11 @@
 //!   [`audit`] (record format);
 //! - OS boundary: [`system`] (kernel identity, user database, socket; the only
 //!   `unsafe`), [`engine`] (the only code that talks to Docker);
-//! - programs: [`server`] (urund), [`client`] (urun, never touches Docker), [`cli`].
+//! - programs: [`server`] (urund), [`client`] (urun, never touches Docker), [`cli`],
+//!   [`check`] (`urund check`: policy and host audit).
 
 pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod engine;

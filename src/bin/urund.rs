@@ -1,4 +1,5 @@
 use clap::Parser;
+use urun::cli::UrundCommand;
 
 fn main() {
     let args = urun::cli::Urund::parse();
@@ -6,6 +7,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(UrundCommand::Check {
+        policy,
+        docker_host,
+    }) = args.command
+    {
+        std::process::exit(rt.block_on(urun::check::run(&policy, &docker_host)));
+    }
     let opts = urun::server::Options {
         socket: args.socket,
         policy: args.policy,

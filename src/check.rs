@@ -1,0 +1,494 @@
+//! `urund check`: validates the policy and audits the host's Docker setup against the
+//! recommendations urun is built on. Facts are gathered first ([`gather`]); the
+//! verdicts are a pure function of them ([`evaluate`]), so they are unit-tested.
+
+use crate::engine::{Engine, ICC_OPTION};
+use crate::policy::Policy;
+use crate::system;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub ok: bool,
+    pub name: &'static str,
+    /// What was found and, for a warning, what to do.
+    pub text: String,
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = if self.ok { "OK  " } else { "WARN" };
+        write!(f, "{tag} {}: {}", self.name, self.text)
+    }
+}
+
+/// What `urund check` looked at.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The docker socket: (path, owner uid, group name, mode).
+    pub socket: Option<(String, u32, String, u32)>,
+    /// Members of the socket's group (supplementary and primary).
+    pub socket_group_members: Vec<String>,
+    /// `-H tcp://...` / `"hosts"` entries with tcp, and whether TLS verification is on.
+    pub tcp_hosts: Vec<String>,
+    pub tlsverify: bool,
+    /// Why the daemon could not be asked, if it could not.
+    pub daemon_error: Option<String>,
+    /// `docker info` SecurityOptions, e.g. `name=seccomp,profile=default`.
+    pub security_options: Vec<String>,
+    pub live_restore: bool,
+    /// The default bridge's `enable_icc` option (None: no bridge network).
+    pub bridge_icc: Option<String>,
+    /// `no-new-privileges` set in daemon.json or on dockerd's command line.
+    pub no_new_privileges: bool,
+    pub server_version: String,
+    /// Days since the engine was built, if known.
+    pub engine_age_days: Option<i64>,
+}
+
+/// Runs the check; returns the process exit status (1 when the policy is invalid).
+pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
+    let mut status = 0;
+    match Policy::load(policy_path) {
+        Ok(p) => {
+            println!("OK   policy: {} is valid", policy_path.display());
+            for line in policy_items(&p) {
+                println!("{line}");
+            }
+        }
+        Err(e) => {
+            println!("FAIL policy: {e}");
+            status = 1;
+        }
+    }
+    let facts = gather(docker_host).await;
+    for item in evaluate(&facts) {
+        println!("{item}");
+    }
+    status
+}
+
+/// Policy items that depend on this host: do the groups it names exist?
+fn policy_items(p: &Policy) -> Vec<Item> {
+    let mut v = Vec::new();
+    let g = &p.access.group.0;
+    v.push(match system::group_gid(g) {
+        Ok(Some(gid)) => Item {
+            ok: true,
+            name: "policy access.group",
+            text: format!("group {g} exists (gid {gid})"),
+        },
+        _ => Item {
+            ok: false,
+            name: "policy access.group",
+            text: format!("group {g} does not exist: urund will not start; groupadd --system {g}"),
+        },
+    });
+    for name in p.group.keys() {
+        if !matches!(system::group_gid(&name.0), Ok(Some(_))) {
+            v.push(Item {
+                ok: false,
+                name: "policy group overrides",
+                text: format!(
+                    "[group.{}] names a group that does not exist: its limits apply to nobody",
+                    name.0
+                ),
+            });
+        }
+    }
+    v
+}
+
+/// Collects the facts. Never fails: what cannot be learned is reported as such.
+pub async fn gather(docker_host: &str) -> Facts {
+    let mut f = Facts::default();
+    let sock_path = docker_host.strip_prefix("unix://").unwrap_or(docker_host);
+    if let Ok(m) = std::fs::metadata(sock_path) {
+        let group = nix::unistd::Group::from_gid(m.gid().into()).ok().flatten();
+        let gname = group
+            .as_ref()
+            .map_or_else(|| m.gid().to_string(), |g| g.name.clone());
+        if let Some(g) = &group {
+            f.socket_group_members = g.mem.clone();
+            // users whose primary group it is
+            if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
+                for l in text.lines() {
+                    let p: Vec<&str> = l.split(':').collect();
+                    if p.len() > 3
+                        && p[3] == m.gid().to_string()
+                        && !f.socket_group_members.iter().any(|x| x == p[0])
+                    {
+                        f.socket_group_members.push(p[0].to_string());
+                    }
+                }
+            }
+        }
+        f.socket = Some((sock_path.to_string(), m.uid(), gname, m.mode() & 0o7777));
+    }
+    // dockerd's command line and daemon.json
+    let mut args: Vec<String> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let p: PathBuf = e.path();
+            if std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "dockerd") {
+                if let Ok(c) = std::fs::read(p.join("cmdline")) {
+                    args.extend(
+                        c.split(|b| *b == 0)
+                            .map(|a| String::from_utf8_lossy(a).into_owned()),
+                    );
+                }
+            }
+        }
+    }
+    let json: serde_json::Value = std::fs::read_to_string("/etc/docker/daemon.json")
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let (tcp, tls, nnp) = daemon_settings(&args, &json);
+    f.tcp_hosts = tcp;
+    f.tlsverify = tls;
+    f.no_new_privileges = nnp;
+    match Engine::connect(docker_host).await {
+        Err(e) => f.daemon_error = Some(format!("{e:#}")),
+        Ok(engine) => {
+            match engine.info().await {
+                Ok(i) => {
+                    f.security_options = i.security_options.unwrap_or_default();
+                    f.live_restore = i.live_restore_enabled.unwrap_or(false);
+                    f.server_version = i.server_version.unwrap_or_default();
+                }
+                Err(e) => f.daemon_error = Some(format!("{e:#}")),
+            }
+            if let Ok(Some(opts)) = engine.network_options("bridge").await {
+                f.bridge_icc = Some(opts.get(ICC_OPTION).cloned().unwrap_or("true".into()));
+            }
+            if let Ok(v) = engine.version().await {
+                f.engine_age_days = v.build_time.as_deref().and_then(age_days);
+            }
+        }
+    }
+    f
+}
+
+/// From dockerd's arguments and daemon.json: TCP hosts, whether TLS verification
+/// is on, whether no-new-privileges is the default. Pure.
+pub fn daemon_settings(args: &[String], json: &serde_json::Value) -> (Vec<String>, bool, bool) {
+    let mut hosts = Vec::new();
+    let mut tls = false;
+    let mut nnp = false;
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "-H" || a == "--host" {
+            if let Some(v) = it.next() {
+                hosts.push(v.clone());
+            }
+        } else if let Some(v) = a.strip_prefix("--host=").or_else(|| a.strip_prefix("-H=")) {
+            hosts.push(v.to_string());
+        } else if let Some(v) = a.strip_prefix("-H").filter(|v| !v.is_empty()) {
+            hosts.push(v.to_string());
+        } else if a == "--tlsverify" || a == "--tlsverify=true" {
+            tls = true;
+        } else if a == "--no-new-privileges" || a == "--no-new-privileges=true" {
+            nnp = true;
+        }
+    }
+    if let Some(h) = json.get("hosts").and_then(|h| h.as_array()) {
+        hosts.extend(h.iter().filter_map(|v| v.as_str().map(String::from)));
+    }
+    tls |= json.get("tlsverify").and_then(|v| v.as_bool()) == Some(true);
+    nnp |= json.get("no-new-privileges").and_then(|v| v.as_bool()) == Some(true);
+    let tcp = hosts
+        .into_iter()
+        .filter(|h| h.starts_with("tcp://"))
+        .collect();
+    (tcp, tls, nnp)
+}
+
+/// Days from an RFC 3339 time (`2023-10-26T00:00:00.000000000+00:00`) to now.
+fn age_days(t: &str) -> Option<i64> {
+    let d = t.get(..10)?;
+    let mut p = d.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (p.next()??, p.next()??, p.next()??);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64
+        / 86400;
+    Some(now - days_from_civil(y, m, day))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The verdicts. Pure.
+pub fn evaluate(f: &Facts) -> Vec<Item> {
+    let mut v = Vec::new();
+    let mut push = |ok: bool, name: &'static str, text: String| v.push(Item { ok, name, text });
+    match &f.socket {
+        None => push(
+            false,
+            "docker socket",
+            "not found: is dockerd running?".into(),
+        ),
+        Some((path, uid, group, mode)) => {
+            let ok = *uid == 0 && mode & 0o007 == 0;
+            push(
+                ok,
+                "docker socket",
+                if ok {
+                    format!("{path} root:{group} mode {mode:o}")
+                } else {
+                    format!(
+                        "{path} owner uid {uid} group {group} mode {mode:o}: make it root-owned \
+                         and not accessible to others (chown root {path}; chmod 660 {path})"
+                    )
+                },
+            );
+            if f.socket_group_members.is_empty() {
+                push(
+                    true,
+                    "docker group",
+                    format!("group {group} has no members"),
+                );
+            } else {
+                push(
+                    false,
+                    "docker group",
+                    format!(
+                        "members of {group} are root-equivalent: {}; remove them \
+                         (gpasswd -d USER {group}) and let them use urun",
+                        f.socket_group_members.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    if f.tcp_hosts.is_empty() {
+        push(
+            true,
+            "tcp listener",
+            "dockerd listens on no TCP address".into(),
+        );
+    } else if f.tlsverify {
+        push(
+            true,
+            "tcp listener",
+            format!("{} with --tlsverify", f.tcp_hosts.join(", ")),
+        );
+    } else {
+        push(
+            false,
+            "tcp listener",
+            format!(
+                "{} without TLS verification: anyone who can reach it is root; remove the \
+                 tcp host or enable --tlsverify with client certificates",
+                f.tcp_hosts.join(", ")
+            ),
+        );
+    }
+    if let Some(e) = &f.daemon_error {
+        push(
+            false,
+            "docker daemon",
+            format!("cannot ask the daemon ({e}): the checks below are incomplete"),
+        );
+    }
+    let opt = |n: &str| {
+        f.security_options
+            .iter()
+            .find(|o| o.split(',').any(|kv| kv == format!("name={n}")))
+    };
+    match opt("seccomp") {
+        Some(o) if !o.contains("profile=unconfined") => {
+            push(true, "seccomp", format!("active ({o})"))
+        }
+        _ => push(
+            false,
+            "seccomp",
+            "not active: run dockerd with its default seccomp profile (remove \
+             --seccomp-profile=unconfined)"
+                .into(),
+        ),
+    }
+    match (opt("apparmor"), opt("selinux")) {
+        (Some(_), _) => push(true, "apparmor/selinux", "AppArmor is active".into()),
+        (_, Some(_)) => push(true, "apparmor/selinux", "SELinux is active".into()),
+        _ => push(
+            false,
+            "apparmor/selinux",
+            "neither is active: install and enable AppArmor (apt-get install apparmor) \
+             or SELinux for a second confinement layer"
+                .into(),
+        ),
+    }
+    if opt("userns").is_some() {
+        push(true, "userns-remap", "enabled".into());
+    } else {
+        push(
+            false,
+            "userns-remap",
+            "not enabled: urun already runs containers as the caller's uid; \
+             \"userns-remap\": \"default\" in daemon.json adds a layer for other containers"
+                .into(),
+        );
+    }
+    match f.bridge_icc.as_deref() {
+        Some("false") => push(true, "icc", "inter-container communication is off".into()),
+        Some(_) => push(
+            false,
+            "icc",
+            "containers on the default bridge can reach each other: set \"icc\": false in \
+             daemon.json (urun's own containers use network none or the isolated urun network)"
+                .into(),
+        ),
+        None => push(true, "icc", "no default bridge network".into()),
+    }
+    if f.live_restore {
+        push(true, "live-restore", "enabled".into());
+    } else {
+        push(
+            false,
+            "live-restore",
+            "disabled: set \"live-restore\": true in daemon.json so containers survive \
+             daemon restarts and upgrades"
+                .into(),
+        );
+    }
+    if f.no_new_privileges {
+        push(true, "no-new-privileges", "the daemon's default".into());
+    } else {
+        push(
+            false,
+            "no-new-privileges",
+            "not the daemon's default: urun forces it on its containers; set \
+             \"no-new-privileges\": true in daemon.json for all others"
+                .into(),
+        );
+    }
+    match f.engine_age_days {
+        Some(d) if d <= 365 => push(
+            true,
+            "engine version",
+            format!("{} built {d} days ago", f.server_version),
+        ),
+        Some(d) => push(
+            false,
+            "engine version",
+            format!(
+                "{} built {d} days ago: more than a year old, upgrade Docker for security fixes",
+                f.server_version
+            ),
+        ),
+        None => push(
+            false,
+            "engine version",
+            format!(
+                "{}: build date unknown; make sure it gets security updates",
+                f.server_version
+            ),
+        ),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Facts {
+        Facts {
+            socket: Some(("/var/run/docker.sock".into(), 0, "docker".into(), 0o660)),
+            security_options: vec![
+                "name=seccomp,profile=default".into(),
+                "name=apparmor".into(),
+                "name=userns".into(),
+            ],
+            live_restore: true,
+            bridge_icc: Some("false".into()),
+            no_new_privileges: true,
+            server_version: "27.0.0".into(),
+            engine_age_days: Some(30),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_hardened_host_is_all_ok() {
+        let items = evaluate(&good());
+        assert!(items.iter().all(|i| i.ok), "{items:#?}");
+        assert_eq!(items.len(), 10);
+    }
+
+    #[test]
+    fn each_weakness_warns_with_what_to_do() {
+        let mut f = good();
+        f.socket = Some(("/s".into(), 0, "docker".into(), 0o666));
+        f.socket_group_members = vec!["mallory".into()];
+        f.tcp_hosts = vec!["tcp://0.0.0.0:2375".into()];
+        f.security_options = vec!["name=seccomp,profile=unconfined".into()];
+        f.live_restore = false;
+        f.bridge_icc = Some("true".into());
+        f.no_new_privileges = false;
+        f.engine_age_days = Some(900);
+        let items = evaluate(&f);
+        assert!(items.iter().all(|i| !i.ok), "{items:#?}");
+        let text = items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for want in [
+            "WARN docker socket",
+            "mallory",
+            "gpasswd -d",
+            "tcp://0.0.0.0:2375 without TLS",
+            "WARN seccomp",
+            "\"icc\": false",
+            "\"live-restore\": true",
+            "\"no-new-privileges\": true",
+            "upgrade Docker",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+    }
+
+    #[test]
+    fn daemon_settings_from_args_and_json() {
+        let args: Vec<String> = [
+            "dockerd",
+            "-H",
+            "fd://",
+            "--host=tcp://0.0.0.0:2376",
+            "--tlsverify",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (tcp, tls, nnp) = daemon_settings(&args, &serde_json::Value::Null);
+        assert_eq!(tcp, ["tcp://0.0.0.0:2376"]);
+        assert!(tls && !nnp);
+        let json: serde_json::Value = serde_json::from_str(
+            r#"{"hosts":["unix:///var/run/docker.sock","tcp://127.0.0.1:2375"],"no-new-privileges":true}"#,
+        )
+        .unwrap();
+        let (tcp, tls, nnp) = daemon_settings(&[], &json);
+        assert_eq!(tcp, ["tcp://127.0.0.1:2375"]);
+        assert!(!tls && nnp);
+    }
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11017);
+        assert_eq!(days_from_civil(2024, 2, 29), 19782);
+    }
+}
