@@ -3,7 +3,7 @@
 # several test processes at once (flock). Needs root.
 #  - a reachable Docker daemon: if `docker info` fails, installs Debian's docker.io
 #    and starts dockerd in the background, then waits for it;
-#  - the Debian packages the tests use;
+#  - the Debian packages the tests use (docker-registry: a local registry for pull tests);
 #  - the local test image (no registry is reachable), built by
 #    packaging/busybox-image.sh as $URUN_TEST_IMAGE.
 set -eu
@@ -26,7 +26,7 @@ apt_install() {
   }
 }
 
-apt_install busybox-static util-linux passwd python3 tmux procps
+apt_install busybox-static util-linux passwd python3 tmux procps docker-registry
 
 if ! docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null 2>&1 || apt_install docker.io
