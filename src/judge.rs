@@ -401,8 +401,10 @@ mod tests {
 
     #[test]
     fn concurrency() {
-        let mut l = Limits::default();
-        l.max_concurrent = crate::policy::Count(2);
+        let l = Limits {
+            max_concurrent: crate::policy::Count(2),
+            ..Limits::default()
+        };
         assert_eq!(judge_concurrency(&l, 1), Decision::Allow);
         assert_eq!(rule(judge_concurrency(&l, 2)), "limits.max_concurrent");
     }
