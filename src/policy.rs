@@ -670,6 +670,23 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_is_the_defaults() {
+        let text = include_str!("../packaging/policy.toml");
+        assert_eq!(parse(text).unwrap(), Policy::default());
+        // and its commented-out examples parse too
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(r) if r.starts_with('[') || (r.contains(" = ") && !r.starts_with(' ')) => r,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let p = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert!(p.user.contains_key("alice") && p.group.contains_key(&GroupName("builders".into())));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(Bytes::parse("1g"), Ok(Bytes(1 << 30)));
         assert_eq!(Bytes::parse("64M"), Ok(Bytes(64 << 20)));
