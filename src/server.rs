@@ -62,6 +62,9 @@ pub struct Helper {
     audit: audit::Sink,
     /// Runs in progress per uid (`limits.max_concurrent`).
     per_user: Mutex<HashMap<u32, u32>>,
+    /// Serialises checking/creating the isolated network (Docker allows two networks
+    /// of one name if two creations race).
+    network_lock: tokio::sync::Mutex<()>,
     /// This helper's identity in container labels: its socket path.
     tag: String,
     /// Containers of runs in progress: request id → container id.
@@ -113,6 +116,7 @@ pub async fn run(opts: Options) -> Result<()> {
         override_gids,
         audit,
         per_user: Mutex::new(HashMap::new()),
+        network_lock: tokio::sync::Mutex::new(()),
         tag,
         runs: Mutex::new(HashMap::new()),
         counter: AtomicU64::new(0),
@@ -306,6 +310,7 @@ impl Helper {
         // 5. How: the forced settings.
         let network = self.policy.network.mode;
         if network == NetworkMode::Isolated {
+            let _guard = self.network_lock.lock().await;
             if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
                 return End::Failed(daemon_error(e));
             }
