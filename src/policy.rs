@@ -683,7 +683,9 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let p = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        assert!(p.user.contains_key("alice") && p.group.contains_key(&GroupName("builders".into())));
+        assert!(
+            p.user.contains_key("alice") && p.group.contains_key(&GroupName("builders".into()))
+        );
     }
 
     #[test]

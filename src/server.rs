@@ -2,13 +2,16 @@
 //!
 //! The handler for one connection, [`Helper::serve`], is the security argument in order:
 //!   1. who: the caller's identity from the kernel (`SO_PEERCRED`), before any byte;
-//!   2. what: one bounded, strictly parsed request;
-//!   3. may they: the pure policy judge;
-//!   4. which image: resolved to an ID, locally, at admission;
+//!   2. what: one bounded, strictly parsed request (or a `--policy` query, answered
+//!      from the same identity and policy);
+//!   3. may they: the pure policy judge (access, image patterns), the caller's
+//!      effective limits (override tables), one more run (`max_concurrent`);
+//!   4. which image: resolved to an ID at admission; pulled first only if the judge
+//!      allows the pull (`[pull]`), with progress frames to the client;
 //!   5. how: the forced-settings table builds the whole container configuration;
-//!   6. run: create, attach, start, relay, wait, remove — and remove on every other
-//!      path too (client gone, bad frame, helper shutdown);
-//!   7. record: one audit line.
+//!   6. run: create, attach, start, relay, wait (killed at `max_runtime`), remove —
+//!      and remove on every other path too (client gone, bad frame, helper shutdown);
+//!   7. record: one audit line (stderr, file, syslog).
 
 use crate::audit::{self, Record};
 use crate::engine::{Engine, PullEvent, RunError};
