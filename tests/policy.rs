@@ -45,6 +45,19 @@ fn audit_lines(d: &Daemon) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The audit records once there are at least `n` (urund writes a record after the
+/// client has seen its exit status, so a test may look a moment too early).
+fn audit_wait(d: &Daemon, n: usize) -> Vec<serde_json::Value> {
+    let t = Instant::now();
+    loop {
+        let v = audit_lines(d);
+        if v.len() >= n || t.elapsed() > Duration::from_secs(10) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn must(cmd: &str, args: &[&str]) -> String {
     let o = sh(cmd, args);
     assert!(
@@ -110,7 +123,7 @@ fn image_patterns_allow_and_refuse_and_the_refusal_is_audited() {
     );
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(d.containers().is_empty());
-    let lines = audit_lines(&d);
+    let lines = audit_wait(&d, 2);
     assert_eq!(lines.len(), 2, "{lines:?}");
     let refused = &lines[1];
     assert_eq!(refused["decision"], "refused");
@@ -165,7 +178,7 @@ fn retagging_after_admission_cannot_change_what_runs() {
     must("docker", &["tag", &b.0, &tag.0]);
     let o = child.wait_with_output().unwrap();
     assert_eq!(stdout(&o), "A\n", "{}", stderr(&o));
-    let rec = audit_lines(&d).pop().unwrap();
+    let rec = audit_wait(&d, 1).pop().unwrap();
     assert_eq!(rec["image_id"], id_a.as_str());
     assert_eq!(rec["image"], tag.0.as_str());
     // The next run is admitted with the tag's new target.
@@ -262,7 +275,7 @@ fn missing_images_are_pulled_from_an_allowed_registry_with_progress() {
         "no terminal codes when not a terminal: {e}"
     );
     let id = image_id(&pulled.0);
-    assert_eq!(audit_lines(&d).pop().unwrap()["image_id"], id.as_str());
+    assert_eq!(audit_wait(&d, 1).pop().unwrap()["image_id"], id.as_str());
     drop(d);
 
     // A registry that is not listed.
@@ -354,7 +367,7 @@ fn max_runtime_kills_with_its_own_status() {
     );
     assert!(stderr(&o).contains("limits.max_runtime"), "{}", stderr(&o));
     assert!(d.wait_no_containers(Duration::from_secs(10)).is_ok());
-    let rec = audit_lines(&d).pop().unwrap();
+    let rec = audit_wait(&d, 1).pop().unwrap();
     assert_eq!(rec["status"], 124);
     assert_eq!(rec["rule"], "limits.max_runtime");
 }
@@ -541,12 +554,12 @@ fn audit_file_has_one_line_per_run_is_root_only_and_survives_rotation() {
     assert!(o.status.success(), "{}", stderr(&o));
     let meta = std::fs::metadata(audit_path(&d)).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+    let rec = audit_wait(&d, 1).pop().unwrap();
     let text = std::fs::read_to_string(audit_path(&d)).unwrap();
     assert!(
         !text.contains("hidden"),
         "no stream data in the log: {text}"
     );
-    let rec = audit_lines(&d).pop().unwrap();
     for k in [
         "time",
         "uid",
@@ -607,6 +620,12 @@ fn audit_file_has_one_line_per_run_is_root_only_and_survives_rotation() {
             .filter(|v| v["uid"] == u.uid)
             .count()
     };
+    let t = Instant::now();
+    while count(&rotated) + count(&audit_path(&d)) < 1 + runs
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(count(&rotated) + count(&audit_path(&d)), 1 + runs);
     assert!(
         count(&audit_path(&d)) > 0,
