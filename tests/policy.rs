@@ -233,14 +233,26 @@ impl Registry {
         r
     }
 
-    /// Pushes the test image as `name` and removes the local tag; returns the reference.
-    fn push_test_image(&self, name: &str) -> Tag {
+    /// Pushes a fresh image (the test image plus a layer of its own) as `name` and
+    /// removes it locally, so a pull must download that layer; returns the reference.
+    fn push_fresh_image(&self, name: &str) -> Tag {
+        let local = marked_image(&format!("urun-test/{name}"), name);
         let r = format!("{}/{name}", self.addr);
-        must("docker", &["tag", image(), &r]);
+        must("docker", &["tag", &local.0, &r]);
         let t = Tag(r.clone());
         must("docker", &["push", &r]);
         must("docker", &["rmi", &r]);
+        drop(local);
         t
+    }
+}
+
+/// A detached tmux session, killed on drop.
+struct Tmux(String);
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = sh("tmux", &["kill-session", "-t", &self.0]);
     }
 }
 
@@ -257,8 +269,8 @@ impl Drop for Registry {
 fn missing_images_are_pulled_from_an_allowed_registry_with_progress() {
     let reg = Registry::start();
     let n = unique();
-    let pulled = reg.push_test_image(&format!("urt-pull{n}:v1"));
-    let other = reg.push_test_image(&format!("urt-other{n}:v1"));
+    let pulled = reg.push_fresh_image(&format!("urt-pull{n}:v1"));
+    let other = reg.push_fresh_image(&format!("urt-other{n}:v1"));
     let g = TestGroup::new("urg");
     let u = TestUser::new(&[&g]);
     let d = start_with_audit(
@@ -269,6 +281,10 @@ fn missing_images_are_pulled_from_an_allowed_registry_with_progress() {
     let e = stderr(&o);
     assert_eq!(stdout(&o), "pulled\n", "{e}");
     assert!(e.contains("Pulling from"), "progress shown: {e}");
+    assert!(
+        e.contains(": Pull complete"),
+        "per-layer progress shown: {e}"
+    );
     assert!(e.contains("Downloaded newer image"), "progress shown: {e}");
     assert!(
         !e.contains('\x1b'),
@@ -276,6 +292,46 @@ fn missing_images_are_pulled_from_an_allowed_registry_with_progress() {
     );
     let id = image_id(&pulled.0);
     assert_eq!(audit_wait(&d, 1).pop().unwrap()["image_id"], id.as_str());
+
+    // On a terminal: one line updated in place, then the final status.
+    let tty = reg.push_fresh_image(&format!("urt-tty{n}:v1"));
+    let session = Tmux(format!("urt{n}"));
+    let cmd = format!(
+        "setpriv --reuid={} --regid={} --init-groups -- {} --socket {} {} echo tty-done; sleep 30",
+        u.uid,
+        u.gid,
+        d.urun.display(),
+        d.socket.display(),
+        tty.0
+    );
+    must(
+        "tmux",
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "160",
+            "-y",
+            "20",
+            &cmd,
+        ],
+    );
+    let t = Instant::now();
+    let screen = loop {
+        let screen = must("tmux", &["capture-pane", "-p", "-t", &session.0]);
+        if screen.contains("tty-done") || t.elapsed() > Duration::from_secs(30) {
+            break screen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(screen.contains("tty-done"), "{screen}");
+    assert!(
+        screen.contains(&format!("Pulling {}: 2/2 layers complete", tty.0)),
+        "{screen}"
+    );
+    assert!(screen.contains("Downloaded newer image"), "{screen}");
     drop(d);
 
     // A registry that is not listed.
