@@ -124,6 +124,15 @@ pub fn judge_pull(policy: &Policy, reference: &str) -> Decision {
             ),
         );
     }
+    if reference.starts_with("sha256:") {
+        return refuse(
+            "pull.mode",
+            format!(
+                "no image with ID '{reference}' is present; an image ID cannot be pulled: \
+                 use NAME@sha256:DIGEST"
+            ),
+        );
+    }
     let reg = registry_of(reference);
     if !policy.pull.registries.iter().any(|p| p.matches(&reg)) {
         return refuse(
@@ -379,6 +388,7 @@ mod tests {
         assert_eq!(judge_pull(&p, "debian"), Decision::Allow);
         assert_eq!(rule(judge_pull(&p, "quay.io/x/y")), "pull.registries");
         assert_eq!(rule(judge_pull(&p, "localhost:5000/x")), "pull.registries");
+        assert_eq!(rule(judge_pull(&p, "sha256:abcd")), "pull.mode");
     }
 
     #[test]
