@@ -283,8 +283,7 @@ impl Helper {
         let limits = self.limits_for(caller);
         let _slot = match self.take_slot(caller.uid, &limits) {
             Ok(s) => s,
-            Err(End::Refused(rule, msg)) => return End::Refused(rule, msg),
-            Err(e) => return e,
+            Err(refused) => return refused,
         };
         // 4. Which image: exactly this ID, whatever the tag points to later.
         let image_id = match self.engine.resolve_image(&req.image).await {
