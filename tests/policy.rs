@@ -774,3 +774,21 @@ fn urun_policy_shows_the_callers_effective_policy() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stdout(&o).is_empty());
 }
+
+#[test]
+#[serial]
+fn access_users_restricts_the_groups_members() {
+    let g = TestGroup::new("urg");
+    let listed = TestUser::new(&[&g]);
+    let unlisted = TestUser::new(&[&g]);
+    let d = Daemon::start(&format!(
+        "[access]\ngroup = \"{}\"\nusers = [\"{}\"]\n",
+        g.name, listed.name
+    ));
+    let o = d.run(&listed, &[image(), "echo", "in"], b"");
+    assert_eq!(stdout(&o), "in\n", "{}", stderr(&o));
+    let o = d.run(&unlisted, &[image(), "echo", "in"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("access.users"), "{}", stderr(&o));
+    assert!(d.containers().is_empty());
+}
