@@ -86,6 +86,32 @@ fn policy_items(p: &Policy) -> Vec<Item> {
             text: format!("group {g} does not exist: urund will not start; groupadd --system {g}"),
         },
     });
+    v.push(match (&p.audit.file, p.audit.syslog) {
+        (None, false) => Item {
+            ok: false,
+            name: "policy audit",
+            text: "records go only to urund's stderr: set [audit] file or syslog = true \
+                   to keep them apart from the daemon's messages"
+                .into(),
+        },
+        (f, sys) => Item {
+            ok: true,
+            name: "policy audit",
+            text: format!(
+                "records go to stderr{}{}",
+                f.as_ref()
+                    .map_or(String::new(), |f| format!(", {}", f.0.display())),
+                if sys { ", syslog" } else { "" }
+            ),
+        },
+    });
+    if p.pull.mode == crate::policy::PullMode::Missing && p.pull.registries.is_empty() {
+        v.push(Item {
+            ok: false,
+            name: "policy pull",
+            text: "mode = \"missing\" but no registries are listed: nothing can be pulled".into(),
+        });
+    }
     for name in p.group.keys() {
         if !matches!(system::group_gid(&name.0), Ok(Some(_))) {
             v.push(Item {
