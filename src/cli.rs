@@ -3,15 +3,23 @@
 #![forbid(unsafe_code)]
 
 use crate::{engine, forced, policy, DEFAULT_SOCKET};
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::path::PathBuf;
 
-/// urun: run a container as yourself through urund.
-#[derive(Parser, Debug, Clone)]
+/// Heading under which `--help` lists the docker flags urun knows and refuses.
+const REFUSED: &str = "Docker flags urun refuses (exit 125, the message says why)";
+
+/// urun: run a container as yourself through urund. Every `docker run` flag urun knows
+/// is defined here once, accepted or refused; anything else is an unknown flag.
+#[derive(Parser, Debug, Clone, Default)]
 #[command(
     name = "urun",
     version,
     about = "Run a Docker container as yourself, hardened, through urund",
+    long_about = "Run a Docker container as yourself, hardened, through urund.\n\n\
+                  A drop-in for `docker run` for everything that is safe: the flags \
+                  below are docker's; the ones urun refuses are listed at the end.",
     override_usage = "urun [OPTIONS] IMAGE [COMMAND [ARG...]]"
 )]
 pub struct Urun {
@@ -23,6 +31,10 @@ pub struct Urun {
     #[arg(short = 'i', long)]
     pub interactive: bool,
 
+    /// Allocate a terminal in the container (as docker run -t); use with -i for a shell
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
     /// Accepted for docker compatibility: containers are always removed
     #[arg(long)]
     pub rm: bool,
@@ -30,6 +42,105 @@ pub struct Urun {
     /// Show your effective policy (limits, allowed images, what is always forced) and exit
     #[arg(long = "policy", conflicts_with_all = ["image", "command", "interactive"])]
     pub show_policy: bool,
+
+    /// Accepted for docker compatibility: an init process is always PID 1
+    #[arg(long)]
+    pub init: bool,
+
+    /// Set an environment variable (NAME=VALUE, or NAME to take it from your
+    /// environment); only names the policy allows (built in: TERM, LANG, LC_*, TZ)
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Read environment variables from a file (NAME=VALUE or NAME per line, # comments)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Working directory inside the container (absolute)
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Override the image's entrypoint ("" clears it)
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+
+    /// Name the container; it becomes urun-<your uid>-NAME
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// "missing" (pulled only if the policy allows it) or "never"
+    #[arg(long, value_name = "POLICY")]
+    pub pull: Option<String>,
+
+    /// Only yourself: your uid, uid:gid, or user name (containers always run as you)
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// "none", or the policy's isolated network "urun-isolated" if it has one
+    #[arg(long, visible_alias = "net", value_name = "MODE")]
+    pub network: Option<String>,
+
+    /// Only "private"
+    #[arg(long, value_name = "MODE")]
+    pub ipc: Option<String>,
+
+    /// Only "private"
+    #[arg(long, value_name = "MODE")]
+    pub cgroupns: Option<String>,
+
+    // ── refused: parsed so the refusal can name them (see `refusal`) ──
+    #[arg(long, help_heading = REFUSED)]
+    pub privileged: bool,
+    #[arg(long = "cap-add", value_name = "CAP", help_heading = REFUSED)]
+    pub cap_add: Vec<String>,
+    #[arg(long = "security-opt", value_name = "OPT", help_heading = REFUSED)]
+    pub security_opt: Vec<String>,
+    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
+    pub pid: Option<String>,
+    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
+    pub uts: Option<String>,
+    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
+    pub userns: Option<String>,
+    #[arg(long, value_name = "DEVICE", help_heading = REFUSED)]
+    pub device: Vec<String>,
+    #[arg(long, value_name = "GPUS", help_heading = REFUSED)]
+    pub gpus: Option<String>,
+    #[arg(short = 'p', long, value_name = "PORTS", help_heading = REFUSED)]
+    pub publish: Vec<String>,
+    #[arg(short = 'P', long = "publish-all", help_heading = REFUSED)]
+    pub publish_all: bool,
+    #[arg(short = 'v', long, value_name = "SRC:DST", help_heading = REFUSED)]
+    pub volume: Vec<String>,
+    #[arg(long, value_name = "SPEC", help_heading = REFUSED)]
+    pub mount: Vec<String>,
+    #[arg(long = "volumes-from", value_name = "CONTAINER", help_heading = REFUSED)]
+    pub volumes_from: Vec<String>,
+    #[arg(long, value_name = "NAME=VALUE", help_heading = REFUSED)]
+    pub sysctl: Vec<String>,
+    #[arg(long = "add-host", value_name = "HOST:IP", help_heading = REFUSED)]
+    pub add_host: Vec<String>,
+    #[arg(long, value_name = "CONTAINER", help_heading = REFUSED)]
+    pub link: Vec<String>,
+    #[arg(long = "group-add", value_name = "GROUP", help_heading = REFUSED)]
+    pub group_add: Vec<String>,
+    #[arg(long, value_name = "RUNTIME", help_heading = REFUSED)]
+    pub runtime: Option<String>,
+    #[arg(long = "log-driver", value_name = "DRIVER", help_heading = REFUSED)]
+    pub log_driver: Option<String>,
+    #[arg(long = "log-opt", value_name = "OPT", help_heading = REFUSED)]
+    pub log_opt: Vec<String>,
+    #[arg(long, value_name = "POLICY", help_heading = REFUSED)]
+    pub restart: Option<String>,
+    #[arg(short = 'm', long, value_name = "BYTES", help_heading = REFUSED)]
+    pub memory: Option<String>,
+    #[arg(long, value_name = "N", help_heading = REFUSED)]
+    pub cpus: Option<String>,
+    #[arg(long = "pids-limit", value_name = "N", help_heading = REFUSED)]
+    pub pids_limit: Option<String>,
+    #[arg(long, value_name = "LIMIT", help_heading = REFUSED)]
+    pub ulimit: Vec<String>,
+    #[arg(short = 'd', long, help_heading = REFUSED)]
+    pub detach: bool,
 
     /// Image to run (present on the host, or pulled if the policy allows it)
     #[arg(
@@ -48,15 +159,139 @@ pub struct Urun {
     pub command: Vec<String>,
 }
 
-/// Exit statuses, as `docker run` has them.
-pub const EXIT_STATUSES: &str = "\
-Exit status:
-  0-255  the container command's own status
-  128+N  the command was killed by signal N (e.g. 137 for SIGKILL)
-  124    the container was killed for exceeding the policy's limits.max_runtime
-  125    urun itself failed or a policy refused the request (the message names the rule)
-  126    the command cannot be executed
-  127    the command was not found";
+/// Why each refused flag is refused, by clap argument id. `{uid}` is replaced by the
+/// caller's uid. The help text of each refused flag is its reason.
+const REASONS: &[(&str, &str)] = &[
+    ("privileged", "containers always run without privileges as you (uid {uid})"),
+    ("cap_add", "all capabilities are always dropped; containers run as you (uid {uid})"),
+    ("security_opt", "security options are fixed (no-new-privileges, the daemon's seccomp/AppArmor profile)"),
+    ("pid", "namespaces are always private, never the host's or another container's"),
+    ("uts", "namespaces are always private, never the host's or another container's"),
+    ("userns", "namespaces are always private, never the host's or another container's"),
+    ("ipc", "namespaces are always private, never the host's or another container's (only --ipc private)"),
+    ("cgroupns", "namespaces are always private (only --cgroupns private)"),
+    ("device", "host devices are never available in containers"),
+    ("gpus", "host devices are never available in containers"),
+    ("publish", "containers have no network, so no ports can be published"),
+    ("publish_all", "containers have no network, so no ports can be published"),
+    ("volumes_from", "containers never share volumes"),
+    ("sysctl", "kernel parameters are the daemon's defaults"),
+    ("add_host", "containers have no network"),
+    ("link", "containers have no network"),
+    ("group_add", "containers run with your own uid and gid only (uid {uid})"),
+    ("runtime", "the daemon's default runtime is always used"),
+    ("log_driver", "container output goes only to you, never to a log"),
+    ("log_opt", "container output goes only to you, never to a log"),
+    ("restart", "containers are never restarted; they end when urun does"),
+    ("memory", "resource limits come from the administrator's policy ([limits])"),
+    ("cpus", "resource limits come from the administrator's policy ([limits])"),
+    ("pids_limit", "resource limits come from the administrator's policy ([limits])"),
+    ("ulimit", "resource limits come from the administrator's policy ([limits])"),
+    ("detach", "urun runs in the foreground only: the container ends when urun does"),
+    ("pull", "urund pulls only missing images, and only where the policy allows it (only --pull missing or --pull never)"),
+];
+
+/// Mounting host paths: every form refused for now. The one place that will admit the
+/// working-directory form when the policy [mounts] section exists.
+const MOUNTS_REASON: &str = "mounting host paths is not available (policy [mounts])";
+
+/// The one-line refusal of the first refused flag on the command line, if any:
+/// `--privileged is not allowed: containers always run without privileges as you (uid 1001)`.
+pub fn refusal(m: &ArgMatches, uid: u32) -> Option<String> {
+    let cmd = urun_command();
+    let present = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    // Flags refused only for some values: the accepted values are dropped here.
+    let accepted_value = |id: &str, ok: &str| m.get_one::<String>(id).is_some_and(|v| v == ok);
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for (id, reason) in REASONS {
+        let allowed = match *id {
+            "ipc" | "cgroupns" => accepted_value(id, "private"),
+            "pull" => accepted_value(id, "never") || accepted_value(id, "missing"),
+            _ => false,
+        };
+        if present(id) && !allowed {
+            let at = m.index_of(id).unwrap_or(usize::MAX);
+            found.push((
+                at,
+                format!("{} is not allowed: {}", flag_name(&cmd, id), reason),
+            ));
+        }
+    }
+    for id in ["volume", "mount"] {
+        if present(id) {
+            let at = m.index_of(id).unwrap_or(usize::MAX);
+            found.push((
+                at,
+                format!("{} is not allowed: {MOUNTS_REASON}", flag_name(&cmd, id)),
+            ));
+        }
+    }
+    found.sort();
+    found
+        .into_iter()
+        .next()
+        .map(|(_, msg)| msg.replace("{uid}", &uid.to_string()))
+}
+
+/// `-v/--volume` or `--privileged`: how a flag is spelled in messages.
+fn flag_name(cmd: &clap::Command, id: &str) -> String {
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .expect("every refused id is a defined flag");
+    match (arg.get_short(), arg.get_long()) {
+        (Some(s), Some(l)) => format!("-{s}/--{l}"),
+        (None, Some(l)) => format!("--{l}"),
+        (Some(s), None) => format!("-{s}"),
+        (None, None) => id.to_string(),
+    }
+}
+
+/// The environment entries to send: `--env-file` files first, then `-e`, later ones
+/// winning as with docker. `NAME` alone takes the value from `lookup` (our environment)
+/// and is dropped when unset, as docker does.
+pub fn environment(
+    args: &Urun,
+    read: impl Fn(&std::path::Path) -> std::io::Result<String>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, String> {
+    let mut words: Vec<String> = Vec::new();
+    for f in &args.env_file {
+        let text = read(f).map_err(|e| format!("--env-file {}: {e}", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if !line.is_empty() && !line.starts_with('#') {
+                words.push(line.to_string());
+            }
+        }
+    }
+    words.extend(args.env.iter().cloned());
+    let mut out: Vec<String> = Vec::new();
+    for w in words {
+        let entry = match w.split_once('=') {
+            Some(_) => w,
+            None => match lookup(&w) {
+                Some(v) => format!("{w}={v}"),
+                None => continue,
+            },
+        };
+        let name = entry.split('=').next().unwrap_or("").to_string();
+        out.retain(|e| e.split('=').next() != Some(name.as_str()));
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// Exit statuses, as `docker run` has them: (status, meaning). In --help, the man page
+/// and README.
+pub const EXIT_STATUSES: &[(&str, &str)] = &[
+    ("0-255", "the container command's own status"),
+    ("128+N", "the command was killed by signal N (e.g. 130 for SIGINT, 137 for SIGKILL)"),
+    ("124", "the container was killed for exceeding the policy's limits.max_runtime"),
+    ("125", "urun itself failed, or a flag or the policy refused the request (the message names the flag or rule)"),
+    ("126", "the command cannot be executed"),
+    ("127", "the command was not found"),
+];
 
 /// `urun`'s clap command with the forced settings and exit statuses appended to --help.
 pub fn urun_command() -> clap::Command {
@@ -64,7 +299,22 @@ pub fn urun_command() -> clap::Command {
     for (k, v) in forced::FORCED {
         forced.push_str(&format!("  {k}: {v}\n"));
     }
-    Urun::command().after_help(format!("{forced}\n{EXIT_STATUSES}"))
+    let mut statuses = String::from("Exit status:\n");
+    for (k, v) in EXIT_STATUSES {
+        statuses.push_str(&format!("  {k:<6} {v}\n"));
+    }
+    let mut cmd = Urun::command().after_help(format!("{forced}\n{statuses}"));
+    for (id, reason) in REASONS
+        .iter()
+        .filter(|(id, _)| !["ipc", "cgroupns", "pull"].contains(id))
+    {
+        let help = reason.replace(" (uid {uid})", "");
+        cmd = cmd.mut_arg(*id, |a| a.help(help));
+    }
+    for id in ["volume", "mount"] {
+        cmd = cmd.mut_arg(id, |a| a.help(MOUNTS_REASON));
+    }
+    cmd
 }
 
 /// Parses urun's arguments. `Err` carries clap's error (printed by the caller).
@@ -73,9 +323,53 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let m = urun_command().try_get_matches_from(args)?;
-    Urun::from_arg_matches(&m)
+    parse_urun_matches(args).map(|(a, _)| a)
 }
+
+/// Parses urun's arguments and keeps clap's matches (for [`refusal`]).
+pub fn parse_urun_matches<I, T>(args: I) -> Result<(Urun, ArgMatches), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = urun_command().try_get_matches_from(args)?;
+    Ok((Urun::from_arg_matches(&m)?, m))
+}
+
+/// A clap error as urun's one line: `unknown flag --foo ...`, or clap's own first line.
+pub fn one_line_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::UnknownArgument {
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            return format!(
+                "unknown flag {arg}: urun does not know this docker run flag (see urun --help)"
+            );
+        }
+    }
+    if e.kind() == ErrorKind::MissingRequiredArgument {
+        if let Some(ContextValue::Strings(args)) = e.get(ContextKind::InvalidArg) {
+            return format!(
+                "missing {}: usage: urun [OPTIONS] IMAGE [COMMAND [ARG...]] (see urun --help)",
+                args.join(", ")
+            );
+        }
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    format!(
+        "{} (see urun --help)",
+        first.strip_prefix("error: ").unwrap_or(first)
+    )
+}
+
+/// For urund's man page: what it does and where its files are.
+pub const URUND_AFTER_HELP: &str = "\
+urund listens on its socket (root:<access.group> 0660), learns each caller's uid, gid and \
+groups from the kernel (SO_PEERCRED), judges the request against the policy file, and \
+creates the container with the forced settings listed in urun(1). Every request is \
+recorded as one JSON audit line on standard error. On SIGTERM or SIGINT it removes the \
+containers of runs in progress and exits; at start it removes containers it labelled \
+and no longer tracks.";
 
 /// urund: the helper daemon, the only user of the Docker socket.
 #[derive(Parser, Debug, Clone)]
@@ -152,9 +446,150 @@ mod tests {
         assert!(a.rm && a.interactive && a.command.is_empty());
     }
 
+    fn refused(args: &[&str]) -> Option<String> {
+        let (_, m) = parse_urun_matches(args).unwrap();
+        refusal(&m, 1001)
+    }
+
     #[test]
-    fn unknown_flags_are_errors() {
-        assert!(parse_urun(["urun", "--privileged", "img"]).is_err());
+    fn unknown_flags_are_one_line_errors() {
+        for args in [
+            &["urun", "--frobnicate", "img"][..],
+            &["urun", "--cap-drop=ALL", "img"],
+            &["urun", "-X", "img"],
+        ] {
+            let e = parse_urun(args).unwrap_err();
+            let line = one_line_error(&e);
+            assert!(line.starts_with("unknown flag -"), "{line}");
+            assert!(!line.contains('\n'));
+        }
+        let e = parse_urun(["urun"]).unwrap_err();
+        assert_eq!(
+            one_line_error(&e),
+            "missing <IMAGE>: usage: urun [OPTIONS] IMAGE [COMMAND [ARG...]] (see urun --help)"
+        );
+    }
+
+    #[test]
+    fn refused_flags_parse_and_are_named() {
+        assert_eq!(
+            refused(&["urun", "--privileged", "img"]).unwrap(),
+            "--privileged is not allowed: containers always run without privileges as you (uid 1001)"
+        );
+        for (args, flag) in [
+            (&["urun", "--cap-add=SYS_ADMIN", "img"][..], "--cap-add"),
+            (
+                &["urun", "--security-opt", "seccomp=unconfined", "img"],
+                "--security-opt",
+            ),
+            (&["urun", "--pid=host", "img"], "--pid"),
+            (&["urun", "--ipc", "host", "img"], "--ipc"),
+            (&["urun", "--uts=host", "img"], "--uts"),
+            (&["urun", "--userns=host", "img"], "--userns"),
+            (&["urun", "--cgroupns=host", "img"], "--cgroupns"),
+            (&["urun", "--device", "/dev/sda", "img"], "--device"),
+            (&["urun", "-p", "80:80", "img"], "-p/--publish"),
+            (&["urun", "-P", "img"], "-P/--publish-all"),
+            (&["urun", "-v", "/:/host", "img"], "-v/--volume"),
+            (&["urun", "--volume=/x:/y", "img"], "-v/--volume"),
+            (
+                &["urun", "--mount", "type=bind,src=/,dst=/h", "img"],
+                "--mount",
+            ),
+            (&["urun", "--volumes-from", "c", "img"], "--volumes-from"),
+            (&["urun", "--sysctl", "a=b", "img"], "--sysctl"),
+            (&["urun", "--add-host", "a:1.2.3.4", "img"], "--add-host"),
+            (&["urun", "--runtime", "runc", "img"], "--runtime"),
+            (
+                &["urun", "--log-driver", "json-file", "img"],
+                "--log-driver",
+            ),
+            (&["urun", "-d", "img"], "-d/--detach"),
+            (&["urun", "-itd", "img"], "-d/--detach"),
+            (&["urun", "--pull", "always", "img"], "--pull"),
+        ] {
+            let msg = refused(args).unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(
+                msg.starts_with(&format!("{flag} is not allowed: ")),
+                "{msg}"
+            );
+        }
+        // Mounts name the policy section that will allow the working-directory form.
+        assert!(refused(&["urun", "-v", "/a:/b", "img"])
+            .unwrap()
+            .contains("policy [mounts]"));
+        // The first refused flag on the line is the one named.
+        let m = refused(&["urun", "-d", "--privileged", "img"]).unwrap();
+        assert!(m.starts_with("-d/--detach"), "{m}");
+    }
+
+    #[test]
+    fn accepted_flags_in_docker_syntax() {
+        let (a, m) = parse_urun_matches([
+            "urun",
+            "-it",
+            "--rm",
+            "--init",
+            "-e",
+            "TERM=xterm",
+            "--env=LANG=C",
+            "-eTZ=UTC",
+            "--env-file",
+            "f",
+            "-w",
+            "/w",
+            "--entrypoint",
+            "sh",
+            "--name=web",
+            "--pull",
+            "never",
+            "-u",
+            "1001:1001",
+            "--net",
+            "none",
+            "--ipc=private",
+            "--cgroupns",
+            "private",
+            "img",
+            "cmd",
+            "-d",
+        ])
+        .unwrap();
+        assert_eq!(refusal(&m, 1001), None);
+        assert!(a.interactive && a.tty && a.rm && a.init);
+        assert_eq!(a.env, ["TERM=xterm", "LANG=C", "TZ=UTC"]);
+        assert_eq!(a.workdir.as_deref(), Some("/w"));
+        assert_eq!(a.entrypoint.as_deref(), Some("sh"));
+        assert_eq!(a.name.as_deref(), Some("web"));
+        assert_eq!(a.user.as_deref(), Some("1001:1001"));
+        assert_eq!(a.network.as_deref(), Some("none"));
+        assert_eq!(a.command, ["cmd", "-d"]);
+    }
+
+    #[test]
+    fn env_files_then_flags_later_wins_and_bare_names_from_the_environment() {
+        let (a, _) = parse_urun_matches([
+            "urun",
+            "--env-file",
+            "f",
+            "-e",
+            "LANG=C",
+            "-e",
+            "TERM",
+            "-e",
+            "TZ",
+            "img",
+        ])
+        .unwrap();
+        let env = environment(
+            &a,
+            |_| Ok("# comment\n\n  LANG=de_DE\nLC_ALL=C\nLC_TIME\n".into()),
+            |n| (n == "TERM").then(|| "screen".to_string()),
+        )
+        .unwrap();
+        assert_eq!(env, ["LC_ALL=C", "LANG=C", "TERM=screen"]);
+        let e = environment(&a, |_| Err(std::io::ErrorKind::NotFound.into()), |_| None);
+        assert!(e.unwrap_err().starts_with("--env-file f: "));
     }
 
     #[test]
@@ -162,6 +597,10 @@ mod tests {
         let h = urun_command().render_long_help().to_string();
         assert!(h.contains("CapDrop / CapAdd: ALL / none"), "{h}");
         assert!(h.contains("127    the command was not found"), "{h}");
+        assert!(
+            h.contains("--privileged") && h.contains("-v, --volume"),
+            "{h}"
+        );
     }
 
     #[test]

@@ -1,24 +1,62 @@
-//! urun, the client. Unprivileged and untrusted: it forwards a request and the
-//! streams, and prints what urund says. It never talks to Docker, and nothing it
-//! sends can say who the caller is (urund asks the kernel).
+//! urun, the client. Unprivileged and untrusted: it forwards a request, the streams,
+//! the signals it receives and its terminal's size, and prints what urund says. It
+//! never talks to Docker, and nothing it sends can say who the caller is (urund asks
+//! the kernel).
+//!
+//! It never exits while its container runs: every signal it can catch is forwarded,
+//! and it ends only on urund's final frame or when the connection is gone (urund then
+//! removes the container). A terminal put in raw mode for `-t` is restored on every
+//! one of those paths.
 
-use crate::cli::Urun;
-use crate::protocol::{self, Kind, Progress, Query, Request};
+use crate::cli::{self, Urun};
+use crate::protocol::{self, Kind, Progress, Query, Request, Signal, WinSize};
 use anyhow::{Context, Result};
+use nix::sys::signal::{SigSet, Signal as Sig};
+use nix::sys::termios::{self, SetArg, Termios};
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::IsTerminal;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A second SIGINT/SIGTERM within this time kills the container (SIGKILL).
+pub const KILL_AFTER_SECOND_SIGNAL: Duration = Duration::from_secs(5);
+
+/// urun's whole life: parse, refuse what is refused, run. Returns the exit status.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> u8 {
+    let (args, matches) = match cli::parse_urun_matches(argv) {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("urun: {}", cli::one_line_error(&e));
+            return 125;
+        }
+    };
+    if let Some(msg) = cli::refusal(&matches, nix::unistd::getuid().as_raw()) {
+        eprintln!("urun: {msg}");
+        return 125;
+    }
+    run(args)
+}
 
 /// Runs urun with parsed arguments; returns the exit status.
 pub fn run(args: Urun) -> u8 {
     match run_inner(&args) {
-        Ok(s) => s,
+        Ok(Finished { status, message }) => {
+            if let Some(m) = message {
+                eprintln!("urun: {m}");
+            }
+            status
+        }
         Err(e) => {
             eprintln!("urun: {e:#}");
             125
@@ -26,25 +64,207 @@ pub fn run(args: Urun) -> u8 {
     }
 }
 
-fn run_inner(args: &Urun) -> Result<u8> {
-    let sock = connect(&args.socket)?;
+/// How a run ended: urund's status, and its message for an `Error` frame.
+struct Finished {
+    status: u8,
+    message: Option<String>,
+}
+
+fn request(args: &Urun) -> Result<Request> {
+    let env = cli::environment(
+        args,
+        |p| std::fs::read_to_string(p),
+        |n| std::env::var(n).ok(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let mut req = Request::new(args.image.clone(), args.command.clone());
+    req.interactive = args.interactive;
+    req.tty = args.tty;
+    req.env = env;
+    req.workdir = args.workdir.clone();
+    req.entrypoint = args.entrypoint.clone();
+    req.name = args.name.clone();
+    req.user = args.user.clone();
+    req.network = args.network.clone();
+    Ok(req)
+}
+
+fn run_inner(args: &Urun) -> Result<Finished> {
     if args.show_policy {
+        let sock = connect(&args.socket)?;
         let mut w = sock.try_clone().context("socket")?;
         protocol::write_frame(&mut w, Kind::Query, &Query::policy().encode())
             .context("sending the query to urund")?;
         return relay_output(sock);
     }
-    let mut req = Request::new(args.image.clone(), args.command.clone());
-    req.interactive = args.interactive;
+    let mut req = request(args)?;
+    let stdin_tty = io::stdin().is_terminal();
+    if args.tty && args.interactive && !stdin_tty {
+        anyhow::bail!("the input device is not a TTY (-t with -i needs a terminal on stdin)");
+    }
+    if args.tty {
+        req.size = terminal_size();
+    }
+    // Before any other thread exists, so that every thread inherits the mask and the
+    // signals are only ever taken by the forwarding thread.
+    let signals = forwarded_signals();
+    signals
+        .thread_block()
+        .context("blocking signals for forwarding")?;
+    let sock = connect(&args.socket)?;
     let mut writer = sock.try_clone().context("socket")?;
     protocol::write_frame(&mut writer, Kind::Request, &req.encode())
         .context("sending the request to urund")?;
     let writer = Arc::new(Mutex::new(writer));
+    // Raw mode from here (with -it, as docker: with -t alone the local terminal keeps
+    // its line discipline, so Ctrl-C is a signal urun forwards); restored when `_raw`
+    // is dropped, whatever the way out.
+    let _raw = match args.tty && args.interactive && stdin_tty {
+        true => Some(RawTerminal::enter().context("putting the terminal in raw mode")?),
+        false => None,
+    };
+    {
+        let w = writer.clone();
+        let shut = sock.try_clone().context("socket")?;
+        let tty = args.tty;
+        std::thread::spawn(move || forward_signals(signals, &w, &shut, tty));
+    }
     if args.interactive {
         let w = writer.clone();
         std::thread::spawn(move || pump_stdin(&w));
     }
     relay_output(sock)
+}
+
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Sig::SIGINT,
+        Sig::SIGTERM,
+        Sig::SIGHUP,
+        Sig::SIGQUIT,
+        Sig::SIGUSR1,
+        Sig::SIGUSR2,
+        Sig::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Takes the blocked signals one by one: SIGWINCH becomes a `Resize` (with `-t`), the
+/// others a `Signal` frame; a second SIGINT/SIGTERM within
+/// [`KILL_AFTER_SECOND_SIGNAL`] becomes SIGKILL.
+///
+/// A frame that cannot be sent within [`SEND_TIMEOUT`] means urund is not reading us
+/// (it is blocked writing to a container that does not read its stdin): a signal is
+/// then dropped, and a kill becomes shutting down our sending side (through `shut`,
+/// a handle that needs no lock), which urund takes as "kill the container" and
+/// answers with the final frame we still read.
+fn forward_signals(set: SigSet, w: &Mutex<UnixStream>, shut: &UnixStream, tty: bool) {
+    let mut last_stop: Option<Instant> = None;
+    loop {
+        let Ok(sig) = set.wait() else { return };
+        let frame = match sig {
+            Sig::SIGWINCH if tty => terminal_size().map(|s| (Kind::Resize, s.encode().to_vec())),
+            Sig::SIGWINCH => None,
+            _ => {
+                let mut s = match sig {
+                    Sig::SIGINT => Signal::Int,
+                    Sig::SIGTERM => Signal::Term,
+                    Sig::SIGHUP => Signal::Hup,
+                    Sig::SIGQUIT => Signal::Quit,
+                    Sig::SIGUSR1 => Signal::Usr1,
+                    _ => Signal::Usr2,
+                };
+                if matches!(s, Signal::Int | Signal::Term) {
+                    let now = Instant::now();
+                    if last_stop.is_some_and(|t| now - t < KILL_AFTER_SECOND_SIGNAL) {
+                        s = Signal::Kill;
+                    }
+                    last_stop = Some(now);
+                }
+                Some((Kind::Signal, s.encode().to_vec()))
+            }
+        };
+        let Some((kind, payload)) = frame else {
+            continue;
+        };
+        match send_within(w, kind, &payload, SEND_TIMEOUT) {
+            Sent::Yes => {}
+            Sent::Gone => return,
+            Sent::Stuck if payload == Signal::Kill.encode() => {
+                let _ = shut.shutdown(std::net::Shutdown::Write);
+            }
+            Sent::Stuck => {}
+        }
+    }
+}
+
+/// How long the signal thread waits to get a frame out.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+enum Sent {
+    Yes,
+    Stuck,
+    Gone,
+}
+
+/// Sends one small frame if the socket takes it within `limit`, without blocking
+/// behind a writer that is stuck.
+fn send_within(w: &Mutex<UnixStream>, kind: Kind, payload: &[u8], limit: Duration) -> Sent {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let t = Instant::now();
+    let mut guard = loop {
+        match w.try_lock() {
+            Ok(g) => break g,
+            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if t.elapsed() < limit => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return Sent::Stuck,
+        }
+    };
+    let left = limit.saturating_sub(t.elapsed()).as_millis().min(60_000) as u16;
+    let mut fds = [PollFd::new(guard.as_fd(), PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::from(left)) {
+        Ok(n) if n > 0 => {}
+        _ => return Sent::Stuck,
+    }
+    match protocol::write_frame(&mut *guard, kind, payload) {
+        Ok(()) => Sent::Yes,
+        Err(_) => Sent::Gone,
+    }
+}
+
+/// The local terminal's size: stdin's, else stdout's.
+fn terminal_size() -> Option<WinSize> {
+    crate::system::terminal_size(io::stdin().as_fd())
+        .or_else(|| crate::system::terminal_size(io::stdout().as_fd()))
+        .map(|(rows, cols)| WinSize { rows, cols })
+}
+
+/// The terminal on stdin in raw mode for the life of the value (as `docker run -t`:
+/// keys, Ctrl-C and Ctrl-D go to the container's terminal, which does the editing).
+struct RawTerminal {
+    saved: Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> nix::Result<RawTerminal> {
+        let stdin = io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd())?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
+        Ok(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
 }
 
 fn connect(path: &Path) -> Result<UnixStream> {
@@ -90,12 +310,13 @@ fn pump_stdin(w: &Mutex<UnixStream>) {
 }
 
 /// Writes what the container prints to our stdout/stderr until the exit status.
-fn relay_output(sock: UnixStream) -> Result<u8> {
+fn relay_output(sock: UnixStream) -> Result<Finished> {
     // Unbuffered handles on fds 1 and 2 (std's stdout is line-buffered).
     let mut out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
     let mut err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
     let mut r = io::BufReader::with_capacity(256 * 1024, sock);
     let mut pull = PullView::new(io::stderr().is_terminal());
+    let done = |status, message| Ok(Finished { status, message });
     loop {
         let frame = protocol::read_frame(&mut r).context("reading from urund")?;
         if !matches!(frame, Some((Kind::Progress, _))) {
@@ -113,7 +334,7 @@ fn relay_output(sock: UnixStream) -> Result<u8> {
                 if let Err(e) = out.write_all(&p) {
                     // Like a process killed by SIGPIPE when our reader has gone.
                     if e.kind() == io::ErrorKind::BrokenPipe {
-                        return Ok(141);
+                        return done(141, None);
                     }
                     return Err(e).context("writing to stdout");
                 }
@@ -121,11 +342,10 @@ fn relay_output(sock: UnixStream) -> Result<u8> {
             Some((Kind::Stderr, p)) => {
                 let _ = err.write_all(&p);
             }
-            Some((Kind::Exit, p)) => return Ok(protocol::decode_exit(&p)?),
+            Some((Kind::Exit, p)) => return done(protocol::decode_exit(&p)?, None),
             Some((Kind::Error, p)) => {
                 let (status, msg) = protocol::decode_error(&p)?;
-                eprintln!("urun: {msg}");
-                return Ok(status);
+                return done(status, Some(msg));
             }
             Some((k, _)) => anyhow::bail!("urund sent an unexpected {k:?} frame"),
             None => anyhow::bail!("urund closed the connection without an exit status"),

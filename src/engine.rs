@@ -2,23 +2,44 @@
 //! turns Docker's answers into what urund needs (an image ID, an exit status, a
 //! docker-compatible error status).
 
+use crate::protocol::WinSize;
 use anyhow::{bail, Context, Result};
-use bollard::container::AttachContainerResults;
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// The daemon's socket, for the one call bollard cannot make right (TTY attach).
+    socket: PathBuf,
+}
+
+/// What a running container prints.
+pub enum Output {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// The two directions of an attached container.
+pub struct Attached {
+    pub output: BoxStream<'static, std::io::Result<Output>>,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
 /// A failure the user should see with a specific exit status (docker's conventions).
@@ -48,7 +69,10 @@ impl Engine {
             .negotiate_version()
             .await
             .with_context(|| format!("docker daemon at {uri} is unreachable"))?;
-        Ok(Engine { docker })
+        Ok(Engine {
+            docker,
+            socket: PathBuf::from(path),
+        })
     }
 
     pub fn api_version(&self) -> String {
@@ -64,19 +88,25 @@ impl Engine {
         }
     }
 
-    pub async fn create(&self, body: ContainerCreateBody) -> Result<String> {
+    /// Creates a container, named `name` if given (docker's own name check applies).
+    pub async fn create(&self, body: ContainerCreateBody, name: Option<&str>) -> Result<String> {
+        let opts = name.map(|n| CreateContainerOptionsBuilder::default().name(n).build());
         let r = self
             .docker
-            .create_container(
-                None::<bollard::query_parameters::CreateContainerOptions>,
-                body,
-            )
+            .create_container(opts, body)
             .await
-            .context("creating container")?;
+            .map_err(|e| anyhow::anyhow!("creating container: {}", docker_message(&e)))?;
         Ok(r.id)
     }
 
-    pub async fn attach(&self, id: &str, stdin: bool) -> Result<AttachContainerResults> {
+    /// Attaches to a created container's streams. With a TTY the stream is raw bytes,
+    /// which bollard's decoder would take for a multiplexing header whenever a chunk
+    /// starts with byte 0, 1 or 2 (a program printing `\x01...` would lose 8 bytes and
+    /// stall the stream), so TTY output is read from a plain hijacked connection.
+    pub async fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<Attached> {
+        if tty {
+            return self.attach_raw(id, stdin).await;
+        }
         let opts = AttachContainerOptionsBuilder::default()
             .stdin(stdin)
             .stdout(true)
@@ -84,10 +114,90 @@ impl Engine {
             .stream(true)
             .logs(false)
             .build();
-        self.docker
+        let AttachContainerResults { output, input } = self
+            .docker
             .attach_container(id, Some(opts))
             .await
-            .context("attaching to container")
+            .context("attaching to container")?;
+        let output = output
+            .filter_map(|item| async move {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(Output::Stdout(message)))
+                    }
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message))),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(std::io::Error::other(e))),
+                }
+            })
+            .boxed();
+        Ok(Attached { output, input })
+    }
+
+    /// `POST /containers/{id}/attach` upgraded to a raw byte stream (what the docker CLI
+    /// does for a TTY). `id` is the ID the daemon returned at create: hex only.
+    async fn attach_raw(&self, id: &str, stdin: bool) -> Result<Attached> {
+        if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("attaching to container: unexpected container id {id:?}");
+        }
+        let mut s = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| format!("attaching to container: {}", self.socket.display()))?;
+        let req = format!(
+            "POST /v{}/containers/{id}/attach?stream=1&stdin={}&stdout=1&stderr=1 HTTP/1.1\r\n\
+             Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
+            self.api_version(),
+            u8::from(stdin)
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .context("attaching to container")?;
+        // The response head, byte by byte so nothing of the stream after it is consumed.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let b = s.read_u8().await.context("attaching to container")?;
+            head.push(b);
+            if head.len() > 16 * 1024 {
+                bail!("attaching to container: response head too large");
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status != "101" && status != "200" {
+            bail!(
+                "attaching to container: {}",
+                head.lines().next().unwrap_or("no answer")
+            );
+        }
+        let (rd, wr) = s.into_split();
+        let output = futures_util::stream::unfold(rd, |mut rd| async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            match rd.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Output::Stdout(Bytes::from(buf))), rd))
+                }
+                Err(e) => Some((Err(e), rd)),
+            }
+        })
+        .boxed();
+        Ok(Attached {
+            output,
+            input: Box::pin(wr),
+        })
+    }
+
+    /// Sets the container's terminal size.
+    pub async fn resize(&self, id: &str, size: WinSize) -> Result<()> {
+        let opts = ResizeContainerTTYOptionsBuilder::default()
+            .h(size.rows.into())
+            .w(size.cols.into())
+            .build();
+        self.docker
+            .resize_container_tty(id, opts)
+            .await
+            .context("resizing the container's terminal")
     }
 
     /// Starts the container; a failure carries docker run's status (126/127/125).

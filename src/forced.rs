@@ -58,7 +58,10 @@ pub const FORCED: &[(&str, &str)] = &[
         "no / removed as soon as it exits or you disconnect",
     ),
     ("Labels", "owner uid, user name, request id"),
-    ("Env", "HOME only (plus the image's own)"),
+    (
+        "Env",
+        "HOME forced to yours; from -e only names the policy allows (plus the image's own)",
+    ),
 ];
 
 /// Where `HOME` is inside the container: `/home/<name>` for a plain user name,
@@ -76,6 +79,21 @@ pub fn home_dir(caller: &Caller) -> String {
         }
         _ => format!("/home/{}", caller.uid),
     }
+}
+
+/// The Docker name of a container the user called `name` (`--name`): prefixed with
+/// the caller's uid, so users can neither collide with nor address each other's
+/// containers (`urun-1001-web`). `name` has passed [`crate::judge::valid_name`].
+pub fn container_name(caller: &Caller, name: &str) -> String {
+    format!("urun-{}-{name}", caller.uid)
+}
+
+/// The environment: `HOME` from urund, then the user's entries the judge allowed,
+/// never one that names `HOME` again.
+fn environment(caller: &Caller, req: &Request) -> Vec<String> {
+    let mut env = vec![format!("HOME={}", home_dir(caller))];
+    env.extend(req.env.iter().filter(|e| !e.starts_with("HOME=")).cloned());
+    env
 }
 
 /// Labels identifying a run: owner, request, helper instance.
@@ -181,14 +199,16 @@ pub fn container_config(
         image: Some(image_id.into()),
         user: Some(format!("{}:{}", caller.uid, caller.gid)),
         cmd: (!req.command.is_empty()).then(|| req.command.clone()),
-        env: Some(vec![format!("HOME={}", home_dir(caller))]),
+        entrypoint: req.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        working_dir: req.workdir.clone(),
+        env: Some(environment(caller, req)),
         labels: Some(labels),
         attach_stdin: Some(req.interactive),
         open_stdin: Some(req.interactive),
         stdin_once: Some(req.interactive),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        tty: Some(false),
+        tty: Some(req.tty),
         network_disabled: Some(network == NetworkMode::None),
         exposed_ports: None,
         volumes: None,
@@ -222,6 +242,15 @@ mod tests {
                 .to_vec(),
         );
         r.interactive = true;
+        v.push(r);
+        let mut r = Request::new("busybox".into(), vec!["sh".into()]);
+        r.tty = true;
+        r.env = vec!["HOME=/root".into(), "TERM=xterm".into()];
+        r.user = Some("0:0".into());
+        r.network = Some("host".into());
+        r.name = Some("x".into());
+        r.entrypoint = Some("/bin/sh".into());
+        r.workdir = Some("/".into());
         v.push(r);
         v
     }
@@ -279,7 +308,7 @@ mod tests {
 
     #[test]
     fn row_tmpfs_tmp_and_home() {
-        each(|c, h| {
+        each(|_, h| {
             let t = h.tmpfs.as_ref().unwrap();
             assert_eq!(t.len(), 2);
             assert_eq!(t["/tmp"], "rw,nosuid,nodev,noexec,size=67108864,mode=1777");
@@ -287,8 +316,36 @@ mod tests {
                 t["/home/alice"],
                 "rw,nosuid,nodev,noexec,size=67108864,uid=1001,gid=1002,mode=0700"
             );
-            assert_eq!(c.env, Some(vec!["HOME=/home/alice".to_string()]));
         });
+    }
+
+    #[test]
+    fn row_env_home_forced_and_only_requested_names() {
+        for r in hostile_requests() {
+            let env = build(&r).env.unwrap();
+            assert_eq!(env[0], "HOME=/home/alice");
+            assert_eq!(env.iter().filter(|e| e.starts_with("HOME=")).count(), 1);
+            let extra: Vec<&String> = r.env.iter().filter(|e| !e.starts_with("HOME=")).collect();
+            assert_eq!(env[1..].iter().collect::<Vec<_>>(), extra);
+        }
+    }
+
+    #[test]
+    fn tty_workdir_entrypoint_and_name_pass_through() {
+        let mut r = Request::new("busybox".into(), vec![]);
+        let c = build(&r);
+        assert_eq!(
+            (c.tty, c.entrypoint, c.working_dir),
+            (Some(false), None, None)
+        );
+        r.tty = true;
+        r.workdir = Some("/srv".into());
+        r.entrypoint = Some(String::new());
+        let c = build(&r);
+        assert_eq!(c.tty, Some(true));
+        assert_eq!(c.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(c.entrypoint, Some(vec![String::new()]));
+        assert_eq!(container_name(&caller(), "web"), "urun-1001-web");
     }
 
     #[test]
@@ -422,7 +479,7 @@ mod tests {
             assert_eq!(c.image.as_deref(), Some("sha256:feed"));
             assert_eq!(c.cmd, (!r.command.is_empty()).then(|| r.command.clone()));
             assert_eq!(c.open_stdin, Some(r.interactive));
-            assert_eq!(c.tty, Some(false));
+            assert_eq!(c.tty, Some(r.tty));
         }
     }
 

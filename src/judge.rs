@@ -2,7 +2,7 @@
 //! It reads nothing and changes nothing; `urund` acts on what it returns.
 #![forbid(unsafe_code)]
 
-use crate::policy::{Limits, Pattern, Policy, PullMode};
+use crate::policy::{Limits, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK};
 use crate::protocol::Request;
 use crate::system::Caller;
 
@@ -31,7 +31,13 @@ pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) ->
     if let d @ Decision::Refuse(_) = judge_access(caller, policy, group_gid) {
         return d;
     }
-    judge_image(policy, &req.image)
+    if let d @ Decision::Refuse(_) = judge_image(policy, &req.image) {
+        return d;
+    }
+    match check_dropin(caller, policy, req) {
+        Some(r) => Decision::Refuse(r),
+        None => Decision::Allow,
+    }
 }
 
 /// Whether `caller` may use urun at all: `access.allow_root`, `access.group`,
@@ -212,6 +218,106 @@ pub fn registry_of(r: &str) -> String {
     }
 }
 
+/// Names never passed whatever `env.allow` says: urund sets them itself (forced.rs).
+pub const FORCED_ENV: &[&str] = &["HOME"];
+
+/// The `docker run` options a request may carry that need a decision: environment
+/// (`env.allow`), `-u`, `--network` (`network.mode`), `--name`. The first one refused.
+fn check_dropin(caller: &Caller, policy: &Policy, req: &Request) -> Option<Refusal> {
+    let r = |rule, message| Some(Refusal { rule, message });
+    for entry in &req.env {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
+        if let Some(m) = env_refusal(name, &policy.env.allow) {
+            return r("env.allow", m);
+        }
+    }
+    if let Some(u) = &req.user {
+        if !is_caller(caller, u) {
+            return r(
+                "user",
+                format!(
+                    "-u/--user {u} is not allowed: containers always run as you \
+                     (uid {}, gid {}); only -u {}:{} is accepted",
+                    caller.uid, caller.gid, caller.uid, caller.gid
+                ),
+            );
+        }
+    }
+    if let Some(n) = &req.network {
+        if network_mode(policy, n).is_none() {
+            let allowed = match policy.network.mode {
+                NetworkMode::None => "none".to_string(),
+                NetworkMode::Isolated => format!("none or {ISOLATED_NETWORK}"),
+            };
+            return r(
+                "network.mode",
+                format!(
+                    "--network {n} is not allowed: containers get no network or the \
+                     isolated one the policy sets (only --network {allowed})"
+                ),
+            );
+        }
+    }
+    if let Some(n) = &req.name {
+        if !valid_name(n) {
+            return r(
+                "name",
+                format!(
+                    "--name {n:?} is not allowed: use 1 to 64 letters, digits and _ . - \
+                     starting with a letter or digit"
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// The network a run gets when the user asked for `--network asked`: `none` always
+/// (less than the policy gives is fine), the policy's isolated bridge by its name when
+/// the policy has it; `None` (refused) for anything else. Pure.
+pub fn network_mode(policy: &Policy, asked: &str) -> Option<NetworkMode> {
+    match (asked, policy.network.mode) {
+        ("none", _) => Some(NetworkMode::None),
+        (ISOLATED_NETWORK, NetworkMode::Isolated) => Some(NetworkMode::Isolated),
+        _ => None,
+    }
+}
+
+/// Why an environment variable `name` may not be passed under `allow`, if it may not.
+pub fn env_refusal(name: &str, allow: &[Pattern]) -> Option<String> {
+    if FORCED_ENV.contains(&name) {
+        return Some(format!("-e {name} is not allowed: urun sets {name} itself"));
+    }
+    if env_allowed(allow, name) {
+        return None;
+    }
+    Some(format!(
+        "-e {name} is not allowed: only {} may be passed (policy env.allow)",
+        list(allow)
+    ))
+}
+
+/// Whether `-u` names the caller: `uid`, `uid:gid`, `name` or `name:gid`, nothing else
+/// (a group other than the caller's primary one is refused too).
+fn is_caller(caller: &Caller, spec: &str) -> bool {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user_ok = user == caller.uid.to_string() || caller.name.as_deref() == Some(user);
+    let group_ok = group.is_none_or(|g| g == caller.gid.to_string());
+    user_ok && group_ok
+}
+
+/// A `--name` as the user types it (urund adds its own prefix): docker's charset.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.as_bytes()[0].is_ascii_alphanumeric()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
 /// Docker image reference syntax, conservatively: no option-like or path-like names.
 fn valid_reference(r: &str) -> bool {
     !r.is_empty()
@@ -293,6 +399,90 @@ mod tests {
             judge(&caller(0, 0, vec![]), &p, 500, &req("busybox")),
             Decision::Allow
         );
+    }
+
+    fn refusal(req: &Request) -> Option<Refusal> {
+        match judge(&caller(1001, 1002, vec![500]), &Policy::default(), 500, req) {
+            Decision::Allow => None,
+            Decision::Refuse(r) => Some(r),
+        }
+    }
+
+    #[test]
+    fn env_only_from_the_allowlist() {
+        let mut r = req("busybox");
+        r.env = vec!["TERM=xterm".into(), "LC_ALL=C".into(), "TZ=UTC".into()];
+        assert_eq!(refusal(&r), None);
+        for bad in ["LD_PRELOAD=/x.so", "HOME=/", "PATH=/x", "LC=1", "TERMX=1"] {
+            r.env = vec!["LANG=C".into(), bad.into()];
+            let f = refusal(&r).unwrap_or_else(|| panic!("{bad} allowed"));
+            let name = bad.split('=').next().unwrap();
+            assert_eq!(f.rule, "env.allow");
+            assert!(
+                f.message.starts_with(&format!("-e {name} is not allowed")),
+                "{}",
+                f.message
+            );
+        }
+        // HOME stays forced even if a policy pattern would match it.
+        let all = [Pattern("*".into())];
+        assert!(env_refusal("HOME", &all).is_some());
+        assert!(env_refusal("PATH", &all).is_none());
+        // The policy's patterns decide, not a built-in list.
+        let p = policy("[env]\nallow = [\"FOO_*\"]\n");
+        let mut r = req("busybox");
+        r.env = vec!["FOO_BAR=1".into()];
+        assert_eq!(
+            judge(&caller(1001, 500, vec![]), &p, 500, &r),
+            Decision::Allow
+        );
+        r.env = vec!["TERM=x".into()];
+        assert_eq!(
+            rule(judge(&caller(1001, 500, vec![]), &p, 500, &r)),
+            "env.allow"
+        );
+    }
+
+    #[test]
+    fn user_only_the_caller() {
+        let mut r = req("busybox");
+        for ok in ["1001", "1001:1002", "alice", "alice:1002"] {
+            r.user = Some(ok.into());
+            assert_eq!(refusal(&r), None, "{ok}");
+        }
+        for bad in ["0", "root", "0:0", "1001:0", "1002", "1001:", "bob", ""] {
+            r.user = Some(bad.into());
+            let f = refusal(&r).unwrap_or_else(|| panic!("{bad} allowed"));
+            assert_eq!(f.rule, "user");
+            assert!(f.message.contains("uid 1001"), "{}", f.message);
+        }
+    }
+
+    #[test]
+    fn network_only_none_and_names_checked() {
+        let mut r = req("busybox");
+        r.network = Some("none".into());
+        assert_eq!(refusal(&r), None);
+        for bad in ["host", "bridge", "container:x", "urun-isolated"] {
+            r.network = Some(bad.into());
+            assert_eq!(refusal(&r).unwrap().rule, "network.mode");
+        }
+        let p = policy("[network]\nmode = \"isolated\"\n");
+        assert_eq!(network_mode(&p, "none"), Some(NetworkMode::None));
+        assert_eq!(
+            network_mode(&p, "urun-isolated"),
+            Some(NetworkMode::Isolated)
+        );
+        assert_eq!(network_mode(&p, "host"), None);
+        let mut r = req("busybox");
+        for ok in ["web", "a.b-c_1", "9"] {
+            r.name = Some(ok.into());
+            assert_eq!(refusal(&r), None, "{ok}");
+        }
+        for bad in ["", "-x", "a/b", "a b", &"x".repeat(65)] {
+            r.name = Some(bad.into());
+            assert_eq!(refusal(&r).unwrap().rule, "name", "{bad}");
+        }
     }
 
     #[test]

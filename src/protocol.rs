@@ -4,7 +4,9 @@
 //! A connection is a sequence of frames, each `[kind: u8][len: u32 big-endian][payload]`.
 //! The client sends exactly one `Request` frame first, then only `Stdin`, `StdinEof`,
 //! `Signal` and `Resize` frames. The helper answers with `Stdout`/`Stderr` frames and ends
-//! with exactly one `Exit` or `Error` frame. Every limit below is checked by the helper
+//! with exactly one `Exit` or `Error` frame. A `Signal` payload is one byte, the Linux
+//! number of a signal in the closed list [`Signal`]; a `Resize` payload is rows then
+//! columns, u16 big-endian each ([`WinSize`]). Every limit below is checked by the helper
 //! before it allocates anything for a frame; a violation gets one `Error` frame and the
 //! connection is closed.
 //!
@@ -25,6 +27,10 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// Largest number of command words (entrypoint + command together).
 pub const MAX_ARGS: usize = 1024;
+/// Largest number of environment entries in a request.
+pub const MAX_ENV: usize = 256;
+/// Largest single string in a request (an env entry, the working directory, ...).
+pub const MAX_STRING: usize = 8 * 1024;
 /// Frame header size.
 pub const HEADER: usize = 5;
 
@@ -167,6 +173,110 @@ pub struct Request {
     /// Attach stdin (`-i`).
     #[serde(default)]
     pub interactive: bool,
+    /// Allocate a terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Initial terminal size (`-t`), applied once the container has started.
+    #[serde(default)]
+    pub size: Option<WinSize>,
+    /// Environment entries `NAME=VALUE` (`-e`, `--env-file`); the judge checks names.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory inside the container (`-w`), absolute.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Replacement entrypoint (`--entrypoint`); `""` clears the image's.
+    #[serde(default)]
+    pub entrypoint: Option<String>,
+    /// Container name as the user typed it (`--name`); urund prefixes it with the uid.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The user the caller asked for (`-u`). Never used to set the container user: the
+    /// judge only checks that it is the caller themself.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Network mode asked for (`--network`); the judge decides.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// A terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl WinSize {
+    /// `Resize` payload: rows then columns, each u16 big-endian.
+    pub fn encode(self) -> [u8; 4] {
+        let (r, c) = (self.rows.to_be_bytes(), self.cols.to_be_bytes());
+        [r[0], r[1], c[0], c[1]]
+    }
+
+    pub fn decode(p: &[u8]) -> Result<WinSize, ProtocolError> {
+        match p {
+            [r0, r1, c0, c1] => Ok(WinSize {
+                rows: u16::from_be_bytes([*r0, *r1]),
+                cols: u16::from_be_bytes([*c0, *c1]),
+            }),
+            _ => Err(ProtocolError::BadPayload(Kind::Resize)),
+        }
+    }
+}
+
+/// The signals a client may ask urund to deliver to its container: a closed list.
+/// On the wire (`Signal` payload) each is one byte, its Linux number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Hup = 1,
+    Int = 2,
+    Quit = 3,
+    Kill = 9,
+    Usr1 = 10,
+    Usr2 = 12,
+    Term = 15,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 7] = [
+        Signal::Hup,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Kill,
+        Signal::Usr1,
+        Signal::Usr2,
+        Signal::Term,
+    ];
+
+    /// The name Docker's kill endpoint takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Hup => "SIGHUP",
+            Signal::Int => "SIGINT",
+            Signal::Quit => "SIGQUIT",
+            Signal::Kill => "SIGKILL",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+            Signal::Term => "SIGTERM",
+        }
+    }
+
+    pub fn encode(self) -> [u8; 1] {
+        [self as u8]
+    }
+
+    /// Anything but one byte naming a listed signal is a protocol error.
+    pub fn decode(p: &[u8]) -> Result<Signal, ProtocolError> {
+        match p {
+            [n] => Signal::ALL
+                .into_iter()
+                .find(|s| *s as u8 == *n)
+                .ok_or(ProtocolError::BadPayload(Kind::Signal)),
+            _ => Err(ProtocolError::BadPayload(Kind::Signal)),
+        }
+    }
 }
 
 impl Request {
@@ -208,9 +318,45 @@ impl Request {
         if req.command.len() > MAX_ARGS {
             return Err(ProtocolError::TooManyArgs(req.command.len()));
         }
-        let all = std::iter::once(&req.image).chain(req.command.iter());
-        if all.clone().any(|s| s.contains('\0')) {
-            return Err(ProtocolError::BadRequest("NUL byte in a string".into()));
+        if req.env.len() > MAX_ENV {
+            return Err(ProtocolError::BadRequest(format!(
+                "{} environment entries exceed the limit of {MAX_ENV}",
+                req.env.len()
+            )));
+        }
+        let optional = [
+            &req.workdir,
+            &req.entrypoint,
+            &req.name,
+            &req.user,
+            &req.network,
+        ];
+        // Command words are bounded only by the request size (long `sh -c` scripts).
+        let has_nul = std::iter::once(&req.image)
+            .chain(req.command.iter())
+            .any(|s| s.contains('\0'));
+        let bad_string = req
+            .env
+            .iter()
+            .chain(optional.into_iter().flatten())
+            .any(|s| s.contains('\0') || s.len() > MAX_STRING);
+        if has_nul || bad_string {
+            return Err(ProtocolError::BadRequest(format!(
+                "NUL byte or a string longer than {MAX_STRING} bytes"
+            )));
+        }
+        if let Some(bad) = req.env.iter().find(|e| !valid_env_entry(e)) {
+            return Err(ProtocolError::BadRequest(format!(
+                "environment entry {:?} is not NAME=VALUE",
+                bad.chars().take(64).collect::<String>()
+            )));
+        }
+        if let Some(w) = &req.workdir {
+            if !w.starts_with('/') {
+                return Err(ProtocolError::BadRequest(format!(
+                    "working directory {w:?} is not an absolute path"
+                )));
+            }
         }
         Ok(req)
     }
@@ -264,6 +410,22 @@ pub struct Progress {
     pub status: String,
     pub current: Option<u64>,
     pub total: Option<u64>,
+}
+
+/// `NAME=VALUE` with a portable name: a letter or `_`, then letters, digits, `_`.
+pub fn valid_env_entry(e: &str) -> bool {
+    match e.split_once('=') {
+        Some((name, _)) => valid_env_name(name),
+        None => false,
+    }
+}
+
+pub fn valid_env_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Helper→client `Exit` payload: the exit status, 0..=255.
@@ -340,6 +502,66 @@ mod tests {
     fn nul_bytes_rejected() {
         let r = Request::new("x".into(), vec!["a\0b".into()]);
         assert!(Request::decode(&r.encode()).is_err());
+    }
+
+    #[test]
+    fn new_fields_round_trip_and_default() {
+        let mut r = Request::new("x".into(), vec![]);
+        r.tty = true;
+        r.size = Some(WinSize { rows: 24, cols: 80 });
+        r.env = vec!["TERM=xterm".into(), "LANG=".into()];
+        r.workdir = Some("/w".into());
+        r.entrypoint = Some(String::new());
+        r.name = Some("web".into());
+        r.user = Some("1001:1001".into());
+        r.network = Some("none".into());
+        assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        // An old client's request (no new fields) still decodes.
+        let old = Request::decode(br#"{"version":1,"image":"x"}"#).unwrap();
+        assert!(!old.tty && old.env.is_empty() && old.user.is_none());
+    }
+
+    #[test]
+    fn bad_env_and_workdir_rejected() {
+        for env in ["NOEQUALS", "=x", "1A=x", "A-B=x", "A B=x", "A=\0"] {
+            let mut r = Request::new("x".into(), vec![]);
+            r.env = vec![env.into()];
+            assert!(Request::decode(&r.encode()).is_err(), "{env:?}");
+        }
+        let mut r = Request::new("x".into(), vec![]);
+        r.env = vec!["A=1".into(); MAX_ENV + 1];
+        assert!(Request::decode(&r.encode()).is_err());
+        r.env = vec![format!("A={}", "x".repeat(MAX_STRING))];
+        assert!(Request::decode(&r.encode()).is_err());
+        let mut r = Request::new("x".into(), vec![]);
+        r.workdir = Some("relative".into());
+        assert!(Request::decode(&r.encode()).is_err());
+        r.workdir = Some("/a\0b".into());
+        assert!(Request::decode(&r.encode()).is_err());
+        r.workdir = Some("/ok".into());
+        assert!(Request::decode(&r.encode()).is_ok());
+        let p = br#"{"version":1,"image":"x","size":{"rows":1,"cols":2,"x":3}}"#;
+        assert!(Request::decode(p).is_err());
+    }
+
+    #[test]
+    fn signal_and_resize_payloads() {
+        for s in Signal::ALL {
+            assert_eq!(Signal::decode(&s.encode()), Ok(s));
+        }
+        // Only the listed signals: not SIGSTOP (19), SIGWINCH (28), 0, or two bytes.
+        for bad in [&[19u8][..], &[28], &[0], &[2, 2], &[]] {
+            assert_eq!(
+                Signal::decode(bad),
+                Err(ProtocolError::BadPayload(Kind::Signal))
+            );
+        }
+        let w = WinSize {
+            rows: 50,
+            cols: 300,
+        };
+        assert_eq!(WinSize::decode(&w.encode()), Ok(w));
+        assert!(WinSize::decode(&[0, 1, 2]).is_err());
     }
 
     #[test]

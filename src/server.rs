@@ -14,14 +14,13 @@
 //!   7. record: one audit line (stderr, file, syslog).
 
 use crate::audit::{self, Record};
-use crate::engine::{Engine, PullEvent, RunError};
+use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
 use crate::forced;
-use crate::judge::{judge, judge_access, judge_concurrency, judge_pull, Decision};
+use crate::judge::{self, judge, judge_access, judge_concurrency, judge_pull, Decision};
 use crate::policy::{Limits, NetworkMode, Policy, PullMode, ISOLATED_NETWORK};
-use crate::protocol::{self, Kind, Progress, ProtocolError, Query, Request};
+use crate::protocol::{self, Kind, Progress, ProtocolError, Query, Request, Signal, WinSize};
 use crate::system::{self, Caller};
 use anyhow::{Context, Result};
-use bollard::container::{AttachContainerResults, LogOutput};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -47,6 +46,9 @@ const HANGUP_POLL: Duration = Duration::from_millis(200);
 pub const EXIT_MAX_RUNTIME: u8 = 124;
 /// Smallest interval between two byte-count progress frames of one pull.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a TTY container may keep running after its terminal output ended (docker's
+/// detach keys, ctrl-p ctrl-q, end the attach): urun has no detach, so it is then killed.
+const DETACH_GRACE: Duration = Duration::from_secs(2);
 
 pub struct Options {
     pub socket: PathBuf,
@@ -247,7 +249,9 @@ impl Helper {
             End::ClientGone => {
                 rec.decision = "allowed";
                 rec.message = Some("client went away; container removed".into());
-                None
+                // A client that only shut down its sending side still reads this.
+                let msg = "connection closed by urun, so the container was killed";
+                Some((Kind::Error, protocol::encode_error(137, msg)))
             }
         };
         if let Some((kind, payload)) = frame {
@@ -269,7 +273,7 @@ impl Helper {
     ) -> End {
         // 2. What: one bounded request (or a question about the policy).
         let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
-            Ok(Ok(First::Run(r))) => r,
+            Ok(Ok(First::Run(r))) => *r,
             Ok(Ok(First::Query)) => return self.answer_query(caller, rec, wr).await,
             Ok(Err(e)) => return End::Refused("protocol", format!("bad request: {e}")),
             Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
@@ -310,7 +314,12 @@ impl Helper {
         };
         rec.image_id = Some(image_id.clone());
         // 5. How: the forced settings.
-        let network = self.policy.network.mode;
+        // The policy's network, or none if the user asked for less (the judge refused
+        // anything else; the fallback is the safe side).
+        let network = match &req.network {
+            Some(asked) => judge::network_mode(&self.policy, asked).unwrap_or(NetworkMode::None),
+            None => self.policy.network.mode,
+        };
         if network == NetworkMode::Isolated {
             let _guard = self.network_lock.lock().await;
             if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
@@ -320,7 +329,8 @@ impl Helper {
         let labels = forced::labels(caller, &rec.request, &self.tag);
         let body = forced::container_config(caller, &limits, &image_id, &req, labels, network);
         // 6. Run, and remove whatever happens.
-        let id = match self.engine.create(body).await {
+        let name = req.name.as_ref().map(|n| forced::container_name(caller, n));
+        let id = match self.engine.create(body, name.as_deref()).await {
             Ok(id) => id,
             Err(e) => return End::Failed(daemon_error(e)),
         };
@@ -330,9 +340,7 @@ impl Helper {
             .unwrap()
             .insert(rec.request.clone(), id.clone());
         let max_runtime = Duration::from_secs(limits.max_runtime.0);
-        let end = self
-            .relay(&id, req.interactive, rd, wr, rec, max_runtime)
-            .await;
+        let end = self.relay(&id, &req, rd, wr, rec, max_runtime).await;
         let end = match end {
             End::Timeout(_) => End::Timeout(limits.max_runtime),
             e => e,
@@ -511,22 +519,30 @@ impl Helper {
     async fn relay(
         &self,
         id: &str,
-        interactive: bool,
+        req: &Request,
         rd: &mut OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
         rec: &mut Record,
         max_runtime: Duration,
     ) -> End {
-        let AttachContainerResults { mut output, input } =
-            match self.engine.attach(id, interactive).await {
+        let Attached { mut output, input } =
+            match self.engine.attach(id, req.interactive, req.tty).await {
                 Ok(a) => a,
                 Err(e) => return End::Failed(daemon_error(e)),
             };
         if let Err(e) = self.engine.start(id).await {
             return End::Failed(e);
         }
+        if let (true, Some(size)) = (req.tty, req.size) {
+            let _ = self.engine.resize(id, size).await;
+        }
         let bytes_in = AtomicU64::new(0);
-        let pump = pump_client(rd, input, &bytes_in);
+        let control = Control {
+            engine: &self.engine,
+            id,
+            tty: req.tty,
+        };
+        let pump = pump_client(rd, input, &bytes_in, control);
         tokio::pin!(pump);
         let deadline = tokio::time::sleep(max_runtime);
         tokio::pin!(deadline);
@@ -539,22 +555,17 @@ impl Helper {
                     break End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
                 }
                 item = output.next() => match item {
-                    Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => {
+                    Some(Ok(Output::Stdout(message))) => {
                         rec.bytes_out += message.len() as u64;
                         if send(wr, Kind::Stdout, &message).await.is_err() { break End::ClientGone; }
                     }
-                    Some(Ok(LogOutput::StdErr { message })) => {
+                    Some(Ok(Output::Stderr(message))) => {
                         rec.bytes_out += message.len() as u64;
                         if send(wr, Kind::Stderr, &message).await.is_err() { break End::ClientGone; }
                     }
-                    Some(Ok(LogOutput::StdIn { .. })) => {}
-                    // The stream ends when the container's output closes: it has exited.
-                    Some(Err(_)) | None => {
-                        break match self.engine.wait(id).await {
-                            Ok(code) => End::Exit(u8::try_from(code).unwrap_or(125)),
-                            Err(e) => End::Failed(daemon_error(e)),
-                        };
-                    }
+                    // The stream ends when the container's output closes: it has exited
+                    // (or, with a TTY, was detached: then it is killed after a grace).
+                    Some(Err(_)) | None => break self.exit_status(id, req.tty).await,
                 },
                 r = &mut pump => {
                     // The client left or broke the protocol while the container ran.
@@ -567,6 +578,28 @@ impl Helper {
         };
         rec.bytes_in = bytes_in.load(Ordering::Relaxed);
         end
+    }
+
+    /// The exit status once the output has ended. A TTY container still running after
+    /// [`DETACH_GRACE`] was detached from, and is killed: nothing outlives its client.
+    async fn exit_status(&self, id: &str, tty: bool) -> End {
+        let wait = match tty {
+            true => tokio::time::timeout(DETACH_GRACE, self.engine.wait(id)).await,
+            false => Ok(self.engine.wait(id).await),
+        };
+        match wait {
+            Ok(Ok(code)) => End::Exit(u8::try_from(code).unwrap_or(125)),
+            Ok(Err(e)) => End::Failed(daemon_error(e)),
+            Err(_) => {
+                let _ = self.engine.kill(id, Signal::Kill.name()).await;
+                End::Failed(RunError {
+                    status: 137,
+                    message: "detached (ctrl-p ctrl-q): urun has no detach, so the \
+                              container was killed"
+                        .into(),
+                })
+            }
+        }
     }
 }
 
@@ -592,7 +625,7 @@ impl Drop for Slot<'_> {
 
 /// The first frame of a connection.
 enum First {
-    Run(Request),
+    Run(Box<Request>),
     Query,
 }
 
@@ -612,13 +645,38 @@ enum PumpEnd {
     Bad(ProtocolError),
 }
 
-/// Relays stdin frames from the client to the container until the client goes away.
-/// After `StdinEof` the container's stdin is closed and the pump keeps watching the
-/// connection, so a vanished client is noticed at once.
+/// What the client may do to its running container besides writing to its stdin.
+struct Control<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+    tty: bool,
+}
+
+impl Control<'_> {
+    /// Delivers one of the listed signals (the payload was checked by [`Signal::decode`]).
+    async fn signal(&self, sig: Signal) {
+        if let Err(e) = self.engine.kill(self.id, sig.name()).await {
+            eprintln!("urund: {e:#}");
+        }
+    }
+
+    /// Follows the client's terminal size; meaningless without a TTY, so ignored then.
+    async fn resize(&self, size: WinSize) {
+        if self.tty && size.rows > 0 && size.cols > 0 {
+            let _ = self.engine.resize(self.id, size).await;
+        }
+    }
+}
+
+/// Relays the client's frames to the container until the client goes away: stdin,
+/// signals (only those [`Signal`] lists), terminal resizes. After `StdinEof` the
+/// container's stdin is closed and the pump keeps watching the connection, so a
+/// vanished client is noticed at once.
 async fn pump_client(
     rd: &mut OwnedReadHalf,
     mut input: Pin<Box<dyn AsyncWrite + Send>>,
     bytes_in: &AtomicU64,
+    control: Control<'_>,
 ) -> PumpEnd {
     let mut stdin_open = true;
     loop {
@@ -650,6 +708,14 @@ async fn pump_client(
             }
             // Stdin after EOF, or for a container whose stdin is closed: dropped.
             Kind::Stdin | Kind::StdinEof => {}
+            Kind::Signal => match Signal::decode(&payload) {
+                Ok(sig) => control.signal(sig).await,
+                Err(e) => return PumpEnd::Bad(e),
+            },
+            Kind::Resize => match WinSize::decode(&payload) {
+                Ok(size) => control.resize(size).await,
+                Err(e) => return PumpEnd::Bad(e),
+            },
             other => return PumpEnd::Bad(ProtocolError::UnexpectedKind(other)),
         }
     }
@@ -670,17 +736,12 @@ async fn linger(rd: &mut OwnedReadHalf) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
+/// The client closed its connection, or shut down its sending side: a client that
+/// cannot get a signal through (urund is blocked writing to a container that does not
+/// read its stdin) does that to have its container killed.
 fn peer_hung_up(rd: &OwnedReadHalf) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    // No events requested: the kernel still reports POLLHUP once the peer has closed
-    // both directions (a client that exited or was killed), whatever data is queued.
-    // (Asking for POLLRDHUP would make nix's `revents()` return None: unknown bit.)
     let sock: &UnixStream = rd.as_ref();
-    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::empty())];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    system::peer_done_writing(sock.as_fd())
 }
 
 enum FrameError {
@@ -720,7 +781,7 @@ async fn read_frame(
 async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
     match read_frame(rd).await? {
         Some((Kind::Request, p)) => Request::decode(&p)
-            .map(First::Run)
+            .map(|r| First::Run(Box::new(r)))
             .map_err(FrameError::Protocol),
         Some((Kind::Query, p)) => Query::decode(&p)
             .map(|_| First::Query)

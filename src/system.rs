@@ -149,6 +149,37 @@ pub fn bind_socket(path: &Path, gid: u32) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The size of the terminal on `fd` (`TIOCGWINSZ`), `None` if it is not a terminal
+/// or reports no size.
+pub fn terminal_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which points
+    // to a live, writable `libc::winsize` on our stack; the descriptor is borrowed, so
+    // it stays open for the call. On failure nothing is written.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Whether the peer of the stream socket `fd` has closed it or shut down its writing
+/// side (`POLLHUP`/`POLLRDHUP`/`POLLERR`), whatever data is still queued. Does not block.
+pub fn peer_done_writing(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `p` is one live, writable `pollfd` and the count passed is 1; a zero
+    // timeout makes the call return at once. The descriptor is borrowed, so it stays
+    // open for the call.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// Sets the process umask so every file the helper creates is private by default.
 pub fn private_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -176,6 +207,19 @@ mod tests {
         let mut want = mine;
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn peer_done_writing_sees_a_half_close_despite_queued_data() {
+        use std::io::Write;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        assert!(!peer_done_writing(a.as_fd()));
+        b.write_all(b"queued").unwrap();
+        assert!(!peer_done_writing(a.as_fd()));
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(peer_done_writing(a.as_fd()));
+        drop(b);
+        assert!(peer_done_writing(a.as_fd()));
     }
 
     #[test]
