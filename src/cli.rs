@@ -68,7 +68,7 @@ pub struct Urun {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// "missing" (pulled only if the policy allows it) or "never"
+    /// "missing" (pulled only if the policy allows it) or "never" (never pulled)
     #[arg(long, value_name = "POLICY")]
     pub pull: Option<String>,
 

@@ -86,6 +86,7 @@ fn request(args: &Urun) -> Result<Request> {
     req.name = args.name.clone();
     req.user = args.user.clone();
     req.network = args.network.clone();
+    req.never_pull = args.pull.as_deref() == Some("never");
     Ok(req)
 }
 

@@ -198,6 +198,9 @@ pub struct Request {
     /// Network mode asked for (`--network`); the judge decides.
     #[serde(default)]
     pub network: Option<String>,
+    /// `--pull never`: fail rather than pull a missing image, whatever the policy allows.
+    #[serde(default)]
+    pub never_pull: bool,
 }
 
 /// A terminal size in character cells.
@@ -515,6 +518,7 @@ mod tests {
         r.name = Some("web".into());
         r.user = Some("1001:1001".into());
         r.network = Some("none".into());
+        r.never_pull = true;
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         // An old client's request (no new fields) still decodes.
         let old = Request::decode(br#"{"version":1,"image":"x"}"#).unwrap();

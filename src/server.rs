@@ -293,6 +293,15 @@ impl Helper {
         let image_id = match self.engine.resolve_image(&req.image).await {
             Ok(Some(id)) => id,
             Ok(None) => {
+                if req.never_pull {
+                    return End::Failed(RunError {
+                        status: 125,
+                        message: format!(
+                            "Unable to find image '{}' locally (--pull never)",
+                            req.image
+                        ),
+                    });
+                }
                 if let Decision::Refuse(r) = judge_pull(&self.policy, &req.image) {
                     return End::Refused(r.rule, r.message);
                 }

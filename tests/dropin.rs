@@ -691,6 +691,62 @@ fn accepted_flags_work() {
 
 #[test]
 #[serial]
+fn env_network_and_pull_flags_follow_the_policy() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = Daemon::start(&format!(
+        "{}[env]\nallow = [\"FOO_*\"]\n[network]\nmode = \"isolated\"\n\
+         [pull]\nmode = \"missing\"\nregistries = [\"127.0.0.1:*\"]\n",
+        policy_for(&g)
+    ));
+    // Environment names come from the policy's [env] allow, not a built-in list.
+    let o = d.run(
+        &u,
+        &["-e", "FOO_A=1", image(), "sh", "-c", "echo $FOO_A"],
+        b"",
+    );
+    assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
+    let o = d.run(&u, &["-e", "TERM=x", image(), "true"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        "urun: -e TERM is not allowed: only FOO_* may be passed (policy env.allow)\n"
+    );
+    // The policy's isolated network by default or by name; --network none gives less.
+    let ifaces = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend([image(), "ls", "/sys/class/net"]);
+        let o = d.run(&u, &a, b"");
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(ifaces(&["--network", "none"]), "lo\n");
+    assert!(ifaces(&[]).contains("eth0"));
+    assert!(ifaces(&["--net=urun-isolated"]).contains("eth0"));
+    let o = d.run(&u, &["--network", "host", image(), "true"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).starts_with("urun: --network host is not allowed")
+            && stderr(&o).contains("only --network none or urun-isolated"),
+        "{}",
+        stderr(&o)
+    );
+    // --pull never: a missing image is not pulled even though the policy would.
+    let missing = "127.0.0.1:9/urun-dropin/none:1";
+    let o = d.run(&u, &["--pull", "never", missing, "true"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        format!("urun: Unable to find image '{missing}' locally (--pull never)\n")
+    );
+    let o = d.run(&u, &["--pull=missing", missing, "true"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(!stderr(&o).contains("--pull never"), "{}", stderr(&o));
+    assert!(d.containers().is_empty());
+}
+
+#[test]
+#[serial]
 fn names_are_prefixed_per_user_so_users_cannot_collide() {
     let (g, u, d) = setup();
     let other = TestUser::new(&[&g]);
