@@ -96,7 +96,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         let mut w = sock.try_clone().context("socket")?;
         protocol::write_frame(&mut w, Kind::Query, &Query::policy().encode())
             .context("sending the query to urund")?;
-        return relay_output(sock);
+        return relay_output(sock, false);
     }
     let mut req = request(args)?;
     let stdin_tty = io::stdin().is_terminal();
@@ -134,7 +134,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         let w = writer.clone();
         std::thread::spawn(move || pump_stdin(&w));
     }
-    relay_output(sock)
+    relay_output(sock, _raw.is_some())
 }
 
 fn forwarded_signals() -> SigSet {
@@ -311,7 +311,8 @@ fn pump_stdin(w: &Mutex<UnixStream>) {
 }
 
 /// Writes what the container prints to our stdout/stderr until the exit status.
-fn relay_output(sock: UnixStream) -> Result<Finished> {
+/// `raw`: our terminal is in raw mode, so urun's own lines (pull progress) need `\r\n`.
+fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
     // Unbuffered handles on fds 1 and 2 (std's stdout is line-buffered).
     let mut out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
     let mut err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
@@ -327,6 +328,10 @@ fn relay_output(sock: UnixStream) -> Result<Finished> {
             Some((Kind::Progress, p)) => {
                 if let Ok(ev) = serde_json::from_slice::<Progress>(&p) {
                     if let Some(text) = pull.update(ev) {
+                        let text = match raw {
+                            true => text.replace('\n', "\r\n"),
+                            false => text,
+                        };
                         let _ = err.write_all(text.as_bytes());
                     }
                 }
