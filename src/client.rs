@@ -118,9 +118,9 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         .context("sending the request to urund")?;
     let writer = Arc::new(Mutex::new(writer));
     // Raw mode from here (with -it, as docker: with -t alone the local terminal keeps
-    // its line discipline, so Ctrl-C is a signal urun forwards); restored when `_raw`
+    // its line discipline, so Ctrl-C is a signal urun forwards); restored when `raw`
     // is dropped, whatever the way out.
-    let _raw = match args.tty && args.interactive && stdin_tty {
+    let raw = match args.tty && args.interactive && stdin_tty {
         true => Some(RawTerminal::enter().context("putting the terminal in raw mode")?),
         false => None,
     };
@@ -134,7 +134,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         let w = writer.clone();
         std::thread::spawn(move || pump_stdin(&w));
     }
-    relay_output(sock, _raw.is_some())
+    relay_output(sock, raw.is_some())
 }
 
 fn forwarded_signals() -> SigSet {
