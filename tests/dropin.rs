@@ -32,7 +32,8 @@ fn q(s: &str) -> String {
 
 // ───────────────────────────── terminals ─────────────────────────────
 
-/// A private tmux server (its own socket) with one session; killed on drop.
+/// A private tmux server (its own socket file) with one session; killed and its socket
+/// removed on drop.
 struct Tmux {
     socket: String,
     session: String,
@@ -42,7 +43,10 @@ impl Tmux {
     /// Starts `command` (a shell command line) in a detached `cols`x`rows` window.
     fn start(command: &str, cols: u16, rows: u16) -> Tmux {
         let t = Tmux {
-            socket: format!("urun-dropin-{}", unique()),
+            socket: std::env::temp_dir()
+                .join(format!("urun-dropin-tmux-{}", unique()))
+                .display()
+                .to_string(),
             session: "s".into(),
         };
         let o = t.tmux(&[
@@ -61,7 +65,7 @@ impl Tmux {
     }
 
     fn tmux(&self, args: &[&str]) -> std::process::Output {
-        let mut full = vec!["-L", &self.socket];
+        let mut full = vec!["-S", &self.socket];
         full.extend(args);
         sh("tmux", &full)
     }
@@ -109,6 +113,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
