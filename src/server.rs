@@ -54,6 +54,9 @@ pub struct Options {
     pub socket: PathBuf,
     pub policy: PathBuf,
     pub docker_host: String,
+    /// The listening socket systemd passed (socket activation), if any: then urund
+    /// checks it instead of creating `socket`, and leaves it in place on exit.
+    pub activated: Option<std::os::unix::net::UnixListener>,
 }
 
 /// State shared by all connections.
@@ -131,17 +134,29 @@ pub async fn run(opts: Options) -> Result<()> {
             .unwrap_or(0),
     });
     let reaped = helper.reap_untracked().await?;
-    let std_listener = system::bind_socket(&opts.socket, group_gid)?;
+    let activated = opts.activated.is_some();
+    let std_listener = match opts.activated {
+        // systemd made the socket (SocketMode=, SocketGroup=): check it, change nothing.
+        Some(l) => {
+            system::check_inherited_socket(&l, &opts.socket, group_gid)?;
+            l
+        }
+        None => system::bind_socket(&opts.socket, group_gid)?,
+    };
     std_listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std_listener)?;
     eprintln!(
-        "urund: listening on {} (group {group}, docker API {}, {reaped} leftover container(s) removed)",
+        "urund: listening on {}{} (group {group}, docker API {}, {reaped} leftover container(s) removed)",
         opts.socket.display(),
+        if activated { " from systemd" } else { "" },
         helper.engine.api_version()
     );
     let result = helper.clone().accept_loop(listener).await;
     helper.shutdown().await;
-    let _ = std::fs::remove_file(&opts.socket);
+    // A socket from systemd stays: systemd owns it and keeps queueing connections.
+    if !activated {
+        let _ = std::fs::remove_file(&opts.socket);
+    }
     eprintln!("urund: stopped");
     result
 }

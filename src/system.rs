@@ -1,10 +1,12 @@
 //! The OS boundary: who is on the other end of a socket (from the kernel), the user
 //! database, and the helper's listening socket. The only module with `unsafe`.
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::sockopt::{AcceptConn, PeerCredentials, SockType};
+use nix::sys::socket::{getsockname, getsockopt, SockaddrStorage};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -119,17 +121,7 @@ pub fn bind_socket(path: &Path, gid: u32) -> io::Result<UnixListener> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     }
-    let meta = std::fs::metadata(dir)?;
-    let me = nix::unistd::geteuid().as_raw();
-    if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
-        return Err(fail(format!(
-            "directory {} must be owned by root and not writable by group or others \
-             (owner {}, mode {:o})",
-            dir.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
-    }
+    check_socket_dir(path).map_err(fail)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if UnixStream::connect(path).is_ok() {
@@ -178,6 +170,126 @@ pub fn peer_done_writing(fd: BorrowedFd<'_>) -> bool {
     // open for the call.
     let r = unsafe { libc::poll(&mut p, 1, 0) };
     r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// The first descriptor systemd passes with socket activation (`SD_LISTEN_FDS_START`).
+const SD_LISTEN_FDS_START: i32 = 3;
+
+/// Takes the listening socket systemd passed by socket activation, if any.
+///
+/// The protocol (sd_listen_fds(3)): `LISTEN_PID` names this process and
+/// `LISTEN_FDS` counts the descriptors, starting at 3. urund takes exactly one: a
+/// listening `AF_UNIX` stream socket. The variables are removed in every case so that
+/// nothing this process starts could mistake them for its own. Variables meant for
+/// another process (`LISTEN_PID` differs) are ignored: `Ok(None)`.
+///
+/// Call before any thread is started (it changes the environment).
+pub fn socket_from_systemd() -> io::Result<Option<UnixListener>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(v);
+    }
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let fail = |m: &str| io::Error::other(format!("socket activation: {m}"));
+    if fds.trim() != "1" {
+        return Err(fail(&format!(
+            "LISTEN_FDS={fds}, but urund takes exactly one socket \
+             (one ListenStream= in urund.socket)"
+        )));
+    }
+    // Check, without touching the descriptor, that it is open and is a socket.
+    let fd_path = format!("/proc/self/fd/{SD_LISTEN_FDS_START}");
+    match std::fs::metadata(&fd_path) {
+        Ok(m) if m.file_type().is_socket() => {}
+        Ok(_) => return Err(fail("descriptor 3 is not a socket")),
+        Err(e) => return Err(fail(&format!("descriptor 3 is not open: {e}"))),
+    }
+    // SAFETY: descriptor 3 is open (checked just above) and was handed to this process
+    // by systemd for it to own (LISTEN_PID is our pid, LISTEN_FDS is 1). Nothing else in
+    // this process refers to it: this runs once, before any thread starts, and the
+    // variables that announced it are gone, so nobody else can take it a second time.
+    let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    let kind = getsockopt(&fd, SockType).map_err(io::Error::from)?;
+    let listening = getsockopt(&fd, AcceptConn).map_err(io::Error::from)?;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(io::Error::from)?;
+    if addr.as_unix_addr().is_none() {
+        return Err(fail(
+            "descriptor 3 is not an AF_UNIX socket (use ListenStream=/path)",
+        ));
+    }
+    if kind != nix::sys::socket::SockType::Stream || !listening {
+        return Err(fail(
+            "descriptor 3 is not a listening stream socket (use ListenStream=, Accept=no)",
+        ));
+    }
+    Ok(Some(UnixListener::from(fd)))
+}
+
+/// Checks a socket urund did not create itself (socket activation): bound to `path`,
+/// a socket file owned by root (or us) with group `gid` and mode 0660 or stricter, in a
+/// directory only root can write to. urund does not change it: whoever created it
+/// (systemd, from `SocketMode=`/`SocketGroup=`) must get it right, or urund refuses to
+/// serve rather than serve the wrong people.
+pub fn check_inherited_socket(listener: &UnixListener, path: &Path, gid: u32) -> io::Result<()> {
+    let fail =
+        |m: String| io::Error::other(format!("socket {} (from systemd): {m}", path.display()));
+    let bound = listener.local_addr()?;
+    if bound.as_pathname() != Some(path) {
+        return Err(fail(format!(
+            "systemd passed a socket bound to {:?}; make ListenStream= and urund --socket agree",
+            bound.as_pathname()
+        )));
+    }
+    check_socket_dir(path).map_err(fail)?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| fail(format!("cannot stat it: {e}")))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if !meta.file_type().is_socket() {
+        return Err(fail("is not a socket".into()));
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(fail(format!("is owned by uid {}, not root", meta.uid())));
+    }
+    if meta.gid() != gid {
+        return Err(fail(format!(
+            "has group {}, but the policy's access.group has gid {gid}: set SocketGroup= to it",
+            meta.gid()
+        )));
+    }
+    if mode & !0o660 != 0 {
+        return Err(fail(format!(
+            "has mode {mode:o}, more open than 0660: set SocketMode=0660"
+        )));
+    }
+    Ok(())
+}
+
+/// The socket's directory must be owned by root (or us) and not writable by group or
+/// others, so nobody else can replace the socket. The message says what is wrong.
+fn check_socket_dir(path: &Path) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| "needs an absolute path".to_string())?;
+    let meta = std::fs::metadata(dir).map_err(|e| format!("directory {}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "directory {} must be owned by root and not writable by group or others \
+             (owner {}, mode {:o})",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Sets the process umask so every file the helper creates is private by default.

@@ -3,6 +3,14 @@ use urun::cli::UrundCommand;
 
 fn main() {
     let args = urun::cli::Urund::parse();
+    // Before any thread exists: this reads and clears LISTEN_PID/LISTEN_FDS.
+    let activated = match urun::system::socket_from_systemd() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("urund: {e}");
+            std::process::exit(1);
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,6 +26,7 @@ fn main() {
         socket: args.socket,
         policy: args.policy,
         docker_host: args.docker_host,
+        activated,
     };
     if let Err(e) = rt.block_on(urun::server::run(opts)) {
         eprintln!("urund: {e:#}");
