@@ -1,0 +1,656 @@
+//! Installing urun like system software: the systemd units (verified, exposure score
+//! checked), socket activation (LISTEN_FDS) with the unit's capability bounding set,
+//! the Debian package (dpkg -i, a real run as a user, dpkg --purge, nothing left) and
+//! packaging/install.sh (install, run, --uninstall, nothing left).
+//!
+//! The package and install-script tests use the real default socket
+//! /run/urun/urun.sock and the real /etc/urun, so they restore whatever was there
+//! before (the policy file, /run/urun, the `urun` group if they had to create it),
+//! also when they fail.
+
+mod common;
+
+use common::*;
+use serial_test::serial;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SRC: &str = env!("CARGO_MANIFEST_DIR");
+const DEFAULT_SOCKET: &str = "/run/urun/urun.sock";
+/// The highest `systemd-analyze security` exposure urund.service may have.
+const EXPOSURE_THRESHOLD: &str = "3.0";
+
+fn src(p: &str) -> PathBuf {
+    Path::new(SRC).join(p)
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The directory holding the urun and urund this test binary was built with.
+fn bin_dir() -> PathBuf {
+    Path::new(URUND).parent().unwrap().to_path_buf()
+}
+
+/// The capabilities urund.service keeps (its CapabilityBoundingSet=), as setpriv
+/// wants them: `-all,+sys_admin,...`.
+fn unit_bounding_set() -> String {
+    let unit = fs::read_to_string(src("packaging/systemd/urund.service")).unwrap();
+    let line = unit
+        .lines()
+        .find(|l| l.starts_with("CapabilityBoundingSet="))
+        .expect("urund.service sets CapabilityBoundingSet=");
+    let caps: Vec<String> = line["CapabilityBoundingSet=".len()..]
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(!caps.is_empty());
+    format!("-all,{}", caps.join(","))
+}
+
+/// Runs `systemd-analyze verify` on a socket and service unit; fails on any complaint.
+fn verify_units(socket: &Path, service: &Path) {
+    let o = sh(
+        "systemd-analyze",
+        &[
+            "verify",
+            "--man=no",
+            socket.to_str().unwrap(),
+            service.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "systemd-analyze verify");
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
+#[test]
+#[serial]
+fn units_pass_systemd_analyze_verify() {
+    image(); // tests/setup.sh installs the systemd tools if missing
+             // verify checks that ExecStart= exists: point it at the binary just built.
+    let dir = PathBuf::from(format!("/run/urun-test-units-{}", unique()));
+    fs::create_dir_all(&dir).unwrap();
+    let service = fs::read_to_string(src("packaging/systemd/urund.service"))
+        .unwrap()
+        .replace("ExecStart=/usr/sbin/urund", &format!("ExecStart={URUND}"));
+    fs::write(dir.join("urund.service"), service).unwrap();
+    fs::copy(
+        src("packaging/systemd/urund.socket"),
+        dir.join("urund.socket"),
+    )
+    .unwrap();
+    let r = std::panic::catch_unwind(|| {
+        verify_units(&dir.join("urund.socket"), &dir.join("urund.service"))
+    });
+    let _ = fs::remove_dir_all(&dir);
+    r.unwrap();
+}
+
+#[test]
+#[serial]
+fn security_exposure_is_within_the_threshold_and_recorded_in_readme() {
+    image();
+    let o = sh(
+        src("packaging/security-score.sh").to_str().unwrap(),
+        &[EXPOSURE_THRESHOLD],
+    );
+    ok(&o, "packaging/security-score.sh");
+    let out = stdout(&o);
+    println!("{out}");
+    let score = out
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no score in {out:?}"));
+    assert!(score <= EXPOSURE_THRESHOLD.parse::<f64>().unwrap(), "{out}");
+    let readme = fs::read_to_string(src("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("exposure score of **{score:.1}**")),
+        "README.md must record the current score {score:.1}"
+    );
+}
+
+/// `systemd-socket-activate` running urund (it execs urund in its own place, with
+/// LISTEN_PID/LISTEN_FDS), with only the unit's capabilities and no-new-privileges.
+struct Activated {
+    child: Child,
+}
+
+impl Activated {
+    fn start(d: &Daemon) -> Activated {
+        fs::create_dir_all(d.socket.parent().unwrap()).unwrap();
+        fs::set_permissions(
+            d.socket.parent().unwrap(),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                &unit_bounding_set(),
+                "--inh-caps=-all",
+                "--no-new-privs",
+                "--",
+                "systemd-socket-activate",
+                "-l",
+                d.socket.to_str().unwrap(),
+                URUND,
+                "--socket",
+                d.socket.to_str().unwrap(),
+                "--policy",
+                d.policy.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&d.log).unwrap())
+            .spawn()
+            .expect("systemd-socket-activate (Debian package systemd)");
+        let t = Instant::now();
+        while !d.socket.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Activated { child }
+    }
+
+    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[serial]
+fn socket_activated_urund_serves_requests_with_the_units_capabilities() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = Daemon::prepare(&policy_for(&g));
+    let mut a = Activated::start(&d);
+    // What SocketGroup=urun and SocketMode=0660 do in urund.socket.
+    std::os::unix::fs::chown(&d.socket, None, Some(g.gid)).unwrap();
+    fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o660)).unwrap();
+
+    // The first connection starts urund, which serves it on the inherited socket.
+    let o = d.run(&u, &[image(), "sh", "-c", "id -u; id -g"], b"");
+    ok(
+        &o,
+        &format!("urun through a socket-activated urund\n{}", d.log_text()),
+    );
+    assert_eq!(stdout(&o), format!("{}\n{}\n", u.uid, u.gid));
+    assert!(d.log_text().contains("from systemd"), "{}", d.log_text());
+    let o = d.run(&u, &["-i", image(), "tr", "a-z", "A-Z"], b"hello\n");
+    ok(&o, "second request");
+    assert_eq!(stdout(&o), "HELLO\n");
+    assert!(d.containers().is_empty());
+
+    // urund did not touch the socket systemd made, and leaves it in place on exit.
+    let m = fs::metadata(&d.socket).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.gid()), (0o660, g.gid));
+    let _ = sh("kill", &["-TERM", &a.child.id().to_string()]);
+    let st = a.wait(Duration::from_secs(15)).expect("urund did not stop");
+    assert!(st.success(), "{st}: {}", d.log_text());
+    assert!(
+        d.socket.exists(),
+        "urund removed systemd's socket on exit:\n{}",
+        d.log_text()
+    );
+}
+
+#[test]
+#[serial]
+fn socket_activated_urund_refuses_a_socket_more_open_than_0660() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = Daemon::prepare(&policy_for(&g));
+    let mut a = Activated::start(&d);
+    std::os::unix::fs::chown(&d.socket, None, Some(g.gid)).unwrap();
+    fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let o = d.run(&u, &[image(), "true"], b"");
+    assert!(!o.status.success());
+    let st = a.wait(Duration::from_secs(15)).expect("urund kept running");
+    assert_eq!(st.code(), Some(1), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(
+        log.contains("mode 666, more open than 0660") && log.contains("SocketMode=0660"),
+        "{log}"
+    );
+    assert!(d.containers().is_empty());
+}
+
+#[test]
+#[serial]
+fn socket_activated_urund_refuses_a_socket_of_another_group() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let other = TestGroup::new("urx");
+    let d = Daemon::prepare(&policy_for(&g));
+    let mut a = Activated::start(&d);
+    std::os::unix::fs::chown(&d.socket, None, Some(other.gid)).unwrap();
+    fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let o = d.run(&u, &[image(), "true"], b"");
+    assert!(!o.status.success());
+    let st = a.wait(Duration::from_secs(15)).expect("urund kept running");
+    assert_eq!(st.code(), Some(1), "{}", d.log_text());
+    assert!(d.log_text().contains("SocketGroup="), "{}", d.log_text());
+}
+
+// ---------------------------------------------------------------------------------
+// The real installation: default socket, /etc/urun, the `urun` group.
+
+/// Paths whose name contains "urun" in the places a package or install.sh writes to,
+/// plus everything under `extra`; other helpers' /run/urun-test-* directories and
+/// users' homes are not included.
+fn footprint(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<&str> = vec![
+        "/etc",
+        "/usr",
+        "/lib/systemd",
+        "/var/lib/systemd",
+        "/var/lib/dpkg/info",
+        "/run",
+        "-xdev",
+        "-path",
+        "/run/urun-test-*",
+        "-prune",
+        "-o",
+        "-path",
+        "*urun*",
+        "-print",
+    ];
+    let o = sh("find", &args);
+    let mut v: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    for e in extra {
+        args = vec![e, "-print"];
+        v.extend(stdout(&sh("find", &args)).lines().map(String::from));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What the real installation tests change on this machine, restored on drop.
+struct HostState {
+    group_existed: bool,
+    etc_urun: Option<Vec<(PathBuf, Vec<u8>, u32)>>,
+    run_urun: bool,
+    urund_log_existed: bool,
+    /// The urund a test started by hand, stopped if still running.
+    urund: Option<Child>,
+    user: Option<String>,
+    dir: PathBuf,
+}
+
+impl HostState {
+    fn save() -> HostState {
+        image();
+        assert!(
+            std::os::unix::net::UnixStream::connect(DEFAULT_SOCKET).is_err(),
+            "a urund already serves {DEFAULT_SOCKET}: this test needs the default socket"
+        );
+        let installed = sh("dpkg-query", &["-W", "-f=${Status}", "urun"]);
+        assert!(
+            !stdout(&installed).contains("installed"),
+            "the urun package is already installed here"
+        );
+        let etc_urun = fs::read_dir("/etc/urun").ok().map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .map(|e| {
+                    let p = e.path();
+                    let mode = fs::metadata(&p).unwrap().mode() & 0o7777;
+                    (p.clone(), fs::read(&p).unwrap(), mode)
+                })
+                .collect()
+        });
+        let dir = PathBuf::from(format!("/run/urun-test-pkg-{}", unique()));
+        fs::create_dir_all(&dir).unwrap();
+        HostState {
+            group_existed: sh("getent", &["group", "urun"]).status.success(),
+            etc_urun,
+            run_urun: Path::new("/run/urun").is_dir(),
+            urund_log_existed: Path::new("/var/log/urund.log").exists(),
+            urund: None,
+            user: None,
+            dir,
+        }
+    }
+
+    /// A user whose primary group is `urun` (so the group's member list is not edited).
+    fn user(&mut self) -> (String, u32, u32) {
+        let name = format!("urp{}", unique());
+        ok(
+            &sh("useradd", &["-m", "-g", "urun", "-s", "/bin/sh", &name]),
+            "useradd",
+        );
+        self.user = Some(name.clone());
+        let uid = stdout(&sh("id", &["-u", &name])).trim().parse().unwrap();
+        let gid = stdout(&sh("id", &["-g", &name])).trim().parse().unwrap();
+        (name, uid, gid)
+    }
+
+    fn wait_socket(&mut self, log: &Path) {
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(DEFAULT_SOCKET).is_err() {
+            if let Some(c) = self.urund.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("urund exited ({st}):\n{}", read(log));
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "urund did not come up:\n{}",
+                read(log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
+}
+
+/// dpkg, serialised with tests/setup.sh's apt-get through the same lock.
+fn dpkg(args: &[&str]) -> Output {
+    let mut a = vec!["/run/urun-test-setup.lock", "dpkg"];
+    a.extend(args);
+    Command::new("flock")
+        .args(&a)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap()
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.urund.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let st = sh("dpkg-query", &["-W", "-f=${Status}", "urun"]);
+        if stdout(&st).contains("install") {
+            let _ = dpkg(&["--purge", "urun"]);
+        }
+        if Path::new("/usr/local/share/urun/install-manifest").exists() {
+            let _ = Command::new(src("packaging/install.sh"))
+                .arg("--uninstall")
+                .output();
+        }
+        if let Some(u) = &self.user {
+            let _ = sh("pkill", &["-KILL", "-u", u]);
+            let _ = sh("userdel", &["-r", "-f", u]);
+        }
+        match &self.etc_urun {
+            Some(files) => {
+                let _ = fs::create_dir_all("/etc/urun");
+                for (p, data, mode) in files {
+                    if fs::read(p).ok().as_deref() != Some(data.as_slice()) {
+                        write_mode(p, data, *mode);
+                    }
+                }
+            }
+            None => {
+                let _ = fs::remove_dir_all("/etc/urun");
+            }
+        }
+        if self.run_urun && !Path::new("/run/urun").exists() {
+            let _ = fs::create_dir("/run/urun");
+            let _ = fs::set_permissions("/run/urun", fs::Permissions::from_mode(0o755));
+        }
+        if !self.urund_log_existed {
+            let _ = fs::remove_file("/var/log/urund.log");
+        }
+        if !self.group_existed {
+            let _ = sh("groupdel", &["urun"]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `program ARGS` as `user` (real and effective ids, their groups).
+fn as_user(user: &str, program: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={user}"),
+        &format!("--regid={user}"),
+        "--init-groups",
+        "--reset-env",
+        "--",
+        program,
+    ])
+    .args(args);
+    run_with_input(c, b"")
+}
+
+#[test]
+#[serial]
+fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
+    let mut host = HostState::save();
+    let before = footprint(&[]);
+
+    // Build the package from this tree and the binaries just built.
+    let out = host.dir.join("deb");
+    let o = sh(
+        src("packaging/build-deb.sh").to_str().unwrap(),
+        &[
+            "--bin-dir",
+            bin_dir().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "packaging/build-deb.sh");
+    let deb = stdout(&o).trim().to_string();
+    let listing = stdout(&sh("dpkg-deb", &["-c", &deb]));
+    for f in [
+        "./usr/bin/urun",
+        "./usr/sbin/urund",
+        "./lib/systemd/system/urund.socket",
+        "./lib/systemd/system/urund.service",
+        "./usr/lib/sysusers.d/urun.conf",
+        "./usr/lib/tmpfiles.d/urun.conf",
+        "./etc/urun/policy.toml",
+        "./usr/share/doc/urun/SECURITY.md",
+    ] {
+        assert!(
+            listing.contains(f),
+            "{f} missing from the package:\n{listing}"
+        );
+    }
+    if src("examples/gen-docs.rs").exists() {
+        for f in ["urun.1.gz", "urund.8.gz", "completions/urun"] {
+            assert!(listing.contains(f), "{f} missing:\n{listing}");
+        }
+    }
+    if src("packaging/shell/urun.sh").exists() {
+        assert!(
+            listing.contains("./usr/share/urun/shell/urun.sh"),
+            "{listing}"
+        );
+    }
+    assert!(
+        !listing.contains("rws") && !listing.contains("r-s"),
+        "no setuid/setgid file:\n{listing}"
+    );
+    let conffiles = stdout(&sh("dpkg-deb", &["-I", &deb, "conffiles"]));
+    assert_eq!(conffiles.trim(), "/etc/urun/policy.toml");
+
+    // Install.
+    let o = dpkg(&["-i", "--force-confdef", "--force-confold", &deb]);
+    ok(&o, "dpkg -i");
+    assert!(
+        stdout(&o).contains("systemd is not running here")
+            || Path::new("/run/systemd/system").is_dir(),
+        "postinst should say how to start urund without systemd:\n{}",
+        stdout(&o)
+    );
+    assert!(sh("getent", &["group", "urun"]).status.success());
+    assert!(
+        Path::new("/etc/systemd/system/sockets.target.wants/urund.socket").exists(),
+        "postinst did not enable urund.socket"
+    );
+    let policy = fs::metadata("/etc/urun/policy.toml").unwrap();
+    assert_eq!((policy.uid(), policy.mode() & 0o7777), (0, 0o644));
+    verify_units(
+        Path::new("/lib/systemd/system/urund.socket"),
+        Path::new("/lib/systemd/system/urund.service"),
+    );
+
+    // No systemd here: start the installed urund by hand, as postinst says, with the
+    // installed policy and the default socket.
+    let log = host.dir.join("urund.log");
+    host.urund = Some(
+        Command::new("/usr/sbin/urund")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    host.wait_socket(&log);
+    let (user, uid, gid) = host.user();
+    let o = as_user(
+        &user,
+        "/usr/bin/urun",
+        &[image(), "sh", "-c", "id -u; id -g; exit 7"],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}\n{}", stderr(&o), read(&log));
+    assert_eq!(stdout(&o), format!("{uid}\n{gid}\n"));
+
+    // Purge: prerm stops urund (cleanly), and nothing but the kept files remains.
+    let o = dpkg(&["--purge", "urun"]);
+    ok(&o, "dpkg --purge");
+    let mut urund = host.urund.take().unwrap();
+    let t = Instant::now();
+    let st = loop {
+        if let Ok(Some(st)) = urund.try_wait() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "prerm did not stop urund"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "urund: {st}\n{}", read(&log));
+    assert!(!Path::new(DEFAULT_SOCKET).exists());
+    let mut after = footprint(&[]);
+    // The test user's home and the test's own directory are not the package's.
+    after.retain(|p| !p.starts_with(&host.dir.display().to_string()));
+    let mut expected = before.clone();
+    expected.retain(|p| !p.starts_with(&host.dir.display().to_string()));
+    // What purge must remove even if it existed before: the conffile (restored by the
+    // test afterwards) and /run/urun when empty.
+    expected.retain(|p| p != "/etc/urun/policy.toml" && p != "/etc/urun" && p != "/run/urun");
+    after.retain(|p| p != "/run/urun");
+    assert_eq!(
+        after, expected,
+        "files left behind or removed by the package"
+    );
+    drop(host);
+    assert_eq!(footprint(&[]), before);
+}
+
+#[test]
+#[serial]
+fn install_script_installs_runs_for_a_member_and_uninstalls_without_leftovers() {
+    let mut host = HostState::save();
+    let extra = [
+        "/usr/local",
+        "/etc/systemd/system",
+        "/etc/sysusers.d",
+        "/etc/tmpfiles.d",
+    ];
+    let before = footprint(&extra);
+
+    let o = Command::new(src("packaging/install.sh"))
+        .args(["--bin-dir", bin_dir().to_str().unwrap()])
+        .env("PREFIX", "/usr/local")
+        .output()
+        .unwrap();
+    ok(&o, "packaging/install.sh");
+    assert!(stdout(&o).contains("urund running (pid"), "{}", stdout(&o));
+    for f in [
+        "/usr/local/bin/urun",
+        "/usr/local/sbin/urund",
+        "/etc/systemd/system/urund.socket",
+        "/etc/systemd/system/urund.service",
+        "/etc/sysusers.d/urun.conf",
+        "/etc/tmpfiles.d/urun.conf",
+        "/etc/urun/policy.toml",
+    ] {
+        assert!(Path::new(f).exists(), "{f} not installed");
+    }
+    let unit = fs::read_to_string("/etc/systemd/system/urund.service").unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/sbin/urund "), "{unit}");
+    verify_units(
+        Path::new("/etc/systemd/system/urund.socket"),
+        Path::new("/etc/systemd/system/urund.service"),
+    );
+    let pid = fs::read_to_string("/run/urund.pid")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        Path::new("/usr/local/sbin/urund")
+    );
+
+    let (user, uid, _gid) = host.user();
+    let o = as_user(&user, "/usr/local/bin/urun", &[image(), "id", "-u"]);
+    ok(&o, "urun after install.sh");
+    assert_eq!(stdout(&o), format!("{uid}\n"));
+
+    let o = Command::new(src("packaging/install.sh"))
+        .arg("--uninstall")
+        .output()
+        .unwrap();
+    ok(&o, "packaging/install.sh --uninstall");
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "urund still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!Path::new("/run/urund.pid").exists());
+    let mut after = footprint(&extra);
+    after.retain(|p| !p.starts_with(&host.dir.display().to_string()));
+    let mut expected = before.clone();
+    expected.retain(|p| !p.starts_with(&host.dir.display().to_string()));
+    // Kept by design: the policy and the log (checked, then removed by the test).
+    after.retain(|p| p != "/etc/urun" && p != "/etc/urun/policy.toml" && p != "/run/urun");
+    expected.retain(|p| p != "/etc/urun" && p != "/etc/urun/policy.toml" && p != "/run/urun");
+    assert_eq!(
+        after, expected,
+        "files left behind by install.sh --uninstall"
+    );
+    assert!(
+        Path::new("/etc/urun/policy.toml").exists(),
+        "the policy is kept"
+    );
+    drop(host);
+    assert_eq!(footprint(&extra), before);
+}
