@@ -77,9 +77,10 @@ stop_urund() {
 if [ "$MODE" = uninstall ]; then
   stop_urund
   if [ -f "$MANIFEST" ]; then
-    sed -n 's/^file //p' "$MANIFEST" | while read -r f; do rm -f "$f"; done
+    cp "$MANIFEST" "$NEW"
+    sed -n 's/^file //p' "$NEW" | while read -r f; do rm -f "$f"; done
     # Directories it created, deepest first, if nothing else has been put there.
-    sed -n 's/^dir //p' "$MANIFEST" | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2- |
+    sed -n 's/^dir //p' "$NEW" | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2- |
       while read -r d; do rmdir "$d" 2>/dev/null || true; done
   else
     echo "install.sh: no $MANIFEST: nothing to remove (installed with another PREFIX?)" >&2
