@@ -380,7 +380,8 @@ and no longer tracks.";
     about = "urun's helper daemon: runs hardened containers for members of the urun group"
 )]
 pub struct Urund {
-    /// Socket to listen on (created root:<access.group> 0660)
+    /// Socket to listen on: created root:<access.group> 0660, or, under socket
+    /// activation (LISTEN_FDS), the one systemd passed, checked and left in place
     #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
 

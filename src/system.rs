@@ -301,6 +301,7 @@ pub fn private_umask() {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::path::PathBuf;
 
     #[test]
     fn peer_of_a_socketpair_is_us() {
@@ -319,6 +320,62 @@ mod tests {
         let mut want = mine;
         want.sort();
         assert_eq!(got, want);
+    }
+
+    /// A listening socket in a fresh root-owned-or-ours 0755 directory.
+    fn listener(name: &str) -> (PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("urun-sys-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("urun.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        (path, l)
+    }
+
+    fn mode(path: &Path, m: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    #[test]
+    fn an_inherited_socket_must_have_the_policy_group_and_at_most_0660() {
+        let (path, l) = listener("inh");
+        let gid = std::fs::metadata(&path).unwrap().gid();
+        mode(&path, 0o660);
+        check_inherited_socket(&l, &path, gid).unwrap();
+        mode(&path, 0o600);
+        check_inherited_socket(&l, &path, gid).unwrap();
+        mode(&path, 0o666);
+        let e = check_inherited_socket(&l, &path, gid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode 666, more open than 0660"), "{e}");
+        mode(&path, 0o660);
+        let e = check_inherited_socket(&l, &path, gid + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SocketGroup="), "{e}");
+        let e = check_inherited_socket(&l, &path.with_file_name("other.sock"), gid)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("make ListenStream= and urund --socket agree"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn an_inherited_socket_in_a_writable_directory_is_refused() {
+        let (path, l) = listener("dir");
+        let gid = std::fs::metadata(&path).unwrap().gid();
+        mode(&path, 0o660);
+        mode(path.parent().unwrap(), 0o777);
+        let e = check_inherited_socket(&l, &path, gid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not writable by group or others"), "{e}");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
