@@ -122,7 +122,8 @@ fn security_exposure_is_within_the_threshold_and_recorded_in_readme() {
 }
 
 /// `systemd-socket-activate` running urund (it execs urund in its own place, with
-/// LISTEN_PID/LISTEN_FDS), with only the unit's capabilities and no-new-privileges.
+/// LISTEN_PID/LISTEN_FDS) as urund.service would run: in a private network namespace,
+/// with only the unit's capabilities and no-new-privileges.
 struct Activated {
     child: Child,
 }
@@ -135,8 +136,13 @@ impl Activated {
             fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        let child = Command::new("setpriv")
+        // A network namespace of its own (PrivateNetwork=yes), but the host's mount
+        // namespace; then only the unit's capabilities and no-new-privileges.
+        let child = Command::new("unshare")
             .args([
+                "--net",
+                "--",
+                "setpriv",
                 "--bounding-set",
                 &unit_bounding_set(),
                 "--inh-caps=-all",
@@ -202,6 +208,21 @@ fn socket_activated_urund_serves_requests_with_the_units_capabilities() {
     );
     assert_eq!(stdout(&o), format!("{}\n{}\n", u.uid, u.gid));
     assert!(d.log_text().contains("from systemd"), "{}", d.log_text());
+    // It really ran confined like that: its own network namespace, only CAP_SYS_ADMIN
+    // (bit 21) in its bounding set, no-new-privileges.
+    let pid = a.child.id();
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        fs::read_link("/proc/self/ns/net").unwrap()
+    );
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap(),
+        fs::read_link("/proc/self/ns/mnt").unwrap(),
+        "urund must stay in the host's mount namespace"
+    );
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("CapBnd:\t0000000000200000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     let o = d.run(&u, &["-i", image(), "tr", "a-z", "A-Z"], b"hello\n");
     ok(&o, "second request");
     assert_eq!(stdout(&o), "HELLO\n");
