@@ -579,9 +579,10 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     assert_eq!(o.status.code(), Some(7), "{}\n{}", stderr(&o), read(&log));
     assert_eq!(stdout(&o), format!("{uid}\n{gid}\n"));
 
-    // Purge: prerm stops urund (cleanly), and nothing but the kept files remains.
-    let o = dpkg(&["--purge", "urun"]);
-    ok(&o, "dpkg --purge");
+    // Remove: prerm stops urund (cleanly); only the conffile stays, and dpkg's own
+    // record of it (the package is in state "rc").
+    let o = dpkg(&["--remove", "urun"]);
+    ok(&o, "dpkg --remove");
     let mut urund = host.urund.take().unwrap();
     let t = Instant::now();
     let st = loop {
@@ -596,12 +597,31 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     };
     assert!(st.success(), "urund: {st}\n{}", read(&log));
     assert!(!Path::new(DEFAULT_SOCKET).exists());
-    let mut after = footprint(&[]);
-    let mut expected = before.clone();
-    // What purge must remove even if it existed before: the conffile (restored by the
-    // test afterwards) and /run/urun when empty.
-    expected.retain(|p| p != "/etc/urun/policy.toml" && p != "/etc/urun" && p != "/run/urun");
-    after.retain(|p| p != "/run/urun");
+    // /run/urun goes with the package when empty, even if it existed before.
+    let without_run =
+        |v: Vec<String>| -> Vec<String> { v.into_iter().filter(|p| p != "/run/urun").collect() };
+    let mut after = without_run(footprint(&[]));
+    after.retain(|p| !p.starts_with("/var/lib/dpkg/info/urun."));
+    let mut expected = without_run(before.clone());
+    for kept in ["/etc/urun", "/etc/urun/policy.toml"] {
+        if !expected.iter().any(|p| p == kept) {
+            expected.push(kept.to_string());
+        }
+    }
+    expected.sort();
+    assert_same(&after, &expected, "dpkg --remove");
+    assert!(
+        Path::new("/etc/urun/policy.toml").exists(),
+        "the conffile stays"
+    );
+
+    // Purge: the conffile goes too (restored by the test afterwards if it was there
+    // before), and dpkg forgets the package.
+    let o = dpkg(&["--purge", "urun"]);
+    ok(&o, "dpkg --purge");
+    let after = without_run(footprint(&[]));
+    let mut expected = without_run(before.clone());
+    expected.retain(|p| p != "/etc/urun/policy.toml" && p != "/etc/urun");
     assert_same(&after, &expected, "dpkg --purge");
     drop(host);
     assert_same(&footprint(&[]), &before, "after restoring the host");
