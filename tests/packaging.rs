@@ -657,6 +657,18 @@ fn install_script_installs_runs_for_a_member_and_uninstalls_without_leftovers() 
     ] {
         assert!(Path::new(f).exists(), "{f} not installed");
     }
+    if src("examples/gen-docs.rs").exists() {
+        for f in [
+            "/usr/local/share/man/man1/urun.1",
+            "/usr/local/share/man/man8/urund.8",
+            "/usr/local/share/bash-completion/completions/urun",
+        ] {
+            assert!(Path::new(f).exists(), "{f} not installed");
+        }
+    }
+    if src("packaging/shell/urun.sh").exists() {
+        assert!(Path::new("/usr/local/share/urun/shell/urun.sh").exists());
+    }
     let unit = fs::read_to_string("/etc/systemd/system/urund.service").unwrap();
     assert!(unit.contains("ExecStart=/usr/local/sbin/urund "), "{unit}");
     verify_units(
