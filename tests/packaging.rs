@@ -279,6 +279,115 @@ fn socket_activated_urund_refuses_a_socket_of_another_group() {
     assert!(d.log_text().contains("SocketGroup="), "{}", d.log_text());
 }
 
+/// Expands a systemd system-call set (`@name`) or a single call into call names.
+fn syscall_set(item: &str, out: &mut std::collections::BTreeSet<String>) {
+    if !item.starts_with('@') {
+        out.insert(item.to_string());
+        return;
+    }
+    let o = sh("systemd-analyze", &["syscall-filter", "--no-pager", item]);
+    ok(&o, &format!("systemd-analyze syscall-filter {item}"));
+    for l in stdout(&o).lines().skip(1) {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        syscall_set(l, out);
+    }
+}
+
+/// The system calls urund.service allows: its first SystemCallFilter= (an allow-list)
+/// minus every later `~` list.
+fn unit_allowed_syscalls() -> std::collections::BTreeSet<String> {
+    let unit = fs::read_to_string(src("packaging/systemd/urund.service")).unwrap();
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut denied = std::collections::BTreeSet::new();
+    for l in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        match l.strip_prefix('~') {
+            Some(d) => d
+                .split_whitespace()
+                .for_each(|i| syscall_set(i, &mut denied)),
+            None => {
+                assert!(denied.is_empty(), "the allow-list must come first");
+                l.split_whitespace()
+                    .for_each(|i| syscall_set(i, &mut allowed));
+            }
+        }
+    }
+    assert!(allowed.len() > 100, "{allowed:?}");
+    allowed.retain(|c| !denied.contains(c));
+    allowed
+}
+
+#[test]
+#[serial]
+fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
+    // Not the seccomp filter itself (that needs systemd as PID 1), but the list it is
+    // built from, checked against what urund really calls: socket activation, start,
+    // one run with stdin, shutdown.
+    let allowed = unit_allowed_syscalls();
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = Daemon::prepare(&policy_for(&g));
+    fs::create_dir_all(d.socket.parent().unwrap()).unwrap();
+    let trace = d.dir.join("strace.log");
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-o", trace.to_str().unwrap(), "--"])
+        .args(["systemd-socket-activate", "-l", d.socket.to_str().unwrap()])
+        .args([URUND, "--socket", d.socket.to_str().unwrap()])
+        .args(["--policy", d.policy.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&d.log).unwrap())
+        .spawn()
+        .expect("strace (Debian package strace)");
+    let t = Instant::now();
+    while !d.socket.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::os::unix::fs::chown(&d.socket, None, Some(g.gid)).unwrap();
+    fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o660)).unwrap();
+    let o = d.run(&u, &["-i", image(), "sh", "-c", "cat; id -u"], b"hi\n");
+    // SIGTERM to urund (strace's child), not to strace; strace exits with it.
+    let urund = stdout(&sh("pgrep", &["-P", &child.id().to_string()]));
+    let urund = urund.trim();
+    assert!(!urund.is_empty(), "urund is not running under strace");
+    let _ = sh("kill", &["-TERM", urund]);
+    let st = child.wait().unwrap();
+    ok(&o, &format!("urun under strace\n{}", d.log_text()));
+    assert_eq!(stdout(&o), format!("hi\n{}\n", u.uid));
+    assert!(st.success(), "{st}: {}", d.log_text());
+
+    // Every call after urund's own execve.
+    let log = read(&trace);
+    let exec = format!("execve(\"{URUND}\"");
+    let start = log.find(&exec).expect("urund's execve in the trace");
+    let mut used = std::collections::BTreeSet::new();
+    for l in log[start..].lines().skip(1) {
+        let rest = l.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or("");
+        let name = match rest.strip_prefix("<... ") {
+            Some(r) => r.split(' ').next().unwrap_or(""),
+            None => rest.split('(').next().unwrap_or(""),
+        };
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            used.insert(name.to_string());
+        }
+    }
+    assert!(
+        used.contains("accept4") || used.contains("accept"),
+        "{used:?}"
+    );
+    let refused: Vec<&String> = used.iter().filter(|c| !allowed.contains(*c)).collect();
+    assert!(
+        refused.is_empty(),
+        "urund makes system calls urund.service would refuse: {refused:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // The real installation: default socket, /etc/urun, the `urun` group.
 
