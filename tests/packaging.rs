@@ -712,9 +712,21 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     let mut after = without_run(footprint(&[]));
     after.retain(|p| !p.starts_with("/var/lib/dpkg/info/urun."));
     let mut expected = without_run(before.clone());
-    for kept in ["/etc/urun", "/etc/urun/policy.toml"] {
-        if !expected.iter().any(|p| p == kept) {
-            expected.push(kept.to_string());
+    let mut kept = vec!["/etc/urun", "/etc/urun/policy.toml"];
+    // An administrator's policy that was there before and differs from the package's
+    // is kept by dpkg (--force-confold), with the package's version beside it.
+    let packaged = fs::read(src("packaging/policy.toml")).unwrap();
+    let theirs = host.etc_urun.as_ref().and_then(|files| {
+        files
+            .iter()
+            .find(|(p, _, _)| p == Path::new("/etc/urun/policy.toml"))
+    });
+    if theirs.is_some_and(|(_, data, _)| *data != packaged) {
+        kept.push("/etc/urun/policy.toml.dpkg-dist");
+    }
+    for k in kept {
+        if !expected.iter().any(|p| p == k) {
+            expected.push(k.to_string());
         }
     }
     expected.sort();
@@ -730,7 +742,7 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     ok(&o, "dpkg --purge");
     let after = without_run(footprint(&[]));
     let mut expected = without_run(before.clone());
-    expected.retain(|p| p != "/etc/urun/policy.toml" && p != "/etc/urun");
+    expected.retain(|p| !p.starts_with("/etc/urun"));
     assert_same(&after, &expected, "dpkg --purge");
     drop(host);
     assert_same(&footprint(&[]), &before, "after restoring the host");
