@@ -58,6 +58,51 @@ fn unit_bounding_set() -> String {
     format!("-all,{}", caps.join(","))
 }
 
+/// Capability names by number (linux/capability.h).
+const CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
 /// Runs `systemd-analyze verify` on a socket and service unit; fails on any complaint.
 fn verify_units(socket: &Path, service: &Path) {
     let o = sh(
@@ -208,8 +253,8 @@ fn socket_activated_urund_serves_requests_with_the_units_capabilities() {
     );
     assert_eq!(stdout(&o), format!("{}\n{}\n", u.uid, u.gid));
     assert!(d.log_text().contains("from systemd"), "{}", d.log_text());
-    // It really ran confined like that: its own network namespace, only CAP_SYS_ADMIN
-    // (bit 21) in its bounding set, no-new-privileges.
+    // It really ran confined like that: its own network namespace, the host's mount
+    // namespace, the unit's bounding set, no-new-privileges.
     let pid = a.child.id();
     assert_ne!(
         fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
@@ -221,7 +266,24 @@ fn socket_activated_urund_serves_requests_with_the_units_capabilities() {
         "urund must stay in the host's mount namespace"
     );
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(status.contains("CapBnd:\t0000000000200000"), "{status}");
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .expect("CapBnd in /proc/PID/status");
+    let names: Vec<&str> = (0..64)
+        .filter(|b| bnd & (1u64 << b) != 0)
+        .map(|b| CAPS.get(b).copied().unwrap_or("?"))
+        .collect();
+    let mut want: Vec<String> = unit_bounding_set()
+        .split(',')
+        .filter_map(|c| c.strip_prefix('+'))
+        .map(|c| format!("CAP_{}", c.to_uppercase()))
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    assert_eq!(got, want, "urund's bounding set");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     let o = d.run(&u, &["-i", image(), "tr", "a-z", "A-Z"], b"hello\n");
     ok(&o, "second request");
