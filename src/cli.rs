@@ -364,8 +364,9 @@ pub fn one_line_error(e: &clap::Error) -> String {
 
 /// For urund's man page: what it does and where its files are.
 pub const URUND_AFTER_HELP: &str = "\
-urund listens on its socket (root:<access.group> 0660), learns each caller's uid, gid and \
-groups from the kernel (SO_PEERCRED), judges the request against the policy file, and \
+urund listens on its socket (root:<access.group> 0660; started by systemd's urund.socket, \
+it takes that socket over and refuses one with another group or a mode above 0660), learns \
+each caller's uid, gid and groups from the kernel (SO_PEERCRED), judges the request against the policy file, and \
 creates the container with the forced settings listed in urun(1). Every request is \
 recorded as one JSON audit line on standard error. On SIGTERM or SIGINT it removes the \
 containers of runs in progress and exits; at start it removes containers it labelled \
