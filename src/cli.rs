@@ -60,6 +60,16 @@ pub struct Urun {
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
 
+    /// Mount a host directory: your current directory or one below it, if the policy
+    /// allows it ([mounts]): HOST-DIR:CONTAINER-DIR[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "HOST-DIR:DIR[:ro]")]
+    pub volume: Vec<String>,
+
+    /// Mount the current directory at the same path and start there
+    /// (like -v "$PWD":"$PWD" -w "$PWD")
+    #[arg(long, conflicts_with = "volume")]
+    pub here: bool,
+
     /// Override the image's entrypoint ("" clears it)
     #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
     pub entrypoint: Option<String>,
@@ -109,8 +119,6 @@ pub struct Urun {
     pub publish: Vec<String>,
     #[arg(short = 'P', long = "publish-all", help_heading = REFUSED)]
     pub publish_all: bool,
-    #[arg(short = 'v', long, value_name = "SRC:DST", help_heading = REFUSED)]
-    pub volume: Vec<String>,
     #[arg(long, value_name = "SPEC", help_heading = REFUSED)]
     pub mount: Vec<String>,
     #[arg(long = "volumes-from", value_name = "CONTAINER", help_heading = REFUSED)]
@@ -141,7 +149,6 @@ pub struct Urun {
     pub ulimit: Vec<String>,
     #[arg(short = 'd', long, help_heading = REFUSED)]
     pub detach: bool,
-
     /// Image to run (present on the host, or pulled if the policy allows it)
     #[arg(
         value_name = "IMAGE",
@@ -193,7 +200,8 @@ const REASONS: &[(&str, &str)] = &[
 
 /// Mounting host paths: every form refused for now. The one place that will admit the
 /// working-directory form when the policy [mounts] section exists.
-const MOUNTS_REASON: &str = "mounting host paths is not available (policy [mounts])";
+const MOUNTS_REASON: &str = "mounting host paths is not available: only your working \
+    directory can be mounted, with -v \"$PWD\":DIR or --here (policy [mounts])";
 
 /// The one-line refusal of the first refused flag on the command line, if any:
 /// `--privileged is not allowed: containers always run without privileges as you (uid 1001)`.
@@ -217,14 +225,17 @@ pub fn refusal(m: &ArgMatches, uid: u32) -> Option<String> {
             ));
         }
     }
-    for id in ["volume", "mount"] {
-        if present(id) {
-            let at = m.index_of(id).unwrap_or(usize::MAX);
-            found.push((
-                at,
-                format!("{} is not allowed: {MOUNTS_REASON}", flag_name(&cmd, id)),
-            ));
-        }
+    // -v is accepted (the working-directory form, checked by the client and urund);
+    // --mount is docker's general form and stays refused.
+    if present("mount") {
+        let at = m.index_of("mount").unwrap_or(usize::MAX);
+        found.push((
+            at,
+            format!(
+                "{} is not allowed: {MOUNTS_REASON}",
+                flag_name(&cmd, "mount")
+            ),
+        ));
     }
     found.sort();
     found
@@ -311,10 +322,9 @@ pub fn urun_command() -> clap::Command {
         let help = reason.replace(" (uid {uid})", "");
         cmd = cmd.mut_arg(*id, |a| a.help(help));
     }
-    for id in ["volume", "mount"] {
-        cmd = cmd.mut_arg(id, |a| a.help(MOUNTS_REASON));
-    }
-    cmd
+    // -v is accepted (the working-directory form, checked by the client and urund);
+    // --mount is docker's general form and stays refused.
+    cmd.mut_arg("mount", |a| a.help(MOUNTS_REASON))
 }
 
 /// Parses urun's arguments. `Err` carries clap's error (printed by the caller).
@@ -454,6 +464,15 @@ mod tests {
     }
 
     #[test]
+    fn volume_here_and_workdir() {
+        let a = parse_urun(["urun", "-v", ".:/work:ro", "-w", "/work", "img", "ls"]).unwrap();
+        assert_eq!(a.volume, [".:/work:ro"]);
+        assert_eq!(a.workdir.as_deref(), Some("/work"));
+        assert!(parse_urun(["urun", "--here", "img"]).unwrap().here);
+        assert!(parse_urun(["urun", "--here", "-v", ".:/w", "img"]).is_err());
+    }
+
+    #[test]
     fn unknown_flags_are_one_line_errors() {
         for args in [
             &["urun", "--frobnicate", "img"][..],
@@ -492,8 +511,6 @@ mod tests {
             (&["urun", "--device", "/dev/sda", "img"], "--device"),
             (&["urun", "-p", "80:80", "img"], "-p/--publish"),
             (&["urun", "-P", "img"], "-P/--publish-all"),
-            (&["urun", "-v", "/:/host", "img"], "-v/--volume"),
-            (&["urun", "--volume=/x:/y", "img"], "-v/--volume"),
             (
                 &["urun", "--mount", "type=bind,src=/,dst=/h", "img"],
                 "--mount",
@@ -516,10 +533,14 @@ mod tests {
                 "{msg}"
             );
         }
-        // Mounts name the policy section that will allow the working-directory form.
-        assert!(refused(&["urun", "-v", "/a:/b", "img"])
-            .unwrap()
-            .contains("policy [mounts]"));
+        // Mounts name the policy section that allows the working-directory form.
+        assert!(
+            refused(&["urun", "--mount", "type=bind,src=/a,dst=/b", "img"])
+                .unwrap()
+                .contains("policy [mounts]")
+        );
+        // -v is not refused here: the client and urund check the working-directory form.
+        assert_eq!(refused(&["urun", "-v", "/:/host", "img"]), None);
         // The first refused flag on the line is the one named.
         let m = refused(&["urun", "-d", "--privileged", "img"]).unwrap();
         assert!(m.starts_with("-d/--detach"), "{m}");

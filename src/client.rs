@@ -9,6 +9,7 @@
 //! one of those paths.
 
 use crate::cli::{self, Urun};
+use crate::mounts;
 use crate::protocol::{self, Kind, Progress, Query, Request, Signal, WinSize};
 use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal as Sig};
@@ -18,7 +19,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         return relay_output(sock, false);
     }
     let mut req = request(args)?;
+    let dir = working_directory(args, &mut req)?;
     let stdin_tty = io::stdin().is_terminal();
     if args.tty && args.interactive && !stdin_tty {
         anyhow::bail!("the input device is not a TTY (-t with -i needs a terminal on stdin)");
@@ -114,8 +116,19 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         .context("blocking signals for forwarding")?;
     let sock = connect(&args.socket)?;
     let mut writer = sock.try_clone().context("socket")?;
-    protocol::write_frame(&mut writer, Kind::Request, &req.encode())
-        .context("sending the request to urund")?;
+    match &dir {
+        // The directory travels as an open descriptor with the request: urund mounts
+        // what we opened, never a path.
+        Some(d) => {
+            let payload = req.encode();
+            let mut frame = protocol::header(Kind::Request, payload.len()).to_vec();
+            frame.extend_from_slice(&payload);
+            crate::system::send_with_fd(&writer, &frame, d.as_fd())
+        }
+        None => protocol::write_frame(&mut writer, Kind::Request, &req.encode()),
+    }
+    .context("sending the request to urund")?;
+    drop(dir);
     let writer = Arc::new(Mutex::new(writer));
     // Raw mode from here (with -it, as docker: with -t alone the local terminal keeps
     // its line discipline, so Ctrl-C is a signal urun forwards); restored when `raw`
@@ -266,6 +279,57 @@ impl Drop for RawTerminal {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
     }
+}
+
+/// `--here` or `-v HOST-DIR:DIR[:ro]`: resolves the host directory (relative to the
+/// current directory; symlinks and `..` resolved by the kernel), requires it to be
+/// the current directory or below it, and opens it as the caller. Fills in the
+/// request's mount (and, for `--here`, the working directory).
+fn working_directory(args: &Urun, req: &mut Request) -> Result<Option<File>> {
+    let (source, target, read_only) = if args.here {
+        (".".to_string(), None, false)
+    } else {
+        match &args.volume[..] {
+            [] => return Ok(None),
+            [v] => {
+                let spec = mounts::parse_volume(v).map_err(anyhow::Error::msg)?;
+                (spec.source, Some(spec.target), spec.read_only)
+            }
+            _ => anyhow::bail!("-v: only one directory can be mounted per run"),
+        }
+    };
+    let cwd = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .context("finding the current directory")?;
+    let resolved = std::fs::canonicalize(cwd.join(&source))
+        .with_context(|| format!("-v: cannot resolve {source:?}"))?;
+    mounts::check_below_cwd(&cwd, &resolved).map_err(anyhow::Error::msg)?;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&resolved)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open {} to mount it: {e} (you can only mount a directory you can open)",
+                resolved.display()
+            )
+        })?;
+    let target = match target {
+        Some(t) => t,
+        None => {
+            let t = resolved
+                .to_str()
+                .context("the current directory is not UTF-8")?;
+            mounts::validate_target(t)
+                .map_err(|e| anyhow::anyhow!("--here: {e}; use -v \"$PWD\":/work instead"))?;
+            if req.workdir.is_none() {
+                req.workdir = Some(t.to_string());
+            }
+            t.to_string()
+        }
+    };
+    req.mount = Some(protocol::MountRequest { target, read_only });
+    Ok(Some(dir))
 }
 
 fn connect(path: &Path) -> Result<UnixStream> {

@@ -349,6 +349,59 @@ impl Engine {
         }
     }
 
+    /// Reads small files from an image without running it: creates a container that
+    /// is never started (`probe`), fetches each path through the archive endpoint,
+    /// removes the container. A missing path (or one that is not a regular file) is
+    /// `None`; a file larger than `identity::MAX_FILE` is an error.
+    pub async fn read_image_files(
+        &self,
+        probe: ContainerCreateBody,
+        paths: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let id = self
+            .create(probe, None)
+            .await
+            .context("creating the probe container")?;
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for p in paths {
+            match self.archive(&id, p).await {
+                Ok(f) => out.push(f),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.remove(&id).await?;
+        result.map(|()| out)
+    }
+
+    async fn archive(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut s = self.docker.download_from_container(id, Some(opts));
+        let mut tar = Vec::new();
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(b) => {
+                    tar.extend_from_slice(&b);
+                    if tar.len() > crate::identity::MAX_FILE + 64 * 1024 {
+                        bail!("reading {path} from the image: larger than 1 MiB");
+                    }
+                }
+                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("reading {path} from the image"))
+                    )
+                }
+            }
+        }
+        Ok(crate::identity::untar_first_file(&tar))
+    }
+
     /// IDs of all containers (any state) carrying `label=value`.
     pub async fn labelled(&self, label: &str, value: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);

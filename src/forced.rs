@@ -10,10 +10,12 @@ use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
 use crate::protocol::Request;
 use crate::system::Caller;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountTypeEnum, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// Label keys every urun container carries (audit and clean-up).
 pub const LABEL_UID: &str = "io.urun.uid";
@@ -50,7 +52,22 @@ pub const FORCED: &[(&str, &str)] = &[
          urun-isolated, where containers cannot reach each other; never host",
     ),
     ("Pid/Ipc/Uts/Userns/Cgroupns", "private, never host"),
-    ("Devices, ports, links, volumes-from, host binds", "none"),
+    (
+        "Devices, ports, links, volumes-from, host binds",
+        "none, except the two below",
+    ),
+    (
+        "/etc/passwd, /etc/group",
+        "read-only: the image's entries minus any claiming your uid, gid or names, plus yours",
+    ),
+    (
+        "Working directory (-v \"$PWD\":DIR, --here)",
+        "only if policy [mounts] allows: the directory you opened, pinned, nosuid,nodev (ro with :ro)",
+    ),
+    (
+        "GroupAdd",
+        "none, or with policy identity.groups = \"caller\" your groups minus the denied ones",
+    ),
     ("Init", "docker-init as PID 1 (signals and zombies handled)"),
     ("LogConfig", "none (output goes only to you)"),
     (
@@ -96,6 +113,66 @@ fn environment(caller: &Caller, req: &Request) -> Vec<String> {
     env
 }
 
+/// What the helper prepared for this run beyond the request: the identity files and
+/// the pinned working directory (paths in urund's root-only runtime directory), and the
+/// supplementary groups the policy passes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inside {
+    pub passwd: Option<PathBuf>,
+    pub group: Option<PathBuf>,
+    pub groups: Vec<u32>,
+    pub work: Option<WorkMount>,
+}
+
+/// The pinned working directory: `source` is urund's private mount point, never a
+/// path from the request. Read-only is enforced on that pinned mount itself (see
+/// SECURITY.md: asking Docker for `ro` would make runc remount it without
+/// nosuid,nodev).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkMount {
+    pub source: PathBuf,
+    pub target: String,
+}
+
+fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
+    Mount {
+        typ: Some(MountTypeEnum::BIND),
+        source: Some(source.display().to_string()),
+        target: Some(target.into()),
+        read_only: Some(read_only),
+        bind_options: Some(MountBindOptions {
+            propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+            non_recursive: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The configuration of the never-started container urund creates to read an image's
+/// `/etc/passwd`, `/etc/group` and `/etc/shells` through the archive endpoint: no
+/// command that exists, no network, labelled so a restarted helper reaps it.
+pub fn probe_config(image_id: &str, labels: HashMap<String, String>) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image_id.into()),
+        entrypoint: Some(vec!["/urun-probe-is-never-started".into()]),
+        cmd: Some(vec![]),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            privileged: Some(false),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Labels identifying a run: owner, request, helper instance.
 pub fn labels(caller: &Caller, request_id: &str, helper: &str) -> HashMap<String, String> {
     HashMap::from([
@@ -115,6 +192,7 @@ pub fn container_config(
     req: &Request,
     labels: HashMap<String, String>,
     network: NetworkMode,
+    inside: &Inside,
 ) -> ContainerCreateBody {
     let network_name = match network {
         NetworkMode::None => "none",
@@ -122,6 +200,30 @@ pub fn container_config(
     };
     let home = home_dir(caller);
     let tmpfs_size = limits.tmpfs_size.0;
+    let mut mounts = Vec::new();
+    if let Some(p) = &inside.passwd {
+        mounts.push(bind(p, "/etc/passwd", true));
+    }
+    if let Some(g) = &inside.group {
+        mounts.push(bind(g, "/etc/group", true));
+    }
+    if let Some(w) = &inside.work {
+        mounts.push(bind(&w.source, &w.target, false));
+    }
+    let mut tmpfs = HashMap::from([(
+        "/tmp".to_string(),
+        format!("rw,nosuid,nodev,noexec,size={tmpfs_size},mode=1777"),
+    )]);
+    // Mounting your directory at $HOME makes it your home; otherwise HOME is a tmpfs.
+    if inside.work.as_ref().is_none_or(|w| w.target != home) {
+        tmpfs.insert(
+            home.clone(),
+            format!(
+                "rw,nosuid,nodev,noexec,size={tmpfs_size},uid={},gid={},mode=0700",
+                caller.uid, caller.gid
+            ),
+        );
+    }
     let ulimit = |name: &str, n: i64| ResourcesUlimits {
         name: Some(name.into()),
         soft: Some(n),
@@ -135,19 +237,7 @@ pub fn container_config(
         security_opt: Some(vec!["no-new-privileges:true".into()]),
         readonly_rootfs: Some(true),
         // ── scratch space (counts against the memory limit) ──
-        tmpfs: Some(HashMap::from([
-            (
-                "/tmp".into(),
-                format!("rw,nosuid,nodev,noexec,size={tmpfs_size},mode=1777"),
-            ),
-            (
-                home,
-                format!(
-                    "rw,nosuid,nodev,noexec,size={tmpfs_size},uid={},gid={},mode=0700",
-                    caller.uid, caller.gid
-                ),
-            ),
-        ])),
+        tmpfs: Some(tmpfs),
         // ── resources ──
         ulimits: Some(vec![
             ulimit("nofile", limits.nofile.0.into()),
@@ -175,10 +265,11 @@ pub fn container_config(
         volumes_from: Some(vec![]),
         links: Some(vec![]),
         binds: Some(vec![]),
-        mounts: Some(vec![]),
+        mounts: Some(mounts),
         extra_hosts: Some(vec![]),
         sysctls: None,
-        group_add: None,
+        group_add: (!inside.groups.is_empty())
+            .then(|| inside.groups.iter().map(|g| g.to_string()).collect()),
         runtime: None,
         // ── lifecycle ──
         init: Some(true),
@@ -263,7 +354,124 @@ mod tests {
             r,
             labels(&caller(), "rq1", "/run/urun/urun.sock"),
             NetworkMode::None,
+            &Inside::default(),
         )
+    }
+
+    fn inside() -> Inside {
+        Inside {
+            passwd: Some("/run/urun/run/rq1/passwd".into()),
+            group: Some("/run/urun/run/rq1/group".into()),
+            groups: vec![3000, 3001],
+            work: Some(WorkMount {
+                source: "/run/urun/run/rq1/work".into(),
+                target: "/work".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn row_identity_files_read_only() {
+        let c = container_config(
+            &caller(),
+            &Limits::default(),
+            "x",
+            &Request::default(),
+            HashMap::new(),
+            NetworkMode::None,
+            &inside(),
+        );
+        let m = c.host_config.unwrap().mounts.unwrap();
+        for (src, dst) in [
+            ("/run/urun/run/rq1/passwd", "/etc/passwd"),
+            ("/run/urun/run/rq1/group", "/etc/group"),
+        ] {
+            let b = m.iter().find(|b| b.target.as_deref() == Some(dst)).unwrap();
+            assert_eq!(b.source.as_deref(), Some(src));
+            assert_eq!(b.typ, Some(MountTypeEnum::BIND));
+            assert_eq!(b.read_only, Some(true));
+        }
+    }
+
+    #[test]
+    fn row_working_directory_is_the_pinned_mount_only() {
+        let r = Request {
+            workdir: Some("/work".into()),
+            ..Default::default()
+        };
+        let c = container_config(
+            &caller(),
+            &Limits::default(),
+            "x",
+            &r,
+            HashMap::new(),
+            NetworkMode::None,
+            &inside(),
+        );
+        assert_eq!(c.working_dir.as_deref(), Some("/work"));
+        let h = c.host_config.unwrap();
+        let m = h.mounts.unwrap();
+        assert_eq!(m.len(), 3);
+        let w = m
+            .iter()
+            .find(|b| b.target.as_deref() == Some("/work"))
+            .unwrap();
+        assert_eq!(w.source.as_deref(), Some("/run/urun/run/rq1/work"));
+        // ro lives on the pinned mount; asking docker for it would drop nosuid,nodev
+        assert_eq!(w.read_only, Some(false));
+        let o = w.bind_options.as_ref().unwrap();
+        assert_eq!(o.non_recursive, Some(true));
+        assert_eq!(
+            o.propagation,
+            Some(MountBindOptionsPropagationEnum::RPRIVATE)
+        );
+        assert_eq!(h.binds, Some(vec![]));
+        // HOME stays a tmpfs unless the directory is mounted there
+        assert!(h.tmpfs.unwrap().contains_key("/home/alice"));
+        let mut i = inside();
+        i.work.as_mut().unwrap().target = "/home/alice".into();
+        let c = container_config(
+            &caller(),
+            &Limits::default(),
+            "x",
+            &r,
+            HashMap::new(),
+            NetworkMode::None,
+            &i,
+        );
+        assert!(!c
+            .host_config
+            .unwrap()
+            .tmpfs
+            .unwrap()
+            .contains_key("/home/alice"));
+    }
+
+    #[test]
+    fn row_group_add_only_what_the_helper_chose() {
+        let c = container_config(
+            &caller(),
+            &Limits::default(),
+            "x",
+            &Request::default(),
+            HashMap::new(),
+            NetworkMode::None,
+            &inside(),
+        );
+        assert_eq!(
+            c.host_config.unwrap().group_add,
+            Some(vec!["3000".to_string(), "3001".to_string()])
+        );
+    }
+
+    #[test]
+    fn probe_never_runs_anything() {
+        let p = probe_config("sha256:feed", HashMap::new());
+        assert_eq!(
+            p.entrypoint,
+            Some(vec!["/urun-probe-is-never-started".to_string()])
+        );
+        assert_eq!(p.host_config.unwrap().network_mode.as_deref(), Some("none"));
     }
 
     fn each(check: impl Fn(&ContainerCreateBody, &HostConfig)) {
@@ -390,6 +598,7 @@ mod tests {
             &Request::default(),
             HashMap::new(),
             NetworkMode::None,
+            &Inside::default(),
         );
         let h = c.host_config.unwrap();
         assert_eq!(
@@ -412,6 +621,7 @@ mod tests {
             &Request::default(),
             HashMap::new(),
             NetworkMode::Isolated,
+            &Inside::default(),
         );
         let h = c.host_config.unwrap();
         assert_eq!(h.network_mode.as_deref(), Some("urun-isolated"));
@@ -500,7 +710,7 @@ mod tests {
 
     #[test]
     fn every_row_is_documented() {
-        assert_eq!(FORCED.len(), 16);
+        assert_eq!(FORCED.len(), 19);
         assert!(FORCED.iter().all(|(k, v)| !k.is_empty() && !v.is_empty()));
     }
 }

@@ -2,7 +2,10 @@
 //! It reads nothing and changes nothing; `urund` acts on what it returns.
 #![forbid(unsafe_code)]
 
-use crate::policy::{Limits, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK};
+use crate::mounts::{self, DirFacts};
+use crate::policy::{
+    Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
+};
 use crate::protocol::Request;
 use crate::system::Caller;
 
@@ -34,10 +37,29 @@ pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) ->
     if let d @ Decision::Refuse(_) = judge_image(policy, &req.image) {
         return d;
     }
-    match check_dropin(caller, policy, req) {
-        Some(r) => Decision::Refuse(r),
-        None => Decision::Allow,
+    if let Some(r) = check_dropin(caller, policy, req) {
+        return Decision::Refuse(r);
     }
+    judge_mounts(policy, req)
+}
+
+/// Whether the request's working-directory mount is allowed in shape:
+/// `mounts.workdir` and the container-side target. The passed directory itself is
+/// judged by [`judge_dir`]. Pure.
+pub fn judge_mounts(policy: &Policy, req: &Request) -> Decision {
+    if let Some(m) = &req.mount {
+        if !policy.mounts.workdir {
+            return refuse(
+                "mounts.workdir",
+                "mounting your working directory is not enabled here (policy mounts.workdir = false)"
+                    .into(),
+            );
+        }
+        if let Err(e) = mounts::validate_target(&m.target) {
+            return refuse("mounts.target", format!("-v target: {e}"));
+        }
+    }
+    Decision::Allow
 }
 
 /// Whether `caller` may use urun at all: `access.allow_root`, `access.group`,
@@ -318,6 +340,29 @@ pub fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// Decides whether the directory the caller passed (described by `facts`, from the
+/// kernel) may be mounted: see [`mounts::check_dir`]. Called only for requests that
+/// [`judge`] allowed with a mount.
+pub fn judge_dir(caller: &Caller, policy: &Policy, facts: &DirFacts, read_only: bool) -> Decision {
+    let access = match policy.mounts.access {
+        MountAccess::Owner => mounts::Access::Owner,
+        MountAccess::Mode => mounts::Access::Mode,
+    };
+    let mut gids = caller.groups.clone();
+    gids.push(caller.gid);
+    match mounts::check_dir(
+        facts,
+        caller.uid,
+        &gids,
+        read_only,
+        &policy.mounts.root_strings(),
+        access,
+    ) {
+        Ok(()) => Decision::Allow,
+        Err((rule, message)) => refuse(rule, message),
+    }
+}
+
 /// Docker image reference syntax, conservatively: no option-like or path-like names.
 fn valid_reference(r: &str) -> bool {
     !r.is_empty()
@@ -483,6 +528,39 @@ mod tests {
             r.name = Some(bad.into());
             assert_eq!(refusal(&r).unwrap().rule, "name", "{bad}");
         }
+    }
+
+    #[test]
+    fn mounts_need_the_policy_and_a_sane_target() {
+        let c = caller(1001, 500, vec![]);
+        let mut p = Policy::default();
+        let mut r = req("busybox");
+        r.mount = Some(crate::protocol::MountRequest {
+            target: "/work".into(),
+            read_only: false,
+        });
+        let rule = |d: Decision| match d {
+            Decision::Refuse(r) => r.rule,
+            Decision::Allow => "allow",
+        };
+        assert_eq!(rule(judge(&c, &p, 500, &r)), "mounts.workdir");
+        p.mounts.workdir = true;
+        assert_eq!(rule(judge(&c, &p, 500, &r)), "allow");
+        r.mount.as_mut().unwrap().target = "/etc".into();
+        assert_eq!(rule(judge(&c, &p, 500, &r)), "mounts.target");
+        let f = DirFacts {
+            is_dir: true,
+            uid: 1001,
+            gid: 500,
+            mode: 0o700,
+            path: Some("/home/alice/p".into()),
+        };
+        assert_eq!(rule(judge_dir(&c, &p, &f, false)), "allow");
+        let f = DirFacts {
+            path: Some("/tmp/p".into()),
+            ..f
+        };
+        assert_eq!(rule(judge_dir(&c, &p, &f, false)), "mounts.roots");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Module names follow the trust boundary:
 //! - pure, no I/O: [`protocol`] (wire format), [`policy`] (admin file), [`judge`]
 //!   (decision), [`forced`] (the forced-settings table → container config),
-//!   [`audit`] (record format);
+//!   [`audit`] (record format), [`identity`] (passwd/group inside, groups passed),
+//!   [`mounts`] (the working-directory mount's rules);
 //! - OS boundary: [`system`] (kernel identity, user database, socket; the only
 //!   `unsafe`), [`engine`] (the only code that talks to Docker);
 //! - programs: [`server`] (urund), [`client`] (urun, never touches Docker), [`cli`],
@@ -16,7 +17,9 @@ pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod forced;
+pub mod identity;
 pub mod judge;
+pub mod mounts;
 pub mod policy;
 pub mod protocol;
 pub mod server;

@@ -27,6 +27,8 @@ pub struct Policy {
     pub group: BTreeMap<GroupName, Override>,
     /// `[user.NAME.limits]`: limits for user NAME (or numeric uid).
     pub user: BTreeMap<String, Override>,
+    pub identity: Identity,
+    pub mounts: Mounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -317,6 +319,75 @@ impl Policy {
             max_runtime: field!(max_runtime),
             max_concurrent: field!(max_concurrent),
         }
+    }
+}
+
+/// `[identity]`: who the caller is inside the container beyond uid and gid.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Supplementary groups: `"primary"` (none) or `"caller"` (the caller's, minus
+    /// the denied ones).
+    pub groups: GroupsMode,
+    /// Groups never passed, in addition to the built-in list
+    /// (`identity::DEFAULT_DENY_GROUPS`) and `access.group`.
+    pub deny_groups: Vec<GroupName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupsMode {
+    #[default]
+    Primary,
+    Caller,
+}
+
+/// `[mounts]`: whether and where the caller's working directory may be mounted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mounts {
+    /// `-v "$PWD":DIR` and `--here` are allowed at all.
+    pub workdir: bool,
+    /// Directories below which a working directory may be mounted.
+    pub roots: Vec<MountRoot>,
+    /// `"owner"`: only directories the caller owns; `"mode"`: also those their mode
+    /// bits let the caller use.
+    pub access: MountAccess,
+}
+
+impl Default for Mounts {
+    fn default() -> Self {
+        Mounts {
+            workdir: false,
+            roots: vec![MountRoot("/home".into())],
+            access: MountAccess::Owner,
+        }
+    }
+}
+
+impl Mounts {
+    pub fn root_strings(&self) -> Vec<String> {
+        self.roots.iter().map(|r| r.0.clone()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountAccess {
+    #[default]
+    Owner,
+    Mode,
+}
+
+/// A `mounts.roots` entry: absolute, normal, neither a system path nor above one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRoot(pub String);
+
+impl<'de> Deserialize<'de> for MountRoot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::mounts::validate_root(&s).map_err(de::Error::custom)?;
+        Ok(MountRoot(s))
     }
 }
 
@@ -722,6 +793,33 @@ mod tests {
         assert!(e.message.contains("unknown field"), "{e}");
         let e = parse("[nonsense]\n").unwrap_err();
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn identity_and_mounts_sections() {
+        let p = parse(
+            "[identity]\ngroups = \"caller\"\ndeny_groups = [\"video\"]\n\
+             [mounts]\nworkdir = true\nroots = [\"/home\", \"/srv\"]\naccess = \"mode\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.identity.groups, GroupsMode::Caller);
+        assert_eq!(p.identity.deny_groups, vec![GroupName("video".into())]);
+        assert!(p.mounts.workdir);
+        assert_eq!(p.mounts.root_strings(), ["/home", "/srv"]);
+        assert_eq!(p.mounts.access, MountAccess::Mode);
+        let d = parse("").unwrap();
+        assert_eq!(d.identity.groups, GroupsMode::Primary);
+        assert!(!d.mounts.workdir);
+        for bad in [
+            "[identity]\ngroups = \"all\"",
+            "[mounts]\nroots = [\"/\"]",
+            "[mounts]\nroots = [\"/var\"]",
+            "[mounts]\nroots = [\"/etc\"]",
+            "[mounts]\naccess = \"anyone\"",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -201,6 +201,10 @@ pub struct Request {
     /// `--pull never`: fail rather than pull a missing image, whatever the policy allows.
     #[serde(default)]
     pub never_pull: bool,
+    /// Mount the directory whose descriptor comes with this frame (SCM_RIGHTS) here.
+    /// The request names only the container side: the host side is the descriptor.
+    #[serde(default)]
+    pub mount: Option<MountRequest>,
 }
 
 /// A terminal size in character cells.
@@ -282,6 +286,15 @@ impl Signal {
     }
 }
 
+/// The container side of the working-directory mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountRequest {
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
 impl Request {
     pub fn new(image: String, command: Vec<String>) -> Request {
         Request {
@@ -353,6 +366,13 @@ impl Request {
                 "environment entry {:?} is not NAME=VALUE",
                 bad.chars().take(64).collect::<String>()
             )));
+        }
+        if let Some(m) = &req.mount {
+            if m.target.contains('\0') || m.target.len() > MAX_STRING {
+                return Err(ProtocolError::BadRequest(format!(
+                    "mount target: NUL byte or longer than {MAX_STRING} bytes"
+                )));
+            }
         }
         if let Some(w) = &req.workdir {
             if !w.starts_with('/') {

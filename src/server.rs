@@ -3,28 +3,34 @@
 //! The handler for one connection, [`Helper::serve`], is the security argument in order:
 //!   1. who: the caller's identity from the kernel (`SO_PEERCRED`), before any byte;
 //!   2. what: one bounded, strictly parsed request (or a `--policy` query, answered
-//!      from the same identity and policy);
-//!   3. may they: the pure policy judge (access, image patterns), the caller's
-//!      effective limits (override tables), one more run (`max_concurrent`);
+//!      from the same identity and policy), and the working directory's descriptor if
+//!      the client passed one (SCM_RIGHTS, read with the request's first bytes);
+//!   3. may they: the pure policy judge (access, image patterns), then the same for
+//!      the passed directory (from `fstat` and its current path, never from a path in
+//!      the request), the caller's effective limits (override tables), one more run
+//!      (`max_concurrent`);
 //!   4. which image: resolved to an ID at admission; pulled first only if the judge
 //!      allows the pull (`[pull]`), with progress frames to the client;
-//!   5. how: the forced-settings table builds the whole container configuration;
+//!   5. how: the run's root-only directory gets the generated passwd/group and the
+//!      pinned working directory; the forced-settings table builds the whole
+//!      container configuration;
 //!   6. run: create, attach, start, relay, wait (killed at `max_runtime`), remove —
 //!      and remove on every other path too (client gone, bad frame, helper shutdown);
 //!   7. record: one audit line (stderr, file, syslog).
 
 use crate::audit::{self, Record};
 use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
-use crate::forced;
-use crate::judge::{self, judge, judge_access, judge_concurrency, judge_pull, Decision};
+use crate::forced::{self, Inside, WorkMount};
+use crate::identity;
+use crate::judge::{self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, Decision};
 use crate::policy::{Limits, NetworkMode, Policy, PullMode, ISOLATED_NETWORK};
 use crate::protocol::{self, Kind, Progress, ProtocolError, Query, Request, Signal, WinSize};
 use crate::system::{self, Caller};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +83,10 @@ pub struct Helper {
     tag: String,
     /// Containers of runs in progress: request id → container id.
     runs: Mutex<HashMap<String, String>>,
+    /// Root-only directory of per-run files and pinned mounts (`<socket dir>/run`).
+    runtime: PathBuf,
+    /// An image's identity files by image ID (an ID's content never changes).
+    image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
     boot: u64,
 }
@@ -116,6 +126,7 @@ pub async fn run(opts: Options) -> Result<()> {
             .context("policy network.mode = \"isolated\"")?;
     }
     let tag = opts.socket.display().to_string();
+    let runtime = runtime_dir(&opts.socket)?;
     let helper = Arc::new(Helper {
         engine,
         policy,
@@ -127,6 +138,8 @@ pub async fn run(opts: Options) -> Result<()> {
         network_lock: tokio::sync::Mutex::new(()),
         tag,
         runs: Mutex::new(HashMap::new()),
+        runtime,
+        image_files: Mutex::new(HashMap::new()),
         counter: AtomicU64::new(0),
         boot: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -143,6 +156,10 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         None => system::bind_socket(&opts.socket, group_gid)?,
     };
+    system::root_only_dir(&helper.runtime)
+        .with_context(|| format!("runtime directory {}", helper.runtime.display()))?;
+    // Leftovers of a helper that died: pinned mounts and per-run files.
+    helper.clean_runtime();
     std_listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std_listener)?;
     eprintln!(
@@ -202,7 +219,8 @@ impl Helper {
         Ok(n)
     }
 
-    /// On shutdown no container may outlive its client: remove every tracked one.
+    /// On shutdown no container may outlive its client: remove every tracked one,
+    /// then every pinned mount and per-run file.
     async fn shutdown(&self) {
         let ids: Vec<String> = self.runs.lock().unwrap().values().cloned().collect();
         for id in ids {
@@ -210,6 +228,143 @@ impl Helper {
                 eprintln!("urund: {e:#}");
             }
         }
+        self.clean_runtime();
+    }
+
+    /// Unmounts everything under the runtime directory and removes the per-run
+    /// directories urund made (never recursively).
+    fn clean_runtime(&self) {
+        if let Err(e) = system::unmount_all(&self.runtime) {
+            eprintln!("urund: cleaning {}: {e}", self.runtime.display());
+        }
+        let Ok(entries) = std::fs::read_dir(&self.runtime) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if let Err(e) = system::remove_run_dir(&e.path(), RunDir::FILES, RunDir::WORK) {
+                eprintln!("urund: cleaning {}: {e}", self.runtime.display());
+            }
+        }
+    }
+
+    /// The image's `/etc/passwd`, `/etc/group` and `/etc/shells`, read once per image
+    /// ID without running it.
+    async fn image_files(&self, image_id: &str) -> anyhow::Result<Arc<ImageFiles>> {
+        if let Some(f) = self.image_files.lock().unwrap().get(image_id) {
+            return Ok(f.clone());
+        }
+        let labels = HashMap::from([
+            (forced::LABEL_HELPER.to_string(), self.tag.clone()),
+            (forced::LABEL_REQUEST.to_string(), "probe".to_string()),
+        ]);
+        let probe = forced::probe_config(image_id, labels);
+        let got = self
+            .engine
+            .read_image_files(probe, &["/etc/passwd", "/etc/group", "/etc/shells"])
+            .await?;
+        let text = |i: usize| {
+            got.get(i)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let files = Arc::new(ImageFiles {
+            passwd: text(0),
+            group: text(1),
+            shells: text(2),
+        });
+        let mut cache = self.image_files.lock().unwrap();
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(image_id.to_string(), files.clone());
+        Ok(files)
+    }
+
+    /// Step 5's preparation: the run's directory with the generated identity files
+    /// and, if asked, the pinned working directory; and the supplementary groups.
+    async fn prepare_inside(
+        &self,
+        caller: &Caller,
+        request: &str,
+        image_id: &str,
+        req: &Request,
+        dir: Option<&OwnedFd>,
+    ) -> anyhow::Result<(RunDir, Inside)> {
+        let files = self.image_files(image_id).await?;
+        let run = RunDir::create(&self.runtime, request)?;
+        let id = &self.policy.identity;
+        let mut denied_names: Vec<String> = identity::DEFAULT_DENY_GROUPS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(id.deny_groups.iter().map(|g| g.0.clone()))
+            .chain([self.policy.access.group.0.clone()])
+            .collect();
+        denied_names.sort();
+        denied_names.dedup();
+        let mut denied_gids: Vec<u32> = denied_names
+            .iter()
+            .filter_map(|n| system::group_gid(n).ok().flatten())
+            .collect();
+        denied_gids.push(self.group_gid);
+        let groups = identity::supplementary(
+            id.groups,
+            caller.gid,
+            &caller.groups,
+            &denied_names,
+            &denied_gids,
+            system::group_name,
+        );
+        let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
+        let name = safe(caller.name.clone());
+        let primary = safe(system::group_name(caller.gid));
+        let extra: Vec<(u32, String)> = groups
+            .iter()
+            .filter_map(|&g| safe(system::group_name(g)).map(|n| (g, n)))
+            .collect();
+        let extra_ref: Vec<(u32, &str)> = extra.iter().map(|(g, n)| (*g, n.as_str())).collect();
+        let home = forced::home_dir(caller);
+        let shell = identity::shell(
+            system::user_shell(caller.uid).as_deref(),
+            &files.shells,
+            &files.passwd,
+        );
+        let me = identity::Me {
+            uid: caller.uid,
+            gid: caller.gid,
+            name: name.as_deref(),
+            home: &home,
+            shell: &shell,
+        };
+        let passwd = run.write("passwd", &identity::passwd(&files.passwd, &me))?;
+        let group = run.write(
+            "group",
+            &identity::group(
+                &files.group,
+                primary.as_deref().map(|n| (caller.gid, n)),
+                &extra_ref,
+                name.as_deref(),
+            ),
+        )?;
+        let work = match (&req.mount, dir) {
+            (Some(m), Some(fd)) => {
+                let mp = run.path.join(RunDir::WORK);
+                system::pin_dir(fd.as_fd(), &mp, m.read_only)?;
+                Some(WorkMount {
+                    source: mp,
+                    target: m.target.clone(),
+                })
+            }
+            _ => None,
+        };
+        let inside = Inside {
+            passwd: Some(passwd),
+            group: Some(group),
+            groups,
+            work,
+        };
+        Ok((run, inside))
     }
 
     fn request_id(&self) -> String {
@@ -286,9 +441,10 @@ impl Helper {
         rd: &mut OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
     ) -> End {
-        // 2. What: one bounded request (or a question about the policy).
-        let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
-            Ok(Ok(First::Run(r))) => *r,
+        // 2. What: one bounded request and the directory passed with it (or a
+        //    question about the policy).
+        let (req, dir) = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
+            Ok(Ok(First::Run(r, dir))) => (*r, dir),
             Ok(Ok(First::Query)) => return self.answer_query(caller, rec, wr).await,
             Ok(Err(e)) => return End::Refused("protocol", format!("bad request: {e}")),
             Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
@@ -304,6 +460,37 @@ impl Helper {
             Ok(s) => s,
             Err(refused) => return refused,
         };
+        match (&req.mount, &dir) {
+            (Some(m), Some(fd)) => {
+                let facts = match system::dir_facts(fd.as_fd()) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return End::Refused("mounts.workdir", format!("passed directory: {e}"))
+                    }
+                };
+                rec.message = facts
+                    .path
+                    .as_ref()
+                    .map(|p| format!("workdir {}", p.display()));
+                if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
+                    return End::Refused(r.rule, r.message);
+                }
+                test_pause().await;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return End::Refused(
+                    "protocol",
+                    "a mount was requested without passing the directory".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return End::Refused(
+                    "protocol",
+                    "a directory was passed without a mount request".into(),
+                )
+            }
+        }
         // 4. Which image: exactly this ID, whatever the tag points to later.
         let image_id = match self.engine.resolve_image(&req.image).await {
             Ok(Some(id)) => id,
@@ -337,9 +524,9 @@ impl Helper {
             Err(e) => return End::Failed(daemon_error(e)),
         };
         rec.image_id = Some(image_id.clone());
-        // 5. How: the forced settings.
-        // The policy's network, or none if the user asked for less (the judge refused
-        // anything else; the fallback is the safe side).
+        // 5. How: this run's network, identity files and pinned directory, the forced
+        //    settings. The policy's network, or none if the user asked for less (the
+        //    judge refused anything else; the fallback is the safe side).
         let network = match &req.network {
             Some(asked) => judge::network_mode(&self.policy, asked).unwrap_or(NetworkMode::None),
             None => self.policy.network.mode,
@@ -350,8 +537,23 @@ impl Helper {
                 return End::Failed(daemon_error(e));
             }
         }
+        let (_run, inside) = match self
+            .prepare_inside(caller, &rec.request, &image_id, &req, dir.as_ref())
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                return End::Failed(RunError {
+                    status: 125,
+                    message: format!("preparing the container: {e:#}"),
+                })
+            }
+        };
+        // The descriptor is not needed once the directory is pinned.
+        drop(dir);
         let labels = forced::labels(caller, &rec.request, &self.tag);
-        let body = forced::container_config(caller, &limits, &image_id, &req, labels, network);
+        let body =
+            forced::container_config(caller, &limits, &image_id, &req, labels, network, &inside);
         // 6. Run, and remove whatever happens.
         let name = req.name.as_ref().map(|n| forced::container_name(caller, n));
         let id = match self.engine.create(body, name.as_deref()).await {
@@ -649,7 +851,8 @@ impl Drop for Slot<'_> {
 
 /// The first frame of a connection.
 enum First {
-    Run(Box<Request>),
+    /// A run, with the working directory's descriptor if one was passed.
+    Run(Box<Request>, Option<OwnedFd>),
     Query,
 }
 
@@ -801,17 +1004,131 @@ async fn read_frame(
     Ok(Some((kind, payload)))
 }
 
-/// The first frame must be a request or a query.
+/// The first frame must be a request or a query. Its header is read with `recvmsg`,
+/// so a directory descriptor sent with a request (SCM_RIGHTS) is received; at most
+/// one is accepted, and none with a query. Descriptors sent with any later byte are
+/// discarded by the kernel.
 async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
-    match read_frame(rd).await? {
-        Some((Kind::Request, p)) => Request::decode(&p)
-            .map(|r| First::Run(Box::new(r)))
+    let mut h = [0u8; protocol::HEADER];
+    let mut got = 0;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    {
+        let sock: &UnixStream = rd.as_ref();
+        while got < h.len() {
+            sock.readable().await.map_err(FrameError::Io)?;
+            let r = sock.try_io(tokio::io::Interest::READABLE, || {
+                system::recv_with_fds(sock.as_fd(), &mut h[got..])
+            });
+            match r {
+                Ok((0, _)) => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok((n, f)) => {
+                    got += n;
+                    fds.extend(f);
+                    if fds.len() > 1 {
+                        return Err(FrameError::Protocol(ProtocolError::BadPayload(
+                            Kind::Request,
+                        )));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(FrameError::Protocol(ProtocolError::BadRequest(
+                        e.to_string(),
+                    )))
+                }
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+    }
+    let (kind, len) = protocol::parse_header(h).map_err(FrameError::Protocol)?;
+    if !matches!(kind, Kind::Request | Kind::Query) || (kind == Kind::Query && !fds.is_empty()) {
+        return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
+    }
+    let mut payload = vec![0u8; len];
+    rd.read_exact(&mut payload).await.map_err(FrameError::Io)?;
+    match kind {
+        Kind::Request => Request::decode(&payload)
+            .map(|r| First::Run(Box::new(r), fds.pop()))
             .map_err(FrameError::Protocol),
-        Some((Kind::Query, p)) => Query::decode(&p)
+        _ => Query::decode(&payload)
             .map(|_| First::Query)
             .map_err(FrameError::Protocol),
-        Some((k, _)) => Err(FrameError::Protocol(ProtocolError::UnexpectedKind(k))),
-        None => Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+    }
+}
+
+/// Identity files an image ships (empty when absent).
+struct ImageFiles {
+    passwd: String,
+    group: String,
+    shells: String,
+}
+
+/// One run's root-only directory `<runtime>/<request id>/`: `passwd`, `group` (0644,
+/// bind-mounted read-only) and `work` (the pinned working directory's mount point).
+/// Dropping it unmounts and removes them, whatever way the run ended.
+struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    const FILES: &'static [&'static str] = &["passwd", "group"];
+    const WORK: &'static str = "work";
+
+    fn create(runtime: &Path, request: &str) -> anyhow::Result<RunDir> {
+        let path = runtime.join(request);
+        system::root_only_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        let run = RunDir { path };
+        system::root_only_dir(&run.path.join(Self::WORK))?;
+        Ok(run)
+    }
+
+    fn write(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let p = self.path.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        Ok(p)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Err(e) = system::remove_run_dir(&self.path, Self::FILES, Self::WORK) {
+            eprintln!("urund: cleaning {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// `<socket dir>/run` (created root-only once the socket is bound): one per helper
+/// instance, so a helper's clean-up at start never touches another instance's runs.
+fn runtime_dir(socket: &Path) -> anyhow::Result<PathBuf> {
+    Ok(socket
+        .parent()
+        .filter(|d| d.is_absolute())
+        .with_context(|| format!("socket {}: needs an absolute path", socket.display()))?
+        .join("run"))
+}
+
+/// Test hook, debug builds only: `URUND_TEST_PAUSE_MS=N` makes urund wait N ms after
+/// it has checked a passed directory and before it pins it, so the end-to-end tests
+/// can swap the directory's path in that window. Release builds ignore it.
+async fn test_pause() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    if let Some(ms) = std::env::var("URUND_TEST_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("urund: test pause {ms} ms before pinning");
+        tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
     }
 }
 

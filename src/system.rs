@@ -1,6 +1,8 @@
 //! The OS boundary: who is on the other end of a socket (from the kernel), the user
-//! database, and the helper's listening socket. The only module with `unsafe`.
+//! database, the helper's listening socket, descriptors passed over it (SCM_RIGHTS)
+//! and the pinned working-directory mounts. The only module with `unsafe`.
 
+use crate::mounts::DirFacts;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::sockopt::{AcceptConn, PeerCredentials, SockType};
 use nix::sys::socket::{getsockname, getsockopt, SockaddrStorage};
@@ -297,11 +299,272 @@ pub fn private_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
+/// A user's login shell from the user database.
+pub fn user_shell(uid: u32) -> Option<String> {
+    User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .and_then(|u| u.shell.to_str().map(String::from))
+}
+
+/// A group's name from the user database.
+pub fn group_name(gid: u32) -> Option<String> {
+    Group::from_gid(Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+}
+
+// ── descriptor passing ──
+
+/// Sends `data` with `fd` attached (SCM_RIGHTS) on a blocking stream socket. The
+/// descriptor travels with the first bytes; the rest follows as plain data.
+pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::io::Write;
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [io::IoSlice::new(data)];
+    let n = loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(io::Error::from)?,
+        }
+    };
+    (&*sock).write_all(&data[n..])
+}
+
+/// One non-blocking `recvmsg` into `buf`, accepting at most one passed descriptor
+/// (close-on-exec). Returns the byte count and the descriptor received; more than one
+/// is an error (all are closed).
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    // Room for as many descriptors as one message can carry (SCM_MAX_FD), so the
+    // kernel never truncates: every one received is owned here and closed if refused.
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 253]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let bytes = msg.bytes;
+    let mut fds = Vec::new();
+    let mut bad = None;
+    match msg.cmsgs() {
+        Ok(it) => {
+            for c in it {
+                match c {
+                    ControlMessageOwned::ScmRights(raw) => {
+                        for r in raw {
+                            // SAFETY: the kernel has just installed `r` in our table
+                            // for this message; nothing else owns it, so taking
+                            // ownership here is the only way it is ever closed.
+                            fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                        }
+                    }
+                    _ => bad = Some("unexpected control message"),
+                }
+            }
+        }
+        Err(_) => bad = Some("truncated control message"),
+    }
+    if let Some(why) = bad {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    if fds.len() > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "more than one descriptor passed",
+        ));
+    }
+    Ok((bytes, fds))
+}
+
+// ── the working-directory mount ──
+
+/// What the kernel says about a passed descriptor: `fstat`, and where it is now
+/// (`readlink /proc/self/fd/N`; `None` unless that path, looked up without following
+/// a final symlink, is this same inode).
+pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
+    let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    // The path counts only if it leads to this very inode now: not deleted, not in
+    // another mount namespace (where the name would mean something else here).
+    let same = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino)
+    };
+    let path = (link.is_absolute() && same(&link)).then_some(link);
+    Ok(DirFacts {
+        is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode,
+        path,
+    })
+}
+
+/// Creates (or checks) a root-only directory: owned by us, mode 0700, not a symlink.
+pub fn root_only_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(path)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.file_type().is_dir() || m.uid() != me {
+        return Err(io::Error::other(format!(
+            "{} must be a directory owned by uid {me}",
+            path.display()
+        )));
+    }
+    if m.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Pins exactly the directory `fd` refers to at `mountpoint` (an empty directory in
+/// a root-only tree): a non-recursive bind of `/proc/self/fd/N` (the opened inode,
+/// never a path the caller could change), made private, then remounted
+/// `nosuid,nodev` (and `ro`). The flags are checked back with `statvfs`; on any
+/// failure the mount is removed again.
+pub fn pin_dir(fd: BorrowedFd<'_>, mountpoint: &Path, read_only: bool) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(
+        Some(src.as_str()),
+        mountpoint,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| io::Error::other(format!("bind-mounting the directory: {e}")))?;
+    let finish = || -> io::Result<()> {
+        mount(
+            None::<&str>,
+            mountpoint,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )?;
+        let mut flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(None::<&str>, mountpoint, None::<&str>, flags, None::<&str>)?;
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        let f = statvfs(mountpoint)?.flags();
+        let want = FsFlags::ST_NOSUID
+            | FsFlags::ST_NODEV
+            | if read_only {
+                FsFlags::ST_RDONLY
+            } else {
+                FsFlags::empty()
+            };
+        if !f.contains(want) {
+            return Err(io::Error::other("the pinned mount lacks nosuid/nodev/ro"));
+        }
+        Ok(())
+    };
+    finish().map_err(|e| {
+        let _ = unmount_all(mountpoint);
+        io::Error::other(format!("securing the pinned mount: {e}"))
+    })
+}
+
+/// Unmounts everything mounted at or below `dir` (deepest first, each until it is
+/// gone). Detached unmounts: a container still holding a copy keeps its own.
+pub fn unmount_all(dir: &Path) -> io::Result<usize> {
+    use nix::mount::{umount2, MntFlags};
+    let mut n = 0;
+    for _ in 0..16 {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let points = crate::mounts::mount_points_under(&info, dir);
+        if points.is_empty() {
+            return Ok(n);
+        }
+        for p in points {
+            match umount2(&p, MntFlags::MNT_DETACH) {
+                Ok(()) => n += 1,
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(io::Error::other(format!("unmounting {}: {e}", p.display()))),
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "mounts under {} keep coming back",
+        dir.display()
+    )))
+}
+
+/// Removes one run's directory `dir` (made by urund: the files `names` and the empty
+/// mount point `work`), after unmounting anything below it. Never removes
+/// recursively: if something is still mounted or unexpected, it is left and reported.
+pub fn remove_run_dir(dir: &Path, names: &[&str], work: &str) -> io::Result<()> {
+    unmount_all(dir)?;
+    for n in names {
+        match std::fs::remove_file(dir.join(n)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    for d in [dir.join(work), dir.to_path_buf()] {
+        match std::fs::remove_dir(&d) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io::Error::other(format!("removing {}: {e}", d.display())))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::path::PathBuf;
+
+    #[test]
+    fn a_descriptor_passes_with_the_first_bytes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let dir = std::fs::File::open("/").unwrap();
+        send_with_fd(&a, b"hello", dir.as_fd()).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 1);
+        let f = dir_facts(fds[0].as_fd()).unwrap();
+        assert!(f.is_dir);
+        assert_eq!(f.path.as_deref(), Some(Path::new("/")));
+    }
+
+    #[test]
+    fn more_than_one_descriptor_is_refused() {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = std::fs::File::open("/").unwrap();
+        let fds = [f.as_raw_fd(), f.as_raw_fd(), f.as_raw_fd()];
+        let iov = [io::IoSlice::new(b"x")];
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let mut buf = [0u8; 4];
+        let e = recv_with_fds(b.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
 
     #[test]
     fn peer_of_a_socketpair_is_us() {

@@ -341,3 +341,39 @@ pub fn stderr(o: &Output) -> String {
 pub fn policy_for(group: &TestGroup) -> String {
     format!("[access]\ngroup = \"{}\"\n", group.name)
 }
+
+impl Daemon {
+    /// Starts urund with extra environment variables (e.g. debug-build test hooks).
+    pub fn launch_env(mut self, vars: &[(&str, &str)]) -> Daemon {
+        let mut c = self.urund_command(&[]);
+        c.envs(vars.iter().copied());
+        self.child = Some(c.spawn().expect("spawning urund"));
+        self.wait_ready();
+        self
+    }
+
+    /// Kills urund with SIGKILL (it gets no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts urund again (after `stop` or `kill9`) with the same arguments.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "urund is still running");
+        self.child = Some(self.urund_command(&[]).spawn().expect("spawning urund"));
+        self.wait_ready();
+    }
+}
+
+/// Mount points (unescaped) listed in this process's mountinfo at or below `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(String::from)
+        .collect()
+}

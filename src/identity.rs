@@ -1,0 +1,281 @@
+//! Being yourself inside the container, pure parts: the `/etc/passwd` and `/etc/group`
+//! the container sees (the image's own, minus anything that claims the caller's uid,
+//! gid or names, plus the caller's entries), and which supplementary groups it gets.
+//! No I/O: urund reads the image's files through the Docker API (never running the
+//! image) and writes the result into its root-only runtime directory.
+#![forbid(unsafe_code)]
+
+use crate::policy::GroupsMode;
+
+/// Largest identity file read from an image.
+pub const MAX_FILE: usize = 1 << 20;
+
+/// Groups never passed to a container, whatever the policy adds: membership in any of
+/// them is root-equivalent or reads secrets.
+pub const DEFAULT_DENY_GROUPS: &[&str] = &[
+    "root", "docker", "sudo", "wheel", "adm", "disk", "shadow", "kmem", "lxd", "libvirt",
+];
+
+/// A name that can go into a passwd/group line as is: no `:`, no newline, not
+/// option-like, at most 32 bytes.
+pub fn safe_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && !n.starts_with(['-', '.'])
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A path that can go into a passwd line: absolute, no `:` or newline, not `..`.
+fn safe_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() <= 256
+        && !p.contains([':', '\n', '\0'])
+        && !p.split('/').any(|c| c == "..")
+}
+
+/// The caller as the container's passwd should know them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    /// User name, if the host has a safe one.
+    pub name: Option<&'a str>,
+    pub home: &'a str,
+    pub shell: &'a str,
+}
+
+/// A numeric id field as libc reads it strictly: digits only.
+fn id_field(s: &str) -> Option<u32> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// The container's `/etc/passwd`: every well-formed entry of the image's file except
+/// those that claim the caller's uid or name (or have an id libc might read
+/// differently), then the caller's own entry.
+pub fn passwd(image: &str, me: &Me) -> String {
+    let mut out = String::new();
+    for line in image.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() != 7 || line.starts_with(['+', '-', '#']) {
+            continue;
+        }
+        let Some(uid) = id_field(f[2]) else { continue };
+        if uid == me.uid || Some(f[0]) == me.name || id_field(f[3]).is_none() {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(n) = me.name {
+        out.push_str(&format!(
+            "{n}:x:{}:{}:{n}:{}:{}\n",
+            me.uid, me.gid, me.home, me.shell
+        ));
+    }
+    out
+}
+
+/// The container's `/etc/group`: the image's well-formed entries except those that
+/// claim a gid or name of `primary` or `extra`, then the caller's primary group and the
+/// supplementary groups passed (the caller listed as a member of those).
+pub fn group(
+    image: &str,
+    primary: Option<(u32, &str)>,
+    extra: &[(u32, &str)],
+    member: Option<&str>,
+) -> String {
+    let mine: Vec<(u32, &str)> = primary.into_iter().chain(extra.iter().copied()).collect();
+    let mut out = String::new();
+    for line in image.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() != 4 || line.starts_with(['+', '-', '#']) {
+            continue;
+        }
+        let Some(gid) = id_field(f[2]) else { continue };
+        if mine.iter().any(|(g, n)| *g == gid || *n == f[0]) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some((gid, name)) = primary {
+        out.push_str(&format!("{name}:x:{gid}:\n"));
+    }
+    for (gid, name) in extra {
+        out.push_str(&format!("{name}:x:{gid}:{}\n", member.unwrap_or("")));
+    }
+    out
+}
+
+/// The login shell for the container: the caller's own if the image knows it (listed
+/// in its `/etc/shells` or used by one of its passwd entries), else `/bin/sh`.
+pub fn shell(host_shell: Option<&str>, image_shells: &str, image_passwd: &str) -> String {
+    let known = |s: &str| {
+        image_shells.lines().any(|l| l.trim() == s)
+            || image_passwd
+                .lines()
+                .any(|l| l.split(':').nth(6) == Some(s) && l.split(':').count() == 7)
+    };
+    match host_shell {
+        Some(s) if safe_path(s) && known(s) => s.to_string(),
+        _ => "/bin/sh".to_string(),
+    }
+}
+
+/// The supplementary groups a container gets. `primary`: none. `caller`: the
+/// caller's groups as the kernel reported them, minus their primary group, gid 0,
+/// every gid in `denied_gids` and every group whose name (`name_of`) is in
+/// `denied_names`. Sorted, without duplicates.
+pub fn supplementary(
+    mode: GroupsMode,
+    primary: u32,
+    caller_groups: &[u32],
+    denied_names: &[String],
+    denied_gids: &[u32],
+    name_of: impl Fn(u32) -> Option<String>,
+) -> Vec<u32> {
+    if mode == GroupsMode::Primary {
+        return Vec::new();
+    }
+    let mut v: Vec<u32> = caller_groups
+        .iter()
+        .copied()
+        .filter(|&g| g != primary && g != 0 && !denied_gids.contains(&g))
+        .filter(|&g| name_of(g).is_none_or(|n| !denied_names.contains(&n)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The content of the first regular file in a tar stream (what the Docker archive
+/// endpoint returns for one path). `None` if the stream holds no regular file first
+/// (a symlink, a directory) or is malformed. Extended headers are skipped.
+pub fn untar_first_file(tar: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0;
+    while at + 512 <= tar.len() {
+        let h = &tar[at..at + 512];
+        if h.iter().all(|&b| b == 0) {
+            return None;
+        }
+        let size_field = std::str::from_utf8(&h[124..136]).ok()?;
+        let size = usize::from_str_radix(size_field.trim_matches(['\0', ' ']), 8).ok()?;
+        let data = at + 512;
+        let end = data.checked_add(size)?;
+        match h[156] {
+            b'0' | 0 => {
+                return (end <= tar.len() && size <= MAX_FILE).then(|| tar[data..end].to_vec())
+            }
+            b'x' | b'g' | b'L' | b'K' => at = data + size.div_ceil(512) * 512,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Me<'static> {
+        Me {
+            uid: 1001,
+            gid: 1002,
+            name: Some("alice"),
+            home: "/home/alice",
+            shell: "/bin/sh",
+        }
+    }
+
+    #[test]
+    fn passwd_drops_impostors_and_adds_the_caller() {
+        let img = "root:x:0:0:root:/root:/bin/sh\n\
+                   alice:x:0:0:fake root alice:/root:/bin/sh\n\
+                   mallory:x:1001:0:claims my uid:/:/bin/sh\n\
+                   sneaky:x:01001:0::/:/bin/sh\n\
+                   plus:x:+1001:0::/:/bin/sh\n\
+                   short:x:5\n\
+                   +nis::::::\n\
+                   nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+        assert_eq!(
+            passwd(img, &me()),
+            "root:x:0:0:root:/root:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n\
+             alice:x:1001:1002:alice:/home/alice:/bin/sh\n"
+        );
+        // no safe name: impostors still go, nothing is added
+        let mut m = me();
+        m.name = None;
+        assert_eq!(passwd(img, &m).lines().count(), 3);
+        assert!(!passwd(img, &m).contains(":1001:"));
+    }
+
+    #[test]
+    fn group_drops_impostors_and_adds_mine() {
+        let img = "root:x:0:\nalice:x:0:\nstaff:x:1002:\nusers:x:100:\ndev:x:77:\n";
+        assert_eq!(
+            group(img, Some((1002, "alice")), &[(3000, "dev")], Some("alice")),
+            "root:x:0:\nusers:x:100:\nalice:x:1002:\ndev:x:3000:alice\n"
+        );
+    }
+
+    #[test]
+    fn shells() {
+        assert_eq!(
+            shell(Some("/bin/bash"), "/bin/sh\n/bin/bash\n", ""),
+            "/bin/bash"
+        );
+        assert_eq!(
+            shell(Some("/bin/bash"), "", "root:x:0:0::/root:/bin/bash"),
+            "/bin/bash"
+        );
+        assert_eq!(shell(Some("/bin/zsh"), "/bin/sh\n", ""), "/bin/sh");
+        assert_eq!(shell(Some("/bin/a:b"), "/bin/a:b\n", ""), "/bin/sh");
+        assert_eq!(shell(None, "", ""), "/bin/sh");
+    }
+
+    #[test]
+    fn supplementary_groups() {
+        let names = |g: u32| {
+            Some(match g {
+                27 => "sudo".to_string(),
+                999 => "docker".to_string(),
+                500 => "renamed".to_string(),
+                _ => format!("g{g}"),
+            })
+        };
+        let deny = vec!["sudo".to_string(), "docker".to_string()];
+        let groups = [1002, 27, 999, 500, 3000, 3000, 0, 4000];
+        assert_eq!(
+            supplementary(GroupsMode::Caller, 1002, &groups, &deny, &[500], names),
+            vec![3000, 4000]
+        );
+        assert!(supplementary(GroupsMode::Primary, 1002, &groups, &deny, &[], names).is_empty());
+    }
+
+    fn tar_entry(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let size = format!("{:011o}\0", data.len());
+        h[124..136].copy_from_slice(size.as_bytes());
+        h[156] = kind;
+        let mut v = h;
+        v.extend_from_slice(data);
+        v.resize(v.len().div_ceil(512) * 512, 0);
+        v
+    }
+
+    #[test]
+    fn tar() {
+        let mut t = tar_entry("pax", b'x', b"30 path=passwd\n");
+        t.extend(tar_entry("passwd", b'0', b"root:x:0:0::/:/bin/sh\n"));
+        t.extend(vec![0u8; 1024]);
+        assert_eq!(untar_first_file(&t).unwrap(), b"root:x:0:0::/:/bin/sh\n");
+        assert_eq!(untar_first_file(&tar_entry("passwd", b'2', b"")), None);
+        assert_eq!(untar_first_file(&t[..600]), None);
+        assert_eq!(untar_first_file(b"garbage"), None);
+    }
+}

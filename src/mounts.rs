@@ -1,0 +1,462 @@
+//! The working-directory mount, pure parts: the `-v` spec as the client parses it, the
+//! container-side paths both sides validate, and the helper's rules for a directory it
+//! was handed (inside an allowed root, not a system path, the caller's). No I/O: the
+//! facts about a descriptor come from `system::dir_facts`, the decisions are made here.
+//! See SECURITY.md, "Working directory".
+#![forbid(unsafe_code)]
+
+use std::path::{Component, Path, PathBuf};
+
+/// What `-v SRC:DST[:ro|rw]` asks for, before the source is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// The host path as typed (absolute, or relative to the current directory).
+    pub source: String,
+    /// Where it appears in the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Parses a docker `-v`/`--volume` value. Only a host directory is accepted: named
+/// volumes, anonymous volumes and mount options other than `ro`/`rw` are refused.
+pub fn parse_volume(spec: &str) -> Result<VolumeSpec, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, mode) = match parts[..] {
+        [s, t] => (s, t, None),
+        [s, t, m] => (s, t, Some(m)),
+        [_] => {
+            return Err(format!(
+                "-v {spec:?}: anonymous volumes are not supported; use -v \"$PWD\":/work"
+            ))
+        }
+        _ => {
+            return Err(format!(
+            "-v {spec:?}: expected HOST-DIR:CONTAINER-DIR[:ro] (paths with ':' are not supported)"
+        ))
+        }
+    };
+    let read_only = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(m) => {
+            return Err(format!(
+                "-v {spec:?}: mount option {m:?} is not supported (only ro or rw)"
+            ))
+        }
+    };
+    if source.is_empty() || !(source.starts_with('/') || source.starts_with('.')) {
+        return Err(format!(
+            "-v {spec:?}: named volumes are not supported; only your current directory \
+             (or one below it) can be mounted, e.g. -v \"$PWD\":/work or -v ./sub:/work"
+        ));
+    }
+    validate_target(target).map_err(|e| format!("-v {spec:?}: {e}"))?;
+    Ok(VolumeSpec {
+        source: source.to_string(),
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+/// Container paths a mount may not cover: the container's own machinery and the
+/// identity files urund provides.
+const TARGET_DENY: &[&str] = &["/proc", "/sys", "/dev", "/etc"];
+
+/// Checks a container-side mount target: absolute, normal (no `.`/`..`/`//`), not `/`,
+/// not over `/proc`, `/sys`, `/dev`, `/etc`. Used by the client for its message and by
+/// the judge, which never trusts the client's check.
+pub fn validate_target(t: &str) -> Result<(), String> {
+    validate_container_path(t)?;
+    if t == "/" {
+        return Err("cannot mount over the container's root".into());
+    }
+    if let Some(d) = TARGET_DENY
+        .iter()
+        .find(|d| under(Path::new(t), Path::new(d)))
+    {
+        return Err(format!("cannot mount over {d} in the container"));
+    }
+    Ok(())
+}
+
+/// An absolute, normal path inside the container (for `-w` as well).
+pub fn validate_container_path(t: &str) -> Result<(), String> {
+    if t.len() > 4096 || t.contains('\0') || t.contains('\n') {
+        return Err(format!("{t:?} is not a usable path"));
+    }
+    if !t.starts_with('/') {
+        return Err(format!("{t:?} must be an absolute path in the container"));
+    }
+    if !is_normal(Path::new(t)) || (t.len() > 1 && t.ends_with('/')) || t.contains("//") {
+        return Err(format!(
+            "{t:?} must be a plain absolute path (no '.', '..', or repeated '/')"
+        ));
+    }
+    Ok(())
+}
+
+/// True if `p` is absolute and made only of normal components.
+fn is_normal(p: &Path) -> bool {
+    let mut c = p.components();
+    c.next() == Some(Component::RootDir)
+        && c.all(|c| matches!(c, Component::Normal(_)))
+        // `components()` silently drops inner `.` and repeated `/`
+        && !p
+            .to_string_lossy()
+            .split('/')
+            .skip(1)
+            .any(|c| c == "." || (c.is_empty() && p != Path::new("/")))
+}
+
+/// True if `p` is `dir` or below it (component-wise, not by string prefix).
+pub fn under(p: &Path, dir: &Path) -> bool {
+    p.starts_with(dir)
+}
+
+/// The client's rule: the resolved source must be the current directory or below it.
+/// Both paths are already canonical (symlinks and `..` resolved by the kernel).
+pub fn check_below_cwd(cwd: &Path, source: &Path) -> Result<(), String> {
+    if under(source, cwd) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not your current directory or below it ({}): only that can be mounted; \
+             cd there first",
+            source.display(),
+            cwd.display()
+        ))
+    }
+}
+
+/// Host paths that are never mounted, whatever the roots say, and that may not be a
+/// root: the system's own directories, the runtime and Docker's state.
+pub const SYSTEM_PATHS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/run",
+    "/var/log",
+    "/var/spool",
+    "/var/cache",
+    "/var/mail",
+];
+
+/// The system path `p` is (or is below), if any. `/` itself counts.
+pub fn system_path(p: &Path) -> Option<&'static str> {
+    if p == Path::new("/") {
+        return Some("/");
+    }
+    SYSTEM_PATHS
+        .iter()
+        .copied()
+        .find(|s| under(p, Path::new(s)))
+}
+
+/// Checks an administrator's `roots` entry: absolute, normal, not `/`, not a system
+/// path, not above one (`/var` would contain `/var/lib`).
+pub fn validate_root(r: &str) -> Result<(), String> {
+    let p = Path::new(r);
+    if !r.starts_with('/') || !is_normal(p) || r.ends_with('/') && r != "/" {
+        return Err(format!(
+            "root {r:?} must be a plain absolute path (no '.', '..', trailing '/')"
+        ));
+    }
+    if let Some(s) = system_path(p) {
+        return Err(format!("root {r:?} is (inside) the system path {s}"));
+    }
+    if let Some(s) = SYSTEM_PATHS.iter().find(|s| under(Path::new(s), p)) {
+        return Err(format!("root {r:?} contains the system path {s}"));
+    }
+    Ok(())
+}
+
+/// What the helper learnt about a passed descriptor, from the kernel (`fstat`, and
+/// `readlink /proc/self/fd/N` for where it is now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirFacts {
+    pub is_dir: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// The directory's current path; `None` if it has been deleted or is not
+    /// reachable from the helper's root.
+    pub path: Option<PathBuf>,
+}
+
+/// How much a caller must have on a directory other than their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only directories the caller owns.
+    Owner,
+    /// Also directories the caller can use by their mode bits (owner, group or other
+    /// class, as the kernel picks it): read+search, and write for a read-write mount.
+    Mode,
+}
+
+/// The helper's check of a passed directory. Returns the rule and message on refusal.
+pub fn check_dir(
+    f: &DirFacts,
+    uid: u32,
+    gids: &[u32],
+    read_only: bool,
+    roots: &[String],
+    access: Access,
+) -> Result<(), (&'static str, String)> {
+    if !f.is_dir {
+        return Err((
+            "mounts.workdir",
+            "the descriptor passed for -v is not a directory".into(),
+        ));
+    }
+    let Some(path) = f.path.as_deref().filter(|p| is_normal(p)) else {
+        return Err((
+            "mounts.workdir",
+            "the directory passed for -v was deleted or moved while urund checked it, or is \
+             not reachable from urund; try again"
+                .into(),
+        ));
+    };
+    if let Some(s) = system_path(path) {
+        return Err((
+            "mounts.roots",
+            format!(
+                "{} is a system path ({s}): it is never mounted, whatever policy mounts.roots says",
+                path.display()
+            ),
+        ));
+    }
+    if !roots.iter().any(|r| under(path, Path::new(r))) {
+        return Err((
+            "mounts.roots",
+            format!(
+                "{} is outside the directories that may be mounted (policy mounts.roots = {:?})",
+                path.display(),
+                roots
+            ),
+        ));
+    }
+    let owner = f.uid == uid;
+    let ok = match access {
+        Access::Owner => owner && class_allows(f, uid, gids, read_only),
+        Access::Mode => class_allows(f, uid, gids, read_only),
+    };
+    if !ok {
+        let what = match access {
+            Access::Owner => "owned by you (policy mounts.access = \"owner\")",
+            Access::Mode if read_only => "readable and searchable by you",
+            Access::Mode => "readable, writable and searchable by you",
+        };
+        return Err((
+            "mounts.access",
+            format!(
+                "{} is not {what} (owner uid {}, mode {:o})",
+                path.display(),
+                f.uid,
+                f.mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The classic permission check for uid/gids on mode bits (ACLs are not consulted,
+/// which can only refuse more): the owner class if the uid owns it, else the group
+/// class if one of the gids is its group, else other.
+fn class_allows(f: &DirFacts, uid: u32, gids: &[u32], read_only: bool) -> bool {
+    let bits = if f.uid == uid {
+        (f.mode >> 6) & 7
+    } else if gids.contains(&f.gid) {
+        (f.mode >> 3) & 7
+    } else {
+        f.mode & 7
+    };
+    let need = if read_only { 0o5 } else { 0o7 };
+    bits & need == need
+}
+
+/// Mount points (field 5 of `/proc/self/mountinfo`, unescaped) at or below `dir`,
+/// deepest first, so they can be unmounted in that order.
+pub fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_octal(m)))
+        .filter(|m| under(m, dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v.dedup();
+    v
+}
+
+/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_specs() {
+        assert_eq!(
+            parse_volume("/home/a/p:/work").unwrap(),
+            VolumeSpec {
+                source: "/home/a/p".into(),
+                target: "/work".into(),
+                read_only: false
+            }
+        );
+        assert!(parse_volume("./x:/work:ro").unwrap().read_only);
+        assert!(!parse_volume(".:/work:rw").unwrap().read_only);
+        for bad in [
+            "/work",
+            "data:/work",
+            "/a:/b:z",
+            "/a:/b:ro:x",
+            "/a:relative",
+            "/a:/",
+            "/a:/etc",
+            "/a:/etc/passwd",
+            "/a:/proc/x",
+            "/a:/w/../etc",
+            "/a:/w/",
+            ":/w",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        assert!(validate_target("/work").is_ok());
+        assert!(validate_target("/home/alice/src").is_ok());
+        assert!(validate_target("/etcetera").is_ok());
+        assert!(validate_target("/sys").is_err());
+        assert!(validate_target("/w//x").is_err());
+        assert!(validate_target("/w/./x").is_err());
+        assert!(validate_container_path("/").is_ok());
+        assert!(validate_container_path("w").is_err());
+    }
+
+    #[test]
+    fn below_cwd_is_by_component() {
+        let cwd = Path::new("/home/a/proj");
+        assert!(check_below_cwd(cwd, Path::new("/home/a/proj")).is_ok());
+        assert!(check_below_cwd(cwd, Path::new("/home/a/proj/src")).is_ok());
+        assert!(check_below_cwd(cwd, Path::new("/home/a/project2")).is_err());
+        assert!(check_below_cwd(cwd, Path::new("/home/a")).is_err());
+    }
+
+    #[test]
+    fn roots_cannot_be_or_contain_system_paths() {
+        for ok in ["/home", "/srv", "/data/projects", "/var/tmp/work"] {
+            assert!(validate_root(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/",
+            "/etc",
+            "/var",
+            "/run/user",
+            "/usr/local",
+            "home",
+            "/home/",
+            "/a/../etc",
+        ] {
+            assert!(validate_root(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn facts(path: &str, uid: u32, mode: u32) -> DirFacts {
+        DirFacts {
+            is_dir: true,
+            uid,
+            gid: 100,
+            mode,
+            path: Some(path.into()),
+        }
+    }
+
+    #[test]
+    fn dir_checks() {
+        let roots = vec!["/home".to_string(), "/srv".to_string()];
+        let c = |f: &DirFacts, ro, a| check_dir(f, 1000, &[1000, 100], ro, &roots, a);
+        assert!(c(&facts("/home/a/p", 1000, 0o700), false, Access::Owner).is_ok());
+        // outside roots, system paths, not a directory, deleted
+        assert_eq!(
+            c(&facts("/tmp/p", 1000, 0o700), false, Access::Owner)
+                .unwrap_err()
+                .0,
+            "mounts.roots"
+        );
+        assert_eq!(
+            c(&facts("/etc", 1000, 0o755), true, Access::Mode)
+                .unwrap_err()
+                .0,
+            "mounts.roots"
+        );
+        let mut f = facts("/home/a/p", 1000, 0o700);
+        f.is_dir = false;
+        assert_eq!(c(&f, false, Access::Owner).unwrap_err().0, "mounts.workdir");
+        f.is_dir = true;
+        f.path = None;
+        assert_eq!(c(&f, false, Access::Owner).unwrap_err().0, "mounts.workdir");
+        // someone else's directory: refused under "owner", by mode bits under "mode"
+        let other = facts("/home/b/shared", 2000, 0o775);
+        assert_eq!(
+            c(&other, true, Access::Owner).unwrap_err().0,
+            "mounts.access"
+        );
+        assert!(c(&other, false, Access::Mode).is_ok()); // group 100 has rwx
+        let other = facts("/home/b/pub", 2000, 0o755);
+        assert!(c(&other, true, Access::Mode).is_ok());
+        assert!(c(&other, false, Access::Mode).is_err());
+        assert!(c(&facts("/home/b", 2000, 0o700), true, Access::Mode).is_err());
+        // the owner class decides for the owner even if others have more
+        assert!(c(&facts("/home/a/x", 1000, 0o077), true, Access::Mode).is_err());
+    }
+
+    #[test]
+    fn mountinfo_points() {
+        let mi = "22 1 8:1 / / rw - ext4 /dev/sda rw\n\
+                  90 22 8:1 /home/a/p /run/urun/run/r1/work rw,nosuid - ext4 /dev/sda rw\n\
+                  91 90 8:1 /x /run/urun/run/r1/work/sub rw - ext4 /dev/sda rw\n\
+                  92 22 8:1 /y /run/urun/run2/w rw - ext4 /dev/sda rw\n\
+                  93 22 8:1 /z /run/urun/run/a\\040b rw - ext4 /dev/sda rw\n";
+        assert_eq!(
+            mount_points_under(mi, Path::new("/run/urun/run")),
+            vec![
+                PathBuf::from("/run/urun/run/r1/work/sub"),
+                PathBuf::from("/run/urun/run/r1/work"),
+                PathBuf::from("/run/urun/run/a b"),
+            ]
+        );
+    }
+}
