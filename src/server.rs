@@ -731,6 +731,25 @@ impl Helper {
                 "Network: isolated bridge urun-isolated (containers cannot reach each other)\n"
             }
         });
+        t.push_str(&if p.mounts.workdir {
+            format!(
+                "Your working directory (-v \"$PWD\":DIR, --here): may be mounted below {} ({})\n",
+                p.mounts.root_strings().join(", "),
+                match p.mounts.access {
+                    crate::policy::MountAccess::Owner => "directories you own",
+                    crate::policy::MountAccess::Mode => "directories your permissions allow",
+                }
+            )
+        } else {
+            "Your working directory (-v, --here): not mounted (policy mounts.workdir = false)\n"
+                .to_string()
+        });
+        t.push_str(match p.identity.groups {
+            crate::policy::GroupsMode::Primary => "Supplementary groups: none\n",
+            crate::policy::GroupsMode::Caller => {
+                "Supplementary groups: yours, minus the denied ones (identity.deny_groups)\n"
+            }
+        });
         t.push_str(&format!(
             "Environment variables you may pass: {}\n\nAlways forced, whatever you ask:\n",
             list(&p.env.allow)

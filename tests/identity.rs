@@ -385,6 +385,24 @@ fn mounting_is_refused_unless_the_policy_allows_it() {
     let o = run_in(&d, &u, &proj, &["--here", image(), "true"]);
     assert_refused(&o, &["mounts.workdir"]);
     assert!(d.containers().is_empty());
+    let o = d.run(&u, &["--policy"], b"");
+    assert!(
+        stdout(&o).contains("not mounted (policy mounts.workdir = false)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("Supplementary groups: none"),
+        "{}",
+        stdout(&o)
+    );
+    let (_g, u, d) = setup(MOUNTS_ON);
+    let o = d.run(&u, &["--policy"], b"");
+    assert!(
+        stdout(&o).contains("may be mounted below /home (directories you own)"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
