@@ -393,11 +393,19 @@ pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
     let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     // The path counts only if it leads to this very inode now: not deleted, not in
-    // another mount namespace (where the name would mean something else here).
-    let same = |p: &Path| {
-        std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino)
+    // another mount namespace (where the name would mean something else here). A
+    // helper confined without CAP_DAC_READ_SEARCH may not be able to look it up (a
+    // 0700 home on the way): then the kernel's own name for the open file is used,
+    // unless it is marked deleted. (A directory from another mount namespace cannot
+    // be pinned anyway: the bind mount of its descriptor fails.)
+    let path = match std::fs::symlink_metadata(&link) {
+        _ if !link.is_absolute() => None,
+        Ok(m) => (m.dev() == st.st_dev && m.ino() == st.st_ino).then_some(link),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            (!link.to_string_lossy().ends_with(" (deleted)")).then_some(link)
+        }
+        Err(_) => None,
     };
-    let path = (link.is_absolute() && same(&link)).then_some(link);
     Ok(DirFacts {
         is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
         uid: st.st_uid,

@@ -657,3 +657,25 @@ fn no_pinned_mount_is_left_after_a_client_leaves_or_urund_is_killed() {
     // The directory itself is intact.
     assert_eq!(fs::read_to_string(proj.join("marker")).unwrap(), "original");
 }
+
+/// urund confined without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (as a hardened
+/// service unit may run it) cannot look up paths under a 0700 home, but still checks
+/// and pins a directory there: the checks use the descriptor and the kernel's name
+/// for it.
+#[test]
+#[serial]
+fn a_helper_without_dac_capabilities_mounts_a_directory_under_a_private_home() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = Daemon::prepare(&format!("{}{MOUNTS_ON}", policy_for(&g))).launch_wrapped(&[
+        "setpriv",
+        "--bounding-set",
+        "-dac_override,-dac_read_search",
+        "--",
+    ]);
+    fs::set_permissions(home(&u), fs::Permissions::from_mode(0o700)).unwrap();
+    let proj = user_dir(&u, &home(&u).join("proj"), "private");
+    let o = run_in(&d, &u, &proj, &["--here", image(), "cat", "marker"]);
+    assert_eq!(stdout(&o), "private", "{}\n{}", stderr(&o), d.log_text());
+    assert!(mounts_under(&runtime(&d)).is_empty());
+}

@@ -352,6 +352,24 @@ impl Daemon {
         self
     }
 
+    /// Starts urund under a wrapper command (e.g. `setpriv ... --`), with this
+    /// daemon's arguments.
+    pub fn launch_wrapped(mut self, wrapper: &[&str]) -> Daemon {
+        let mut c = Command::new(wrapper[0]);
+        c.args(&wrapper[1..])
+            .arg(URUND)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--policy")
+            .arg(&self.policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&self.log).unwrap());
+        self.child = Some(c.spawn().expect("spawning urund"));
+        self.wait_ready();
+        self
+    }
+
     /// Kills urund with SIGKILL (it gets no chance to clean up) and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
