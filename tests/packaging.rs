@@ -23,6 +23,39 @@ const DEFAULT_SOCKET: &str = "/run/urun/urun.sock";
 /// The highest `systemd-analyze security` exposure urund.service may have.
 const EXPOSURE_THRESHOLD: &str = "3.0";
 
+/// Policy for the confinement tests: everything that needs urund's privileges on
+/// (the pinned working-directory mount, generated passwd/group, the caller's groups).
+fn confined_policy(g: &TestGroup) -> String {
+    format!(
+        "{}[mounts]\nworkdir = true\nroots = [\"/home\"]\n[identity]\ngroups = \"caller\"\n",
+        policy_for(g)
+    )
+}
+
+/// A `--here` run from a directory in `u`'s home: the name inside comes from the
+/// generated passwd file, the file written inside belongs to `u` on the host, and no
+/// pinned mount is left under the daemon's directory afterwards.
+fn here_run(d: &Daemon, u: &TestUser) {
+    let proj = PathBuf::from(format!("/home/{}/proj", u.name));
+    fs::create_dir_all(&proj).unwrap();
+    std::os::unix::fs::chown(&proj, Some(u.uid), Some(u.gid)).unwrap();
+    let mut c = d.urun(
+        u,
+        &["--here", image(), "sh", "-c", "whoami; touch made-inside"],
+    );
+    c.current_dir(&proj);
+    let o = run_with_input(c, b"");
+    ok(&o, &format!("--here run\n{}", d.log_text()));
+    assert_eq!(stdout(&o), format!("{}\n", u.name));
+    let m = fs::metadata(proj.join("made-inside")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (u.uid, u.gid));
+    assert!(
+        mounts_under(&d.dir).is_empty(),
+        "{:?}",
+        mounts_under(&d.dir)
+    );
+}
+
 fn src(p: &str) -> PathBuf {
     Path::new(SRC).join(p)
 }
@@ -239,7 +272,7 @@ impl Drop for Activated {
 fn socket_activated_urund_serves_requests_with_the_units_capabilities() {
     let g = TestGroup::new("urg");
     let u = TestUser::new(&[&g]);
-    let d = Daemon::prepare(&policy_for(&g));
+    let d = Daemon::prepare(&confined_policy(&g));
     let mut a = Activated::start(&d);
     // What SocketGroup=urun and SocketMode=0660 do in urund.socket.
     std::os::unix::fs::chown(&d.socket, None, Some(g.gid)).unwrap();
@@ -288,6 +321,10 @@ fn socket_activated_urund_serves_requests_with_the_units_capabilities() {
     let o = d.run(&u, &["-i", image(), "tr", "a-z", "A-Z"], b"hello\n");
     ok(&o, "second request");
     assert_eq!(stdout(&o), "HELLO\n");
+    assert!(d.containers().is_empty());
+    // The working-directory mount and identity files work within the unit's
+    // capabilities and without a mount namespace of its own.
+    here_run(&d, &u);
     assert!(d.containers().is_empty());
 
     // urund did not touch the socket systemd made, and leaves it in place on exit.
@@ -389,11 +426,11 @@ fn unit_allowed_syscalls() -> std::collections::BTreeSet<String> {
 fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     // Not the seccomp filter itself (that needs systemd as PID 1), but the list it is
     // built from, checked against what urund really calls: socket activation, start,
-    // one run with stdin, shutdown.
+    // one run with stdin, one --here run (pinned mount, identity files), shutdown.
     let allowed = unit_allowed_syscalls();
     let g = TestGroup::new("urg");
     let u = TestUser::new(&[&g]);
-    let d = Daemon::prepare(&policy_for(&g));
+    let d = Daemon::prepare(&confined_policy(&g));
     fs::create_dir_all(d.socket.parent().unwrap()).unwrap();
     let trace = d.dir.join("strace.log");
     let mut child = Command::new("strace")
@@ -414,6 +451,7 @@ fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     std::os::unix::fs::chown(&d.socket, None, Some(g.gid)).unwrap();
     fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o660)).unwrap();
     let o = d.run(&u, &["-i", image(), "sh", "-c", "cat; id -u"], b"hi\n");
+    here_run(&d, &u);
     // SIGTERM to urund (strace's child), not to strace; strace exits with it.
     let urund = stdout(&sh("pgrep", &["-P", &child.id().to_string()]));
     let urund = urund.trim();
@@ -442,6 +480,13 @@ fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     assert!(
         used.contains("accept4") || used.contains("accept"),
         "{used:?}"
+    );
+    // The --here run pinned its directory with urund's own mount calls.
+    assert!(
+        ["mount", "move_mount", "mount_setattr"]
+            .iter()
+            .any(|c| used.contains(*c)),
+        "no mount call traced: {used:?}"
     );
     let refused: Vec<&String> = used.iter().filter(|c| !allowed.contains(*c)).collect();
     assert!(
