@@ -4,16 +4,15 @@
 
 use crate::protocol::WinSize;
 use anyhow::{bail, Context, Result};
-use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -99,44 +98,14 @@ impl Engine {
         Ok(r.id)
     }
 
-    /// Attaches to a created container's streams. With a TTY the stream is raw bytes,
-    /// which bollard's decoder would take for a multiplexing header whenever a chunk
-    /// starts with byte 0, 1 or 2 (a program printing `\x01...` would lose 8 bytes and
-    /// stall the stream), so TTY output is read from a plain hijacked connection.
+    /// Attaches to a created container's streams over a plain hijacked connection
+    /// (`POST /containers/{id}/attach` upgraded to a raw byte stream, what the docker
+    /// CLI does), read in large chunks into one buffer that frames are cut from
+    /// without copying. bollard's attach is not used: it reads 8 KiB at a time, and
+    /// its decoder takes raw TTY output that starts with byte 0, 1 or 2 for a
+    /// multiplexing header (a program printing `\x01...` would lose 8 bytes and stall
+    /// the stream). `id` is the ID the daemon returned at create: hex only.
     pub async fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<Attached> {
-        if tty {
-            return self.attach_raw(id, stdin).await;
-        }
-        let opts = AttachContainerOptionsBuilder::default()
-            .stdin(stdin)
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            .logs(false)
-            .build();
-        let AttachContainerResults { output, input } = self
-            .docker
-            .attach_container(id, Some(opts))
-            .await
-            .context("attaching to container")?;
-        let output = output
-            .filter_map(|item| async move {
-                match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        Some(Ok(Output::Stdout(message)))
-                    }
-                    Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message))),
-                    Ok(LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(std::io::Error::other(e))),
-                }
-            })
-            .boxed();
-        Ok(Attached { output, input })
-    }
-
-    /// `POST /containers/{id}/attach` upgraded to a raw byte stream (what the docker CLI
-    /// does for a TTY). `id` is the ID the daemon returned at create: hex only.
-    async fn attach_raw(&self, id: &str, stdin: bool) -> Result<Attached> {
         if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("attaching to container: unexpected container id {id:?}");
         }
@@ -170,15 +139,30 @@ impl Engine {
             );
         }
         let (rd, wr) = s.into_split();
-        let output = futures_util::stream::unfold(rd, |mut rd| async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            match rd.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(Output::Stdout(Bytes::from(buf))), rd))
+        let state = (rd, BytesMut::with_capacity(ATTACH_BUFFER));
+        let output = futures_util::stream::unfold(state, move |(mut rd, mut buf)| async move {
+            loop {
+                match cut_output(&mut buf, tty) {
+                    Ok(Some(o)) => return Some((Ok(o), (rd, buf))),
+                    Ok(None) => {}
+                    Err(e) => return Some((Err(e), (rd, buf))),
                 }
-                Err(e) => Some((Err(e), rd)),
+                if buf.capacity() - buf.len() < ATTACH_BUFFER / 4 {
+                    buf.reserve(ATTACH_BUFFER);
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) if buf.is_empty() => return None,
+                    Ok(0) => {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "attach stream ended inside a frame",
+                        );
+                        buf.clear();
+                        return Some((Err(e), (rd, buf)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Some((Err(e), (rd, buf))),
+                }
             }
         })
         .boxed();
@@ -467,6 +451,44 @@ pub fn split_reference(r: &str) -> (String, String) {
     }
 }
 
+/// Read size of an attach stream (and most of a pipe's worth of container output).
+const ATTACH_BUFFER: usize = 256 * 1024;
+/// Largest frame accepted from the daemon's multiplexed stream (it writes ≤ 32 KiB).
+const MAX_DOCKER_FRAME: usize = 16 << 20;
+
+/// Cuts the next piece of container output from `buf`. A TTY stream is raw bytes;
+/// otherwise docker multiplexes it as frames `[stream u8][0 0 0][len u32 BE][data]`
+/// (stream 1 stdout, 2 stderr). `Ok(None)`: more bytes are needed. Pure.
+fn cut_output(buf: &mut BytesMut, tty: bool) -> std::io::Result<Option<Output>> {
+    if tty {
+        return Ok((!buf.is_empty()).then(|| Output::Stdout(buf.split().freeze())));
+    }
+    let bad = |m: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+    loop {
+        if buf.len() < 8 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        if len > MAX_DOCKER_FRAME {
+            return bad(format!("attach stream: frame of {len} bytes"));
+        }
+        if buf.len() < 8 + len {
+            buf.reserve(8 + len - buf.len());
+            return Ok(None);
+        }
+        let stream = buf[0];
+        let _ = buf.split_to(8);
+        let data = buf.split_to(len).freeze();
+        match stream {
+            1 => return Ok(Some(Output::Stdout(data))),
+            2 => return Ok(Some(Output::Stderr(data))),
+            // stdin is not echoed on attach; skip it if it ever is.
+            0 => continue,
+            s => return bad(format!("attach stream: unknown stream {s}")),
+        }
+    }
+}
+
 fn is_status(e: &DockerError, code: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
@@ -495,6 +517,64 @@ pub fn start_error_status(message: &str) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![stream, 0, 0, 0];
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn out(o: Option<Output>) -> (u8, Vec<u8>) {
+        match o.expect("a frame") {
+            Output::Stdout(b) => (1, b.to_vec()),
+            Output::Stderr(b) => (2, b.to_vec()),
+        }
+    }
+
+    #[test]
+    fn multiplexed_stream_is_cut_into_frames_byte_exact() {
+        let mut bytes = frame(1, b"\x01\x02binary\x00");
+        bytes.extend(frame(0, b"ignored stdin"));
+        bytes.extend(frame(2, b"err"));
+        bytes.extend(frame(1, b""));
+        // Fed one byte at a time, as the daemon may deliver it.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in bytes {
+            buf.extend_from_slice(&[b]);
+            while let Some(o) = cut_output(&mut buf, false).unwrap() {
+                got.push(out(Some(o)));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (1, b"\x01\x02binary\x00".to_vec()),
+                (2, b"err".to_vec()),
+                (1, vec![])
+            ]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn tty_stream_is_passed_raw_even_when_it_looks_like_a_header() {
+        let mut buf = BytesMut::from(&b"\x01\x00\x00\x00\x00\x00\x00\x05hello"[..]);
+        assert_eq!(
+            out(cut_output(&mut buf, true).unwrap()),
+            (1, b"\x01\x00\x00\x00\x00\x00\x00\x05hello".to_vec())
+        );
+        assert!(cut_output(&mut buf, true).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_multiplexed_frames_are_errors() {
+        let mut buf = BytesMut::from(&frame(7, b"x")[..]);
+        assert!(cut_output(&mut buf, false).is_err());
+        let mut buf = BytesMut::from(&[1u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(cut_output(&mut buf, false).is_err());
+    }
+
     use super::*;
 
     #[test]

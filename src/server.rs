@@ -800,13 +800,13 @@ impl Helper {
                     break End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
                 }
                 item = output.next() => match item {
-                    Some(Ok(Output::Stdout(message))) => {
-                        rec.bytes_out += message.len() as u64;
-                        if send(wr, Kind::Stdout, &message).await.is_err() { break End::ClientGone; }
-                    }
-                    Some(Ok(Output::Stderr(message))) => {
-                        rec.bytes_out += message.len() as u64;
-                        if send(wr, Kind::Stderr, &message).await.is_err() { break End::ClientGone; }
+                    Some(Ok(first)) => {
+                        // Whatever else is already decoded goes out in the same write.
+                        let (batch, ended) = ready_outputs(first, &mut output);
+                        let frames: Vec<(Kind, &[u8])> = batch.iter().map(Output::frame).collect();
+                        rec.bytes_out += frames.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
+                        if send_frames(wr, &frames).await.is_err() { break End::ClientGone; }
+                        if ended { break self.exit_status(id, req.tty).await; }
                     }
                     // The stream ends when the container's output closes: it has exited
                     // (or, with a TTY, was detached: then it is killed after a grace).
@@ -1151,12 +1151,64 @@ async fn test_pause() {
     }
 }
 
+/// Most frames sent in one write (two iovecs each, well under IOV_MAX).
+const MAX_BATCH: usize = 64;
+
+/// `first` and the outputs that are already decoded behind it, without waiting.
+/// `true` if the stream ended (or failed) meanwhile: it must not be polled again.
+fn ready_outputs(
+    first: Output,
+    output: &mut futures_util::stream::BoxStream<'static, std::io::Result<Output>>,
+) -> (Vec<Output>, bool) {
+    use futures_util::FutureExt;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match output.next().now_or_never() {
+            Some(Some(Ok(o))) => batch.push(o),
+            Some(Some(Err(_)) | None) => return (batch, true),
+            None => break,
+        }
+    }
+    (batch, false)
+}
+
+impl Output {
+    fn frame(&self) -> (Kind, &[u8]) {
+        match self {
+            Output::Stdout(b) => (Kind::Stdout, b),
+            Output::Stderr(b) => (Kind::Stderr, b),
+        }
+    }
+}
+
+/// Writes one frame (several for a payload over `MAX_FRAME`).
 async fn send(wr: &mut OwnedWriteHalf, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-    for chunk in payload.chunks(protocol::MAX_FRAME) {
-        let mut buf = Vec::with_capacity(protocol::HEADER + chunk.len());
-        buf.extend_from_slice(&protocol::header(kind, chunk.len()));
-        buf.extend_from_slice(chunk);
-        wr.write_all(&buf).await?;
+    send_frames(wr, &[(kind, payload)]).await
+}
+
+/// Writes frames with as few system calls as possible: headers and payloads go out
+/// in vectored writes, and payloads are not copied.
+async fn send_frames(wr: &mut OwnedWriteHalf, frames: &[(Kind, &[u8])]) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let mut parts: Vec<([u8; protocol::HEADER], &[u8])> = Vec::with_capacity(frames.len());
+    for (kind, payload) in frames {
+        for chunk in payload.chunks(protocol::MAX_FRAME) {
+            parts.push((protocol::header(*kind, chunk.len()), chunk));
+        }
+    }
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() * 2);
+    for (h, chunk) in &parts {
+        slices.push(IoSlice::new(h));
+        slices.push(IoSlice::new(chunk));
+    }
+    slices.retain(|s| !s.is_empty());
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = wr.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
 }

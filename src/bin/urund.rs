@@ -11,7 +11,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: urund's work per byte is a read and a write, and what costs is
+    // waking up (bench/RESULTS.md). A single-threaded runtime saves the hand-offs
+    // between the I/O driver and worker threads; nothing in urund blocks for long.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
