@@ -925,8 +925,10 @@ async fn pump_client(
     control: Control<'_>,
 ) -> PumpEnd {
     let mut stdin_open = true;
+    // Buffered: a frame's header and payload (and often several frames) in one read.
+    let mut rd = tokio::io::BufReader::with_capacity(CLIENT_BUFFER, rd);
     loop {
-        let (kind, payload) = match read_frame(rd).await {
+        let (kind, payload) = match read_frame(&mut rd).await {
             Ok(Some(f)) => f,
             Ok(None) => return PumpEnd::Gone,
             Err(FrameError::Protocol(e)) => return PumpEnd::Bad(e),
@@ -943,7 +945,7 @@ async fn pump_client(
                     tokio::select! {
                         r = &mut write => { if r.is_err() { stdin_open = false; } break; }
                         _ = tokio::time::sleep(HANGUP_POLL) => {
-                            if peer_hung_up(rd) { return PumpEnd::Gone; }
+                            if peer_hung_up(rd.get_ref()) { return PumpEnd::Gone; }
                         }
                     }
                 }
@@ -1150,6 +1152,9 @@ async fn test_pause() {
         tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
     }
 }
+
+/// Read buffer for a client's frames once its run has started.
+const CLIENT_BUFFER: usize = 256 * 1024;
 
 /// Most frames sent in one write (two iovecs each, well under IOV_MAX).
 const MAX_BATCH: usize = 64;
