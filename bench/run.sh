@@ -200,6 +200,8 @@ if [ -z "$QUICK" ]; then
     echo "urun runs as an unprivileged member of the urun group. Runs alternate between the two."
     echo
     echo "$table"
+    echo
+    echo "What was profiled and changed, and why a target is or is not met: [NOTES.md](NOTES.md)."
   } >bench/RESULTS.md.new
   mv bench/RESULTS.md.new bench/RESULTS.md
   echo "wrote bench/RESULTS.md" >&2
