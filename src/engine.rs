@@ -268,20 +268,13 @@ impl Engine {
     /// communication off and our label: creates it if missing, refuses one that is
     /// not ours or lets containers talk to each other.
     pub async fn ensure_isolated_network(&self, name: &str) -> Result<()> {
-        match self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(n) => {
+        match self.network(name).await? {
+            Some(n) => {
                 let labels = n.labels.unwrap_or_default();
                 let opts = n.options.unwrap_or_default();
                 check_isolated_network(name, n.driver.as_deref(), &labels, &opts)
             }
-            Err(e) if is_status(&e, 404) => {
+            None => {
                 let req = NetworkCreateRequest {
                     name: name.to_string(),
                     driver: Some("bridge".into()),
@@ -303,7 +296,6 @@ impl Engine {
                     .with_context(|| format!("creating network {name}"))?;
                 Ok(())
             }
-            Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting network {name}"))),
         }
     }
 
@@ -319,6 +311,14 @@ impl Engine {
 
     /// The options of a network (e.g. the default `bridge`), if it exists.
     pub async fn network_options(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
+        Ok(self
+            .network(name)
+            .await?
+            .map(|n| n.options.unwrap_or_default()))
+    }
+
+    /// A network by name; `None` if it does not exist.
+    async fn network(&self, name: &str) -> Result<Option<bollard::models::Network>> {
         match self
             .docker
             .inspect_network(
@@ -327,7 +327,7 @@ impl Engine {
             )
             .await
         {
-            Ok(n) => Ok(Some(n.options.unwrap_or_default())),
+            Ok(n) => Ok(Some(n)),
             Err(e) if is_status(&e, 404) => Ok(None),
             Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting network {name}"))),
         }
