@@ -358,6 +358,19 @@ mod tests {
         )
     }
 
+    /// The configuration for `r` with default limits, no network and `inside`.
+    fn build_with(r: &Request, inside: &Inside) -> ContainerCreateBody {
+        container_config(
+            &caller(),
+            &Limits::default(),
+            "x",
+            r,
+            HashMap::new(),
+            NetworkMode::None,
+            inside,
+        )
+    }
+
     fn inside() -> Inside {
         Inside {
             passwd: Some("/run/urun/run/rq1/passwd".into()),
@@ -372,15 +385,7 @@ mod tests {
 
     #[test]
     fn row_identity_files_read_only() {
-        let c = container_config(
-            &caller(),
-            &Limits::default(),
-            "x",
-            &Request::default(),
-            HashMap::new(),
-            NetworkMode::None,
-            &inside(),
-        );
+        let c = build_with(&Request::default(), &inside());
         let m = c.host_config.unwrap().mounts.unwrap();
         for (src, dst) in [
             ("/run/urun/run/rq1/passwd", "/etc/passwd"),
@@ -399,15 +404,7 @@ mod tests {
             workdir: Some("/work".into()),
             ..Default::default()
         };
-        let c = container_config(
-            &caller(),
-            &Limits::default(),
-            "x",
-            &r,
-            HashMap::new(),
-            NetworkMode::None,
-            &inside(),
-        );
+        let c = build_with(&r, &inside());
         assert_eq!(c.working_dir.as_deref(), Some("/work"));
         let h = c.host_config.unwrap();
         let m = h.mounts.unwrap();
@@ -430,15 +427,7 @@ mod tests {
         assert!(h.tmpfs.unwrap().contains_key("/home/alice"));
         let mut i = inside();
         i.work.as_mut().unwrap().target = "/home/alice".into();
-        let c = container_config(
-            &caller(),
-            &Limits::default(),
-            "x",
-            &r,
-            HashMap::new(),
-            NetworkMode::None,
-            &i,
-        );
+        let c = build_with(&r, &i);
         assert!(!c
             .host_config
             .unwrap()
@@ -449,15 +438,7 @@ mod tests {
 
     #[test]
     fn row_group_add_only_what_the_helper_chose() {
-        let c = container_config(
-            &caller(),
-            &Limits::default(),
-            "x",
-            &Request::default(),
-            HashMap::new(),
-            NetworkMode::None,
-            &inside(),
-        );
+        let c = build_with(&Request::default(), &inside());
         assert_eq!(
             c.host_config.unwrap().group_add,
             Some(vec!["3000".to_string(), "3001".to_string()])
