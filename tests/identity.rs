@@ -66,74 +66,45 @@ fn assert_refused(o: &std::process::Output, words: &[&str]) {
     }
 }
 
-/// A local image derived from the test image, with its own /etc/passwd and /etc/group.
-struct TestImage(String);
-
-impl TestImage {
-    fn with_etc(passwd: &str, group: &str) -> TestImage {
-        let name = format!("urun-test/identity{}:latest", unique());
-        let dir = PathBuf::from(format!("/tmp/urun-img-{}", unique()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("passwd"), passwd).unwrap();
-        fs::write(dir.join("group"), group).unwrap();
-        fs::write(
-            dir.join("Dockerfile"),
-            format!(
-                "FROM {}\nCOPY passwd /etc/passwd\nCOPY group /etc/group\n",
-                image()
-            ),
-        )
-        .unwrap();
-        let o = sh(
-            "docker",
-            &["build", "-q", "-t", &name, dir.to_str().unwrap()],
-        );
-        let _ = fs::remove_dir_all(&dir);
-        assert!(o.status.success(), "docker build: {}", stderr(&o));
-        TestImage(name)
-    }
+/// The test image with its own /etc/passwd and /etc/group.
+fn image_with_etc(passwd: &str, group: &str) -> TestImage {
+    TestImage::build(
+        &format!("urun-test/identity{}:latest", unique()),
+        &format!(
+            "FROM {}\nCOPY passwd /etc/passwd\nCOPY group /etc/group\n",
+            image()
+        ),
+        |dir| {
+            fs::write(dir.join("passwd"), passwd).unwrap();
+            fs::write(dir.join("group"), group).unwrap();
+        },
+    )
 }
 
-impl TestImage {
-    /// The test image plus a host program and the shared libraries `ldd` lists for
-    /// it, at the same paths (so glibc's own NSS code can be run inside).
-    fn with_host_program(program: &str) -> TestImage {
-        let name = format!("urun-test/identity{}:latest", unique());
-        let dir = PathBuf::from(format!("/tmp/urun-img-{}", unique()));
-        let ldd = stdout(&sh("ldd", &[program]));
-        let mut files = vec![program.to_string()];
-        for l in ldd.lines() {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            match w[..] {
-                [_, "=>", p, _] if p.starts_with('/') => files.push(p.into()),
-                [p, _] if p.starts_with('/') => files.push(p.into()),
-                _ => {}
+/// The test image plus a host program and the shared libraries `ldd` lists for it,
+/// at the same paths (so glibc's own NSS code can be run inside).
+fn image_with_host_program(program: &str) -> TestImage {
+    let ldd = stdout(&sh("ldd", &[program]));
+    let mut files = vec![program.to_string()];
+    for l in ldd.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w[..] {
+            [_, "=>", p, _] if p.starts_with('/') => files.push(p.into()),
+            [p, _] if p.starts_with('/') => files.push(p.into()),
+            _ => {}
+        }
+    }
+    TestImage::build(
+        &format!("urun-test/identity{}:latest", unique()),
+        &format!("FROM {}\nCOPY root/ /\n", image()),
+        |dir| {
+            for f in &files {
+                let to = dir.join("root").join(f.trim_start_matches('/'));
+                fs::create_dir_all(to.parent().unwrap()).unwrap();
+                fs::copy(f, &to).unwrap_or_else(|e| panic!("{f}: {e}"));
             }
-        }
-        for f in &files {
-            let to = dir.join("root").join(f.trim_start_matches('/'));
-            fs::create_dir_all(to.parent().unwrap()).unwrap();
-            fs::copy(f, &to).unwrap_or_else(|e| panic!("{f}: {e}"));
-        }
-        fs::write(
-            dir.join("Dockerfile"),
-            format!("FROM {}\nCOPY root/ /\n", image()),
-        )
-        .unwrap();
-        let o = sh(
-            "docker",
-            &["build", "-q", "-t", &name, dir.to_str().unwrap()],
-        );
-        let _ = fs::remove_dir_all(&dir);
-        assert!(o.status.success(), "docker build: {}", stderr(&o));
-        TestImage(name)
-    }
-}
-
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        let _ = sh("docker", &["rmi", "-f", &self.0]);
-    }
+        },
+    )
 }
 
 #[test]
@@ -170,7 +141,7 @@ fn names_home_and_group_inside_are_the_callers() {
 #[serial]
 fn getent_in_a_glibc_program_resolves_the_caller() {
     let (_g, u, d) = setup("");
-    let img = TestImage::with_host_program("/usr/bin/getent");
+    let img = image_with_host_program("/usr/bin/getent");
     let o = d.run(
         &u,
         &[
@@ -198,7 +169,7 @@ fn getent_in_a_glibc_program_resolves_the_caller() {
 fn an_image_entry_claiming_the_callers_uid_or_name_changes_nothing() {
     let (_g, u, d) = setup("");
     let n = &u.name;
-    let img = TestImage::with_etc(
+    let img = image_with_etc(
         &format!(
             "root:x:0:0:root:/root:/bin/sh\n{n}:x:0:0:fake root:/root:/bin/sh\n\
              mallory:x:{}:0:claims the uid:/:/bin/sh\nsneaky:x:0{}:0::/:/bin/sh\n",

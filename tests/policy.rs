@@ -68,15 +68,6 @@ fn must(cmd: &str, args: &[&str]) -> String {
     stdout(&o)
 }
 
-/// A docker tag (or image) removed on drop.
-struct Tag(String);
-
-impl Drop for Tag {
-    fn drop(&mut self) {
-        let _ = sh("docker", &["rmi", "-f", &self.0]);
-    }
-}
-
 fn image_id(reference: &str) -> String {
     must("docker", &["image", "inspect", "-f", "{{.Id}}", reference])
         .trim()
@@ -84,24 +75,12 @@ fn image_id(reference: &str) -> String {
 }
 
 /// An image built FROM the test image with /marker containing `marker`.
-fn marked_image(name: &str, marker: &str) -> Tag {
-    let dir = std::env::temp_dir().join(format!("urun-mark-{}", unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("marker"), format!("{marker}\n")).unwrap();
-    std::fs::write(
-        dir.join("Dockerfile"),
-        format!("FROM {}\nCOPY marker /marker\n", image()),
+fn marked_image(name: &str, marker: &str) -> TestImage {
+    TestImage::build(
+        name,
+        &format!("FROM {}\nCOPY marker /marker\n", image()),
+        |dir| std::fs::write(dir.join("marker"), format!("{marker}\n")).unwrap(),
     )
-    .unwrap();
-    let o = Command::new("docker")
-        .args(["build", "-q", "-t", name])
-        .arg(&dir)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(o.status.success(), "docker build: {}", stderr(&o));
-    Tag(name.to_string())
 }
 
 // ── images ──
@@ -158,7 +137,7 @@ fn retagging_after_admission_cannot_change_what_runs() {
     let n = unique();
     let a = marked_image(&format!("urun-test/mark-a{n}:1"), "A");
     let b = marked_image(&format!("urun-test/mark-b{n}:1"), "B");
-    let tag = Tag(format!("urun-test/moving{n}:latest"));
+    let tag = TestImage(format!("urun-test/moving{n}:latest"));
     must("docker", &["tag", &a.0, &tag.0]);
     let id_a = image_id(&a.0);
     // Admitted while the tag points to A; the tag moves to B while it runs.
@@ -235,11 +214,11 @@ impl Registry {
 
     /// Pushes a fresh image (the test image plus a layer of its own) as `name` and
     /// removes it locally, so a pull must download that layer; returns the reference.
-    fn push_fresh_image(&self, name: &str) -> Tag {
+    fn push_fresh_image(&self, name: &str) -> TestImage {
         let local = marked_image(&format!("urun-test/{name}"), name);
         let r = format!("{}/{name}", self.addr);
         must("docker", &["tag", &local.0, &r]);
-        let t = Tag(r.clone());
+        let t = TestImage(r.clone());
         must("docker", &["push", &r]);
         must("docker", &["rmi", &r]);
         drop(local);

@@ -395,3 +395,33 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// A docker image or tag a test created, removed (`docker rmi -f`) on drop.
+pub struct TestImage(pub String);
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = sh("docker", &["rmi", "-f", &self.0]);
+    }
+}
+
+impl TestImage {
+    /// Builds `name` from `dockerfile` in a fresh context directory that `fill` puts
+    /// the files to copy into; the directory is removed afterwards.
+    pub fn build(name: &str, dockerfile: &str, fill: impl FnOnce(&Path)) -> TestImage {
+        let dir = std::env::temp_dir().join(format!("urun-img-{}", unique()));
+        fs::create_dir_all(&dir).unwrap();
+        fill(&dir);
+        fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        let image = TestImage(name.to_string());
+        let o = Command::new("docker")
+            .args(["build", "-q", "-t", name])
+            .arg(&dir)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("docker build");
+        let _ = fs::remove_dir_all(&dir);
+        assert!(o.status.success(), "docker build: {}", stderr(&o));
+        image
+    }
+}
