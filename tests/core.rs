@@ -215,18 +215,8 @@ fn client_killed_while_the_container_ignores_its_stdin_leaves_no_container() {
     let (_g, u, d) = setup();
     // The container never reads stdin, so the helper's write to it blocks; the
     // hang-up must still be noticed.
-    let mut child = d
-        .urun(&u, &["-i", image(), "sleep", "1000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::spawn(move || {
-        let chunk = vec![b'x'; 1 << 16];
-        while std::io::Write::write_all(&mut stdin, &chunk).is_ok() {}
-    });
+    let mut child =
+        spawn_flooding_stdin(d.urun(&u, &["-i", image(), "sleep", "1000"]), Stdio::null());
     d.wait_running(1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();

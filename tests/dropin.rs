@@ -229,12 +229,7 @@ fn pane_command(d: &Daemon, u: &TestUser, args: &str) -> String {
 #[serial]
 fn detaching_with_ctrl_p_ctrl_q_kills_the_container_and_says_so() {
     let (_g, u, d) = setup();
-    let t = Tmux::start(
-        &pane_command(&d, &u, &format!("-it {} sh", image())),
-        80,
-        24,
-    );
-    t.run("echo READY-$((20+1))", "READY-21");
+    let t = it_shell(&d, &u);
     t.send(&["C-p"]);
     t.send(&["C-q"]);
     let s = t.wait_for("STATUS=", Duration::from_secs(10));
@@ -245,6 +240,13 @@ fn detaching_with_ctrl_p_ctrl_q_kills_the_container_and_says_so() {
     );
     assert!(d.containers().is_empty());
     assert_terminal_restored(&u);
+}
+
+/// `urun -it IMAGE sh` in an 80x24 tmux pane, once the shell answers.
+fn it_shell(d: &Daemon, u: &TestUser) -> Tmux {
+    let t = Tmux::start(&pane_command(d, u, &format!("-it {} sh", image())), 80, 24);
+    t.run("echo READY-$((20+1))", "READY-21");
+    t
 }
 
 /// The settings noted by [`pane_command`] before and after urun are the same.
@@ -272,12 +274,7 @@ fn assert_terminal_restored(u: &TestUser) {
 #[serial]
 fn full_screen_editor_and_ctrl_d_work_as_with_docker_run_it() {
     let (_g, u, d) = setup();
-    let t = Tmux::start(
-        &pane_command(&d, &u, &format!("-it {} sh", image())),
-        80,
-        24,
-    );
-    t.run("echo READY-$((20+1))", "READY-21");
+    let t = it_shell(&d, &u);
     // busybox vi: full screen, insert mode, Escape, ex command.
     t.run("vi /tmp/note", "/tmp/note");
     t.type_text("ihello from vi");
@@ -461,18 +458,10 @@ fn a_second_interrupt_kills_even_a_container_that_does_not_read_its_full_stdin()
     // urund is blocked writing stdin the container never reads, so it cannot read the
     // signal frames queued behind it; the client then closes its sending side.
     let (_g, u, d) = setup();
-    let mut c = d
-        .urun(&u, &["-i", image(), "sleep", "1000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    std::thread::spawn(move || {
-        let chunk = vec![b'y'; 1 << 16];
-        while std::io::Write::write_all(&mut stdin, &chunk).is_ok() {}
-    });
+    let mut c = spawn_flooding_stdin(
+        d.urun(&u, &["-i", image(), "sleep", "1000"]),
+        Stdio::piped(),
+    );
     d.wait_running(1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     kill(&c, "INT");

@@ -425,3 +425,21 @@ impl TestImage {
         image
     }
 }
+
+/// Spawns `cmd` (a `urun -i ...` whose container never reads stdin) with a thread
+/// writing to its stdin until the pipe breaks, so urund's write to the container's
+/// stdin blocks. stdout is discarded; stderr goes to `stderr`.
+pub fn spawn_flooding_stdin(mut cmd: Command, stderr: Stdio) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawning");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 16];
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    child
+}
