@@ -25,6 +25,8 @@ pub struct Record {
     pub image_id: Option<String>,
     pub argv: Vec<String>,
     pub container: Option<String>,
+    /// The `--name` the user gave the run (a label, never Docker's name).
+    pub name: Option<String>,
     /// "allowed", "refused" or "error".
     pub decision: &'static str,
     /// The rule that refused the request, or the cause of an error.

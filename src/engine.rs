@@ -2,14 +2,14 @@
 //! turns Docker's answers into what urund needs (an image ID, an exit status, a
 //! docker-compatible error status).
 
+use crate::image::{ImageFacts, Reference};
 use crate::protocol::WinSize;
 use anyhow::{bail, Context, Result};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
@@ -78,21 +78,41 @@ impl Engine {
         self.docker.client_version().to_string()
     }
 
-    /// Resolves a reference to an image ID, locally only. `Ok(None)` if not present.
-    pub async fn resolve_image(&self, reference: &str) -> Result<Option<String>> {
-        match self.docker.inspect_image(reference).await {
-            Ok(img) => Ok(img.id),
-            Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context("inspecting image")),
-        }
+    /// What the daemon resolves a reference to, locally only: the image's ID, its
+    /// names and its declared volumes. `Ok(None)` if not present.
+    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageFacts>> {
+        let img = match self.docker.inspect_image(reference).await {
+            Ok(img) => img,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context("inspecting image")),
+        };
+        let Some(id) = img.id else {
+            bail!("inspecting image {reference}: the daemon gave no image ID");
+        };
+        let mut volumes: Vec<String> = img
+            .config
+            .and_then(|c| c.volumes)
+            .map(|v| v.into_keys().collect())
+            .unwrap_or_default();
+        volumes.sort();
+        Ok(Some(ImageFacts {
+            id,
+            repo_tags: img.repo_tags.unwrap_or_default(),
+            repo_digests: img.repo_digests.unwrap_or_default(),
+            volumes,
+        }))
     }
 
-    /// Creates a container, named `name` if given (docker's own name check applies).
-    pub async fn create(&self, body: ContainerCreateBody, name: Option<&str>) -> Result<String> {
-        let opts = name.map(|n| CreateContainerOptionsBuilder::default().name(n).build());
+    /// Creates a container. It gets no name from urund, only Docker's random one:
+    /// Docker's DNS on a user-defined network resolves names a user gave, for anyone
+    /// on that network.
+    pub async fn create(&self, body: ContainerCreateBody) -> Result<String> {
         let r = self
             .docker
-            .create_container(opts, body)
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
             .await
             .map_err(|e| anyhow::anyhow!("creating container: {}", docker_message(&e)))?;
         Ok(r.id)
@@ -241,8 +261,14 @@ impl Engine {
 
     /// Pulls `reference` (tag or digest always explicit, so docker never pulls every
     /// tag of a repository), calling `progress` for each event the daemon reports.
-    pub async fn pull(&self, reference: &str, mut progress: impl FnMut(PullEvent)) -> Result<()> {
-        let (name, tag) = split_reference(reference);
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        mut progress: impl FnMut(PullEvent),
+    ) -> Result<()> {
+        let Some((name, tag)) = reference.pull_parts() else {
+            bail!("{reference} is an image ID: it cannot be pulled");
+        };
         let opts = CreateImageOptionsBuilder::default()
             .from_image(&name)
             .tag(&tag)
@@ -343,7 +369,7 @@ impl Engine {
         paths: &[&str],
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let id = self
-            .create(probe, None)
+            .create(probe)
             .await
             .context("creating the probe container")?;
         let mut out = Vec::new();
@@ -437,18 +463,6 @@ pub fn check_isolated_network(
         );
     }
     Ok(())
-}
-
-/// Splits a reference into repository and tag-or-digest (`:latest` when absent).
-pub fn split_reference(r: &str) -> (String, String) {
-    if let Some((name, digest)) = r.split_once('@') {
-        return (name.to_string(), digest.to_string());
-    }
-    let slash = r.rfind('/').map_or(0, |i| i + 1);
-    match r[slash..].rfind(':') {
-        Some(i) => (r[..slash + i].to_string(), r[slash + i + 1..].to_string()),
-        None => (r.to_string(), "latest".to_string()),
-    }
 }
 
 /// Read size of an attach stream (and most of a pipe's worth of container output).
@@ -585,22 +599,6 @@ mod tests {
             126
         );
         assert_eq!(start_error_status("cgroup setup failed"), 125);
-    }
-
-    #[test]
-    fn references_split_with_explicit_tag() {
-        let s = |r: &str| split_reference(r);
-        assert_eq!(s("debian"), ("debian".into(), "latest".into()));
-        assert_eq!(s("debian:12"), ("debian".into(), "12".into()));
-        assert_eq!(
-            s("127.0.0.1:5000/a/b"),
-            ("127.0.0.1:5000/a/b".into(), "latest".into())
-        );
-        assert_eq!(
-            s("127.0.0.1:5000/a/b:v1"),
-            ("127.0.0.1:5000/a/b".into(), "v1".into())
-        );
-        assert_eq!(s("a@sha256:00"), ("a".into(), "sha256:00".into()));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub const LABEL_USER: &str = "io.urun.user";
 pub const LABEL_REQUEST: &str = "io.urun.request";
 /// Which helper instance (by socket path) owns the container: a helper only reaps its own.
 pub const LABEL_HELPER: &str = "io.urun.helper";
+/// The `--name` the user gave the run. Never Docker's container name: on a user-defined
+/// network Docker's DNS resolves container names for every container on it.
+pub const LABEL_NAME: &str = "io.urun.name";
 
 /// The forced settings in words: (setting, value). Printed by `urun --help`.
 pub const FORCED: &[(&str, &str)] = &[
@@ -39,7 +42,13 @@ pub const FORCED: &[(&str, &str)] = &[
     ("ReadonlyRootfs", "true"),
     (
         "Tmpfs",
-        "/tmp (rw,nosuid,nodev,noexec,mode=1777) and $HOME (yours, mode 0700)",
+        "/tmp and $HOME, each rw,nosuid,nodev,noexec, sized, owned by you (/tmp mode 1777 \
+         unless the image's /tmp has another mode, $HOME 0700)",
+    ),
+    (
+        "Image VOLUMEs",
+        "each an empty tmpfs like /tmp (policy images.volumes = \"tmpfs\"), or the image is \
+         refused (\"refuse\"); never a disk-backed Docker volume",
     ),
     ("Ulimits", "nofile and nproc from policy, core=0"),
     (
@@ -62,7 +71,8 @@ pub const FORCED: &[(&str, &str)] = &[
     ),
     (
         "Working directory (-v \"$PWD\":DIR, --here)",
-        "only if policy [mounts] allows: the directory you opened, pinned, nosuid,nodev (ro with :ro)",
+        "only if policy [mounts] allows: the directory you opened, pinned, with every \
+         restriction of its own mount (ro, noexec, ...) plus nosuid,nodev (ro with :ro)",
     ),
     (
         "GroupAdd",
@@ -74,7 +84,10 @@ pub const FORCED: &[(&str, &str)] = &[
         "RestartPolicy / removal",
         "no / removed as soon as it exits or you disconnect",
     ),
-    ("Labels", "owner uid, user name, request id"),
+    (
+        "Labels, name",
+        "owner uid, user name, request id, --name; Docker's own name is its random one",
+    ),
     (
         "Env",
         "HOME forced to yours; from -e only names the policy allows (plus the image's own)",
@@ -98,13 +111,6 @@ pub fn home_dir(caller: &Caller) -> String {
     }
 }
 
-/// The Docker name of a container the user called `name` (`--name`): prefixed with
-/// the caller's uid, so users can neither collide with nor address each other's
-/// containers (`urun-1001-web`). `name` has passed [`crate::judge::valid_name`].
-pub fn container_name(caller: &Caller, name: &str) -> String {
-    format!("urun-{}-{name}", caller.uid)
-}
-
 /// The environment: `HOME` from urund, then the user's entries the judge allowed,
 /// never one that names `HOME` again.
 fn environment(caller: &Caller, req: &Request) -> Vec<String> {
@@ -122,6 +128,8 @@ pub struct Inside {
     pub group: Option<PathBuf>,
     pub groups: Vec<u32>,
     pub work: Option<WorkMount>,
+    /// The image's `VOLUME` paths, checked (`image::volume_paths`): each gets a tmpfs.
+    pub volumes: Vec<String>,
 }
 
 /// The pinned working directory: `source` is urund's private mount point, never a
@@ -173,14 +181,24 @@ pub fn probe_config(image_id: &str, labels: HashMap<String, String>) -> Containe
     }
 }
 
-/// Labels identifying a run: owner, request, helper instance.
-pub fn labels(caller: &Caller, request_id: &str, helper: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// Labels identifying a run: owner, request, helper instance, and the `--name` the
+/// user gave it (validated by the judge).
+pub fn labels(
+    caller: &Caller,
+    request_id: &str,
+    helper: &str,
+    name: Option<&str>,
+) -> HashMap<String, String> {
+    let mut l = HashMap::from([
         (LABEL_UID.to_string(), caller.uid.to_string()),
         (LABEL_USER.to_string(), caller.display_name()),
         (LABEL_REQUEST.to_string(), request_id.to_string()),
         (LABEL_HELPER.to_string(), helper.to_string()),
-    ])
+    ]);
+    if let Some(n) = name {
+        l.insert(LABEL_NAME.to_string(), n.to_string());
+    }
+    l
 }
 
 /// Builds the container configuration. `image_id` is the image ID resolved at
@@ -210,19 +228,30 @@ pub fn container_config(
     if let Some(w) = &inside.work {
         mounts.push(bind(&w.source, &w.target, false));
     }
-    let mut tmpfs = HashMap::from([(
-        "/tmp".to_string(),
-        format!("rw,nosuid,nodev,noexec,size={tmpfs_size},mode=1777"),
-    )]);
+    // Owned by the caller: runc gives a tmpfs mounted over a directory of the image
+    // that directory's mode (mode= is then ignored), so only ownership makes /tmp
+    // writable whatever the image's /tmp is.
+    let scratch = format!(
+        "rw,nosuid,nodev,noexec,size={tmpfs_size},uid={},gid={}",
+        caller.uid, caller.gid
+    );
+    let mut tmpfs = HashMap::from([("/tmp".to_string(), format!("{scratch},mode=1777"))]);
     // Mounting your directory at $HOME makes it your home; otherwise HOME is a tmpfs.
     if inside.work.as_ref().is_none_or(|w| w.target != home) {
-        tmpfs.insert(
-            home.clone(),
-            format!(
-                "rw,nosuid,nodev,noexec,size={tmpfs_size},uid={},gid={},mode=0700",
-                caller.uid, caller.gid
-            ),
-        );
+        tmpfs.insert(home.clone(), format!("{scratch},mode=0700"));
+    }
+    // Each VOLUME of the image: a tmpfs, so Docker creates no disk-backed anonymous
+    // volume (it skips one where a mount is). Where something is mounted already
+    // (/tmp, $HOME, the working directory), that covers it.
+    let taken: Vec<String> = mounts
+        .iter()
+        .filter_map(|m| m.target.clone())
+        .chain(tmpfs.keys().cloned())
+        .collect();
+    for v in &inside.volumes {
+        if !taken.contains(v) {
+            tmpfs.insert(v.clone(), scratch.clone());
+        }
     }
     let ulimit = |name: &str, n: i64| ResourcesUlimits {
         name: Some(name.into()),
@@ -352,7 +381,7 @@ mod tests {
             &Limits::default(),
             "sha256:feed",
             r,
-            labels(&caller(), "rq1", "/run/urun/urun.sock"),
+            labels(&caller(), "rq1", "/run/urun/urun.sock", Some("web")),
             NetworkMode::None,
             &Inside::default(),
         )
@@ -380,6 +409,7 @@ mod tests {
                 source: "/run/urun/run/rq1/work".into(),
                 target: "/work".into(),
             }),
+            volumes: vec![],
         }
     }
 
@@ -500,12 +530,53 @@ mod tests {
         each(|_, h| {
             let t = h.tmpfs.as_ref().unwrap();
             assert_eq!(t.len(), 2);
-            assert_eq!(t["/tmp"], "rw,nosuid,nodev,noexec,size=67108864,mode=1777");
+            // owned by the caller: writable even where runc gives /tmp the image's mode
+            assert_eq!(
+                t["/tmp"],
+                "rw,nosuid,nodev,noexec,size=67108864,uid=1001,gid=1002,mode=1777"
+            );
             assert_eq!(
                 t["/home/alice"],
                 "rw,nosuid,nodev,noexec,size=67108864,uid=1001,gid=1002,mode=0700"
             );
         });
+    }
+
+    #[test]
+    fn row_image_volumes_are_sized_tmpfs_never_docker_volumes() {
+        let mut i = inside();
+        i.volumes = ["/cache", "/data", "/tmp", "/home/alice", "/work"]
+            .map(String::from)
+            .to_vec();
+        let l = Limits {
+            tmpfs_size: Bytes(8 << 20),
+            ..Limits::default()
+        };
+        let c = container_config(
+            &caller(),
+            &l,
+            "x",
+            &Request::default(),
+            HashMap::new(),
+            NetworkMode::None,
+            &i,
+        );
+        assert!(c.volumes.is_none());
+        let h = c.host_config.unwrap();
+        let t = h.tmpfs.unwrap();
+        for v in ["/cache", "/data"] {
+            assert_eq!(
+                t[v], "rw,nosuid,nodev,noexec,size=8388608,uid=1001,gid=1002",
+                "{v}"
+            );
+        }
+        // where something is mounted already, that covers the volume
+        assert_eq!(t.len(), 4, "{t:?}");
+        assert!(t["/tmp"].ends_with("mode=1777") && t["/home/alice"].ends_with("mode=0700"));
+        let m = h.mounts.unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(m.iter().all(|m| m.typ == Some(MountTypeEnum::BIND)));
+        assert_eq!(h.binds, Some(vec![]));
     }
 
     #[test]
@@ -534,7 +605,6 @@ mod tests {
         assert_eq!(c.tty, Some(true));
         assert_eq!(c.working_dir.as_deref(), Some("/srv"));
         assert_eq!(c.entrypoint, Some(vec![String::new()]));
-        assert_eq!(container_name(&caller(), "web"), "urun-1001-web");
     }
 
     #[test]
@@ -660,7 +730,9 @@ mod tests {
             assert_eq!(l[LABEL_USER], "alice");
             assert_eq!(l[LABEL_REQUEST], "rq1");
             assert_eq!(l[LABEL_HELPER], "/run/urun/urun.sock");
+            assert_eq!(l[LABEL_NAME], "web");
         });
+        assert!(!labels(&caller(), "r", "h", None).contains_key(LABEL_NAME));
     }
 
     #[test]
@@ -691,7 +763,7 @@ mod tests {
 
     #[test]
     fn every_row_is_documented() {
-        assert_eq!(FORCED.len(), 19);
+        assert_eq!(FORCED.len(), 20);
         assert!(FORCED.iter().all(|(k, v)| !k.is_empty() && !v.is_empty()));
     }
 }

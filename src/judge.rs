@@ -2,12 +2,14 @@
 //! It reads nothing and changes nothing; `urund` acts on what it returns.
 #![forbid(unsafe_code)]
 
+use crate::image::{self, ImageFacts, Reference};
 use crate::mounts::{self, DirFacts};
 use crate::policy::{
-    Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
+    ImageVolumes, Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
 };
 use crate::protocol::Request;
 use crate::system::Caller;
+use std::path::Path;
 
 /// Why a request was refused: the policy rule (as named in the policy file or in
 /// SECURITY.md) and a one-line message for the user.
@@ -106,18 +108,14 @@ pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Decisio
 }
 
 /// Whether the image reference is well-formed and allowed: `images.require_digest`,
-/// `images.allow`. Pure.
+/// `images.allow` (on the reference in Docker's familiar form, see
+/// [`image::Reference::familiar`]). Pure.
 pub fn judge_image(policy: &Policy, image: &str) -> Decision {
-    if !valid_reference(image) {
-        return refuse(
-            "images.reference",
-            format!(
-                "{:?} is not a valid image reference (letters, digits and . _ - / : @ only)",
-                image
-            ),
-        );
-    }
-    if policy.images.require_digest && !pinned_by_digest(image) {
+    let reference = match Reference::parse(image) {
+        Ok(r) => r,
+        Err(e) => return refuse("images.reference", e.0),
+    };
+    if policy.images.require_digest && !reference.is_pinned() {
         return refuse(
             "images.require_digest",
             format!(
@@ -127,7 +125,7 @@ pub fn judge_image(policy: &Policy, image: &str) -> Decision {
             ),
         );
     }
-    let full = normalized_reference(image);
+    let full = reference.familiar();
     if !policy.images.allow.iter().any(|p| p.matches(&full)) {
         return refuse(
             "images.allow",
@@ -137,6 +135,67 @@ pub fn judge_image(policy: &Policy, image: &str) -> Decision {
                 list(&policy.images.allow)
             ),
         );
+    }
+    Decision::Allow
+}
+
+/// What was judged before the image was looked up must be what Docker found: the
+/// image must carry the reference as one of its names (a tag, a repository digest, or
+/// its full ID), not merely match it as an ID prefix (`images.reference`). Its
+/// `VOLUME`s must be acceptable and allowed (`images.volumes`), and the working
+/// directory's target may not be, hold or lie in one of them (`mounts.target`). Pure.
+pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Decision {
+    let Ok(reference) = Reference::parse(&req.image) else {
+        return refuse(
+            "images.reference",
+            format!("{:?} is not a valid image reference", req.image),
+        );
+    };
+    if !reference.names(found) {
+        return refuse(
+            "images.reference",
+            format!(
+                "{:?} is not a name of the image Docker found for it (Docker matched the \
+                 start of an image ID); name the image by a tag, a digest or its full ID \
+                 sha256:<64 hex>",
+                req.image
+            ),
+        );
+    }
+    let volumes = match image::volume_paths(&found.volumes) {
+        Ok(v) => v,
+        Err(e) => {
+            return refuse(
+                "images.volumes",
+                format!("image {reference} is refused: {e}"),
+            )
+        }
+    };
+    if !volumes.is_empty() && policy.images.volumes == ImageVolumes::Refuse {
+        return refuse(
+            "images.volumes",
+            format!(
+                "image {reference} declares VOLUME {}, and images with volumes are refused \
+                 here (policy images.volumes = \"refuse\")",
+                volumes.join(", ")
+            ),
+        );
+    }
+    if let Some(m) = &req.mount {
+        let target = Path::new(&m.target);
+        if let Some(v) = volumes.iter().find(|v| {
+            let v = Path::new(v.as_str());
+            mounts::under(target, v) || mounts::under(v, target)
+        }) {
+            return refuse(
+                "mounts.target",
+                format!(
+                    "-v target {}: the image declares VOLUME {v}, which urun mounts a tmpfs \
+                     on; choose a target that neither is, holds nor lies in it",
+                    m.target
+                ),
+            );
+        }
     }
     Decision::Allow
 }
@@ -152,7 +211,11 @@ pub fn judge_pull(policy: &Policy, reference: &str) -> Decision {
             ),
         );
     }
-    if reference.starts_with("sha256:") {
+    let parsed = match Reference::parse(reference) {
+        Ok(r) => r,
+        Err(e) => return refuse("images.reference", e.0),
+    };
+    let Some(reg) = parsed.registry() else {
         return refuse(
             "pull.mode",
             format!(
@@ -160,9 +223,8 @@ pub fn judge_pull(policy: &Policy, reference: &str) -> Decision {
                  use NAME@sha256:DIGEST"
             ),
         );
-    }
-    let reg = registry_of(reference);
-    if !policy.pull.registries.iter().any(|p| p.matches(&reg)) {
+    };
+    if !policy.pull.registries.iter().any(|p| p.matches(reg)) {
         return refuse(
             "pull.registries",
             format!(
@@ -204,40 +266,6 @@ fn list(p: &[Pattern]) -> String {
         .map(|p| p.0.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `name@sha256:<64 hex>` or `sha256:<64 hex>` (an image ID).
-pub fn pinned_by_digest(r: &str) -> bool {
-    let digest = match r.rsplit_once('@') {
-        Some((_, d)) => d,
-        None => r,
-    };
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// The reference as patterns see it: with `:latest` when it has neither tag nor
-/// digest (as docker reads it). Pure.
-pub fn normalized_reference(r: &str) -> String {
-    if r.contains('@') || r.starts_with("sha256:") {
-        return r.to_string();
-    }
-    let last = r.rsplit('/').next().unwrap_or(r);
-    if last.contains(':') {
-        r.to_string()
-    } else {
-        format!("{r}:latest")
-    }
-}
-
-/// The registry a reference is pulled from, as docker decides it: the first path
-/// component when it has a `.` or `:` or is `localhost`, else `docker.io`. Pure.
-pub fn registry_of(r: &str) -> String {
-    match r.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
-        _ => "docker.io".to_string(),
-    }
 }
 
 /// Names never passed whatever `env.allow` says: urund sets them itself (forced.rs).
@@ -361,16 +389,6 @@ pub fn judge_dir(caller: &Caller, policy: &Policy, facts: &DirFacts, read_only: 
         Ok(()) => Decision::Allow,
         Err((rule, message)) => refuse(rule, message),
     }
-}
-
-/// Docker image reference syntax, conservatively: no option-like or path-like names.
-fn valid_reference(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 255
-        && r.as_bytes()[0].is_ascii_alphanumeric()
-        && r.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
-        && !r.contains("..")
 }
 
 #[cfg(test)]
@@ -563,21 +581,6 @@ mod tests {
         assert_eq!(rule(judge_dir(&c, &p, &f, false)), "mounts.roots");
     }
 
-    #[test]
-    fn references() {
-        for ok in [
-            "busybox",
-            "debian:12",
-            "registry.example.org/team/x:1",
-            "sha256:abc",
-            "a@sha256:0f",
-        ] {
-            assert!(valid_reference(ok), "{ok}");
-        }
-        for bad in ["", "-v", "/etc", "a b", "a\nb", "x/../y", "--privileged"] {
-            assert!(!valid_reference(bad), "{bad}");
-        }
-    }
     fn policy(text: &str) -> Policy {
         Policy::parse(text, std::path::Path::new("p.toml")).unwrap()
     }
@@ -627,9 +630,10 @@ mod tests {
             rule(judge(&c, &p, 500, &req("debian:12"))),
             "images.require_digest"
         );
+        // a short digest is no digest at all
         assert_eq!(
             rule(judge(&c, &p, 500, &req("debian@sha256:ab"))),
-            "images.require_digest"
+            "images.reference"
         );
     }
 
@@ -656,25 +660,108 @@ mod tests {
         assert_eq!(judge_pull(&p, "debian"), Decision::Allow);
         assert_eq!(rule(judge_pull(&p, "quay.io/x/y")), "pull.registries");
         assert_eq!(rule(judge_pull(&p, "localhost:5000/x")), "pull.registries");
-        assert_eq!(rule(judge_pull(&p, "sha256:abcd")), "pull.mode");
+        let id = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(rule(judge_pull(&p, &id)), "pull.mode");
+        assert_eq!(rule(judge_pull(&p, "sha256:abcd")), "images.reference");
     }
 
     #[test]
-    fn reference_helpers() {
-        assert_eq!(registry_of("debian"), "docker.io");
-        assert_eq!(registry_of("library/debian:12"), "docker.io");
-        assert_eq!(registry_of("localhost/x"), "localhost");
-        assert_eq!(registry_of("127.0.0.1:5000/a/b"), "127.0.0.1:5000");
-        assert_eq!(normalized_reference("debian"), "debian:latest");
+    fn references_are_judged_in_dockers_familiar_form_and_ids_only_in_full() {
+        let p = policy("[images]\nallow = [\"debian:*\", \"*:latest\"]\n");
+        let c = caller(1001, 500, vec![]);
+        for ok in ["docker.io/library/debian:12", "library/debian:12", "team/x"] {
+            assert_eq!(judge(&c, &p, 500, &req(ok)), Decision::Allow, "{ok}");
+        }
+        for (bad, want) in [
+            ("sha256:a667ef", "images.reference"),
+            ("-v", "images.reference"),
+            ("/etc", "images.reference"),
+            ("Debian", "images.reference"),
+            ("debian@sha256:ab", "images.reference"),
+            ("team/x:v1", "images.allow"),
+        ] {
+            assert_eq!(rule(judge(&c, &p, 500, &req(bad))), want, "{bad}");
+        }
+    }
+
+    fn found(tags: &[&str], volumes: &[&str]) -> ImageFacts {
+        ImageFacts {
+            id: format!("sha256:{}", "ab".repeat(32)),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: vec![],
+            volumes: volumes.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn what_docker_found_must_carry_the_name_typed() {
+        let p = Policy::default();
+        let img = found(&["team/app:v1"], &[]);
         assert_eq!(
-            normalized_reference("127.0.0.1:5000/a"),
-            "127.0.0.1:5000/a:latest"
+            judge_resolved(&p, &req("team/app:v1"), &img),
+            Decision::Allow
         );
         assert_eq!(
-            normalized_reference("127.0.0.1:5000/a:2"),
-            "127.0.0.1:5000/a:2"
+            judge_resolved(&p, &req("docker.io/team/app:v1"), &img),
+            Decision::Allow
         );
-        assert_eq!(normalized_reference("a@sha256:00"), "a@sha256:00");
+        assert_eq!(judge_resolved(&p, &req(&img.id), &img), Decision::Allow);
+        // "abababababab" resolved by docker as a prefix of the image's ID
+        for bad in ["abababababab", "team/app", "team/app:v2"] {
+            assert_eq!(
+                rule(judge_resolved(&p, &req(bad), &img)),
+                "images.reference",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_volumes_follow_the_policy_and_keep_clear_of_the_workdir() {
+        let tmpfs = Policy::default();
+        let refuse = policy("[images]\nvolumes = \"refuse\"\n");
+        let img = found(&["x:1"], &["/data/", "/cache"]);
+        assert_eq!(judge_resolved(&tmpfs, &req("x:1"), &img), Decision::Allow);
+        let d = judge_resolved(&refuse, &req("x:1"), &img);
+        assert_eq!(rule(d.clone()), "images.volumes");
+        let Decision::Refuse(r) = d else {
+            unreachable!()
+        };
+        assert!(r.message.contains("/cache, /data"), "{}", r.message);
+        // no volumes: nothing to refuse
+        assert_eq!(
+            judge_resolved(&refuse, &req("x:1"), &found(&["x:1"], &[])),
+            Decision::Allow
+        );
+        // volumes that would hide a forced mount, or too many of them
+        for bad in [&["/etc"][..], &["/sbin"], &["/proc/x"], &["rel"]] {
+            assert_eq!(
+                rule(judge_resolved(&tmpfs, &req("x:1"), &found(&["x:1"], bad))),
+                "images.volumes",
+                "{bad:?}"
+            );
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("/v{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            rule(judge_resolved(&tmpfs, &req("x:1"), &found(&["x:1"], &many))),
+            "images.volumes"
+        );
+        // the working directory may not be, hold or lie in a volume
+        let mut r = req("x:1");
+        for (target, want) in [
+            ("/data", "mounts.target"),
+            ("/", "mounts.target"),
+            ("/data/sub", "mounts.target"),
+            ("/datax", "allow"),
+            ("/work", "allow"),
+        ] {
+            r.mount = Some(crate::protocol::MountRequest {
+                target: target.into(),
+                read_only: false,
+            });
+            assert_eq!(rule(judge_resolved(&tmpfs, &r, &img)), want, "{target}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - pure, no I/O: [`protocol`] (wire format), [`policy`] (admin file), [`judge`]
 //!   (decision), [`forced`] (the forced-settings table → container config),
 //!   [`audit`] (record format), [`identity`] (passwd/group inside, groups passed),
-//!   [`mounts`] (the working-directory mount's rules);
+//!   [`mounts`] (the working-directory mount's rules), [`image`] (image references
+//!   and what an image resolved to);
 //! - OS boundary: [`system`] (kernel identity, user database, socket; the only
 //!   `unsafe`), [`engine`] (the only code that talks to Docker);
 //! - programs: [`server`] (urund), [`client`] (urun, never touches Docker), [`cli`],
@@ -18,6 +19,7 @@ pub mod client;
 pub mod engine;
 pub mod forced;
 pub mod identity;
+pub mod image;
 pub mod judge;
 pub mod mounts;
 pub mod policy;

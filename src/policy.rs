@@ -62,6 +62,9 @@ pub struct Images {
     pub allow: Vec<Pattern>,
     /// Only references pinned by digest (`name@sha256:...` or `sha256:...`).
     pub require_digest: bool,
+    /// What an image's declared `VOLUME`s get: never Docker's disk-backed anonymous
+    /// volume.
+    pub volumes: ImageVolumes,
 }
 
 impl Default for Images {
@@ -69,8 +72,21 @@ impl Default for Images {
         Images {
             allow: vec![Pattern("*".into())],
             require_digest: false,
+            volumes: ImageVolumes::Tmpfs,
         }
     }
+}
+
+/// `images.volumes`: what each `VOLUME` an image declares gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageVolumes {
+    /// A tmpfs of `limits.tmpfs_size`, `nosuid,nodev,noexec`, owned by the caller
+    /// (its pages count against the container's memory limit).
+    #[default]
+    Tmpfs,
+    /// Images that declare a volume are refused.
+    Refuse,
 }
 
 /// Whether urund pulls a missing image, and from where.
@@ -872,6 +888,7 @@ mod tests {
         let p = parse(
             "[access]\nusers = [\"alice\", \"1005\"]\n\
              [images]\nallow = [\"debian:*\", \"127.0.0.1:5000/*\"]\nrequire_digest = true\n\
+             volumes = \"refuse\"\n\
              [pull]\nmode = \"missing\"\nregistries = [\"127.0.0.1:*\"]\n\
              [limits]\nmax_runtime = \"90s\"\nmax_concurrent = 2\n\
              [network]\nmode = \"isolated\"\n\
@@ -883,6 +900,8 @@ mod tests {
         .unwrap();
         assert_eq!(p.access.users, ["alice", "1005"]);
         assert!(p.images.require_digest);
+        assert_eq!(p.images.volumes, ImageVolumes::Refuse);
+        assert_eq!(Policy::default().images.volumes, ImageVolumes::Tmpfs);
         assert_eq!(p.pull.mode, PullMode::Missing);
         assert_eq!(p.limits.max_runtime, Seconds(90));
         assert_eq!(p.limits.max_concurrent, Count(2));
@@ -908,6 +927,7 @@ mod tests {
             ("[limits]\nmax_runtime = 0\n", 2, "limits.max_runtime"),
             ("[audit]\nfile = \"rel/log\"\n", 2, "audit.file"),
             ("[images]\nallow = [\"a[b]\"]\n", 2, "images.allow"),
+            ("[images]\nvolumes = \"disk\"\n", 2, "images.volumes"),
             (
                 "\n[group.builders.limits]\nswap = 1\n",
                 3,

@@ -22,7 +22,10 @@ use crate::audit::{self, Record};
 use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
 use crate::forced::{self, Inside, WorkMount};
 use crate::identity;
-use crate::judge::{self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, Decision};
+use crate::image::{ImageFacts, Reference};
+use crate::judge::{
+    self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
+};
 use crate::policy::{Limits, NetworkMode, Policy, PullMode, ISOLATED_NETWORK};
 use crate::protocol::{self, Kind, Progress, ProtocolError, Query, Request, Signal, WinSize};
 use crate::system::{self, Caller};
@@ -76,6 +79,8 @@ pub struct Helper {
     audit: audit::Sink,
     /// Runs in progress per uid (`limits.max_concurrent`).
     per_user: Mutex<HashMap<u32, u32>>,
+    /// `--name`s of runs in progress, per uid.
+    names: Mutex<std::collections::HashSet<(u32, String)>>,
     /// Serialises checking/creating the isolated network (Docker allows two networks
     /// of one name if two creations race).
     network_lock: tokio::sync::Mutex<()>,
@@ -135,6 +140,7 @@ pub async fn run(opts: Options) -> Result<()> {
         override_gids,
         audit,
         per_user: Mutex::new(HashMap::new()),
+        names: Mutex::new(std::collections::HashSet::new()),
         network_lock: tokio::sync::Mutex::new(()),
         tag,
         runs: Mutex::new(HashMap::new()),
@@ -288,11 +294,11 @@ impl Helper {
         &self,
         caller: &Caller,
         request: &str,
-        image_id: &str,
+        found: &ImageFacts,
         req: &Request,
         dir: Option<&OwnedFd>,
     ) -> anyhow::Result<(RunDir, Inside)> {
-        let files = self.image_files(image_id).await?;
+        let files = self.image_files(&found.id).await?;
         let run = RunDir::create(&self.runtime, request)?;
         let id = &self.policy.identity;
         let mut denied_names: Vec<String> = identity::DEFAULT_DENY_GROUPS
@@ -363,6 +369,8 @@ impl Helper {
             group: Some(group),
             groups,
             work,
+            // Judged already (judge_resolved); checked again rather than trusted.
+            volumes: crate::image::volume_paths(&found.volumes).map_err(anyhow::Error::msg)?,
         };
         Ok((run, inside))
     }
@@ -460,6 +468,11 @@ impl Helper {
             Ok(s) => s,
             Err(refused) => return refused,
         };
+        rec.name = req.name.clone();
+        let _name = match self.take_name(caller.uid, req.name.as_deref()) {
+            Ok(n) => n,
+            Err(refused) => return refused,
+        };
         match (&req.mount, &dir) {
             (Some(m), Some(fd)) => {
                 let facts = match system::dir_facts(fd.as_fd()) {
@@ -491,38 +504,16 @@ impl Helper {
                 )
             }
         }
-        // 4. Which image: exactly this ID, whatever the tag points to later.
-        let image_id = match self.engine.resolve_image(&req.image).await {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                if req.never_pull {
-                    return End::Failed(RunError {
-                        status: 125,
-                        message: format!(
-                            "Unable to find image '{}' locally (--pull never)",
-                            req.image
-                        ),
-                    });
-                }
-                if let Decision::Refuse(r) = judge_pull(&self.policy, &req.image) {
-                    return End::Refused(r.rule, r.message);
-                }
-                if let Err(e) = self.pull(&req.image, wr).await {
-                    return End::Failed(daemon_error(e));
-                }
-                match self.engine.resolve_image(&req.image).await {
-                    Ok(Some(id)) => id,
-                    Ok(None) => {
-                        return End::Failed(RunError {
-                            status: 125,
-                            message: format!("image '{}' is missing after the pull", req.image),
-                        })
-                    }
-                    Err(e) => return End::Failed(daemon_error(e)),
-                }
-            }
-            Err(e) => return End::Failed(daemon_error(e)),
+        // 4. Which image: exactly this ID, whatever the tag points to later, and only
+        //    if what Docker found carries the name that was judged.
+        let found = match self.find_image(&req, wr).await {
+            Ok(f) => f,
+            Err(end) => return end,
         };
+        if let Decision::Refuse(r) = judge_resolved(&self.policy, &req, &found) {
+            return End::Refused(r.rule, r.message);
+        }
+        let image_id = found.id.clone();
         rec.image_id = Some(image_id.clone());
         // 5. How: this run's network, identity files and pinned directory, the forced
         //    settings. The policy's network, or none if the user asked for less (the
@@ -538,7 +529,7 @@ impl Helper {
             }
         }
         let (_run, inside) = match self
-            .prepare_inside(caller, &rec.request, &image_id, &req, dir.as_ref())
+            .prepare_inside(caller, &rec.request, &found, &req, dir.as_ref())
             .await
         {
             Ok(x) => x,
@@ -551,12 +542,11 @@ impl Helper {
         };
         // The descriptor is not needed once the directory is pinned.
         drop(dir);
-        let labels = forced::labels(caller, &rec.request, &self.tag);
+        let labels = forced::labels(caller, &rec.request, &self.tag, req.name.as_deref());
         let body =
             forced::container_config(caller, &limits, &image_id, &req, labels, network, &inside);
         // 6. Run, and remove whatever happens.
-        let name = req.name.as_ref().map(|n| forced::container_name(caller, n));
-        let id = match self.engine.create(body, name.as_deref()).await {
+        let id = match self.engine.create(body).await {
             Ok(id) => id,
             Err(e) => return End::Failed(daemon_error(e)),
         };
@@ -603,11 +593,62 @@ impl Helper {
         })
     }
 
+    /// What the request's image reference resolves to, locally; a missing image is
+    /// pulled first if the request and the judge allow it.
+    async fn find_image(&self, req: &Request, wr: &mut OwnedWriteHalf) -> Result<ImageFacts, End> {
+        let missing = |what: &str| {
+            End::Failed(RunError {
+                status: 125,
+                message: format!("Unable to find image '{}' locally{what}", req.image),
+            })
+        };
+        match self.engine.inspect_image(&req.image).await {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) if req.never_pull => return Err(missing(" (--pull never)")),
+            Ok(None) => {}
+            Err(e) => return Err(End::Failed(daemon_error(e))),
+        }
+        if let Decision::Refuse(r) = judge_pull(&self.policy, &req.image) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        let reference =
+            Reference::parse(&req.image).map_err(|e| End::Refused("images.reference", e.0))?;
+        if let Err(e) = self.pull(&reference, wr).await {
+            return Err(End::Failed(daemon_error(e)));
+        }
+        match self.engine.inspect_image(&req.image).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(missing(" after the pull")),
+            Err(e) => Err(End::Failed(daemon_error(e))),
+        }
+    }
+
+    /// Reserves the run's `--name` among the caller's runs in progress, or refuses it
+    /// as docker does a name in use. The name is only a label (see
+    /// [`forced::LABEL_NAME`]), so this check is urund's; it ends with the guard.
+    fn take_name(&self, uid: u32, name: Option<&str>) -> Result<Option<NameHold<'_>>, End> {
+        let Some(name) = name else { return Ok(None) };
+        let key = (uid, name.to_string());
+        if !self.names.lock().unwrap().insert(key.clone()) {
+            return Err(End::Refused(
+                "name",
+                format!(
+                    "Conflict. The container name \"/{name}\" is already in use by another \
+                     of your runs; end it or choose another name"
+                ),
+            ));
+        }
+        Ok(Some(NameHold {
+            set: &self.names,
+            key,
+        }))
+    }
+
     /// Pulls a missing image (the judge allowed it), relaying progress to the client.
-    async fn pull(&self, image: &str, wr: &mut OwnedWriteHalf) -> Result<()> {
-        let reference = crate::judge::normalized_reference(image);
+    async fn pull(&self, image: &Reference, wr: &mut OwnedWriteHalf) -> Result<()> {
+        let reference = image.familiar();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
-        let pull = self.engine.pull(&reference, move |ev| {
+        let pull = self.engine.pull(image, move |ev| {
             let _ = tx.send(ev);
         });
         tokio::pin!(pull);
@@ -865,6 +906,18 @@ impl Drop for Slot<'_> {
                 m.remove(&self.uid);
             }
         }
+    }
+}
+
+/// A `--name` in use by one of its owner's runs while it lives.
+struct NameHold<'a> {
+    set: &'a Mutex<std::collections::HashSet<(u32, String)>>,
+    key: (u32, String),
+}
+
+impl Drop for NameHold<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.key);
     }
 }
 
