@@ -191,6 +191,7 @@ mod tests {
             pid: 7,
             groups: vec![],
             name: Some("alice".into()),
+            group: Some("alice".into()),
         };
         Record::new("rq", &c)
     }

@@ -349,6 +349,7 @@ mod tests {
             pid: 4242,
             groups: vec![1002, 27],
             name: Some("alice".into()),
+            group: Some("alice".into()),
         }
     }
 

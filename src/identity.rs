@@ -79,8 +79,11 @@ pub fn passwd(image: &str, me: &Me) -> String {
 }
 
 /// The container's `/etc/group`: the image's well-formed entries except those that
-/// claim a gid or name of `primary` or `extra`, then the caller's primary group and the
-/// supplementary groups passed (the caller listed as a member of those).
+/// claim a gid or name of `primary` or `extra`, with the caller (`member`) taken out of
+/// their member lists, then the caller's primary group and the supplementary groups
+/// passed (the caller listed as a member of those). So the caller is listed in exactly
+/// the groups the container has (an image saying `wheel:x:10:alice` does not make
+/// alice look like a member of wheel).
 pub fn group(
     image: &str,
     primary: Option<(u32, &str)>,
@@ -98,8 +101,22 @@ pub fn group(
         if mine.iter().any(|(g, n)| *g == gid || *n == f[0]) {
             continue;
         }
-        out.push_str(line);
-        out.push('\n');
+        match member {
+            Some(me) if f[3].split(',').any(|m| m == me) => {
+                let others: Vec<&str> = f[3].split(',').filter(|m| *m != me).collect();
+                out.push_str(&format!(
+                    "{}:{}:{}:{}\n",
+                    f[0],
+                    f[1],
+                    f[2],
+                    others.join(",")
+                ));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
     }
     if let Some((gid, name)) = primary {
         out.push_str(&format!("{name}:x:{gid}:\n"));
@@ -125,16 +142,55 @@ pub fn shell(host_shell: Option<&str>, image_shells: &str, image_passwd: &str) -
     }
 }
 
+/// The groups a container never gets, neither as its gid nor as a supplementary
+/// group: [`DEFAULT_DENY_GROUPS`], the policy's `identity.deny_groups` and the access
+/// group, by name and by gid (each name resolved to its gid by the caller of
+/// [`DeniedGroups::new`]), and gid 0. Matching both ways means a group renamed, or a
+/// second name for a denied gid, does not slip through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeniedGroups {
+    names: Vec<String>,
+    gids: Vec<u32>,
+}
+
+impl DeniedGroups {
+    /// From the names denied besides the built-in ones (the policy's
+    /// `identity.deny_groups` and the access group), the access group's gid, and
+    /// `gid_of` to resolve each name (the user database).
+    pub fn new<'a>(
+        extra: impl IntoIterator<Item = &'a str>,
+        access_gid: u32,
+        gid_of: impl Fn(&str) -> Option<u32>,
+    ) -> DeniedGroups {
+        let mut names: Vec<String> = DEFAULT_DENY_GROUPS
+            .iter()
+            .copied()
+            .chain(extra)
+            .map(String::from)
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut gids: Vec<u32> = names.iter().filter_map(|n| gid_of(n)).collect();
+        gids.extend([0, access_gid]);
+        gids.sort_unstable();
+        gids.dedup();
+        DeniedGroups { names, gids }
+    }
+
+    /// Whether the group `gid`, called `name` in the user database, is denied.
+    pub fn denies(&self, gid: u32, name: Option<&str>) -> bool {
+        self.gids.contains(&gid) || name.is_some_and(|n| self.names.iter().any(|d| d == n))
+    }
+}
+
 /// The supplementary groups a container gets. `primary`: none. `caller`: the
-/// caller's groups as the kernel reported them, minus their primary group, gid 0,
-/// every gid in `denied_gids` and every group whose name (`name_of`) is in
-/// `denied_names`. Sorted, without duplicates.
+/// caller's groups as the kernel reported them, minus their primary group and every
+/// denied one (`name_of` gives a gid's name). Sorted, without duplicates.
 pub fn supplementary(
     mode: GroupsMode,
     primary: u32,
     caller_groups: &[u32],
-    denied_names: &[String],
-    denied_gids: &[u32],
+    denied: &DeniedGroups,
     name_of: impl Fn(u32) -> Option<String>,
 ) -> Vec<u32> {
     if mode == GroupsMode::Primary {
@@ -143,8 +199,7 @@ pub fn supplementary(
     let mut v: Vec<u32> = caller_groups
         .iter()
         .copied()
-        .filter(|&g| g != primary && g != 0 && !denied_gids.contains(&g))
-        .filter(|&g| name_of(g).is_none_or(|n| !denied_names.contains(&n)))
+        .filter(|&g| g != primary && !denied.denies(g, name_of(g).as_deref()))
         .collect();
     v.sort_unstable();
     v.dedup();
@@ -223,6 +278,17 @@ mod tests {
     }
 
     #[test]
+    fn group_member_lists_never_name_the_caller() {
+        let img = "wheel:x:10:alice\nadm:x:4:bob,alice,carol\nstaff:x:50:alicea,bob\n";
+        assert_eq!(
+            group(img, Some((1002, "alice")), &[], Some("alice")),
+            "wheel:x:10:\nadm:x:4:bob,carol\nstaff:x:50:alicea,bob\nalice:x:1002:\n"
+        );
+        // no name for the caller: nothing to take out
+        assert_eq!(group(img, None, &[], None), img);
+    }
+
+    #[test]
     fn shells() {
         assert_eq!(
             shell(Some("/bin/bash"), "/bin/sh\n/bin/bash\n", ""),
@@ -247,13 +313,33 @@ mod tests {
                 _ => format!("g{g}"),
             })
         };
-        let deny = vec!["sudo".to_string(), "docker".to_string()];
-        let groups = [1002, 27, 999, 500, 3000, 3000, 0, 4000];
+        // "sudo" and "docker" are denied by name (the user database has no gid for
+        // them here), 500 by gid (the access group), 4001 by the policy's name
+        let deny = DeniedGroups::new(["g4001"], 500, |_| None);
+        let groups = [1002, 27, 999, 500, 3000, 3000, 0, 4000, 4001];
         assert_eq!(
-            supplementary(GroupsMode::Caller, 1002, &groups, &deny, &[500], names),
+            supplementary(GroupsMode::Caller, 1002, &groups, &deny, names),
             vec![3000, 4000]
         );
-        assert!(supplementary(GroupsMode::Primary, 1002, &groups, &deny, &[], names).is_empty());
+        assert!(supplementary(GroupsMode::Primary, 1002, &groups, &deny, names).is_empty());
+    }
+
+    #[test]
+    fn denied_groups_match_by_name_and_by_gid() {
+        let gid_of = |n: &str| match n {
+            "docker" => Some(999),
+            "video" => Some(44),
+            _ => None,
+        };
+        let d = DeniedGroups::new(["video"], 500, gid_of);
+        assert!(d.denies(999, None), "docker by gid");
+        assert!(d.denies(12345, Some("docker")), "a second gid named docker");
+        assert!(d.denies(44, Some("renamed")), "video renamed");
+        assert!(d.denies(500, Some("urun")), "the access group");
+        assert!(d.denies(0, None), "gid 0");
+        assert!(d.denies(7, Some("wheel")), "built-in by name");
+        assert!(!d.denies(1001, Some("alice")));
+        assert!(!d.denies(1001, None));
     }
 
     fn tar_entry(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {

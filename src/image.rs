@@ -325,25 +325,13 @@ pub struct ImageFacts {
 /// Most `VOLUME`s an image may declare.
 pub const MAX_VOLUMES: usize = 32;
 
-/// Container paths the forced settings mount a file or tmpfs on: an image volume may
-/// not be one of them or above one (it would hide it), nor may a `-v` target (see
-/// [`mounts::validate_target`]). `/sbin/docker-init` twice: in a merged-/usr image
-/// `/sbin` leads to `/usr/sbin`.
-pub const FORCED_TARGETS: &[&str] = &[
-    "/sbin/docker-init",
-    "/usr/sbin/docker-init",
-    "/etc/passwd",
-    "/etc/group",
-    "/tmp",
-];
-
 /// Container trees an image volume may not be in: the kernel's and the devices'.
 const VOLUME_DENY: &[&str] = &["/proc", "/sys", "/dev"];
 
 /// The image's `VOLUME` paths as Docker uses them (cleaned, as Go's `filepath.Clean`
 /// does), checked: at most [`MAX_VOLUMES`], each absolute, usable, not `/`, not in
 /// `/proc`, `/sys` or `/dev`, and not the same as or above a forced mount
-/// ([`FORCED_TARGETS`]; exactly `/tmp` is fine, it is a tmpfs already). Sorted,
+/// ([`mounts::FORCED_TARGETS`]; exactly `/tmp` is fine, it is a tmpfs already). Sorted,
 /// without duplicates. The message says what is wrong, for the user.
 pub fn volume_paths(volumes: &[String]) -> Result<Vec<String>, String> {
     if volumes.len() > MAX_VOLUMES {
@@ -369,7 +357,7 @@ pub fn volume_paths(volumes: &[String]) -> Result<Vec<String>, String> {
         {
             return Err(format!("the image declares VOLUME {p}, inside {d}"));
         }
-        if let Some(f) = FORCED_TARGETS
+        if let Some(f) = mounts::FORCED_TARGETS
             .iter()
             .find(|f| mounts::under(Path::new(f), path) && p != "/tmp")
         {

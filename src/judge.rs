@@ -2,6 +2,7 @@
 //! It reads nothing and changes nothing; `urund` acts on what it returns.
 #![forbid(unsafe_code)]
 
+use crate::identity::DeniedGroups;
 use crate::image::{self, ImageFacts, Reference};
 use crate::mounts::{self, DirFacts};
 use crate::policy::{
@@ -31,9 +32,19 @@ fn refuse(rule: &'static str, message: String) -> Decision {
 }
 
 /// Decides whether `caller` may make `req` under `policy`. `group_gid` is the gid of
-/// `policy.access.group`, resolved by the caller of this function.
-pub fn judge(caller: &Caller, policy: &Policy, group_gid: u32, req: &Request) -> Decision {
+/// `policy.access.group` and `denied` the groups never passed to a container, both
+/// resolved by the caller of this function.
+pub fn judge(
+    caller: &Caller,
+    policy: &Policy,
+    group_gid: u32,
+    denied: &DeniedGroups,
+    req: &Request,
+) -> Decision {
     if let d @ Decision::Refuse(_) = judge_access(caller, policy, group_gid) {
+        return d;
+    }
+    if let d @ Decision::Refuse(_) = judge_gid(caller, denied) {
         return d;
     }
     if let d @ Decision::Refuse(_) = judge_image(policy, &req.image) {
@@ -101,6 +112,26 @@ pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Decisio
                  (policy access.users); ask your administrator",
                 caller.display_name(),
                 caller.uid
+            ),
+        );
+    }
+    Decision::Allow
+}
+
+/// Whether the gid the run would get, the caller's effective gid as the kernel
+/// reported it, is allowed: never a denied group (`identity.deny_groups`, the built-in
+/// list, the access group, by name and gid), which a member could otherwise get into a
+/// container with `sg GROUP` or `newgrp`. Root, where allowed, is exempt. Pure.
+pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Decision {
+    if caller.uid != 0 && denied.denies(caller.gid, caller.group.as_deref()) {
+        let name = caller.group.as_deref().unwrap_or("without a name");
+        return refuse(
+            "identity.deny_groups",
+            format!(
+                "your current group {name} (gid {}) is never given to a container \
+                 (policy identity.deny_groups); run urun with your own primary group, not \
+                 under sg or newgrp of that group",
+                caller.gid
             ),
         );
     }
@@ -402,7 +433,48 @@ mod tests {
             pid: 99,
             groups,
             name: Some("alice".into()),
+            group: None,
         }
+    }
+
+    /// The built-in deny list, with 500 as the access group's gid.
+    fn denied() -> DeniedGroups {
+        DeniedGroups::new([], 500, |n| (n == "docker").then_some(999))
+    }
+
+    #[test]
+    fn a_denied_group_as_the_callers_gid_is_refused() {
+        let p = policy("[identity]\ndeny_groups = [\"video\"]\n");
+        let d = DeniedGroups::new(["video"], 500, |n| (n == "video").then_some(44));
+        let run = |gid: u32, name: Option<&str>| {
+            let mut c = caller(1001, gid, vec![500, 1001]);
+            c.group = name.map(String::from);
+            judge(&c, &p, 500, &d, &req("busybox"))
+        };
+        assert_eq!(run(1001, Some("alice")), Decision::Allow);
+        for (gid, name) in [
+            (500, Some("urun")),   // sg urun: the access group
+            (44, Some("video")),   // identity.deny_groups, by gid
+            (4444, Some("video")), // ... and by name
+            (27, Some("sudo")),    // the built-in list
+            (0, Some("root")),     // gid 0
+        ] {
+            let d = run(gid, name);
+            assert_eq!(rule(d.clone()), "identity.deny_groups", "{gid}");
+            let Decision::Refuse(r) = d else {
+                unreachable!()
+            };
+            assert!(
+                r.message.contains(&format!("gid {gid}")) && r.message.contains("sg"),
+                "{}",
+                r.message
+            );
+        }
+        // root, where allowed, is root anyway
+        let mut p = p.clone();
+        p.access.allow_root = true;
+        let root = caller(0, 0, vec![0]);
+        assert_eq!(judge(&root, &p, 500, &d, &req("busybox")), Decision::Allow);
     }
 
     fn req(image: &str) -> Request {
@@ -413,12 +485,19 @@ mod tests {
     fn member_is_allowed() {
         let p = Policy::default();
         assert_eq!(
-            judge(&caller(1001, 1001, vec![500]), &p, 500, &req("busybox")),
+            judge(
+                &caller(1001, 1001, vec![500]),
+                &p,
+                500,
+                &denied(),
+                &req("busybox")
+            ),
             Decision::Allow
         );
-        // primary group counts too
+        // membership by the primary group counts too, but a run may not have the
+        // access group as its gid (see below)
         assert_eq!(
-            judge(&caller(1001, 500, vec![]), &p, 500, &req("busybox")),
+            judge_access(&caller(1001, 1001, vec![500]), &p, 500),
             Decision::Allow
         );
     }
@@ -429,6 +508,7 @@ mod tests {
             &caller(1001, 1001, vec![27]),
             &Policy::default(),
             500,
+            &denied(),
             &req("busybox"),
         );
         match d {
@@ -449,23 +529,32 @@ mod tests {
         let mut p = Policy::default();
         let root = caller(0, 0, vec![0, 500]);
         assert!(matches!(
-            judge(&root, &p, 500, &req("busybox")),
+            judge(&root, &p, 500, &denied(), &req("busybox")),
             Decision::Refuse(Refusal {
                 rule: "access.allow_root",
                 ..
             })
         ));
         p.access.allow_root = true;
-        assert_eq!(judge(&root, &p, 500, &req("busybox")), Decision::Allow);
+        assert_eq!(
+            judge(&root, &p, 500, &denied(), &req("busybox")),
+            Decision::Allow
+        );
         // an allowed root need not be in the group
         assert_eq!(
-            judge(&caller(0, 0, vec![]), &p, 500, &req("busybox")),
+            judge(&caller(0, 0, vec![]), &p, 500, &denied(), &req("busybox")),
             Decision::Allow
         );
     }
 
     fn refusal(req: &Request) -> Option<Refusal> {
-        match judge(&caller(1001, 1002, vec![500]), &Policy::default(), 500, req) {
+        match judge(
+            &caller(1001, 1002, vec![500]),
+            &Policy::default(),
+            500,
+            &denied(),
+            req,
+        ) {
             Decision::Allow => None,
             Decision::Refuse(r) => Some(r),
         }
@@ -496,12 +585,18 @@ mod tests {
         let mut r = req("busybox");
         r.env = vec!["FOO_BAR=1".into()];
         assert_eq!(
-            judge(&caller(1001, 500, vec![]), &p, 500, &r),
+            judge(&caller(1001, 1001, vec![500]), &p, 500, &denied(), &r),
             Decision::Allow
         );
         r.env = vec!["TERM=x".into()];
         assert_eq!(
-            rule(judge(&caller(1001, 500, vec![]), &p, 500, &r)),
+            rule(judge(
+                &caller(1001, 1001, vec![500]),
+                &p,
+                500,
+                &denied(),
+                &r
+            )),
             "env.allow"
         );
     }
@@ -550,7 +645,7 @@ mod tests {
 
     #[test]
     fn mounts_need_the_policy_and_a_sane_target() {
-        let c = caller(1001, 500, vec![]);
+        let c = caller(1001, 1001, vec![500]);
         let mut p = Policy::default();
         let mut r = req("busybox");
         r.mount = Some(crate::protocol::MountRequest {
@@ -561,12 +656,13 @@ mod tests {
             Decision::Refuse(r) => r.rule,
             Decision::Allow => "allow",
         };
-        assert_eq!(rule(judge(&c, &p, 500, &r)), "mounts.workdir");
+        assert_eq!(rule(judge(&c, &p, 500, &denied(), &r)), "mounts.workdir");
         p.mounts.workdir = true;
-        assert_eq!(rule(judge(&c, &p, 500, &r)), "allow");
+        assert_eq!(rule(judge(&c, &p, 500, &denied(), &r)), "allow");
         r.mount.as_mut().unwrap().target = "/etc".into();
-        assert_eq!(rule(judge(&c, &p, 500, &r)), "mounts.target");
+        assert_eq!(rule(judge(&c, &p, 500, &denied(), &r)), "mounts.target");
         let f = DirFacts {
+            mount_flags: 0,
             is_dir: true,
             uid: 1001,
             gid: 500,
@@ -595,12 +691,16 @@ mod tests {
     #[test]
     fn image_patterns() {
         let p = policy("[images]\nallow = [\"debian:*\", \"registry.example.org/team/*\"]\n");
-        let c = caller(1001, 500, vec![]);
+        let c = caller(1001, 1001, vec![500]);
         for ok in ["debian:12", "debian", "registry.example.org/team/x:1"] {
-            assert_eq!(judge(&c, &p, 500, &req(ok)), Decision::Allow, "{ok}");
+            assert_eq!(
+                judge(&c, &p, 500, &denied(), &req(ok)),
+                Decision::Allow,
+                "{ok}"
+            );
         }
         for bad in ["ubuntu:22.04", "registry.example.org/other/x", "busybox"] {
-            let d = judge(&c, &p, 500, &req(bad));
+            let d = judge(&c, &p, 500, &denied(), &req(bad));
             match d {
                 Decision::Refuse(r) => {
                     assert_eq!(r.rule, "images.allow");
@@ -611,7 +711,7 @@ mod tests {
         }
         // the default allows every local image
         assert_eq!(
-            judge(&c, &Policy::default(), 500, &req("x/y:z")),
+            judge(&c, &Policy::default(), 500, &denied(), &req("x/y:z")),
             Decision::Allow
         );
     }
@@ -619,20 +719,20 @@ mod tests {
     #[test]
     fn digest_required() {
         let p = policy("[images]\nrequire_digest = true\n");
-        let c = caller(1001, 500, vec![]);
+        let c = caller(1001, 1001, vec![500]);
         let d = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(
-            judge(&c, &p, 500, &req(&format!("debian@{d}"))),
+            judge(&c, &p, 500, &denied(), &req(&format!("debian@{d}"))),
             Decision::Allow
         );
-        assert_eq!(judge(&c, &p, 500, &req(&d)), Decision::Allow);
+        assert_eq!(judge(&c, &p, 500, &denied(), &req(&d)), Decision::Allow);
         assert_eq!(
-            rule(judge(&c, &p, 500, &req("debian:12"))),
+            rule(judge(&c, &p, 500, &denied(), &req("debian:12"))),
             "images.require_digest"
         );
         // a short digest is no digest at all
         assert_eq!(
-            rule(judge(&c, &p, 500, &req("debian@sha256:ab"))),
+            rule(judge(&c, &p, 500, &denied(), &req("debian@sha256:ab"))),
             "images.reference"
         );
     }
@@ -641,14 +741,23 @@ mod tests {
     fn users_list_restricts() {
         let p = policy("[access]\nusers = [\"alice\", \"2000\"]\n");
         assert_eq!(
-            judge(&caller(1001, 500, vec![]), &p, 500, &req("x")),
+            judge(
+                &caller(1001, 1001, vec![500]),
+                &p,
+                500,
+                &denied(),
+                &req("x")
+            ),
             Decision::Allow
         );
-        let mut bob = caller(2000, 500, vec![]);
+        let mut bob = caller(2000, 2000, vec![500]);
         bob.name = Some("bob".into());
-        assert_eq!(judge(&bob, &p, 500, &req("x")), Decision::Allow);
+        assert_eq!(judge(&bob, &p, 500, &denied(), &req("x")), Decision::Allow);
         bob.uid = 2001;
-        assert_eq!(rule(judge(&bob, &p, 500, &req("x"))), "access.users");
+        assert_eq!(
+            rule(judge(&bob, &p, 500, &denied(), &req("x"))),
+            "access.users"
+        );
     }
 
     #[test]
@@ -668,9 +777,13 @@ mod tests {
     #[test]
     fn references_are_judged_in_dockers_familiar_form_and_ids_only_in_full() {
         let p = policy("[images]\nallow = [\"debian:*\", \"*:latest\"]\n");
-        let c = caller(1001, 500, vec![]);
+        let c = caller(1001, 1001, vec![500]);
         for ok in ["docker.io/library/debian:12", "library/debian:12", "team/x"] {
-            assert_eq!(judge(&c, &p, 500, &req(ok)), Decision::Allow, "{ok}");
+            assert_eq!(
+                judge(&c, &p, 500, &denied(), &req(ok)),
+                Decision::Allow,
+                "{ok}"
+            );
         }
         for (bad, want) in [
             ("sha256:a667ef", "images.reference"),
@@ -680,7 +793,11 @@ mod tests {
             ("debian@sha256:ab", "images.reference"),
             ("team/x:v1", "images.allow"),
         ] {
-            assert_eq!(rule(judge(&c, &p, 500, &req(bad))), want, "{bad}");
+            assert_eq!(
+                rule(judge(&c, &p, 500, &denied(), &req(bad))),
+                want,
+                "{bad}"
+            );
         }
     }
 

@@ -62,9 +62,23 @@ pub fn parse_volume(spec: &str) -> Result<VolumeSpec, String> {
 /// identity files urund provides.
 const TARGET_DENY: &[&str] = &["/proc", "/sys", "/dev", "/etc"];
 
+/// Container paths the forced settings mount something on: `docker-init` (PID 1;
+/// twice, because in a merged-/usr image `/sbin` leads to `/usr/sbin`), the identity
+/// files and the `/tmp` tmpfs. No other mount may be one of them, above one (it would
+/// hide it: a mount over `/sbin` replaces the init) or below one. (`$HOME` is not
+/// here: mounting the working directory exactly there makes it the home.)
+pub const FORCED_TARGETS: &[&str] = &[
+    "/sbin/docker-init",
+    "/usr/sbin/docker-init",
+    "/etc/passwd",
+    "/etc/group",
+    "/tmp",
+];
+
 /// Checks a container-side mount target: absolute, normal (no `.`/`..`/`//`), not `/`,
-/// not over `/proc`, `/sys`, `/dev`, `/etc`. Used by the client for its message and by
-/// the judge, which never trusts the client's check.
+/// not over `/proc`, `/sys`, `/dev`, `/etc`, and not the same as, above or below a
+/// forced mount ([`FORCED_TARGETS`]). Used by the client for its message and by the
+/// judge, which never trusts the client's check.
 pub fn validate_target(t: &str) -> Result<(), String> {
     validate_container_path(t)?;
     if t == "/" {
@@ -75,6 +89,16 @@ pub fn validate_target(t: &str) -> Result<(), String> {
         .find(|d| under(Path::new(t), Path::new(d)))
     {
         return Err(format!("cannot mount over {d} in the container"));
+    }
+    let p = Path::new(t);
+    if let Some(f) = FORCED_TARGETS
+        .iter()
+        .find(|f| under(p, Path::new(f)) || under(Path::new(f), p))
+    {
+        return Err(format!(
+            "cannot mount at {t}: urun mounts {f} itself (the init, the identity files \
+             and /tmp stay as they are)"
+        ));
     }
     Ok(())
 }
@@ -186,6 +210,8 @@ pub fn validate_root(r: &str) -> Result<(), String> {
 /// `readlink /proc/self/fd/N` for where it is now).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirFacts {
+    /// The flags of the mount it is on (`fstatvfs`, the `ST_*` bits).
+    pub mount_flags: u64,
     pub is_dir: bool,
     pub uid: u32,
     pub gid: u32,
@@ -268,7 +294,60 @@ pub fn check_dir(
             ),
         ));
     }
+    if !read_only && f.mount_flags & ST_RDONLY != 0 {
+        return Err((
+            "mounts.readonly",
+            format!(
+                "{} is on a read-only mount, so it can only be mounted read-only \
+                 (mounts.readonly): use -v SRC:DST:ro",
+                path.display()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// `statvfs` flags (`f_flag`) that restrict what can be done through a mount, with
+/// their mount option names. A pinned working directory keeps every one its source
+/// mount has.
+pub const RESTRICTIONS: &[(u64, &str)] = &[
+    (ST_RDONLY, "ro"),
+    (ST_NOSUID, "nosuid"),
+    (ST_NODEV, "nodev"),
+    (ST_NOEXEC, "noexec"),
+    (0x10, "sync"),
+    (0x40, "mand"),
+    (0x400, "noatime"),
+    (0x800, "nodiratime"),
+    (0x1000, "relatime"),
+    (ST_NOSYMFOLLOW, "nosymfollow"),
+];
+
+/// The kernel's `statvfs` flag bits (statvfs(3)) urund acts on.
+pub const ST_RDONLY: u64 = 0x1;
+pub const ST_NOSUID: u64 = 0x2;
+pub const ST_NODEV: u64 = 0x4;
+pub const ST_NOEXEC: u64 = 0x8;
+pub const ST_NOSYMFOLLOW: u64 = 0x2000;
+
+/// Whether a pinned mount with flags `pin` is at least as strict as its source
+/// mount (`source`) plus what urund adds: `nosuid,nodev`, and `ro` for `read_only`.
+/// The message names what is missing.
+pub fn pin_strict_enough(source: u64, pin: u64, read_only: bool) -> Result<(), String> {
+    let mut want = source | ST_NOSUID | ST_NODEV;
+    if read_only {
+        want |= ST_RDONLY;
+    }
+    let missing: Vec<&str> = RESTRICTIONS
+        .iter()
+        .filter(|(bit, _)| want & bit != 0 && pin & bit == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("lacks {}", missing.join(",")))
+    }
 }
 
 /// The classic permission check for uid/gids on mode bits (ACLs are not consulted,
@@ -360,6 +439,29 @@ mod tests {
         assert!(validate_target("/home/alice/src").is_ok());
         assert!(validate_target("/etcetera").is_ok());
         assert!(validate_target("/sys").is_err());
+        // the forced mounts: the init, the identity files, /tmp; above or below them
+        for bad in [
+            "/sbin",
+            "/sbin/docker-init",
+            "/usr",
+            "/usr/sbin",
+            "/usr/sbin/docker-init",
+            "/tmp",
+            "/tmp/x",
+        ] {
+            let e = validate_target(bad).unwrap_err();
+            assert!(e.contains("urun mounts"), "{bad}: {e}");
+        }
+        for ok in [
+            "/sbinx",
+            "/usr2",
+            "/usr/local",
+            "/usr/local/sbin",
+            "/tmpx",
+            "/home/alice",
+        ] {
+            assert!(validate_target(ok).is_ok(), "{ok}");
+        }
         assert!(validate_target("/w//x").is_err());
         assert!(validate_target("/w/./x").is_err());
         assert!(validate_container_path("/").is_ok());
@@ -396,6 +498,7 @@ mod tests {
 
     fn facts(path: &str, uid: u32, mode: u32) -> DirFacts {
         DirFacts {
+            mount_flags: 0x1000,
             is_dir: true,
             uid,
             gid: 100,
@@ -441,6 +544,37 @@ mod tests {
         assert!(c(&facts("/home/b", 2000, 0o700), true, Access::Mode).is_err());
         // the owner class decides for the owner even if others have more
         assert!(c(&facts("/home/a/x", 1000, 0o077), true, Access::Mode).is_err());
+    }
+
+    #[test]
+    fn a_read_only_source_is_mounted_read_only_or_not_at_all() {
+        let roots = vec!["/home".to_string()];
+        let mut f = facts("/home/a/p", 1000, 0o700);
+        f.mount_flags |= ST_RDONLY | ST_NOEXEC;
+        let c = |ro| check_dir(&f, 1000, &[1000], ro, &roots, Access::Owner);
+        assert_eq!(c(false).unwrap_err().0, "mounts.readonly");
+        assert!(c(false).unwrap_err().1.contains(":ro"));
+        assert!(c(true).is_ok());
+    }
+
+    #[test]
+    fn a_pin_keeps_every_restriction_of_its_source_and_adds_nosuid_nodev() {
+        let ro_noexec_nosymfollow = ST_RDONLY | ST_NOEXEC | ST_NOSYMFOLLOW | 0x1000;
+        let added = ST_NOSUID | ST_NODEV;
+        assert!(
+            pin_strict_enough(ro_noexec_nosymfollow, ro_noexec_nosymfollow | added, false).is_ok()
+        );
+        // what the old remount produced: rw, no noexec, no nosymfollow
+        assert_eq!(
+            pin_strict_enough(ro_noexec_nosymfollow, 0x1000 | added, false),
+            Err("lacks ro,noexec,nosymfollow".into())
+        );
+        assert_eq!(
+            pin_strict_enough(0, ST_NOSUID, false),
+            Err("lacks nodev".into())
+        );
+        assert_eq!(pin_strict_enough(0, added, true), Err("lacks ro".into()));
+        assert!(pin_strict_enough(0, added | ST_RDONLY | ST_NOEXEC, true).is_ok());
     }
 
     #[test]

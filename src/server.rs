@@ -300,31 +300,16 @@ impl Helper {
     ) -> anyhow::Result<(RunDir, Inside)> {
         let files = self.image_files(&found.id).await?;
         let run = RunDir::create(&self.runtime, request)?;
-        let id = &self.policy.identity;
-        let mut denied_names: Vec<String> = identity::DEFAULT_DENY_GROUPS
-            .iter()
-            .map(|s| s.to_string())
-            .chain(id.deny_groups.iter().map(|g| g.0.clone()))
-            .chain([self.policy.access.group.0.clone()])
-            .collect();
-        denied_names.sort();
-        denied_names.dedup();
-        let mut denied_gids: Vec<u32> = denied_names
-            .iter()
-            .filter_map(|n| system::group_gid(n).ok().flatten())
-            .collect();
-        denied_gids.push(self.group_gid);
         let groups = identity::supplementary(
-            id.groups,
+            self.policy.identity.groups,
             caller.gid,
             &caller.groups,
-            &denied_names,
-            &denied_gids,
+            &self.denied_groups(),
             system::group_name,
         );
         let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
         let name = safe(caller.name.clone());
-        let primary = safe(system::group_name(caller.gid));
+        let primary = safe(caller.group.clone());
         let extra: Vec<(u32, String)> = groups
             .iter()
             .filter_map(|&g| safe(system::group_name(g)).map(|n| (g, n)))
@@ -373,6 +358,21 @@ impl Helper {
             volumes: crate::image::volume_paths(&found.volumes).map_err(anyhow::Error::msg)?,
         };
         Ok((run, inside))
+    }
+
+    /// The groups never given to a container (see [`identity::DeniedGroups`]), their
+    /// gids looked up now: a group created after urund started counts too.
+    fn denied_groups(&self) -> identity::DeniedGroups {
+        identity::DeniedGroups::new(
+            self.policy
+                .identity
+                .deny_groups
+                .iter()
+                .map(|g| g.0.as_str())
+                .chain([self.policy.access.group.0.as_str()]),
+            self.group_gid,
+            |n| system::group_gid(n).ok().flatten(),
+        )
     }
 
     fn request_id(&self) -> String {
@@ -460,7 +460,8 @@ impl Helper {
         rec.image = req.image.clone();
         rec.argv = req.command.clone();
         // 3. May they, with which limits, and one more run?
-        if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &req) {
+        let denied = self.denied_groups();
+        if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &denied, &req) {
             return End::Refused(r.rule, r.message);
         }
         let limits = self.limits_for(caller);

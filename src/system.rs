@@ -8,7 +8,7 @@ use nix::sys::socket::sockopt::{AcceptConn, PeerCredentials, SockType};
 use nix::sys::socket::{getsockname, getsockopt, SockaddrStorage};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -25,6 +25,8 @@ pub struct Caller {
     pub groups: Vec<u32>,
     /// User name from the user database; `None` when the uid has no entry.
     pub name: Option<String>,
+    /// The name of the group `gid` from the user database; `None` when it has none.
+    pub group: Option<String>,
 }
 
 impl Caller {
@@ -59,6 +61,7 @@ pub fn peer_caller(sock: BorrowedFd<'_>) -> io::Result<Caller> {
         pid: cred.pid(),
         groups,
         name,
+        group: group_name(cred.gid()),
     })
 }
 
@@ -386,7 +389,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
 
 // ── the working-directory mount ──
 
-/// What the kernel says about a passed descriptor: `fstat`, and where it is now
+/// What the kernel says about a passed descriptor: `fstat`, its mount's flags, and where it is now
 /// (`readlink /proc/self/fd/N`; `None` unless that path, looked up without following
 /// a final symlink, is this same inode).
 pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
@@ -407,6 +410,7 @@ pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
         Err(_) => None,
     };
     Ok(DirFacts {
+        mount_flags: mount_flags(fd)?,
         is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
         uid: st.st_uid,
         gid: st.st_gid,
@@ -437,54 +441,140 @@ pub fn root_only_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The flags of the mount a descriptor is on (`fstatvfs`'s `f_flag`, the kernel's
+/// `ST_*` bits: read-only, nosuid, nodev, noexec, nosymfollow, atime, ...), unmasked.
+pub fn mount_flags(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `st` is writable memory for exactly one `struct statvfs`, which the
+    // kernel fills in completely on success; it is read only after success. The
+    // descriptor is borrowed, so it stays open for the call.
+    let r = unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatvfs succeeded, so the struct is initialised.
+    Ok(unsafe { st.assume_init() }.f_flag)
+}
+
 /// Pins exactly the directory `fd` refers to at `mountpoint` (an empty directory in
-/// a root-only tree): a non-recursive bind of `/proc/self/fd/N` (the opened inode,
-/// never a path the caller could change), made private, then remounted
-/// `nosuid,nodev` (and `ro`). The flags are checked back with `statvfs`; on any
-/// failure the mount is removed again.
+/// a root-only tree), keeping every restriction of the mount it is on and adding
+/// `nosuid,nodev` (and `ro`), never taking one away:
+///   1. `open_tree(OPEN_TREE_CLONE)` of the descriptor: a detached copy of that one
+///      mount, rooted at the opened directory (the inode the caller opened, never a
+///      path the caller could change), non-recursive (no submounts come along), with
+///      the source mount's own flags (ro, noexec, nosymfollow, atime, ...);
+///   2. `mount_setattr` on the copy, setting attributes only (`attr_clr` is 0, so
+///      nothing the source has is cleared) and making it private;
+///   3. checking the copy's flags ⊇ the source's ∪ the added ones, while it is still
+///      attached nowhere;
+///   4. `move_mount` to `mountpoint`. The copy is restricted before it ever appears
+///      in a mount tree, so if `mountpoint` lies on a shared mount, the copies that
+///      propagate to other mount namespaces are just as restricted (and go again when
+///      it is unmounted);
+///   5. checking the flags again at `mountpoint`; on any failure the mount is removed.
+///
+/// The old way (bind, then `MS_REMOUNT` with a fixed flag set) reset every per-mount
+/// flag it did not list: a `ro,noexec` source came out writable and executable.
 pub fn pin_dir(fd: BorrowedFd<'_>, mountpoint: &Path, read_only: bool) -> io::Result<()> {
-    use nix::mount::{mount, MsFlags};
-    let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    mount(
-        Some(src.as_str()),
-        mountpoint,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| io::Error::other(format!("bind-mounting the directory: {e}")))?;
-    let finish = || -> io::Result<()> {
-        mount(
-            None::<&str>,
-            mountpoint,
-            None::<&str>,
-            MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )?;
-        let mut flags =
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        if read_only {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        mount(None::<&str>, mountpoint, None::<&str>, flags, None::<&str>)?;
-        use nix::sys::statvfs::{statvfs, FsFlags};
-        let f = statvfs(mountpoint)?.flags();
-        let want = FsFlags::ST_NOSUID
-            | FsFlags::ST_NODEV
-            | if read_only {
-                FsFlags::ST_RDONLY
-            } else {
-                FsFlags::empty()
-            };
-        if !f.contains(want) {
-            return Err(io::Error::other("the pinned mount lacks nosuid/nodev/ro"));
-        }
-        Ok(())
+    let fail = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let source = mount_flags(fd).map_err(|e| fail("reading the directory's mount flags", e))?;
+    let tree = open_tree_clone(fd).map_err(|e| fail("copying the directory's mount", e))?;
+    let mut set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    if read_only {
+        set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    restrict_mount(tree.as_fd(), set).map_err(|e| fail("restricting the pinned mount", e))?;
+    let check = |flags: u64| {
+        crate::mounts::pin_strict_enough(source, flags, read_only).map_err(io::Error::other)
     };
-    finish().map_err(|e| {
-        let _ = unmount_all(mountpoint);
-        io::Error::other(format!("securing the pinned mount: {e}"))
-    })
+    check(mount_flags(tree.as_fd())?)
+        .map_err(|e| fail("the pinned mount before attaching it", e))?;
+    move_mount_to(tree.as_fd(), mountpoint).map_err(|e| fail("attaching the pinned mount", e))?;
+    drop(tree);
+    let attached = std::fs::File::open(mountpoint).and_then(|f| mount_flags(f.as_fd()));
+    match attached.and_then(check) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = unmount_all(mountpoint);
+            Err(fail("the pinned mount", e))
+        }
+    }
+}
+
+/// `open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)`: a
+/// detached, non-recursive copy of the mount `fd` is on, rooted at `fd`.
+fn open_tree_clone(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
+    // SAFETY: open_tree takes a descriptor (borrowed, open for the call), a
+    // NUL-terminated path (the static empty string) and flags; it returns a new
+    // descriptor or -1 and touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel has just installed this descriptor for us; nothing else owns
+    // it, so it is closed exactly once, by the OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH, {attr_set: set, attr_clr: 0, propagation:
+/// MS_PRIVATE})`: adds the attributes in `set`, clears none, makes the mount private.
+fn restrict_mount(tree: BorrowedFd<'_>, set: u64) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` is a live, initialised `struct mount_attr` whose exact size is
+    // passed; the kernel only reads it. The path is the static empty string, the
+    // descriptor is borrowed and open for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `move_mount(tree, "", AT_FDCWD, to, MOVE_MOUNT_F_EMPTY_PATH)`: attaches the detached
+/// mount `tree` at the path `to`.
+fn move_mount_to(tree: BorrowedFd<'_>, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("mount point with a NUL byte"))?;
+    // SAFETY: both paths are NUL-terminated strings that live across the call (the
+    // static empty string and `to`); the descriptor is borrowed and open. The kernel
+    // only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Unmounts everything mounted at or below `dir` (deepest first, each until it is
@@ -670,6 +760,7 @@ mod tests {
             pid: 1,
             groups: vec![27, 1000],
             name: None,
+            group: None,
         };
         assert!(c.in_group(1000) && c.in_group(27) && !c.in_group(0));
         assert_eq!(c.display_name(), "1000");
