@@ -61,7 +61,8 @@ pub struct Urun {
     pub workdir: Option<String>,
 
     /// Mount a host directory: your current directory or one below it, if the policy
-    /// allows it ([mounts]): HOST-DIR:CONTAINER-DIR[:ro]
+    /// allows it ([mounts]): HOST-DIR:CONTAINER-DIR[:ro]; a read-only one only with :ro.
+    /// Not over /etc, /proc, /sys, /dev, /tmp or docker-init
     #[arg(short = 'v', long = "volume", value_name = "HOST-DIR:DIR[:ro]")]
     pub volume: Vec<String>,
 
@@ -74,7 +75,8 @@ pub struct Urun {
     #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
     pub entrypoint: Option<String>,
 
-    /// Name the container; it becomes urun-<your uid>-NAME
+    /// Name the run (a label on the container, not Docker's name, which others on
+    /// the isolated network could resolve); one run of yours per name at a time
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 

@@ -69,7 +69,7 @@ pub fn judge_mounts(policy: &Policy, req: &Request) -> Decision {
             );
         }
         if let Err(e) = mounts::validate_target(&m.target) {
-            return refuse("mounts.target", format!("-v target: {e}"));
+            return refuse("mounts.target", format!("-v target: {e} (mounts.target)"));
         }
     }
     Decision::Allow
@@ -144,7 +144,7 @@ pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Decision {
 pub fn judge_image(policy: &Policy, image: &str) -> Decision {
     let reference = match Reference::parse(image) {
         Ok(r) => r,
-        Err(e) => return refuse("images.reference", e.0),
+        Err(e) => return refuse("images.reference", format!("{e} (images.reference)")),
     };
     if policy.images.require_digest && !reference.is_pinned() {
         return refuse(
@@ -188,7 +188,7 @@ pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Dec
             format!(
                 "{:?} is not a name of the image Docker found for it (Docker matched the \
                  start of an image ID); name the image by a tag, a digest or its full ID \
-                 sha256:<64 hex>",
+                 sha256:<64 hex> (images.reference)",
                 req.image
             ),
         );
@@ -198,7 +198,7 @@ pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Dec
         Err(e) => {
             return refuse(
                 "images.volumes",
-                format!("image {reference} is refused: {e}"),
+                format!("image {reference} is refused (images.volumes): {e}"),
             )
         }
     };
@@ -222,7 +222,7 @@ pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Dec
                 "mounts.target",
                 format!(
                     "-v target {}: the image declares VOLUME {v}, which urun mounts a tmpfs \
-                     on; choose a target that neither is, holds nor lies in it",
+                     on; choose a target that neither is, holds nor lies in it (mounts.target)",
                     m.target
                 ),
             );
@@ -244,7 +244,7 @@ pub fn judge_pull(policy: &Policy, reference: &str) -> Decision {
     }
     let parsed = match Reference::parse(reference) {
         Ok(r) => r,
-        Err(e) => return refuse("images.reference", e.0),
+        Err(e) => return refuse("images.reference", format!("{e} (images.reference)")),
     };
     let Some(reg) = parsed.registry() else {
         return refuse(

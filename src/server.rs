@@ -5,15 +5,17 @@
 //!   2. what: one bounded, strictly parsed request (or a `--policy` query, answered
 //!      from the same identity and policy), and the working directory's descriptor if
 //!      the client passed one (SCM_RIGHTS, read with the request's first bytes);
-//!   3. may they: the pure policy judge (access, image patterns), then the same for
-//!      the passed directory (from `fstat` and its current path, never from a path in
-//!      the request), the caller's effective limits (override tables), one more run
-//!      (`max_concurrent`);
+//!   3. may they: the pure policy judge (access, the gid they would run with, image
+//!      patterns), then the same for the passed directory (from `fstat`, `fstatvfs`
+//!      and its current path, never from a path in the request), the caller's
+//!      effective limits (override tables), one more run (`max_concurrent`), their
+//!      `--name` not in use by another of their runs;
 //!   4. which image: resolved to an ID at admission; pulled first only if the judge
-//!      allows the pull (`[pull]`), with progress frames to the client;
+//!      allows the pull (`[pull]`), with progress frames to the client; judged again
+//!      on what Docker found (its names, its `VOLUME`s);
 //!   5. how: the run's root-only directory gets the generated passwd/group and the
-//!      pinned working directory; the forced-settings table builds the whole
-//!      container configuration;
+//!      pinned working directory (every restriction of its mount kept); the
+//!      forced-settings table builds the whole container configuration;
 //!   6. run: create, attach, start, relay, wait (killed at `max_runtime`), remove —
 //!      and remove on every other path too (client gone, bad frame, helper shutdown);
 //!   7. record: one audit line (stderr, file, syslog).
@@ -297,6 +299,7 @@ impl Helper {
         found: &ImageFacts,
         req: &Request,
         dir: Option<&OwnedFd>,
+        denied: &identity::DeniedGroups,
     ) -> anyhow::Result<(RunDir, Inside)> {
         let files = self.image_files(&found.id).await?;
         let run = RunDir::create(&self.runtime, request)?;
@@ -304,7 +307,7 @@ impl Helper {
             self.policy.identity.groups,
             caller.gid,
             &caller.groups,
-            &self.denied_groups(),
+            denied,
             system::group_name,
         );
         let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
@@ -530,7 +533,7 @@ impl Helper {
             }
         }
         let (_run, inside) = match self
-            .prepare_inside(caller, &rec.request, &found, &req, dir.as_ref())
+            .prepare_inside(caller, &rec.request, &found, &req, dir.as_ref(), &denied)
             .await
         {
             Ok(x) => x,
@@ -761,6 +764,12 @@ impl Helper {
                 ""
             }
         ));
+        t.push_str(match p.images.volumes {
+            crate::policy::ImageVolumes::Tmpfs => {
+                "Image VOLUMEs: each an empty tmpfs of tmpfs_size (never a Docker volume)\n"
+            }
+            crate::policy::ImageVolumes::Refuse => "Images that declare a VOLUME: refused\n",
+        });
         t.push_str(&match p.pull.mode {
             PullMode::Never => "Missing images: not pulled (ask your administrator)\n".to_string(),
             PullMode::Missing => {

@@ -74,15 +74,16 @@ fn must(cmd: &str, args: &[&str]) -> String {
     stdout(&o)
 }
 
-/// The per-mount options (field 6 of mountinfo) of the mount at `target`, from a
-/// mountinfo text.
-fn options_at(mountinfo: &str, target: &str) -> Option<Vec<String>> {
-    mountinfo
-        .lines()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 5 && f[4] == target)
-        .map(|f| f[5].split(',').map(String::from).collect())
-        .last()
+/// One line of mountinfo: (per-mount options, file system type, super options).
+fn mount_line(line: &str) -> (Vec<String>, String, String) {
+    let (left, right) = line.split_once(" - ").unwrap_or((line, ""));
+    let opts = left.split(' ').nth(5).unwrap_or("");
+    let r: Vec<&str> = right.split(' ').collect();
+    (
+        opts.split(',').map(String::from).collect(),
+        r.first().unwrap_or(&"").to_string(),
+        r.get(2).unwrap_or(&"").to_string(),
+    )
 }
 
 /// A bind mount of a directory onto itself, with per-mount flags an administrator
@@ -269,4 +270,408 @@ fn the_pin_never_appears_unrestricted_in_another_mount_namespace() {
     assert!(left.is_empty(), "left in the other namespace: {left:?}");
     assert!(mounts_under(&runtime(&d)).is_empty());
     drop(shared);
+}
+
+// ───────────────────────────── images ─────────────────────────────
+
+fn image_id(reference: &str) -> String {
+    must("docker", &["image", "inspect", "-f", "{{.Id}}", reference])
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[serial]
+fn an_image_id_prefix_cannot_get_past_the_image_allow_list() {
+    let img = TestImage::build(
+        &format!("urun-test/idprefix{}:v1", unique()),
+        &format!("FROM {}\nCOPY marker /marker\n", image()),
+        |dir| fs::write(dir.join("marker"), "not-allowed\n").unwrap(),
+    );
+    let id = image_id(&img.0);
+    let hex = id.strip_prefix("sha256:").unwrap().to_string();
+    let short = hex[..12].to_string();
+    // Only :latest tags are allowed; the image's only tag is :v1.
+    let (g, u, d) = setup("[images]\nallow = [\"*:latest\"]\n");
+    for typed in [short.as_str(), &format!("sha256:{short}"), &hex] {
+        let o = d.run(&u, &[typed, "cat", "/marker"], b"");
+        assert!(!stdout(&o).contains("not-allowed"), "{typed} ran it");
+        assert_refused(&o, &["images.reference"]);
+    }
+    let o = d.run(&u, &[&img.0, "cat", "/marker"], b"");
+    assert_refused(&o, &["images.allow"]);
+    let o = d.run(&u, &[&id, "cat", "/marker"], b"");
+    assert_refused(&o, &["images.allow"]);
+    assert!(d.containers().is_empty());
+    drop(d);
+    // Where every image is allowed, the full ID runs it; a prefix still does not.
+    let d = Daemon::start(&format!("{}[images]\nallow = [\"*\"]\n", policy_for(&g)));
+    let o = d.run(&u, &[&id, "cat", "/marker"], b"");
+    assert_eq!(stdout(&o), "not-allowed\n", "{}", stderr(&o));
+    let o = d.run(&u, &[&short, "cat", "/marker"], b"");
+    assert_refused(&o, &["images.reference"]);
+}
+
+/// The test image with `VOLUME`s (and content in one of them).
+fn image_with_volumes(volumes: &[&str]) -> TestImage {
+    TestImage::build(
+        &format!("urun-test/volumes{}:latest", unique()),
+        &format!(
+            "FROM {}\nCOPY marker /data/marker\nVOLUME {}\n",
+            image(),
+            serde_json::to_string(volumes).unwrap()
+        ),
+        |dir| fs::write(dir.join("marker"), "image content\n").unwrap(),
+    )
+}
+
+#[test]
+#[serial]
+fn an_image_volume_is_a_sized_tmpfs_never_a_disk_backed_docker_volume() {
+    let img = image_with_volumes(&["/data", "/cache/"]);
+    let (g, u, d) = setup(&format!("[limits]\ntmpfs_size = \"8m\"\n{MOUNTS_ON}"));
+    let probe = "for v in /data /cache; do grep \" $v \" /proc/self/mountinfo; done; \
+                 dd if=/dev/zero of=/data/big bs=1M count=16 2>/dev/null || echo FULL; \
+                 ls /data; sleep 3";
+    let run = d
+        .urun(&u, &[&img.0, "sh", "-c", probe])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_running(1, Duration::from_secs(20));
+    let cid = d.containers()[0].clone();
+    let kinds = must(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}",
+            &cid,
+        ],
+    );
+    assert!(!kinds.contains("volume"), "Docker volumes: {kinds}");
+    let o = run.wait_with_output().unwrap();
+    let out = stdout(&o);
+    let l: Vec<&str> = out.lines().collect();
+    assert!(l.len() >= 3, "{out} {}", stderr(&o));
+    for line in &l[..2] {
+        let (opts, fs, sb) = mount_line(line);
+        for want in ["rw", "nosuid", "nodev", "noexec"] {
+            assert!(opts.iter().any(|o| o == want), "{want} missing: {line}");
+        }
+        assert_eq!(fs, "tmpfs", "{line}");
+        assert!(sb.split(',').any(|o| o == "size=8192k"), "{line}");
+    }
+    // Writable by the caller, no bigger than tmpfs_size; the image's content is not there.
+    assert_eq!(l[2], "FULL", "{out}");
+    assert_eq!(l[3..], ["big"], "{out}");
+    drop(d);
+    // The policy can refuse such images instead.
+    let d = Daemon::start(&format!(
+        "{}[images]\nvolumes = \"refuse\"\n",
+        policy_for(&g)
+    ));
+    let o = d.run(&u, &[&img.0, "true"], b"");
+    assert_refused(&o, &["images.volumes", "/cache, /data"]);
+    drop(d);
+    // A volume that would hide a forced mount, and a working directory over a volume.
+    let (_g, u, d) = setup(MOUNTS_ON);
+    let bad = image_with_volumes(&["/sbin"]);
+    let o = d.run(&u, &[&bad.0, "true"], b"");
+    assert_refused(&o, &["images.volumes", "/sbin/docker-init"]);
+    let dir = user_dir(&u, &home(&u).join("w"));
+    let o = run_in(&d, &u, &dir, &["-v", ".:/data", &img.0, "true"]);
+    assert_refused(&o, &["mounts.target", "VOLUME /data"]);
+    assert!(d.containers().is_empty());
+}
+
+// ───────────────────────────── identity ─────────────────────────────
+
+#[test]
+#[serial]
+fn a_denied_group_as_the_callers_gid_is_refused() {
+    let access = TestGroup::new("urg");
+    let denied = TestGroup::new("urno");
+    let u = TestUser::new(&[&access, &denied]);
+    let d = Daemon::start(&format!(
+        "{}[identity]\ndeny_groups = [\"{}\"]\n",
+        policy_for(&access),
+        denied.name
+    ));
+    // As `sg GROUP -c 'urun ...'` runs it: the group as the real and effective gid.
+    let as_gid = |gid: u32| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={gid}"),
+            "--init-groups",
+            "--reset-env",
+            "--",
+        ])
+        .arg(&d.urun)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([image(), "id", "-g"]);
+        run_with_input(c, b"")
+    };
+    let o = as_gid(u.gid);
+    assert_eq!(stdout(&o), format!("{}\n", u.gid), "{}", stderr(&o));
+    for g in [&denied, &access] {
+        let o = as_gid(g.gid);
+        assert!(
+            !stdout(&o).contains(&g.gid.to_string()),
+            "ran as gid {}",
+            g.gid
+        );
+        assert_refused(
+            &o,
+            &["identity.deny_groups", &format!("gid {}", g.gid), "sg"],
+        );
+    }
+    assert!(d.containers().is_empty());
+}
+
+#[test]
+#[serial]
+fn an_image_group_listing_the_caller_as_a_member_does_not_keep_them() {
+    let (_g, u, d) = setup("");
+    let n = &u.name;
+    let img = TestImage::build(
+        &format!("urun-test/members{}:latest", unique()),
+        &format!("FROM {}\nCOPY group /etc/group\n", image()),
+        |dir| {
+            fs::write(
+                dir.join("group"),
+                format!("root:x:0:\nwheel:x:10:{n}\nadm:x:4:other,{n},third\n"),
+            )
+            .unwrap()
+        },
+    );
+    let o = d.run(&u, &[&img.0, "cat", "/etc/group"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("wheel:x:10:\n"), "{out}");
+    assert!(out.contains("adm:x:4:other,third\n"), "{out}");
+    for l in out.lines() {
+        let members = l.split(':').nth(3).unwrap_or("");
+        assert!(
+            !members.split(',').any(|m| m == n.as_str()),
+            "listed as a member: {l}"
+        );
+    }
+}
+
+// ─────────────────────────── names and network ───────────────────────────
+
+/// Removes the isolated network on drop (if no container uses it any more).
+struct IsolatedNet;
+
+impl Drop for IsolatedNet {
+    fn drop(&mut self) {
+        let _ = sh("docker", &["network", "rm", "urun-isolated"]);
+    }
+}
+
+#[test]
+#[serial]
+fn another_users_container_name_does_not_resolve_on_the_isolated_network() {
+    let _net = IsolatedNet;
+    let (g, a, d) = setup("[network]\nmode = \"isolated\"\n");
+    let b = TestUser::new(&[&g]);
+    let name = format!("web{}", unique());
+    let mut server = d
+        .urun(&a, &["--name", &name, image(), "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_running(1, Duration::from_secs(20));
+    let cid = d.containers()[0].clone();
+    let labels = must(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.urun.name\"}} {{.Name}}",
+            &cid,
+        ],
+    );
+    assert!(labels.starts_with(&format!("{name} /")), "{labels}");
+    assert!(!labels.contains(&format!("urun-{}", a.uid)), "{labels}");
+    // One user cannot have two runs of one name at once.
+    let o = d.run(&a, &["--name", &name, image(), "true"], b"");
+    assert_refused(&o, &["already in use"]);
+    // Another user's container: neither the name urun used to give Docker nor the
+    // --name resolves; its short ID (which nobody else knows) shows that DNS works.
+    let probe = format!(
+        "for n in urun-{}-{name} {name} {}; do nslookup $n >/dev/null 2>&1 && echo RESOLVED $n; done; echo done",
+        a.uid,
+        &cid[..12]
+    );
+    let o = d.run(&b, &[image(), "sh", "-c", &probe], b"");
+    assert_eq!(
+        stdout(&o),
+        format!("RESOLVED {}\ndone\n", &cid[..12]),
+        "{}",
+        stderr(&o)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(d.wait_no_containers(Duration::from_secs(20)).is_ok());
+}
+
+// ───────────────────────────── forced mounts ─────────────────────────────
+
+/// A client that speaks the protocol itself: mounts `argv[2]` (opened here) at the
+/// target `argv[4]`, whatever the real client would check.
+const CRAFTED: &str = r#"
+import json, os, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
+p = json.dumps({"version": 1, "image": sys.argv[3], "command": ["true"],
+                "mount": {"target": sys.argv[4], "read_only": False}}).encode()
+s.sendmsg([struct.pack(">BI", 1, len(p)) + p],
+          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+while data:
+    k, n = struct.unpack(">BI", data[:5])
+    body, data = data[5:5 + n], data[5 + n:]
+    if k == 0x83:
+        sys.exit(body[0])
+    if k == 0x84:
+        sys.stderr.write(body[1:].decode() + "\n")
+        sys.exit(body[0])
+"#;
+
+/// Runs [`CRAFTED`] as `u`: `dir` mounted at `target`.
+fn crafted_run(d: &Daemon, u: &TestUser, dir: &Path, target: &str) -> Output {
+    let script = d.dir.join("crafted.py");
+    write_mode(&script, CRAFTED.as_bytes(), 0o644);
+    let mut c = u.command("/usr/bin/python3");
+    c.arg(&script)
+        .arg(&d.socket)
+        .arg(dir)
+        .arg(image())
+        .arg(target);
+    run_with_input(c, b"")
+}
+
+#[test]
+#[serial]
+fn a_mount_over_sbin_usr_or_tmp_cannot_replace_the_init_or_the_scratch_space() {
+    let (_g, u, d) = setup(MOUNTS_ON);
+    let dir = user_dir(&u, &home(&u).join("w"));
+    for target in [
+        "/sbin",
+        "/sbin/docker-init",
+        "/usr",
+        "/usr/sbin",
+        "/usr/sbin/docker-init",
+        "/tmp",
+        "/tmp/x",
+    ] {
+        let o = run_in(
+            &d,
+            &u,
+            &dir,
+            &[
+                "-v",
+                &format!(".:{target}"),
+                image(),
+                "cat",
+                "/proc/1/cmdline",
+            ],
+        );
+        assert_refused(&o, &["-v", "urun mounts"]);
+        // urund refuses it too, whatever a client checked.
+        let o = crafted_run(&d, &u, &dir, target);
+        assert_refused(&o, &["mounts.target", "urun mounts"]);
+    }
+    // From inside: PID 1 is docker-init, also with the directory mounted at $HOME.
+    let at_home = format!(".:{}", home(&u).display());
+    let o = run_in(
+        &d,
+        &u,
+        &dir,
+        &[
+            "-v",
+            &at_home,
+            image(),
+            "sh",
+            "-c",
+            "tr '\\0' ' ' </proc/1/cmdline; cat ~/marker",
+        ],
+    );
+    assert_eq!(
+        stdout(&o),
+        "/sbin/docker-init -- sh -c tr '\\0' ' ' </proc/1/cmdline; cat ~/marker original",
+        "{}",
+        stderr(&o)
+    );
+    assert!(d.containers().is_empty());
+}
+
+#[test]
+#[serial]
+fn tmp_is_writable_even_when_the_images_tmp_is_not_1777() {
+    // Built with RUN, without a network (the build needs none).
+    let dir = std::env::temp_dir().join(format!("urun-img-{}", unique()));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {}\nRUN chmod 0755 /tmp\n", image()),
+    )
+    .unwrap();
+    let img = TestImage(format!("urun-test/tmp755{}:latest", unique()));
+    let o = Command::new("docker")
+        .args(["build", "-q", "--network", "none", "-t", &img.0])
+        .arg(&dir)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    let _ = fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "docker build: {}", stderr(&o));
+    let mode = must(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &img.0,
+            "stat",
+            "-c",
+            "%a",
+            "/tmp",
+        ],
+    );
+    assert_eq!(mode.trim(), "755", "the test image's /tmp");
+    let (_g, u, d) = setup("");
+    let o = d.run(
+        &u,
+        &[
+            &img.0,
+            "sh",
+            "-c",
+            "echo ok > /tmp/f && cat /tmp/f; grep ' /tmp ' /proc/self/mountinfo",
+        ],
+        b"",
+    );
+    let out = stdout(&o);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l.first(), Some(&"ok"), "{out} {}", stderr(&o));
+    let (opts, fs, _) = mount_line(l[1]);
+    assert_eq!(fs, "tmpfs", "{out}");
+    for want in ["rw", "nosuid", "nodev", "noexec"] {
+        assert!(opts.iter().any(|o| o == want), "{want} missing: {out}");
+    }
 }

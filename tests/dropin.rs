@@ -743,7 +743,7 @@ fn env_network_and_pull_flags_follow_the_policy() {
 
 #[test]
 #[serial]
-fn names_are_prefixed_per_user_so_users_cannot_collide() {
+fn names_are_per_user_labels_so_users_cannot_collide() {
     let (g, u, d) = setup();
     let other = TestUser::new(&[&g]);
     let name = format!("web{}", unique());
@@ -756,25 +756,28 @@ fn names_are_prefixed_per_user_so_users_cannot_collide() {
         .spawn()
         .unwrap();
     d.wait_running(2, Duration::from_secs(20));
-    let names = stdout(&sh(
+    // Both users have a run of that name: the name is a label beside the owner's
+    // uid, never Docker's name (which Docker's DNS would resolve for others).
+    let labels = stdout(&sh(
         "docker",
         &[
             "ps",
             "--format",
-            "{{.Names}}",
+            "{{.Label \"io.urun.name\"}} {{.Label \"io.urun.uid\"}} {{.Names}}",
             "--filter",
             &format!("label=io.urun.helper={}", d.socket.display()),
         ],
     ));
-    let mut names: Vec<&str> = names.lines().collect();
-    names.sort();
-    let mut want = [
-        format!("urun-{}-{name}", u.uid),
-        format!("urun-{}-{name}", other.uid),
-    ];
+    let mut got: Vec<String> = labels
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+        .collect();
+    got.sort();
+    let mut want = [format!("{name} {}", u.uid), format!("{name} {}", other.uid)];
     want.sort();
-    assert_eq!(names, want);
-    // The same user twice: docker's own conflict, reported as 125.
+    assert_eq!(got, want, "{labels}");
+    assert!(!labels.contains(&format!(" {name}\n")), "{labels}");
+    // The same user twice: docker's conflict, reported as 125.
     let o = d.run(&u, &["--name", &name, image(), "true"], b"");
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
@@ -783,6 +786,9 @@ fn names_are_prefixed_per_user_so_users_cannot_collide() {
     assert_eq!(wait_within(&mut a, Duration::from_secs(3)), Some(143));
     assert_eq!(wait_within(&mut b, Duration::from_secs(3)), Some(143));
     assert!(d.wait_no_containers(Duration::from_secs(2)).is_ok());
+    // Once that run is over, the name is free again.
+    let o = d.run(&u, &["--name", &name, image(), "true"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]
