@@ -490,20 +490,6 @@ fn another_users_container_name_does_not_resolve_on_the_isolated_network() {
         .unwrap();
     d.wait_running(1, Duration::from_secs(20));
     let cid = d.containers()[0].clone();
-    let labels = must(
-        "docker",
-        &[
-            "inspect",
-            "-f",
-            "{{index .Config.Labels \"io.urun.name\"}} {{.Name}}",
-            &cid,
-        ],
-    );
-    assert!(labels.starts_with(&format!("{name} /")), "{labels}");
-    assert!(!labels.contains(&format!("urun-{}", a.uid)), "{labels}");
-    // One user cannot have two runs of one name at once.
-    let o = d.run(&a, &["--name", &name, image(), "true"], b"");
-    assert_refused(&o, &["already in use"]);
     // Another user's container: neither the name urun used to give Docker nor the
     // --name resolves; its short ID (which nobody else knows) shows that DNS works.
     let probe = format!(
@@ -518,6 +504,20 @@ fn another_users_container_name_does_not_resolve_on_the_isolated_network() {
         "{}",
         stderr(&o)
     );
+    let labels = must(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.urun.name\"}} {{.Name}}",
+            &cid,
+        ],
+    );
+    assert!(labels.starts_with(&format!("{name} /")), "{labels}");
+    assert!(!labels.contains(&format!("urun-{}", a.uid)), "{labels}");
+    // One user cannot have two runs of one name at once.
+    let o = d.run(&a, &["--name", &name, image(), "true"], b"");
+    assert_refused(&o, &["already in use"]);
     let _ = server.kill();
     let _ = server.wait();
     assert!(d.wait_no_containers(Duration::from_secs(20)).is_ok());
