@@ -507,18 +507,6 @@ fn dotdot_symlinks_and_relative_paths_in_v() {
     assert!(mounts_under(&runtime(&d)).is_empty());
 }
 
-fn wait_log(d: &Daemon, needle: &str, limit: Duration) {
-    let t = Instant::now();
-    while !d.log_text().contains(needle) {
-        assert!(
-            t.elapsed() < limit,
-            "{needle:?} not logged:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The swap race: the client opened its directory; before the container starts (urund
 /// paused by its debug-only test hook, after its checks and before pinning), the
 /// directory is renamed and a symlink to another user's directory put in its place.
@@ -552,7 +540,7 @@ fn swapping_the_directory_for_a_symlink_after_the_check_mounts_the_original() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    wait_log(&d, "test pause", Duration::from_secs(10));
+    d.wait_log("test pause", Duration::from_secs(10));
     fs::rename(&proj, home(&u).join("proj.old")).unwrap();
     std::os::unix::fs::symlink(&target, &proj).unwrap();
     let o = child.wait_with_output().unwrap();

@@ -214,6 +214,20 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until urund's log contains `needle` (audit records are written after the
+    /// client has its exit status, so a test must wait for them), up to `limit`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        let t = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                t.elapsed() < limit,
+                "{needle:?} not logged:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
