@@ -587,11 +587,13 @@ impl HostState {
         }
     }
 
-    /// A user whose primary group is `urun` (so the group's member list is not edited).
+    /// A user in the `urun` group, as README says to add one (`usermod -aG urun`): a
+    /// supplementary member with their own primary group (urund never gives a container
+    /// the access group's gid). `userdel` takes them off the group's member list again.
     fn user(&mut self) -> (String, u32, u32) {
         let name = format!("urp{}", unique());
         ok(
-            &sh("useradd", &["-m", "-g", "urun", "-s", "/bin/sh", &name]),
+            &sh("useradd", &["-m", "-G", "urun", "-s", "/bin/sh", &name]),
             "useradd",
         );
         self.user = Some(name.clone());
