@@ -1,16 +1,56 @@
-//! The audit trail: one JSON line per request, written by urund. It records who asked
+//! The audit trail: one JSON line per event, written by urund. It records who asked
 //! for what and what happened, never the data of the streams.
+//!
+//! A member of the access group is an adversary too, so the trail is bounded:
+//! - every string a caller can influence (argv, image, messages that echo input, names,
+//!   label values) is clipped once, in [`Record::to_line`], before any sink, with a
+//!   visible marker; a line is never longer than [`MAX_LINE`];
+//! - records of requests that got no container (refusals, protocol errors, errors
+//!   before the container was created, `--policy` queries) are rate-limited per uid
+//!   ([`Limiter`]); what is held back is counted and written as one `suppressed` record.
+//!   Records about containers (`admitted`, the end of an admitted run, `reaped`) are
+//!   never held back: each costs the caller a container, which the policy bounds;
+//! - characters that confuse log viewers and JavaScript consumers (C1 controls, DEL,
+//!   U+2028/U+2029, bidirectional controls, the BOM) are escaped as `\uXXXX`, as
+//!   serde_json does for C0 controls.
+//!
+//! The audit file's directory must be urund's own (see [`Sink::open`]).
 #![forbid(unsafe_code)]
 
+use crate::forced::{LABEL_REQUEST, LABEL_UID, LABEL_USER};
+use crate::policy::Limits;
 use crate::system::Caller;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::sys::stat::{Mode, SFlag};
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Largest JSON size (quotes included) of one caller-influenced string field: `image`,
+/// `message`, each word of `argv`.
+pub const MAX_FIELD: usize = 4096;
+/// Largest JSON size of the whole `argv` array.
+pub const MAX_ARGV: usize = 8192;
+/// Largest JSON size of a short field: `request`, `user`, `image_id`, `container`,
+/// `rule`, a label value.
+pub const MAX_SHORT: usize = 256;
+/// Largest number of labels in a `reaped` record.
+const MAX_LABELS: usize = 8;
+/// Largest number of rules in a `suppressed` record (the rest are counted as `other`).
+const MAX_RULES: usize = 16;
+/// Largest key of those maps.
+const MAX_KEY: usize = 64;
+/// No record's line (without its newline) is longer: the sum of the field bounds
+/// above and the fixed keys and numbers, checked by a property test.
+pub const MAX_LINE: usize = 24 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Record {
@@ -27,7 +67,9 @@ pub struct Record {
     pub container: Option<String>,
     /// The `--name` the user gave the run (a label, never Docker's name).
     pub name: Option<String>,
-    /// "allowed", "refused" or "error".
+    /// "allowed", "refused" or "error" (how a request ended); "admitted" (a run's
+    /// container was created: written before it starts); "reaped" (urund removed a
+    /// leftover container at start); "suppressed" (records held back by the rate limit).
     pub decision: &'static str,
     /// The rule that refused the request, or the cause of an error.
     pub rule: Option<String>,
@@ -36,6 +78,54 @@ pub struct Record {
     pub duration_ms: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// `admitted`: the limits that apply to the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RunLimits>,
+    /// `reaped`: the container's urun labels (uid, user, request) as it carried them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `suppressed`: what was held back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Suppressed>,
+}
+
+/// The limits of an admitted run, as numbers: bytes, CPUs, counts, seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunLimits {
+    pub memory: u64,
+    pub cpus: f64,
+    pub pids: u32,
+    pub nofile: u32,
+    pub nproc: u32,
+    pub tmpfs_size: u64,
+    pub max_runtime: u64,
+    pub max_concurrent: u32,
+}
+
+impl From<&Limits> for RunLimits {
+    fn from(l: &Limits) -> RunLimits {
+        RunLimits {
+            memory: l.memory.0,
+            cpus: l.cpus.0,
+            pids: l.pids.0,
+            nofile: l.nofile.0,
+            nproc: l.nproc.0,
+            tmpfs_size: l.tmpfs_size.0,
+            max_runtime: l.max_runtime.0,
+            max_concurrent: l.max_concurrent.0,
+        }
+    }
+}
+
+/// What a `suppressed` record stands for: `count` records of its uid, the first and
+/// last of them at `first` and `last` (their `time`), by rule (or decision when there
+/// was no rule).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Suppressed {
+    pub count: u64,
+    pub first: f64,
+    pub last: f64,
+    pub rules: BTreeMap<String, u64>,
 }
 
 impl Record {
@@ -52,8 +142,83 @@ impl Record {
         }
     }
 
+    /// The record written when a run's container has been created, before it starts:
+    /// a run in flight when urund dies is still on record. The end record follows.
+    pub fn admitted(&self, limits: &Limits) -> Record {
+        Record {
+            time: now(),
+            decision: "admitted",
+            rule: None,
+            status: None,
+            limits: Some(limits.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The record of a leftover container urund removed at start: its ID and the urun
+    /// labels it carried (untrusted: an image can carry any label; clipped like the rest).
+    pub fn reaped(container: &str, labels: &HashMap<String, String>) -> Record {
+        let kept: BTreeMap<String, String> = [LABEL_UID, LABEL_USER, LABEL_REQUEST]
+            .iter()
+            .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))
+            .collect();
+        Record {
+            time: now(),
+            request: labels.get(LABEL_REQUEST).cloned().unwrap_or_default(),
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            user: "urund".into(),
+            pid: std::process::id() as i32,
+            container: Some(container.to_string()),
+            decision: "reaped",
+            message: Some("leftover container removed at start".into()),
+            labels: Some(kept),
+            ..Default::default()
+        }
+    }
+
+    /// Records that are rate-limited per uid: those of requests that got no container.
+    fn rate_limited(&self) -> bool {
+        self.container.is_none() && !matches!(self.decision, "suppressed" | "reaped")
+    }
+
+    /// The record with every string clipped to its bound (see the module comment).
+    pub fn bounded(&self) -> Record {
+        let short = |s: &Option<String>| s.as_deref().map(|s| clip(s, MAX_SHORT));
+        let map = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .take(MAX_LABELS)
+                .map(|(k, v)| (clip(k, MAX_KEY), clip(v, MAX_SHORT)))
+                .collect()
+        };
+        Record {
+            request: clip(&self.request, MAX_SHORT),
+            user: clip(&self.user, MAX_SHORT),
+            image: clip(&self.image, MAX_FIELD),
+            image_id: short(&self.image_id),
+            argv: clip_argv(&self.argv),
+            container: short(&self.container),
+            name: short(&self.name),
+            rule: short(&self.rule),
+            message: self.message.as_deref().map(|s| clip(s, MAX_FIELD)),
+            labels: self.labels.as_ref().map(map),
+            suppressed: self.suppressed.as_ref().map(|s| Suppressed {
+                rules: s
+                    .rules
+                    .iter()
+                    .take(MAX_RULES)
+                    .map(|(k, v)| (clip(k, MAX_KEY), *v))
+                    .collect(),
+                ..s.clone()
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// The record as one JSON line: bounded, and escaped for viewers.
     pub fn to_line(&self) -> String {
-        serde_json::to_string(self).expect("a Record always serialises")
+        let json = serde_json::to_string(&self.bounded()).expect("a Record always serialises");
+        escape_confusables(&json)
     }
 }
 
@@ -64,19 +229,279 @@ fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
+/// Characters serde_json leaves as they are but that a log viewer, terminal or
+/// JavaScript consumer may act on: DEL and the C1 controls, the line and paragraph
+/// separators (line breaks in JavaScript), the bidirectional controls (text shown in
+/// another order than it is stored) and the byte-order mark.
+fn confusable(c: char) -> bool {
+    matches!(c,
+        '\u{7f}'..='\u{9f}'
+        | '\u{200e}' | '\u{200f}'
+        | '\u{2028}' | '\u{2029}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}')
+}
+
+/// Escapes [`confusable`] characters of a JSON text as `\uXXXX`. They can only occur
+/// inside its strings (JSON's structure is ASCII), where the escape means the same.
+pub fn escape_confusables(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if confusable(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Bytes one character takes in the final line (serde_json's escapes, then ours).
+fn json_cost(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        c if (c as u32) < 0x20 || confusable(c) => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Bytes a string takes in the final line, quotes included.
+fn json_len(s: &str) -> usize {
+    2 + s.chars().map(json_cost).sum::<usize>()
+}
+
+/// `s`, or as much of it as fits in `max` bytes of JSON (quotes included) followed by
+/// `…[truncated, N bytes]`, N being its whole length.
+pub fn clip(s: &str, max: usize) -> String {
+    if json_len(s) <= max {
+        return s.to_string();
+    }
+    let marker = format!("…[truncated, {} bytes]", s.len());
+    let room = max.saturating_sub(2 + marker.len());
+    let (mut used, mut end) = (0, 0);
+    for (i, c) in s.char_indices() {
+        used += json_cost(c);
+        if used > room {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    format!("{}{marker}", &s[..end])
+}
+
+/// Room kept at the end of `argv` for the element that says what was left out.
+const ARGV_RESERVE: usize = 96;
+
+/// `argv` within [`MAX_ARGV`]: each word clipped to [`MAX_FIELD`]; once the budget is
+/// spent, one last element `…[truncated, K more arguments, B bytes]`.
+fn clip_argv(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut used = 2; // [ ]
+    for (i, a) in argv.iter().enumerate() {
+        let left = MAX_ARGV.saturating_sub(used + 1 + ARGV_RESERVE);
+        if left < 32 {
+            let rest = &argv[i..];
+            out.push(format!(
+                "…[truncated, {} more arguments, {} bytes]",
+                rest.len(),
+                rest.iter().map(|a| a.len()).sum::<usize>()
+            ));
+            break;
+        }
+        let c = clip(a, left.min(MAX_FIELD));
+        used += json_len(&c) + 1;
+        out.push(c);
+    }
+    out
+}
+
+/// Full records a uid may have written at once before the rate limit holds them back.
+pub const BURST: u32 = 10;
+/// Then one more full record per this interval.
+pub const REFILL: Duration = Duration::from_secs(6);
+/// Records held back are summed up in one `suppressed` record at most this long after
+/// the first of them (or earlier: before that uid's next full record, at shutdown).
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// How often urund should call [`Sink::flush`] so that windows close on time.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// uids tracked at once; the least recently seen is dropped (its summary written) for
+/// a new one. Only uids that pass the access check can make records, so they are few.
+pub const MAX_UIDS: usize = 1024;
+
+/// The per-uid rate limit of records of requests that got no container: a token
+/// bucket per uid ([`BURST`], one token per [`REFILL`]) and the summary of what was
+/// held back. Pure: the caller passes the time.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    buckets: HashMap<u32, Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+    /// When this uid last made a record (for eviction).
+    seen: Instant,
+    /// Records held back since `.0`, summed up in `.1` (a `suppressed` record).
+    held: Option<(Instant, Record)>,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket {
+            tokens: BURST as f64,
+            at: now,
+            seen: now,
+            held: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() / REFILL.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(BURST as f64);
+        self.at = now;
+    }
+
+    /// True if nothing distinguishes this bucket from a new one.
+    fn idle(&self) -> bool {
+        self.held.is_none() && self.tokens >= BURST as f64
+    }
+}
+
+impl Limiter {
+    /// Offers a record: returns what to write now, in order (a summary of held-back
+    /// records first, then the record itself if it passes). Empty if it is held back.
+    pub fn offer(&mut self, rec: &Record, now: Instant) -> Vec<Record> {
+        let mut out = Vec::new();
+        if !self.buckets.contains_key(&rec.uid) {
+            self.make_room(now, &mut out);
+        }
+        let b = self
+            .buckets
+            .entry(rec.uid)
+            .or_insert_with(|| Bucket::new(now));
+        b.refill(now);
+        b.seen = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            out.extend(b.held.take().map(|(_, s)| s));
+            out.push(rec.clone());
+            return out;
+        }
+        // Held back: counted in this uid's open summary.
+        let (_, sum) = b.held.get_or_insert_with(|| {
+            (
+                now,
+                Record {
+                    time: rec.time,
+                    request: String::new(),
+                    uid: rec.uid,
+                    decision: "suppressed",
+                    suppressed: Some(Suppressed {
+                        first: rec.time,
+                        last: rec.time,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+        });
+        sum.gid = rec.gid;
+        sum.user = rec.user.clone();
+        sum.pid = rec.pid;
+        let s = sum.suppressed.as_mut().expect("a summary has its counts");
+        s.count += 1;
+        s.first = s.first.min(rec.time);
+        s.last = s.last.max(rec.time);
+        let key = rec.rule.as_deref().unwrap_or(rec.decision);
+        if s.rules.contains_key(key) || s.rules.len() < MAX_RULES - 1 {
+            *s.rules.entry(key.to_string()).or_default() += 1;
+        } else {
+            *s.rules.entry("other".to_string()).or_default() += 1;
+        }
+        sum.message = Some(format!(
+            "{} record(s) of this uid held back by the audit rate limit ({BURST} at once, \
+             then one every {} s)",
+            s.count,
+            REFILL.as_secs()
+        ));
+        // A flood that never stops is still summed up once per window.
+        if now.saturating_duration_since(b.held.as_ref().map_or(now, |h| h.0)) >= WINDOW {
+            out.extend(b.held.take().map(|(_, s)| s));
+        }
+        out
+    }
+
+    /// The summaries whose window has closed (all of them with `all`, at shutdown),
+    /// and forgets the uids with nothing left to remember.
+    pub fn flush(&mut self, now: Instant, all: bool) -> Vec<Record> {
+        let mut out = Vec::new();
+        for b in self.buckets.values_mut() {
+            let closed = b
+                .held
+                .as_ref()
+                .is_some_and(|(since, _)| all || now.saturating_duration_since(*since) >= WINDOW);
+            if closed {
+                out.extend(b.held.take().map(|(_, s)| s));
+            }
+            b.refill(now);
+        }
+        self.buckets.retain(|_, b| !b.idle());
+        out.sort_by(|a, b| a.time.total_cmp(&b.time));
+        out
+    }
+
+    /// Makes room for one more uid: forgets idle ones, or else the least recently
+    /// seen one, whose summary is written first.
+    fn make_room(&mut self, now: Instant, out: &mut Vec<Record>) {
+        if self.buckets.len() < MAX_UIDS {
+            return;
+        }
+        for b in self.buckets.values_mut() {
+            b.refill(now);
+        }
+        self.buckets.retain(|_, b| !b.idle());
+        if self.buckets.len() < MAX_UIDS {
+            return;
+        }
+        if let Some(uid) = self
+            .buckets
+            .iter()
+            .min_by_key(|(_, b)| b.seen)
+            .map(|(u, _)| *u)
+        {
+            if let Some(b) = self.buckets.remove(&uid) {
+                out.extend(b.held.map(|(_, s)| s));
+            }
+        }
+    }
+
+    /// uids tracked now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
 /// Where records go: always urund's standard error (which systemd sends to the
 /// journal), plus the policy's `audit.file` and, with `audit.syslog`, syslog.
 pub struct Sink {
     file: Option<(PathBuf, Mutex<File>)>,
     syslog: Option<PathBuf>,
+    limiter: Mutex<Limiter>,
 }
 
 /// The syslog socket (journald and rsyslog both listen there).
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 
 impl Sink {
-    /// Opens the sinks the policy names. An audit file that cannot be opened is an
-    /// error: urund does not run without the log it was told to keep.
+    /// Opens the sinks the policy names. An audit file that cannot be opened safely is
+    /// an error: urund does not run without the log it was told to keep.
     pub fn open(cfg: &crate::policy::Audit) -> io::Result<Sink> {
         Sink::with(
             cfg.file.as_ref().map(|p| p.0.clone()),
@@ -92,11 +517,15 @@ impl Sink {
             }
             None => None,
         };
-        Ok(Sink { file, syslog })
+        Ok(Sink {
+            file,
+            syslog,
+            limiter: Mutex::new(Limiter::default()),
+        })
     }
 
-    /// Reopens the audit file (after log rotation, on SIGHUP). On failure the old
-    /// descriptor is kept, so no record is lost.
+    /// Reopens the audit file (after log rotation, on SIGHUP), with the same checks
+    /// as at start. On failure the old descriptor is kept, so no record is lost.
     pub fn reopen(&self) -> io::Result<()> {
         if let Some((p, f)) = &self.file {
             let new = open_log(p)?;
@@ -105,7 +534,29 @@ impl Sink {
         Ok(())
     }
 
+    /// Writes a record to every sink, unless the rate limit holds it back (records of
+    /// requests that got no container; see [`Limiter`]).
     pub fn write(&self, rec: &Record) {
+        if rec.rate_limited() {
+            let out = self.limiter.lock().unwrap().offer(rec, Instant::now());
+            for r in &out {
+                self.emit(r);
+            }
+        } else {
+            self.emit(rec);
+        }
+    }
+
+    /// Writes the summaries of held-back records whose window has closed (`all`: every
+    /// one, at shutdown). Call it every [`FLUSH_EVERY`].
+    pub fn flush(&self, all: bool) {
+        let out = self.limiter.lock().unwrap().flush(Instant::now(), all);
+        for r in &out {
+            self.emit(r);
+        }
+    }
+
+    fn emit(&self, rec: &Record) {
         let line = rec.to_line();
         eprintln!("urund audit: {line}");
         if let Some((p, f)) = &self.file {
@@ -125,43 +576,187 @@ impl Sink {
     }
 }
 
-/// Opens (creating if needed) the audit file: append-only, mode 0600, owned by
-/// urund's user, not a symlink; its directory is created 0700 if missing.
+/// Opens (creating if needed) the audit file, so that nobody but urund's user can
+/// remove, replace or redirect it, and nothing at its path can make urund block:
+/// - its directory is opened component by component from `/`, each with
+///   `O_DIRECTORY|O_NOFOLLOW` (no symlink anywhere in the path, no `.` or `..`); a
+///   missing component is created 0700;
+/// - every ancestor is owned by root or urund's user and not writable by others unless
+///   sticky (a group that can write an ancestor, like Debian's `root:syslog 0775`
+///   `/var/log` on some systems, is trusted as the administrator's choice);
+/// - the directory itself is owned by urund's user and writable by nobody else;
+/// - the file is opened relative to that descriptor with
+///   `O_WRONLY|O_APPEND|O_CREAT|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY|O_CLOEXEC`, mode 0600 (a
+///   FIFO cannot block the open), and must be a regular file with one link, owned by
+///   urund's user; a wider mode is narrowed to 0600.
 fn open_log(path: &Path) -> io::Result<File> {
     let ctx =
         |e: io::Error| io::Error::new(e.kind(), format!("audit file {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(ctx)?;
+    let name = path
+        .file_name()
+        .filter(|_| !path.as_os_str().as_encoded_bytes().ends_with(b"/"))
+        .ok_or_else(|| ctx(io::Error::other("names no file")))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| ctx(io::Error::other("has no directory")))?;
+    let dirfd = open_private_dir(dir).map_err(ctx)?;
+    if let Ok(st) = nix::sys::stat::fstatat(&dirfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    {
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind != SFlag::S_IFREG {
+            return Err(ctx(io::Error::other(format!(
+                "is {}, not a regular file: remove it",
+                kind_name(kind)
+            ))));
         }
     }
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(ctx)?;
-    let meta = f.metadata().map_err(ctx)?;
-    if !meta.file_type().is_file() {
-        return Err(ctx(io::Error::other("not a regular file")));
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_CREAT
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd =
+        nix::fcntl::openat(&dirfd, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| {
+            ctx(match e {
+                Errno::ELOOP => io::Error::other("is a symlink, which is not followed"),
+                Errno::ENXIO => io::Error::other("is a FIFO or socket, not a regular file"),
+                e => e.into(),
+            })
+        })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| ctx(e.into()))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFREG {
+        return Err(ctx(io::Error::other(format!(
+            "is {}, not a regular file",
+            kind_name(kind)
+        ))));
     }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me {
         return Err(ctx(io::Error::other(format!(
             "owned by uid {}, not by urund's user: chown root it",
-            meta.uid()
+            st.st_uid
+        ))));
+    }
+    if st.st_nlink != 1 {
+        return Err(ctx(io::Error::other(format!(
+            "has {} hard links: an audit file has one",
+            st.st_nlink
         ))));
     }
     // A file that existed with a wider mode is narrowed: records are private.
-    if meta.mode() & 0o077 != 0 {
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(ctx)?;
+    if st.st_mode & 0o7077 != 0 {
+        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(|e| ctx(e.into()))?;
     }
-    Ok(f)
+    // Writes to a regular file never block; clear the flag all the same.
+    nix::fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(|e| ctx(e.into()))?;
+    Ok(File::from(fd))
+}
+
+fn kind_name(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFLNK => "a symlink",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        _ => "not a regular file",
+    }
+}
+
+/// Opens `dir` (absolute) for [`open_log`]: from `/`, one component at a time, never
+/// following a symlink, creating missing components 0700, checking each (see there).
+fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
+    let me = nix::unistd::geteuid().as_raw();
+    let oflag = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut comps = dir.components();
+    if comps.next() != Some(Component::RootDir) {
+        return Err(io::Error::other(format!(
+            "{} is not an absolute path",
+            dir.display()
+        )));
+    }
+    let names: Vec<&OsStr> = comps
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(io::Error::other(format!(
+                "{} has a '.' or '..' component: give the plain path",
+                dir.display()
+            ))),
+        })
+        .collect::<io::Result<_>>()?;
+    let mut fd = nix::fcntl::open("/", oflag, Mode::empty())?;
+    let mut at = PathBuf::from("/");
+    for (i, name) in std::iter::once(None)
+        .chain(names.iter().map(Some))
+        .enumerate()
+    {
+        if let Some(name) = name {
+            at.push(name);
+            fd = match nix::fcntl::openat(&fd, *name, oflag, Mode::empty()) {
+                Ok(f) => f,
+                Err(Errno::ENOENT) => {
+                    match nix::sys::stat::mkdirat(&fd, *name, Mode::from_bits_truncate(0o700)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(io::Error::other(format!("creating {}: {e}", at.display())))
+                        }
+                    }
+                    nix::fcntl::openat(&fd, *name, oflag, Mode::empty())
+                        .map_err(|e| dir_error(&at, e))?
+                }
+                Err(e) => return Err(dir_error(&at, e)),
+            };
+        }
+        let st = nix::sys::stat::fstat(&fd)?;
+        let mode = st.st_mode & 0o7777;
+        let last = i == names.len();
+        if last {
+            if st.st_uid != me {
+                return Err(io::Error::other(format!(
+                    "its directory {} is owned by uid {}, not by urund's user: \
+                     chown root {0}, or use another directory",
+                    at.display(),
+                    st.st_uid
+                )));
+            }
+            if mode & 0o022 != 0 {
+                return Err(io::Error::other(format!(
+                    "its directory {} is writable by group or others (mode {mode:o}): \
+                     chmod go-w {0}",
+                    at.display()
+                )));
+            }
+        } else {
+            if st.st_uid != 0 && st.st_uid != me {
+                return Err(io::Error::other(format!(
+                    "{} (above the audit directory) is owned by uid {}, not root",
+                    at.display(),
+                    st.st_uid
+                )));
+            }
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                return Err(io::Error::other(format!(
+                    "{} (above the audit directory) is writable by everyone (mode {mode:o})",
+                    at.display()
+                )));
+            }
+        }
+    }
+    Ok(fd)
+}
+
+fn dir_error(at: &Path, e: Errno) -> io::Error {
+    match e {
+        Errno::ELOOP | Errno::ENOTDIR => io::Error::other(format!(
+            "{} is a symlink or not a directory: give the real path (realpath)",
+            at.display()
+        )),
+        e => io::Error::other(format!("{}: {e}", at.display())),
+    }
 }
 
 /// Sends one record to syslog as `<PRI>urund[PID]: LINE` (RFC 3164 without the
@@ -177,6 +772,7 @@ pub fn send_syslog(socket: &Path, line: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("urun-audit-{tag}-{}", std::process::id()));
@@ -184,16 +780,26 @@ mod tests {
         d
     }
 
-    fn rec() -> Record {
-        let c = Caller {
-            uid: 1001,
-            gid: 1001,
+    fn caller(uid: u32) -> Caller {
+        Caller {
+            uid,
+            gid: uid,
             pid: 7,
             groups: vec![],
             name: Some("alice".into()),
             group: Some("alice".into()),
-        };
-        Record::new("rq", &c)
+        }
+    }
+
+    fn rec() -> Record {
+        Record::new("rq", &caller(1001))
+    }
+
+    fn refused(uid: u32, rule: &str) -> Record {
+        let mut r = Record::new("rq", &caller(uid));
+        r.decision = "refused";
+        r.rule = Some(rule.into());
+        r
     }
 
     #[test]
@@ -232,6 +838,94 @@ mod tests {
         let p = d.join("audit.log");
         std::os::unix::fs::symlink("/etc/passwd", &p).unwrap();
         assert!(Sink::with(Some(p), None).is_err());
+        // a symlink above the file: not followed either
+        std::fs::create_dir(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("via")).unwrap();
+        let e = Sink::with(Some(d.join("via/audit.log")), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("symlink"), "{e}");
+        assert!(!d.join("real/audit.log").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_audit_directory_others_can_write_or_own_is_refused() {
+        let d = tmpdir("dirmode");
+        std::fs::create_dir_all(&d).unwrap();
+        for mode in [0o777, 0o770, 0o1777, 0o720] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Sink::with(Some(d.join("audit.log")), None)
+                .err()
+                .unwrap_or_else(|| panic!("mode {mode:o} accepted"))
+                .to_string();
+            assert!(e.contains("writable by group or others"), "{e}");
+            assert!(!d.join("audit.log").exists());
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), None).unwrap();
+        let e = Sink::with(Some(d.join("audit.log")), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        // an ancestor owned by someone else, or writable by everyone without the sticky bit
+        let sub = d.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let e = Sink::with(Some(sub.join("audit.log")), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("above the audit directory"), "{e}");
+        std::os::unix::fs::chown(&d, Some(0), None).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Sink::with(Some(sub.join("audit.log")), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("writable by everyone"), "{e}");
+        // sticky (like /tmp) is fine above it
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Sink::with(Some(sub.join("audit.log")), None).is_ok());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn fifos_hard_links_and_dot_dot_are_refused_without_blocking() {
+        let d = tmpdir("fifo");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("audit.log");
+        nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o600)).unwrap();
+        let e = Sink::with(Some(p.clone()), None).err().unwrap().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(d.join("other"), "").unwrap();
+        std::fs::hard_link(d.join("other"), &p).unwrap();
+        let e = Sink::with(Some(p.clone()), None).err().unwrap().to_string();
+        assert!(e.contains("hard links"), "{e}");
+        let e = Sink::with(Some(d.join("x/../audit.log")), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("'..'"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn reopen_keeps_the_old_file_when_a_fifo_is_planted() {
+        let d = tmpdir("hup");
+        let p = d.join("log/audit.log");
+        let s = Sink::with(Some(p.clone()), None).unwrap();
+        let rotated = d.join("log/audit.log.1");
+        std::fs::rename(&p, &rotated).unwrap();
+        nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(s.reopen().is_err());
+        s.write(&rec());
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap().lines().count(),
+            1
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -242,13 +936,344 @@ mod tests {
         let p = d.join("log");
         let rx = UnixDatagram::bind(&p).unwrap();
         let s = Sink::with(None, Some(p)).unwrap();
-        s.write(&rec());
+        let mut r = rec();
+        r.argv = vec!["a\u{85}b\u{2028}c".into()];
+        s.write(&r);
         let mut buf = [0u8; 4096];
         let n = rx.recv(&mut buf).unwrap();
         let m = std::str::from_utf8(&buf[..n]).unwrap();
         let prefix = format!("<86>urund[{}]: {{", std::process::id());
         assert!(m.starts_with(&prefix), "{m}");
         assert!(m.contains("\"user\":\"alice\""), "{m}");
+        assert!(m.contains(r#""a\u0085b\u2028c""#), "{m}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn long_fields_are_clipped_with_a_marker() {
+        let mut r = rec();
+        r.image = "i".repeat(60_000);
+        r.argv = vec!["x".repeat(60_000), "short".into()];
+        r.message = Some(format!("image {:?} is not allowed", r.image));
+        let line = r.to_line();
+        assert!(line.len() <= MAX_LINE, "{}", line.len());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let image = v["image"].as_str().unwrap();
+        assert!(image.ends_with("…[truncated, 60000 bytes]"), "{image}");
+        assert!(image.starts_with("iiii") && image.len() < MAX_FIELD);
+        let a0 = v["argv"][0].as_str().unwrap();
+        assert!(a0.ends_with("…[truncated, 60000 bytes]"), "{a0}");
+        assert_eq!(v["argv"][1], "short");
+        let marker = format!("…[truncated, {} bytes]", r.message.as_ref().unwrap().len());
+        assert!(v["message"].as_str().unwrap().ends_with(&marker));
+        // many arguments: the ones past the budget are counted in one last element
+        r.argv = vec!["y".repeat(3000); 100];
+        let v: serde_json::Value = serde_json::from_str(&r.to_line()).unwrap();
+        let argv = v["argv"].as_array().unwrap();
+        let last = argv.last().unwrap().as_str().unwrap();
+        assert_eq!(
+            last,
+            format!(
+                "…[truncated, {} more arguments, {} bytes]",
+                101 - argv.len(),
+                3000 * (101 - argv.len())
+            )
+        );
+        // short records are unchanged
+        let short = rec();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&short.to_line()).unwrap(),
+            serde_json::to_value(&short).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_largest_record_fits_in_max_line() {
+        let big = |i: usize| format!("{i:03}{}", "\u{85}".repeat(70_000));
+        let map = |n: usize| (0..n).map(|i| (big(i), big(i))).collect::<BTreeMap<_, _>>();
+        let r = Record {
+            time: -1.234_567_890_123_456_7e300,
+            request: big(0),
+            uid: u32::MAX,
+            gid: u32::MAX,
+            user: big(0),
+            pid: i32::MIN,
+            image: big(0),
+            image_id: Some(big(0)),
+            argv: vec![big(0); 2000],
+            container: Some(big(0)),
+            name: Some(big(0)),
+            decision: "suppressed",
+            rule: Some(big(0)),
+            message: Some(big(0)),
+            status: Some(255),
+            duration_ms: u64::MAX,
+            bytes_in: u64::MAX,
+            bytes_out: u64::MAX,
+            limits: Some(RunLimits {
+                memory: u64::MAX,
+                cpus: -1.234_567_890_123_456_7e300,
+                pids: u32::MAX,
+                nofile: u32::MAX,
+                nproc: u32::MAX,
+                tmpfs_size: u64::MAX,
+                max_runtime: u64::MAX,
+                max_concurrent: u32::MAX,
+            }),
+            labels: Some(map(40)),
+            suppressed: Some(Suppressed {
+                count: u64::MAX,
+                first: -1.234_567_890_123_456_7e300,
+                last: -1.234_567_890_123_456_7e300,
+                rules: map(40).into_keys().map(|k| (k, u64::MAX)).collect(),
+            }),
+        };
+        let line = r.to_line();
+        assert!(line.len() <= MAX_LINE, "{} bytes", line.len());
+        assert!(
+            line.len() > MAX_LINE * 3 / 4,
+            "{} bytes: the bound is tight",
+            line.len()
+        );
+    }
+
+    #[test]
+    fn c1_controls_and_line_separators_are_escaped() {
+        let mut r = rec();
+        r.argv = vec!["\u{85}\u{9b}[31m\u{2028}\u{2029}\u{202e}\u{7f}\u{1b}é".into()];
+        let line = r.to_line();
+        for c in [
+            '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{7f}', '\u{1b}',
+        ] {
+            assert!(!line.contains(c), "{c:?} in {line}");
+        }
+        assert!(
+            line.contains(r#"\u0085\u009b[31m\u2028\u2029\u202e\u007f\u001bé"#),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["argv"][0], r.argv[0].as_str());
+    }
+
+    #[test]
+    fn admitted_and_reaped_records() {
+        let mut r = rec();
+        r.container = Some("c0ffee".into());
+        r.image_id = Some("sha256:abc".into());
+        let a = r.admitted(&Limits::default());
+        let v: serde_json::Value = serde_json::from_str(&a.to_line()).unwrap();
+        assert_eq!(v["decision"], "admitted");
+        assert_eq!(v["container"], "c0ffee");
+        assert_eq!(v["limits"]["memory"], 512u64 << 20);
+        assert_eq!(v["limits"]["max_runtime"], 86400);
+        assert!(v.get("labels").is_none() && v.get("suppressed").is_none());
+        let labels = HashMap::from([
+            (LABEL_UID.to_string(), "1001".to_string()),
+            (LABEL_REQUEST.to_string(), "r-1".to_string()),
+            (
+                "io.urun.helper".to_string(),
+                "/run/urun/urun.sock".to_string(),
+            ),
+            ("other".to_string(), "x".repeat(100_000)),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&Record::reaped("dead", &labels).to_line()).unwrap();
+        assert_eq!(v["decision"], "reaped");
+        assert_eq!(v["container"], "dead");
+        assert_eq!(v["request"], "r-1");
+        assert_eq!(
+            v["labels"],
+            serde_json::json!({"io.urun.uid": "1001", "io.urun.request": "r-1"})
+        );
+        // records about containers are never rate-limited
+        assert!(!a.rate_limited() && !Record::reaped("x", &labels).rate_limited());
+        assert!(refused(1, "images.allow").rate_limited());
+    }
+
+    #[test]
+    fn refusals_are_rate_limited_per_uid_and_summed_up() {
+        let t0 = Instant::now();
+        let mut l = Limiter::default();
+        let mut written = 0;
+        for i in 0..100 {
+            let mut r = refused(
+                1001,
+                if i % 2 == 0 {
+                    "images.allow"
+                } else {
+                    "protocol"
+                },
+            );
+            r.time = 1000.0 + i as f64;
+            written += l.offer(&r, t0).len();
+        }
+        assert_eq!(written, BURST as usize);
+        // another uid has its own bucket
+        assert_eq!(l.offer(&refused(1002, "env.allow"), t0).len(), 1);
+        // the next record that passes (after a refill) is preceded by the summary
+        let out = l.offer(&refused(1001, "images.allow"), t0 + REFILL);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].decision, "suppressed");
+        assert_eq!(out[0].uid, 1001);
+        let s = out[0].suppressed.as_ref().unwrap();
+        assert_eq!(s.count, 100 - BURST as u64);
+        assert_eq!((s.first, s.last), (1000.0 + BURST as f64, 1099.0));
+        assert_eq!(s.rules["images.allow"] + s.rules["protocol"], s.count);
+        assert_eq!(out[1].decision, "refused");
+        // a flood that stops is summed up when its window closes
+        for _ in 0..5 {
+            assert!(l.offer(&refused(1001, "x"), t0 + REFILL).is_empty());
+        }
+        assert!(l.flush(t0 + REFILL + WINDOW / 2, false).is_empty());
+        let out = l.flush(t0 + REFILL + WINDOW, false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].suppressed.as_ref().unwrap().count, 5);
+        // and then forgotten once its bucket is full again
+        l.flush(t0 + REFILL * (BURST + 20), false);
+        assert!(l.is_empty(), "{l:?}");
+    }
+
+    #[test]
+    fn a_flood_that_never_stops_is_summed_up_once_per_window() {
+        let t0 = Instant::now();
+        let mut l = Limiter::default();
+        let mut summaries = 0;
+        let mut full = 0;
+        // 10 records a second for 10 minutes
+        for i in 0..6000u32 {
+            let now = t0 + Duration::from_millis(100 * i as u64);
+            for r in l.offer(&refused(7, "protocol"), now) {
+                match r.decision {
+                    "suppressed" => summaries += r.suppressed.unwrap().count,
+                    _ => full += 1,
+                }
+            }
+        }
+        for r in l.flush(t0 + Duration::from_secs(600), true) {
+            summaries += r.suppressed.unwrap().count;
+        }
+        assert_eq!(full + summaries, 6000);
+        assert!(full <= BURST as u64 + 600 / REFILL.as_secs() + 1, "{full}");
+    }
+
+    #[test]
+    fn the_uid_table_is_bounded() {
+        let t0 = Instant::now();
+        let mut l = Limiter::default();
+        let mut summaries = 0;
+        for uid in 0..(3 * MAX_UIDS as u32) {
+            for _ in 0..=BURST {
+                for r in l.offer(&refused(uid, "x"), t0) {
+                    summaries += (r.decision == "suppressed") as u32;
+                }
+            }
+            assert!(l.len() <= MAX_UIDS);
+        }
+        // every evicted uid's summary was written, none lost
+        summaries += l.flush(t0, true).len() as u32;
+        assert_eq!(summaries, 3 * MAX_UIDS as u32);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,40}",
+                "[\\x00-\\x1f\\x7f-\\x9f\u{2028}\u{2029}\u{202e}\"\\\\a-z]{0,200}",
+                (0usize..70_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+            ]
+        }
+
+        fn any_record() -> impl Strategy<Value = Record> {
+            (
+                (any_text(), any_text(), any_text(), any_text()),
+                proptest::collection::vec(any_text(), 0..40),
+                (
+                    proptest::option::of(any_text()),
+                    proptest::option::of(any_text()),
+                    proptest::option::of(any_text()),
+                    proptest::option::of(any_text()),
+                ),
+                proptest::collection::btree_map(any_text(), any_text(), 0..20),
+                proptest::collection::btree_map(any_text(), any::<u64>(), 0..20),
+            )
+                .prop_map(
+                    |(
+                        (request, user, image, id),
+                        argv,
+                        (container, rule, message, iid),
+                        labels,
+                        rules,
+                    )| Record {
+                        time: 1e9,
+                        request,
+                        uid: u32::MAX,
+                        gid: u32::MAX,
+                        user,
+                        pid: i32::MIN,
+                        image,
+                        image_id: iid.or(Some(id)),
+                        argv,
+                        name: container.clone().map(|c| c + "n"),
+                        container,
+                        decision: "suppressed",
+                        rule,
+                        message,
+                        status: Some(255),
+                        duration_ms: u64::MAX,
+                        bytes_in: u64::MAX,
+                        bytes_out: u64::MAX,
+                        limits: Some(RunLimits {
+                            memory: u64::MAX,
+                            cpus: 1023.999,
+                            pids: u32::MAX,
+                            nofile: u32::MAX,
+                            nproc: u32::MAX,
+                            tmpfs_size: u64::MAX,
+                            max_runtime: u64::MAX,
+                            max_concurrent: u32::MAX,
+                        }),
+                        labels: Some(labels),
+                        suppressed: Some(Suppressed {
+                            count: u64::MAX,
+                            first: -1e300,
+                            last: 1e300,
+                            rules,
+                        }),
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn every_line_is_bounded_json_without_raw_confusables(r in any_record()) {
+                let line = r.to_line();
+                prop_assert!(line.len() <= MAX_LINE, "{} bytes", line.len());
+                prop_assert!(!line.contains('\n'));
+                prop_assert!(!line.chars().any(|c| confusable(c) || (c as u32) < 0x20));
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                // what fits is kept exactly; what does not keeps a prefix and a marker
+                let image = v["image"].as_str().unwrap();
+                if json_len(&r.image) <= MAX_FIELD {
+                    prop_assert_eq!(image, r.image.as_str());
+                } else {
+                    let marker = format!("…[truncated, {} bytes]", r.image.len());
+                    prop_assert!(image.ends_with(&marker));
+                    prop_assert!(r.image.starts_with(&image[..image.len() - marker.len()]));
+                }
+            }
+
+            #[test]
+            fn clip_respects_its_budget(s in any_text(), max in 64usize..10_000) {
+                let c = clip(&s, max);
+                prop_assert!(json_len(&c) <= max);
+                let marker = format!("…[truncated, {} bytes]", s.len());
+                prop_assert!(c == s || c.ends_with(&marker));
+            }
+        }
     }
 }

@@ -412,8 +412,12 @@ impl Engine {
         Ok(crate::identity::untar_first_file(&tar))
     }
 
-    /// IDs of all containers (any state) carrying `label=value`.
-    pub async fn labelled(&self, label: &str, value: &str) -> Result<Vec<String>> {
+    /// IDs and labels of all containers (any state) carrying `label=value`.
+    pub async fn labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
@@ -424,7 +428,10 @@ impl Engine {
             .list_containers(Some(opts))
             .await
             .context("listing containers")?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        Ok(list
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+            .collect())
     }
 }
 

@@ -18,7 +18,9 @@
 //!      forced-settings table builds the whole container configuration;
 //!   6. run: create, attach, start, relay, wait (killed at `max_runtime`), remove —
 //!      and remove on every other path too (client gone, bad frame, helper shutdown);
-//!   7. record: one audit line (stderr, file, syslog).
+//!   7. record: one audit line (stderr, file, syslog) when the connection ends, and
+//!      one `admitted` line as soon as the container exists (bounded and rate-limited
+//!      by [`audit`]).
 
 use crate::audit::{self, Record};
 use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
@@ -191,6 +193,7 @@ impl Helper {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut flush = tokio::time::interval(audit::FLUSH_EVERY);
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
@@ -205,6 +208,8 @@ impl Helper {
                     Ok(()) => eprintln!("urund: SIGHUP: audit log reopened"),
                     Err(e) => eprintln!("urund: SIGHUP: {e}; still writing to the old audit file"),
                 },
+                // Summaries of audit records held back by the rate limit.
+                _ = flush.tick() => self.audit.flush(false),
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
             }
@@ -214,14 +219,15 @@ impl Helper {
     /// Removes every container this helper labelled and does not track: leftovers of
     /// a helper that died. Returns how many.
     async fn reap_untracked(&self) -> Result<usize> {
-        let ids = self
+        let found = self
             .engine
             .labelled(forced::LABEL_HELPER, &self.tag)
             .await?;
         let tracked: Vec<String> = self.runs.lock().unwrap().values().cloned().collect();
         let mut n = 0;
-        for id in ids.iter().filter(|id| !tracked.contains(id)) {
+        for (id, labels) in found.iter().filter(|(id, _)| !tracked.contains(id)) {
             self.engine.remove(id).await?;
+            self.audit.write(&Record::reaped(id, labels));
             n += 1;
         }
         Ok(n)
@@ -237,6 +243,7 @@ impl Helper {
             }
         }
         self.clean_runtime();
+        self.audit.flush(true);
     }
 
     /// Unmounts everything under the runtime directory and removes the per-run
@@ -555,6 +562,8 @@ impl Helper {
             Err(e) => return End::Failed(daemon_error(e)),
         };
         rec.container = Some(id.clone());
+        // On record before it starts: a run in flight when urund dies is not lost.
+        self.audit.write(&rec.admitted(&limits));
         self.runs
             .lock()
             .unwrap()
