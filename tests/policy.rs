@@ -34,14 +34,15 @@ fn start_with_audit(g: &TestGroup, extra: &str) -> Daemon {
     d.launch()
 }
 
-/// The audit records of test users (not those of the harness's readiness probe,
-/// which connects as root and sends nothing).
+/// The audit records of how test users' requests ended (not those of the harness's
+/// readiness probe, which connects as root and sends nothing, nor the `admitted`
+/// record a run also gets when its container is created: tests/audit.rs checks those).
 fn audit_lines(d: &Daemon) -> Vec<serde_json::Value> {
     std::fs::read_to_string(audit_path(d))
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .filter(|v: &serde_json::Value| v["uid"] != 0)
+        .filter(|v: &serde_json::Value| v["uid"] != 0 && v["decision"] != "admitted")
         .collect()
 }
 
@@ -647,14 +648,15 @@ fn audit_file_has_one_line_per_run_is_root_only_and_survives_rotation() {
     std::fs::rename(audit_path(&d), &rotated).unwrap();
     must("kill", &["-HUP", &d.pid().to_string()]);
     writer.join().unwrap();
-    let count = |p: &Path| {
+    let count_of = |p: &Path, admitted: bool| {
         std::fs::read_to_string(p)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("valid JSON"))
-            .filter(|v| v["uid"] == u.uid)
+            .filter(|v| v["uid"] == u.uid && (v["decision"] == "admitted") == admitted)
             .count()
     };
+    let count = |p: &Path| count_of(p, false);
     let t = Instant::now();
     while count(&rotated) + count(&audit_path(&d)) < 1 + runs
         && t.elapsed() < Duration::from_secs(10)
@@ -662,6 +664,11 @@ fn audit_file_has_one_line_per_run_is_root_only_and_survives_rotation() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(count(&rotated) + count(&audit_path(&d)), 1 + runs);
+    // and each run's admission, once
+    assert_eq!(
+        count_of(&rotated, true) + count_of(&audit_path(&d), true),
+        1 + runs
+    );
     assert!(
         count(&audit_path(&d)) > 0,
         "the new file is used after SIGHUP"
