@@ -366,28 +366,32 @@ fn class_allows(f: &DirFacts, uid: u32, gids: &[u32], read_only: bool) -> bool {
 }
 
 /// Mount points (field 5 of `/proc/self/mountinfo`, unescaped) at or below `dir`,
-/// deepest first, so they can be unmounted in that order.
-pub fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+/// deepest first, so they can be unmounted in that order. Bytes, not text: a mount
+/// point anywhere on the host (a user's FUSE mount, a USB stick's label) may have any
+/// name but `\0`.
+pub fn mount_points_under(mountinfo: &[u8], dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
     let mut v: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_octal(m)))
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(|m| PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(m))))
         .filter(|m| under(m, dir))
         .collect();
-    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v.sort_by(|a, b| (b.components().count().cmp(&a.components().count())).then_with(|| a.cmp(b)));
     v.dedup();
     v
 }
 
-/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash).
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
+/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash). Only those
+/// that make one byte (`\000` to `\377`): anything else is kept as it is.
+fn unescape_octal(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
             && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
@@ -396,7 +400,7 @@ fn unescape_octal(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -585,12 +589,166 @@ mod tests {
                   92 22 8:1 /y /run/urun/run2/w rw - ext4 /dev/sda rw\n\
                   93 22 8:1 /z /run/urun/run/a\\040b rw - ext4 /dev/sda rw\n";
         assert_eq!(
-            mount_points_under(mi, Path::new("/run/urun/run")),
+            mount_points_under(mi.as_bytes(), Path::new("/run/urun/run")),
             vec![
                 PathBuf::from("/run/urun/run/r1/work/sub"),
                 PathBuf::from("/run/urun/run/r1/work"),
                 PathBuf::from("/run/urun/run/a b"),
             ]
         );
+    }
+
+    #[test]
+    fn mountinfo_with_any_bytes_is_read() {
+        use std::os::unix::ffi::OsStrExt;
+        // a mount point elsewhere whose name is not UTF-8 (a user's FUSE mount) must not
+        // stop urund from finding its own; a non-byte escape stays as it is
+        let mi = b"22 1 8:1 / /home/m/\xff\xfe rw - fuse x rw\n\
+                   90 22 8:1 / /run/urun/run/\xff\\040\\777 rw - ext4 /dev/sda rw\n";
+        let got = mount_points_under(mi, Path::new("/run/urun/run"));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_os_str().as_bytes(), b"/run/urun/run/\xff \\777");
+    }
+}
+
+/// Property tests: the `-v` spec and mountinfo from arbitrary text (bounded cases, run
+/// with the unit tests).
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+    /// A `-v` value made of the pieces that matter, or anything at all.
+    fn spec() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/"),
+            Just("."),
+            Just(".."),
+            Just(":"),
+            Just("ro"),
+            Just("rw"),
+            Just("z"),
+            Just("work"),
+            Just("etc"),
+            Just("proc"),
+            Just("home"),
+            Just("//"),
+            Just("\n"),
+            Just("\0"),
+            Just(" "),
+            Just("sys"),
+            Just("dev"),
+            Just("sbin"),
+        ];
+        prop_oneof![
+            ".{0,40}",
+            proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat()),
+        ]
+    }
+
+    /// mountinfo's escaping of a mount point: space, tab, newline and backslash as `\ooo`.
+    fn escape(p: &[u8]) -> Vec<u8> {
+        let mut s = Vec::new();
+        for &b in p {
+            match b {
+                b' ' | b'\t' | b'\n' | b'\\' => s.extend(format!("\\{b:03o}").bytes()),
+                b => s.push(b),
+            }
+        }
+        s
+    }
+
+    fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b"run".to_vec()),
+                Just(b"u".to_vec()),
+                Just(b"a b".to_vec()),
+                Just(b"t\tn\nb\\".to_vec()),
+                Just(b"\\040".to_vec()),
+                Just(b"\xff\xfe".to_vec()),
+                "[a-z]{1,3}".prop_map(String::into_bytes),
+            ],
+            1..5,
+        )
+        .prop_map(|c| {
+            let mut p = Vec::new();
+            for x in c {
+                p.push(b'/');
+                p.extend(x);
+            }
+            p
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_volume_never_panics_and_accepts_only_safe_specs(s in spec()) {
+            if let Ok(v) = parse_volume(&s) {
+                prop_assert!(validate_target(&v.target).is_ok(), "{:?}", v);
+                prop_assert!(v.source.starts_with('/') || v.source.starts_with('.'), "{:?}", v);
+                prop_assert!(!v.source.contains(':') && !v.target.contains(':'));
+                let mode = if v.read_only { ":ro" } else { "" };
+                prop_assert_eq!(parse_volume(&format!("{}:{}{mode}", v.source, v.target)), Ok(v));
+            }
+        }
+
+        #[test]
+        fn mount_points_under_never_panics_and_keeps_only_paths_below_dir(
+            info in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300),
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        &b" "[..], b"\n", b"\\", b"\\777", b"\\400", b"\\040", b"\\0",
+                        b"/run/urun/run", b"/", b"x", b"\xff", b"1 2 3 4 ",
+                    ]),
+                    0..40,
+                )
+                .prop_map(|v| v.concat()),
+            ],
+            dir in prop_oneof![Just("/run/urun/run"), Just("/"), Just("/a b")],
+        ) {
+            let got = mount_points_under(&info, Path::new(dir));
+            for p in &got {
+                prop_assert!(p.starts_with(dir), "{p:?}");
+            }
+            let depths: Vec<usize> = got.iter().map(|p| p.components().count()).collect();
+            prop_assert!(depths.windows(2).all(|w| w[0] >= w[1]), "not deepest first: {got:?}");
+            let mut unique = got.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), got.len(), "duplicates: {:?}", got);
+        }
+
+        #[test]
+        fn mount_points_round_trip_through_mountinfo_escapes(
+            points in proptest::collection::vec(path_bytes(), 0..8),
+            dir in prop_oneof![Just("/run"), Just("/run/u"), Just("/a b")],
+        ) {
+            let info: Vec<u8> = points
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| {
+                    [format!("{} 1 8:1 / ", 20 + i).into_bytes(), escape(p), b" rw - ext4 /dev/sda rw\n".to_vec()]
+                        .concat()
+                })
+                .collect();
+            let got = mount_points_under(&info, Path::new(dir));
+            let mut want: Vec<PathBuf> = points
+                .iter()
+                .map(|p| PathBuf::from(OsString::from_vec(p.clone())))
+                .filter(|p| p.starts_with(dir))
+                .collect();
+            want.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then(a.cmp(b)));
+            want.dedup();
+            let mut got_sorted = got.clone();
+            got_sorted.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then(a.cmp(b)));
+            prop_assert_eq!(&got_sorted, &want, "{}", String::from_utf8_lossy(&info));
+            prop_assert!(got.iter().all(|p| !p.as_os_str().as_bytes().is_empty()));
+        }
     }
 }

@@ -583,7 +583,7 @@ pub fn unmount_all(dir: &Path) -> io::Result<usize> {
     use nix::mount::{umount2, MntFlags};
     let mut n = 0;
     for _ in 0..16 {
-        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let info = std::fs::read("/proc/self/mountinfo")?;
         let points = crate::mounts::mount_points_under(&info, dir);
         if points.is_empty() {
             return Ok(n);
