@@ -643,3 +643,231 @@ mod tests {
         assert_eq!((s, m.as_str()), (125, "a b"));
     }
 }
+
+/// Property tests: the wire format from arbitrary bytes (bounded cases, run with the
+/// unit tests).
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The largest payload a frame of `kind` may have.
+    fn limit(kind: Kind) -> usize {
+        match kind {
+            Kind::Request | Kind::Query => MAX_REQUEST,
+            _ => MAX_FRAME,
+        }
+    }
+
+    /// A reader that serves `data` then endless `0x41`, counting what it handed out:
+    /// a reader that trusted a length would read on.
+    struct Endless<'a> {
+        data: &'a [u8],
+        taken: usize,
+    }
+
+    impl Read for Endless<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(64 * 1024);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = self.data.get(self.taken + i).copied().unwrap_or(0x41);
+            }
+            self.taken += n;
+            Ok(n)
+        }
+    }
+
+    const KINDS: [Kind; 11] = [
+        Kind::Request,
+        Kind::Stdin,
+        Kind::StdinEof,
+        Kind::Signal,
+        Kind::Resize,
+        Kind::Query,
+        Kind::Stdout,
+        Kind::Stderr,
+        Kind::Exit,
+        Kind::Error,
+        Kind::Progress,
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => "[ -~]{0,12}",
+            1 => "[a-z\0/=]{0,6}",
+            1 => (0usize..=MAX_STRING + 2).prop_map(|n| "s".repeat(n)),
+        ]
+    }
+
+    fn env_entry() -> impl Strategy<Value = String> {
+        prop_oneof!["[A-Z_][A-Z0-9_]{0,6}=[ -~]{0,8}", "[ -~\0]{0,8}",]
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        (
+            (
+                text(),
+                proptest::collection::vec(text(), 0..4),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            (
+                proptest::option::of(any::<(u16, u16)>()),
+                prop_oneof![
+                    20 => proptest::collection::vec(env_entry(), 0..4),
+                    1 => (0usize..=MAX_ENV + 1).prop_map(|n| vec!["A=1".to_string(); n]),
+                ],
+                proptest::option::of(prop_oneof!["/[ -~]{0,8}", text()]),
+                proptest::option::of(text()),
+            ),
+            (
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                any::<bool>(),
+                proptest::option::of((text(), any::<bool>())),
+            ),
+            prop_oneof![20 => Just(0usize), 1 => MAX_ARGS - 2..MAX_ARGS + 2],
+        )
+            .prop_map(
+                |(
+                    (image, command, interactive, tty),
+                    (size, env, workdir, entrypoint),
+                    (name, user, network, never_pull, mount),
+                    extra_args,
+                )| {
+                    let mut command = command;
+                    command.extend(std::iter::repeat_n(String::new(), extra_args));
+                    Request {
+                        version: VERSION,
+                        image,
+                        command,
+                        interactive,
+                        tty,
+                        size: size.map(|(rows, cols)| WinSize { rows, cols }),
+                        env,
+                        workdir,
+                        entrypoint,
+                        name,
+                        user,
+                        network,
+                        never_pull,
+                        mount: mount.map(|(target, read_only)| MountRequest { target, read_only }),
+                    }
+                },
+            )
+    }
+
+    /// The bounds SECURITY.md documents for an accepted request.
+    fn within_bounds(r: &Request) -> bool {
+        let optional = [&r.workdir, &r.entrypoint, &r.name, &r.user, &r.network];
+        let strings_ok = r
+            .env
+            .iter()
+            .chain(optional.into_iter().flatten())
+            .chain(r.mount.as_ref().map(|m| &m.target))
+            .all(|s| !s.contains('\0') && s.len() <= MAX_STRING);
+        r.version == VERSION
+            && r.command.len() <= MAX_ARGS
+            && r.env.len() <= MAX_ENV
+            && strings_ok
+            && !r.image.contains('\0')
+            && r.command.iter().all(|s| !s.contains('\0'))
+            && r.env.iter().all(|e| valid_env_entry(e))
+            && r.workdir.as_ref().is_none_or(|w| w.starts_with('/'))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn header_parsing_never_panics_and_bounds_every_length(h in any::<[u8; HEADER]>()) {
+            if let Ok((kind, len)) = parse_header(h) {
+                prop_assert_eq!(kind as u8, h[0]);
+                prop_assert!(len <= limit(kind));
+            }
+        }
+
+        #[test]
+        fn frame_reading_takes_no_more_than_the_limits_allow(
+            head in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                (proptest::sample::select(KINDS.to_vec()), any::<u32>()).prop_map(|(k, l)| {
+                    let l = l.to_be_bytes();
+                    vec![k as u8, l[0], l[1], l[2], l[3]]
+                }),
+            ],
+        ) {
+            // Read from a source that never ends: only the header's length, once
+            // checked, decides how much is read (and allocated).
+            let mut r = Endless { data: &head, taken: 0 };
+            if let Ok(Some((kind, payload))) = read_frame(&mut r) {
+                prop_assert!(payload.len() <= limit(kind));
+                prop_assert_eq!(r.taken, HEADER + payload.len());
+            }
+            // And from a source that ends: never a panic, never more than it had.
+            let mut s = &head[..];
+            while let Ok(Some((kind, payload))) = read_frame(&mut s) {
+                prop_assert!(payload.len() <= limit(kind).min(head.len()));
+            }
+        }
+
+        #[test]
+        fn valid_frames_round_trip(
+            frames in proptest::collection::vec(
+                (proptest::sample::select(KINDS.to_vec()), proptest::collection::vec(any::<u8>(), 0..2048)),
+                0..8,
+            ),
+        ) {
+            let mut buf = Vec::new();
+            for (k, p) in &frames {
+                write_frame(&mut buf, *k, p).unwrap();
+            }
+            let mut r = &buf[..];
+            for f in &frames {
+                prop_assert_eq!(read_frame(&mut r).unwrap(), Some(f.clone()));
+            }
+            prop_assert_eq!(read_frame(&mut r).unwrap(), None);
+        }
+
+        #[test]
+        fn request_decode_accepts_exactly_the_requests_within_the_bounds(r in request()) {
+            let bytes = r.encode();
+            let decoded = Request::decode(&bytes);
+            let acceptable = within_bounds(&r) && bytes.len() <= MAX_REQUEST;
+            prop_assert_eq!(decoded.is_ok(), acceptable, "{:?}", decoded);
+            if let Ok(d) = decoded {
+                prop_assert_eq!(d, r);
+            }
+        }
+
+        #[test]
+        fn request_decode_of_arbitrary_bytes_never_panics_and_bounds_what_it_accepts(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..512),
+                // a valid request with bytes changed, cut or inserted
+                (request(), any::<u64>(), any::<u8>(), 0..3u8).prop_map(|(r, at, b, how)| {
+                    let mut v = r.encode();
+                    let i = (at % (v.len() as u64 + 1)) as usize;
+                    match how {
+                        0 if i < v.len() => v[i] = b,
+                        1 => v.truncate(i),
+                        _ => v.insert(i, b),
+                    }
+                    v
+                }),
+            ],
+        ) {
+            if let Ok(r) = Request::decode(&bytes) {
+                prop_assert!(within_bounds(&r), "{:?}", r);
+                prop_assert!(bytes.len() <= MAX_REQUEST);
+            }
+            // the other payload decoders of untrusted bytes never panic either
+            let _ = Query::decode(&bytes);
+            let _ = Signal::decode(&bytes);
+            let _ = WinSize::decode(&bytes);
+            let _ = decode_exit(&bytes);
+            let _ = decode_error(&bytes);
+        }
+    }
+}
