@@ -200,12 +200,20 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// Matches `s` against glob `p` (`*` any run, `?` one byte). Linear-time backtracking
-/// over the last `*` only, so no pattern can make it slow. Pure.
+/// Matches `s` against glob `p` (`*` any run, `?` one byte). Backtracking over the
+/// last `*` only, so no pattern can make it slow: at most (|p|+1)·(|s|+1) steps, linear
+/// in the subject (patterns are at most 255 bytes). Pure.
 pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    glob_steps(p, s).0
+}
+
+/// [`glob_match`] and the number of steps it took (for its property test).
+fn glob_steps(p: &[u8], s: &[u8]) -> (bool, usize) {
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
+    let mut steps = 0;
     while si < s.len() {
+        steps += 1;
         match p.get(pi) {
             Some(b'*') => {
                 star = Some((pi, si));
@@ -221,11 +229,11 @@ pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
                     si = ss + 1;
                     star = Some((sp, ss + 1));
                 }
-                None => return false,
+                None => return (false, steps),
             },
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    (p[pi..].iter().all(|&c| c == b'*'), steps)
 }
 
 /// Resource limits applied to every container. Always set: there is no "unlimited".
@@ -980,5 +988,303 @@ mod tests {
         assert_eq!(l.memory, Bytes(8 << 20));
         // fields no table sets stay the base's
         assert_eq!(l.nofile, Limits::default().nofile);
+    }
+}
+
+/// Property tests: the policy file from arbitrary and mutated text, and the glob
+/// matcher against a reference (bounded cases, run with the unit tests).
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(t: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(t, Path::new("/etc/urun/policy.toml"))
+    }
+
+    /// The packaged example with its commented-out examples turned on: a policy that
+    /// sets nearly every key.
+    fn example() -> String {
+        include_str!("../packaging/policy.toml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(r) if r.starts_with('[') || (r.contains(" = ") && !r.starts_with(' ')) => r,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    fn limits_in_range(l: &Limits) -> bool {
+        let bytes = |b: Bytes| (Bytes::MIN..=Bytes::MAX).contains(&b.0);
+        let count = |c: Count| (1..=1 << 22).contains(&c.0);
+        bytes(l.memory)
+            && bytes(l.tmpfs_size)
+            && l.cpus.0 > 0.0
+            && l.cpus.0 <= 1024.0
+            && l.cpus.nano() >= 1_000_000
+            && [l.pids, l.nofile, l.nproc, l.max_concurrent]
+                .into_iter()
+                .all(count)
+            && (1..=Seconds::MAX).contains(&l.max_runtime.0)
+    }
+
+    fn pattern_ok(p: &Pattern) -> bool {
+        !p.0.is_empty()
+            && p.0.len() <= 255
+            && p.0.bytes().all(|b| b.is_ascii_graphic() && b != b'[')
+    }
+
+    fn group_ok(g: &GroupName) -> bool {
+        !g.0.is_empty()
+            && g.0.len() <= 32
+            && !g.0.starts_with('-')
+            && g.0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    }
+
+    /// What every accepted policy must satisfy, whatever the text.
+    fn invariants(p: &Policy) -> Result<(), String> {
+        let all_limits = std::iter::once(p.limits.clone()).chain(
+            p.group.values().chain(p.user.values()).map(|o| {
+                let o = &o.limits;
+                let b = &p.limits;
+                Limits {
+                    memory: o.memory.unwrap_or(b.memory),
+                    cpus: o.cpus.unwrap_or(b.cpus),
+                    pids: o.pids.unwrap_or(b.pids),
+                    nofile: o.nofile.unwrap_or(b.nofile),
+                    nproc: o.nproc.unwrap_or(b.nproc),
+                    tmpfs_size: o.tmpfs_size.unwrap_or(b.tmpfs_size),
+                    max_runtime: o.max_runtime.unwrap_or(b.max_runtime),
+                    max_concurrent: o.max_concurrent.unwrap_or(b.max_concurrent),
+                }
+            }),
+        );
+        for l in all_limits {
+            if !limits_in_range(&l) {
+                return Err(format!("limits out of range: {l:?}"));
+            }
+        }
+        for r in &p.mounts.roots {
+            crate::mounts::validate_root(&r.0)?;
+            if crate::mounts::system_path(Path::new(&r.0)).is_some() {
+                return Err(format!("root {:?} is a system path", r.0));
+            }
+        }
+        let patterns = p
+            .images
+            .allow
+            .iter()
+            .chain(&p.pull.registries)
+            .chain(&p.env.allow);
+        if let Some(bad) = patterns.into_iter().find(|x| !pattern_ok(x)) {
+            return Err(format!("bad pattern {bad:?}"));
+        }
+        let groups = std::iter::once(&p.access.group)
+            .chain(p.group.keys())
+            .chain(&p.identity.deny_groups);
+        if let Some(bad) = groups.into_iter().find(|g| !group_ok(g)) {
+            return Err(format!("bad group name {bad:?}"));
+        }
+        if let Some(f) = &p.audit.file {
+            if !f.0.is_absolute() || f.0.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(format!("audit file {f:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A line a policy might have: a section header or `key = value`, from pools of
+    /// real keys and of values both valid and not.
+    fn line() -> impl Strategy<Value = String> {
+        let sections = prop_oneof![
+            Just("access"),
+            Just("images"),
+            Just("pull"),
+            Just("limits"),
+            Just("network"),
+            Just("env"),
+            Just("audit"),
+            Just("identity"),
+            Just("mounts"),
+            Just("group.builders.limits"),
+            Just("user.alice.limits"),
+            Just("user.1001.limits"),
+            Just("nonsense"),
+            Just("group.a b.limits"),
+        ];
+        let keys = prop_oneof![
+            Just("group"),
+            Just("users"),
+            Just("allow_root"),
+            Just("allow"),
+            Just("require_digest"),
+            Just("mode"),
+            Just("registries"),
+            Just("memory"),
+            Just("cpus"),
+            Just("pids"),
+            Just("nofile"),
+            Just("nproc"),
+            Just("tmpfs_size"),
+            Just("max_runtime"),
+            Just("max_concurrent"),
+            Just("file"),
+            Just("syslog"),
+            Just("groups"),
+            Just("deny_groups"),
+            Just("workdir"),
+            Just("roots"),
+            Just("access"),
+            Just("swap"),
+        ];
+        let values = prop_oneof![
+            Just("\"urun\"".to_string()),
+            Just("true".into()),
+            Just("false".into()),
+            Just("\"512m\"".into()),
+            Just("\"1t\"".into()),
+            Just("\"2t\"".into()),
+            Just("\"3k\"".into()),
+            Just("0".into()),
+            Just("-1".into()),
+            Just("4194304".into()),
+            Just("4194305".into()),
+            Just("0.0009".into()),
+            Just("1024.0".into()),
+            Just("1024.5".into()),
+            Just("nan".into()),
+            Just("inf".into()),
+            Just("1.5".into()),
+            Just("\"30d\"".into()),
+            Just("\"31d\"".into()),
+            Just("\"90s\"".into()),
+            Just("\"missing\"".into()),
+            Just("\"isolated\"".into()),
+            Just("\"caller\"".into()),
+            Just("\"mode\"".into()),
+            Just("\"owner\"".into()),
+            Just("[\"/home\", \"/srv/x\"]".into()),
+            Just("[\"/\"]".into()),
+            Just("[\"/var\"]".into()),
+            Just("[\"/usr/local\"]".into()),
+            Just("[\"/home/../etc\"]".into()),
+            Just("[\"debian:*\", \"a?b\"]".into()),
+            Just("[\"a[b]\"]".into()),
+            Just("[\"\"]".into()),
+            Just("\"/var/log/u.log\"".into()),
+            Just("\"rel/log\"".into()),
+            Just("\"/a\\u0000b\"".into()),
+            Just("[\"video\", \"-x\"]".into()),
+            Just("{}".into()),
+            "[0-9]{1,25}".prop_map(String::from),
+            "\"[ -~]{0,12}\"".prop_map(String::from),
+        ];
+        prop_oneof![
+            1 => sections.prop_map(|s| format!("[{s}]")),
+            3 => (keys, values).prop_map(|(k, v)| format!("{k} = {v}")),
+        ]
+    }
+
+    /// A mutation of a text: a character replaced, a range removed, or text inserted.
+    fn mutate(text: &str, at: usize, len: usize, how: u8, with: &str) -> String {
+        let mut c: Vec<char> = text.chars().collect();
+        let i = at % (c.len() + 1);
+        let j = (i + len).min(c.len());
+        match how % 3 {
+            0 => {
+                c.splice(i..j, with.chars().take(1));
+            }
+            1 => {
+                c.drain(i..j);
+            }
+            _ => {
+                c.splice(i..i, with.chars());
+            }
+        }
+        c.into_iter().collect()
+    }
+
+    /// Reference glob matcher: by dynamic programming over (pattern, subject) prefixes.
+    fn reference_glob(p: &[u8], s: &[u8]) -> bool {
+        let mut m = vec![vec![false; s.len() + 1]; p.len() + 1];
+        m[0][0] = true;
+        for i in 1..=p.len() {
+            for j in 0..=s.len() {
+                m[i][j] = match p[i - 1] {
+                    b'*' => m[i - 1][j] || (j > 0 && m[i][j - 1]),
+                    b'?' => j > 0 && m[i - 1][j - 1],
+                    c => j > 0 && m[i - 1][j - 1] && s[j - 1] == c,
+                };
+            }
+        }
+        m[p.len()][s.len()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn policy_parsing_of_arbitrary_text_never_panics_and_errors_name_a_line(
+            text in prop_oneof![".{0,200}", "[\\[\\]a-z_.=\" \n0-9\\\\{},#]{0,200}"],
+        ) {
+            match parse(&text) {
+                Ok(p) => prop_assert!(invariants(&p).is_ok(), "{:?}", invariants(&p)),
+                Err(e) => prop_assert!(e.line.is_some(), "{e}"),
+            }
+        }
+
+        #[test]
+        fn every_accepted_policy_satisfies_the_invariants_and_errors_name_a_line(
+            lines in prop_oneof![
+                proptest::collection::vec(line(), 0..16),
+                proptest::collection::vec(line(), 0..5),
+            ],
+        ) {
+            let text = lines.join("\n");
+            match parse(&text) {
+                Ok(p) => prop_assert!(invariants(&p).is_ok(), "{text}\n{:?}", invariants(&p)),
+                Err(e) => {
+                    let n = e.line.unwrap_or(0);
+                    prop_assert!(n >= 1 && n <= text.lines().count().max(1), "{text}\n{e}");
+                }
+            }
+        }
+
+        #[test]
+        fn a_mutated_example_policy_never_panics_and_errors_name_a_line(
+            at in any::<usize>(),
+            len in 0usize..40,
+            how in any::<u8>(),
+            with in prop_oneof!["[ -~]{0,8}", Just("\n[limits]\n".to_string()), Just("\"".to_string())],
+        ) {
+            let text = mutate(&example(), at, len, how, &with);
+            match parse(&text) {
+                Ok(p) => prop_assert!(invariants(&p).is_ok(), "{:?}", invariants(&p)),
+                Err(e) => {
+                    let n = e.line.unwrap_or(0);
+                    prop_assert!(n >= 1 && n <= text.lines().count().max(1), "{e}");
+                }
+            }
+        }
+
+        #[test]
+        fn glob_match_agrees_with_a_reference_matcher(
+            p in "[ab*?]{0,12}",
+            s in "[ab]{0,16}",
+        ) {
+            prop_assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), reference_glob(p.as_bytes(), s.as_bytes()));
+        }
+
+        #[test]
+        fn glob_match_takes_at_most_pattern_times_subject_steps(
+            p in "[a*?]{0,255}",
+            s in "a{0,3000}b?",
+        ) {
+            let (_, steps) = glob_steps(p.as_bytes(), s.as_bytes());
+            prop_assert!(steps <= (p.len() + 1) * (s.len() + 1), "{steps}");
+        }
     }
 }
