@@ -224,7 +224,9 @@ pub fn untar_first_file(tar: &[u8]) -> Option<Vec<u8>> {
             b'0' | 0 => {
                 return (end <= tar.len() && size <= MAX_FILE).then(|| tar[data..end].to_vec())
             }
-            b'x' | b'g' | b'L' | b'K' => at = data + size.div_ceil(512) * 512,
+            b'x' | b'g' | b'L' | b'K' => {
+                at = data.checked_add(size.div_ceil(512).checked_mul(512)?)?
+            }
             _ => return None,
         }
     }
@@ -363,5 +365,118 @@ mod tests {
         assert_eq!(untar_first_file(&tar_entry("passwd", b'2', b"")), None);
         assert_eq!(untar_first_file(&t[..600]), None);
         assert_eq!(untar_first_file(b"garbage"), None);
+    }
+}
+
+/// Property tests: the tar reader from arbitrary bytes and from archives another
+/// writer (the `tar` crate) made (bounded cases, run with the unit tests).
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+    use tar::{Builder, EntryType, Header};
+
+    /// An archive with `data` as its first regular file named `name`, possibly after a
+    /// pax extended header, and possibly followed by more entries.
+    fn archive(name: &str, data: &[u8], gnu: bool, pax: bool, more: bool) -> Vec<u8> {
+        let mut b = Builder::new(Vec::new());
+        if pax {
+            b.append_pax_extensions([("comment", &b"made by a property test"[..])])
+                .unwrap();
+        }
+        let mut h = if gnu {
+            Header::new_gnu()
+        } else {
+            Header::new_ustar()
+        };
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+        if more {
+            let mut h = Header::new_gnu();
+            h.set_size(3);
+            b.append_data(&mut h, "next", &b"xyz"[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn kinds() -> impl Strategy<Value = EntryType> {
+        proptest::sample::select(vec![
+            EntryType::Symlink,
+            EntryType::Link,
+            EntryType::Directory,
+            EntryType::Char,
+            EntryType::Block,
+            EntryType::Fifo,
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn untar_returns_exactly_the_file_of_a_well_formed_archive(
+            name in prop_oneof!["[a-z]{1,8}", "[a-z][a-z/]{100,200}[a-z]"],
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            gnu in any::<bool>(),
+            pax in any::<bool>(),
+            more in any::<bool>(),
+        ) {
+            // long names need the GNU extension (an 'L' entry before the file)
+            let gnu = gnu || name.len() > 100;
+            let t = archive(&name, &data, gnu, pax, more);
+            prop_assert_eq!(untar_first_file(&t), Some(data));
+        }
+
+        #[test]
+        fn untar_returns_nothing_when_the_first_entry_is_not_a_regular_file(kind in kinds()) {
+            let mut b = Builder::new(Vec::new());
+            let mut h = Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            if matches!(kind, EntryType::Symlink | EntryType::Link) {
+                h.set_link_name("/etc/shadow").unwrap();
+            }
+            b.append_data(&mut h, "passwd", &b""[..]).unwrap();
+            let mut h = Header::new_gnu();
+            h.set_size(4);
+            b.append_data(&mut h, "passwd", &b"evil"[..]).unwrap();
+            prop_assert_eq!(untar_first_file(&b.into_inner().unwrap()), None);
+        }
+
+        #[test]
+        fn untar_never_panics_and_never_returns_more_than_it_may(
+            t in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..2048),
+                // a well-formed archive with bytes changed or cut
+                (proptest::collection::vec(any::<u8>(), 0..1500), any::<usize>(), any::<u8>(), any::<bool>())
+                    .prop_map(|(data, at, b, cut)| {
+                        let mut t = archive("passwd", &data, true, at % 2 == 0, true);
+                        let i = at % t.len();
+                        if cut { t.truncate(i) } else { t[i] = b }
+                        t
+                    }),
+            ],
+        ) {
+            if let Some(f) = untar_first_file(&t) {
+                prop_assert!(f.len() <= MAX_FILE);
+                prop_assert!(f.len() + 512 <= t.len());
+            }
+        }
+    }
+
+    #[test]
+    fn untar_refuses_files_over_max_file() {
+        let big = vec![b'x'; MAX_FILE + 1];
+        assert_eq!(
+            untar_first_file(&archive("passwd", &big, true, false, false)),
+            None
+        );
+        let max = vec![b'y'; MAX_FILE];
+        assert_eq!(
+            untar_first_file(&archive("passwd", &max, true, true, false)),
+            Some(max)
+        );
     }
 }
