@@ -592,8 +592,8 @@ impl Sink {
 ///   `O_DIRECTORY|O_NOFOLLOW` (no symlink anywhere in the path, no `.` or `..`); a
 ///   missing component is created 0700;
 /// - every ancestor is owned by root or urund's user and not writable by others unless
-///   sticky (a group that can write an ancestor, like Debian's `root:syslog 0775`
-///   `/var/log` on some systems, is trusted as the administrator's choice);
+///   sticky (a group that can write an ancestor, like `syslog` on Ubuntu's
+///   `root:syslog 0775` `/var/log`, is trusted as the administrator's choice);
 /// - the directory itself is owned by urund's user and writable by nobody else;
 /// - the file is opened relative to that descriptor with
 ///   `O_WRONLY|O_APPEND|O_CREAT|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY|O_CLOEXEC`, mode 0600 (a

@@ -380,9 +380,11 @@ urund listens on its socket (root:<access.group> 0660; started by systemd's urun
 it takes that socket over and refuses one with another group or a mode above 0660), learns \
 each caller's uid, gid and groups from the kernel (SO_PEERCRED), judges the request against the policy file, and \
 creates the container with the forced settings listed in urun(1). Every request is \
-recorded as one JSON audit line on standard error. On SIGTERM or SIGINT it removes the \
-containers of runs in progress and exits; at start it removes containers it labelled \
-and no longer tracks.";
+recorded as one JSON audit line on standard error (and the policy's audit file or \
+syslog), a run also when its container is created; long fields are clipped and the \
+records of refused requests are rate-limited per uid and summed up. On SIGTERM or SIGINT \
+it removes the containers of runs in progress and exits; at start it removes containers \
+it labelled and no longer tracks, and records each.";
 
 /// urund: the helper daemon, the only user of the Docker socket.
 #[derive(Parser, Debug, Clone)]
@@ -438,7 +440,8 @@ Policy file (TOML, --policy; commented example: packaging/policy.toml):
              several groups the largest value; only this file sets them
   [network]  mode = \"none\" | \"isolated\" (helper-managed bridge urun-isolated, ICC off)
   [env]      allow = glob patterns on variable names (default TERM, LANG, LC_*, TZ)
-  [audit]    file = absolute path (0600, append-only, reopened on SIGHUP), syslog = bool
+  [audit]    file = absolute path (0600, append-only, reopened on SIGHUP; in a directory
+             only urund's user can write, no symlink in the path), syslog = bool
 Audit records are also written to standard error.";
 
 #[cfg(test)]
