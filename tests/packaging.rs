@@ -425,12 +425,20 @@ fn unit_allowed_syscalls() -> std::collections::BTreeSet<String> {
 #[serial]
 fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     // Not the seccomp filter itself (that needs systemd as PID 1), but the list it is
-    // built from, checked against what urund really calls: socket activation, start,
-    // one run with stdin, one --here run (pinned mount, identity files), shutdown.
+    // built from, checked against what urund really calls: socket activation, start
+    // (with an audit file: its directory walked, created and checked), one run with
+    // stdin, one --here run (pinned mount, identity files), shutdown.
     let allowed = unit_allowed_syscalls();
     let g = TestGroup::new("urg");
     let u = TestUser::new(&[&g]);
-    let d = Daemon::prepare(&confined_policy(&g));
+    let d = Daemon::prepare("");
+    let audit = d.dir.join("audit/audit.log");
+    let policy = format!(
+        "{}[audit]\nfile = \"{}\"\n",
+        confined_policy(&g),
+        audit.display()
+    );
+    write_mode(&d.policy, policy.as_bytes(), 0o644);
     fs::create_dir_all(d.socket.parent().unwrap()).unwrap();
     let trace = d.dir.join("strace.log");
     let mut child = Command::new("strace")
@@ -461,6 +469,7 @@ fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     ok(&o, &format!("urun under strace\n{}", d.log_text()));
     assert_eq!(stdout(&o), format!("hi\n{}\n", u.uid));
     assert!(st.success(), "{st}: {}", d.log_text());
+    assert!(read(&audit).contains("\"admitted\""), "{}", read(&audit));
 
     // Every call after urund's own execve.
     let log = read(&trace);
