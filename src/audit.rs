@@ -17,7 +17,7 @@
 //! The audit file's directory must be urund's own (see [`Sink::open`]).
 #![forbid(unsafe_code)]
 
-use crate::forced::{LABEL_REQUEST, LABEL_UID, LABEL_USER};
+use crate::forced::{LABEL_NAME, LABEL_REQUEST, LABEL_UID, LABEL_USER};
 use crate::policy::Limits;
 use crate::system::Caller;
 use nix::errno::Errno;
@@ -81,7 +81,7 @@ pub struct Record {
     /// `admitted`: the limits that apply to the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<RunLimits>,
-    /// `reaped`: the container's urun labels (uid, user, request) as it carried them.
+    /// `reaped`: the container's urun labels (uid, user, request, name) as it carried them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// `suppressed`: what was held back.
@@ -158,7 +158,7 @@ impl Record {
     /// The record of a leftover container urund removed at start: its ID and the urun
     /// labels it carried (untrusted: an image can carry any label; clipped like the rest).
     pub fn reaped(container: &str, labels: &HashMap<String, String>) -> Record {
-        let kept: BTreeMap<String, String> = [LABEL_UID, LABEL_USER, LABEL_REQUEST]
+        let kept: BTreeMap<String, String> = [LABEL_UID, LABEL_USER, LABEL_REQUEST, LABEL_NAME]
             .iter()
             .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))
             .collect();
