@@ -69,7 +69,9 @@ pub struct Record {
     pub name: Option<String>,
     /// "allowed", "refused" or "error" (how a request ended); "admitted" (a run's
     /// container was created: written before it starts); "reaped" (urund removed a
-    /// leftover container at start); "suppressed" (records held back by the rate limit).
+    /// container it created and no run tracks: a leftover found at start or by its
+    /// reconcile pass); "cleanup" (a removal that failed at the end of a run, queued,
+    /// and how its retries ended); "suppressed" (records held back by the rate limit).
     pub decision: &'static str,
     /// The rule that refused the request, or the cause of an error.
     pub rule: Option<String>,
@@ -177,9 +179,42 @@ impl Record {
         }
     }
 
+    /// A record of urund's clean-up of a run (not a request): a removal that failed at
+    /// the end of the run and was queued for retry, and how it ended. `request` and the
+    /// run's uid and user go into `labels`; the record is urund's own.
+    pub fn cleanup(
+        request: &str,
+        run_uid: u32,
+        run_user: &str,
+        container: Option<&str>,
+        message: String,
+    ) -> Record {
+        let labels: BTreeMap<String, String> = [
+            (LABEL_UID, run_uid.to_string()),
+            (LABEL_USER, run_user.to_string()),
+            (LABEL_REQUEST, request.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Record {
+            time: now(),
+            request: request.to_string(),
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            user: "urund".into(),
+            pid: std::process::id() as i32,
+            container: container.map(String::from),
+            decision: "cleanup",
+            message: Some(message),
+            labels: Some(labels),
+            ..Default::default()
+        }
+    }
+
     /// Records that are rate-limited per uid: those of requests that got no container.
     fn rate_limited(&self) -> bool {
-        self.container.is_none() && !matches!(self.decision, "suppressed" | "reaped")
+        self.container.is_none() && !matches!(self.decision, "suppressed" | "reaped" | "cleanup")
     }
 
     /// The record with every string clipped to its bound (see the module comment).

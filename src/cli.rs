@@ -2,7 +2,7 @@
 //! and completions come from here).
 #![forbid(unsafe_code)]
 
-use crate::{engine, forced, policy, DEFAULT_SOCKET};
+use crate::{engine, forced, instance, policy, DEFAULT_SOCKET};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::path::PathBuf;
@@ -382,9 +382,16 @@ each caller's uid, gid and groups from the kernel (SO_PEERCRED), judges the requ
 creates the container with the forced settings listed in urun(1). Every request is \
 recorded as one JSON audit line on standard error (and the policy's audit file or \
 syslog), a run also when its container is created; long fields are clipped and the \
-records of refused requests are rate-limited per uid and summed up. On SIGTERM or SIGINT \
-it removes the containers of runs in progress and exits; at start it removes containers \
-it labelled and no longer tracks, and records each.";
+records of refused requests are rate-limited per uid and summed up. Only one urund runs \
+per socket directory (it holds <socket dir>/urund.lock; a second one exits before \
+touching anything). Its runtime directory <socket dir>/run is created and marked by \
+urund; one it did not create is refused. Every container it creates is labelled with a \
+secret kept in the state directory (--state-dir); it removes only containers proven to \
+be its own (that label, on the container and not on its image) that no run tracks: at \
+start, periodically and after errors, and records each. A removal that fails (the \
+Docker daemon restarting) is retried until it succeeds; a run whose daemon stops ends \
+with status 125. On SIGTERM or SIGINT it removes the containers of runs in progress, its \
+runtime directory and its socket, and exits.";
 
 /// urund: the helper daemon, the only user of the Docker socket.
 #[derive(Parser, Debug, Clone)]
@@ -407,6 +414,12 @@ pub struct Urund {
     /// Docker daemon (unix:// only)
     #[arg(long, default_value = engine::DEFAULT_HOST, value_name = "URI")]
     pub docker_host: String,
+
+    /// State directory (root-only, kept across reboots): the installation's secret
+    /// that labels every container urund creates; clean-up removes only containers
+    /// that carry it
+    #[arg(long, default_value = instance::DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
 
     #[command(subcommand)]
     pub command: Option<UrundCommand>,

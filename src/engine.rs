@@ -56,6 +56,79 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
+/// The daemon did not answer: its socket is gone or refuses connections, or a
+/// connection broke mid-answer (dockerd stopped or restarted). Callers tell the user
+/// in one line and leave clean-up to the [`crate::janitor`], which retries.
+#[derive(Debug)]
+pub struct Unreachable {
+    /// What urund was doing ("removing container …").
+    pub doing: String,
+    /// The transport's own words, for urund's log.
+    pub cause: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the Docker daemon is not answering ({})",
+            self.doing, self.cause
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `e` (or one of its causes) is an [`Unreachable`] daemon.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Unreachable>())
+}
+
+/// Errors that mean the daemon is not there (no answer at all), as opposed to an
+/// answer that refuses or fails the operation.
+fn transport_failure(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::IOError { .. }
+            | DockerError::HyperResponseError { .. }
+            | DockerError::HyperLegacyError { .. }
+            | DockerError::SocketNotFoundError(_)
+            | DockerError::RequestTimeoutError
+    )
+}
+
+/// A bollard error as an `anyhow::Error` saying what failed: [`Unreachable`] when the
+/// daemon did not answer, else `doing: <the daemon's message>`.
+fn failed(e: DockerError, doing: impl Into<String>) -> anyhow::Error {
+    let doing = doing.into();
+    if transport_failure(&e) {
+        anyhow::Error::new(Unreachable {
+            doing,
+            cause: e.to_string(),
+        })
+    } else {
+        anyhow::anyhow!("{doing}: {}", docker_message(&e))
+    }
+}
+
+/// An I/O error on urund's own connection to the daemon (the attach stream).
+fn io_failed(e: std::io::Error, doing: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Unreachable {
+        doing: doing.into(),
+        cause: e.to_string(),
+    })
+}
+
+/// A container urund may clean up, as the daemon lists it.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    pub id: String,
+    /// The ID of its image (whose own labels the clean-up also checks).
+    pub image_id: String,
+    /// Its labels: the image's, merged with those set at create.
+    pub labels: HashMap<String, String>,
+}
+
 impl Engine {
     /// Connects to the daemon at `uri` (only `unix://` paths: urun never talks to a
     /// TCP daemon) and negotiates the API version down to what the daemon speaks.
@@ -84,7 +157,7 @@ impl Engine {
         let img = match self.docker.inspect_image(reference).await {
             Ok(img) => img,
             Err(e) if is_status(&e, 404) => return Ok(None),
-            Err(e) => return Err(anyhow::Error::new(e).context("inspecting image")),
+            Err(e) => return Err(failed(e, "inspecting image")),
         };
         let Some(id) = img.id else {
             bail!("inspecting image {reference}: the daemon gave no image ID");
@@ -103,6 +176,11 @@ impl Engine {
         }))
     }
 
+    /// Whether the daemon answers at all (`GET /_ping`).
+    pub async fn answers(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
     /// Creates a container. It gets no name from urund, only Docker's random one:
     /// Docker's DNS on a user-defined network resolves names a user gave, for anyone
     /// on that network.
@@ -114,7 +192,7 @@ impl Engine {
                 body,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("creating container: {}", docker_message(&e)))?;
+            .map_err(|e| failed(e, "creating container"))?;
         Ok(r.id)
     }
 
@@ -131,7 +209,7 @@ impl Engine {
         }
         let mut s = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .with_context(|| format!("attaching to container: {}", self.socket.display()))?;
+            .map_err(|e| io_failed(e, "attaching to container"))?;
         let req = format!(
             "POST /v{}/containers/{id}/attach?stream=1&stdin={}&stdout=1&stderr=1 HTTP/1.1\r\n\
              Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
@@ -140,11 +218,14 @@ impl Engine {
         );
         s.write_all(req.as_bytes())
             .await
-            .context("attaching to container")?;
+            .map_err(|e| io_failed(e, "attaching to container"))?;
         // The response head, byte by byte so nothing of the stream after it is consumed.
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
-            let b = s.read_u8().await.context("attaching to container")?;
+            let b = s
+                .read_u8()
+                .await
+                .map_err(|e| io_failed(e, "attaching to container"))?;
             head.push(b);
             if head.len() > 16 * 1024 {
                 bail!("attaching to container: response head too large");
@@ -201,7 +282,7 @@ impl Engine {
         self.docker
             .resize_container_tty(id, opts)
             .await
-            .context("resizing the container's terminal")
+            .map_err(|e| failed(e, "resizing the container's terminal"))
     }
 
     /// Starts the container; a failure carries docker run's status (126/127/125).
@@ -210,6 +291,12 @@ impl Engine {
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
             .map_err(|e| {
+                if transport_failure(&e) {
+                    return RunError {
+                        status: 125,
+                        message: NOT_ANSWERING.into(),
+                    };
+                }
                 let message = format!("cannot start container: {}", docker_message(&e));
                 RunError {
                     status: start_error_status(&message),
@@ -228,8 +315,11 @@ impl Engine {
         match s.next().await {
             Some(Ok(r)) => Ok(r.status_code),
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(anyhow::Error::new(e).context("waiting for container")),
-            None => bail!("waiting for container: no answer from the daemon"),
+            Some(Err(e)) => Err(failed(e, "waiting for container")),
+            None => Err(anyhow::Error::new(Unreachable {
+                doing: "waiting for container".into(),
+                cause: "the answer ended without a status".into(),
+            })),
         }
     }
 
@@ -240,11 +330,13 @@ impl Engine {
         match self.docker.kill_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context("signalling container")),
+            Err(e) => Err(failed(e, "signalling container")),
         }
     }
 
-    /// Kills (if running) and removes a container; a missing one is not an error.
+    /// Kills (if running) and removes a container with its anonymous volumes; a
+    /// missing one is not an error. Only for containers urund created (or proved its
+    /// own, see [`crate::janitor`]): never for a container someone else made.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -255,7 +347,7 @@ impl Engine {
             Err(e) if is_status(&e, 404) => Ok(()),
             // "removal already in progress"
             Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("removing container {id}"))),
+            Err(e) => Err(failed(e, format!("removing container {id}"))),
         }
     }
 
@@ -275,8 +367,7 @@ impl Engine {
             .build();
         let mut s = self.docker.create_image(Some(opts), None, None);
         while let Some(ev) = s.next().await {
-            let ev =
-                ev.map_err(|e| anyhow::anyhow!("pulling {reference}: {}", docker_message(&e)))?;
+            let ev = ev.map_err(|e| failed(e, format!("pulling {reference}")))?;
             let (current, total) = ev
                 .progress_detail
                 .map_or((None, None), |d| (d.current, d.total));
@@ -319,7 +410,7 @@ impl Engine {
                 self.docker
                     .create_network(req)
                     .await
-                    .with_context(|| format!("creating network {name}"))?;
+                    .map_err(|e| failed(e, format!("creating network {name}")))?;
                 Ok(())
             }
         }
@@ -355,36 +446,20 @@ impl Engine {
         {
             Ok(n) => Ok(Some(n)),
             Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting network {name}"))),
+            Err(e) => Err(failed(e, format!("inspecting network {name}"))),
         }
     }
 
-    /// Reads small files from an image without running it: creates a container that
-    /// is never started (`probe`), fetches each path through the archive endpoint,
-    /// removes the container. A missing path (or one that is not a regular file) is
-    /// `None`; a file larger than `identity::MAX_FILE` is an error.
-    pub async fn read_image_files(
-        &self,
-        probe: ContainerCreateBody,
-        paths: &[&str],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
-        let id = self
-            .create(probe)
-            .await
-            .context("creating the probe container")?;
+    /// Reads small files from a created container that is never started (a probe
+    /// for an image's files): each path through the archive endpoint. A missing path
+    /// (or one that is not a regular file) is `None`; a file larger than
+    /// `identity::MAX_FILE` is an error. The caller removes the container.
+    pub async fn read_files(&self, id: &str, paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut out = Vec::new();
-        let mut result = Ok(());
         for p in paths {
-            match self.archive(&id, p).await {
-                Ok(f) => out.push(f),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+            out.push(self.archive(id, p).await?);
         }
-        self.remove(&id).await?;
-        result.map(|()| out)
+        Ok(out)
     }
 
     async fn archive(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>> {
@@ -402,23 +477,17 @@ impl Engine {
                     }
                 }
                 Err(e) if is_status(&e, 404) => return Ok(None),
-                Err(e) => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("reading {path} from the image"))
-                    )
-                }
+                Err(e) => return Err(failed(e, format!("reading {path} from the image"))),
             }
         }
         Ok(crate::identity::untar_first_file(&tar))
     }
 
-    /// IDs and labels of all containers (any state) carrying `label=value`.
-    pub async fn labelled(
-        &self,
-        label: &str,
-        value: &str,
-    ) -> Result<Vec<(String, HashMap<String, String>)>> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+    /// All containers (any state) carrying every one of `labels` (`key=value`), with
+    /// their image ID and labels.
+    pub async fn labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<Listed>> {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let filters = HashMap::from([("label".to_string(), wanted)]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -427,13 +496,32 @@ impl Engine {
             .docker
             .list_containers(Some(opts))
             .await
-            .context("listing containers")?;
+            .map_err(|e| failed(e, "listing containers"))?;
         Ok(list
             .into_iter()
-            .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+            .filter_map(|c| {
+                Some(Listed {
+                    id: c.id?,
+                    image_id: c.image_id.unwrap_or_default(),
+                    labels: c.labels.unwrap_or_default(),
+                })
+            })
             .collect())
     }
+
+    /// An image's own labels (`Config.Labels`); `None` if the image is gone.
+    pub async fn image_labels(&self, image_id: &str) -> Result<Option<HashMap<String, String>>> {
+        match self.docker.inspect_image(image_id).await {
+            Ok(img) => Ok(Some(img.config.and_then(|c| c.labels).unwrap_or_default())),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(failed(e, format!("inspecting image {image_id}"))),
+        }
+    }
 }
+
+/// What a user is told when the daemon does not answer at admission.
+pub const NOT_ANSWERING: &str =
+    "the Docker daemon is not answering; urund keeps serving and retries: try again in a moment";
 
 /// One progress event of a pull, as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

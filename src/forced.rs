@@ -6,6 +6,7 @@
 //! configuration.
 #![forbid(unsafe_code)]
 
+use crate::instance::Owner;
 use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
 use crate::protocol::Request;
 use crate::system::Caller;
@@ -26,6 +27,9 @@ pub const LABEL_HELPER: &str = "io.urun.helper";
 /// The `--name` the user gave the run. Never Docker's container name: on a user-defined
 /// network Docker's DNS resolves container names for every container on it.
 pub const LABEL_NAME: &str = "io.urun.name";
+/// The installation's secret (see [`crate::instance`]): what proves to the clean-up
+/// that urund created the container. No image and no other user can know it.
+pub const LABEL_INSTANCE: &str = "io.urun.instance";
 
 /// The forced settings in words: (setting, value). Printed by `urun --help`.
 pub const FORCED: &[(&str, &str)] = &[
@@ -86,7 +90,9 @@ pub const FORCED: &[(&str, &str)] = &[
     ),
     (
         "Labels, name",
-        "owner uid, user name, request id, --name; Docker's own name is its random one",
+        "owner uid, user name, request id, --name, urund's socket and its secret instance \
+         label (clean-up removes only containers that carry it); Docker's own name is its \
+         random one",
     ),
     (
         "Env",
@@ -181,20 +187,18 @@ pub fn probe_config(image_id: &str, labels: HashMap<String, String>) -> Containe
     }
 }
 
-/// Labels identifying a run: owner, request, helper instance, and the `--name` the
-/// user gave it (validated by the judge).
+/// Labels identifying a run: owner, request, the helper's own (socket path and secret,
+/// see [`crate::instance::Owner`]), and the `--name` the user gave it (validated by the
+/// judge).
 pub fn labels(
     caller: &Caller,
     request_id: &str,
-    helper: &str,
+    owner: &Owner,
     name: Option<&str>,
 ) -> HashMap<String, String> {
-    let mut l = HashMap::from([
-        (LABEL_UID.to_string(), caller.uid.to_string()),
-        (LABEL_USER.to_string(), caller.display_name()),
-        (LABEL_REQUEST.to_string(), request_id.to_string()),
-        (LABEL_HELPER.to_string(), helper.to_string()),
-    ]);
+    let mut l = owner.labels(request_id);
+    l.insert(LABEL_UID.to_string(), caller.uid.to_string());
+    l.insert(LABEL_USER.to_string(), caller.display_name());
     if let Some(n) = name {
         l.insert(LABEL_NAME.to_string(), n.to_string());
     }
@@ -382,7 +386,7 @@ mod tests {
             &Limits::default(),
             "sha256:feed",
             r,
-            labels(&caller(), "rq1", "/run/urun/urun.sock", Some("web")),
+            labels(&caller(), "rq1", &owner(), Some("web")),
             NetworkMode::None,
             &Inside::default(),
         )
@@ -732,8 +736,16 @@ mod tests {
             assert_eq!(l[LABEL_REQUEST], "rq1");
             assert_eq!(l[LABEL_HELPER], "/run/urun/urun.sock");
             assert_eq!(l[LABEL_NAME], "web");
+            assert_eq!(l[LABEL_INSTANCE], owner().secret);
         });
-        assert!(!labels(&caller(), "r", "h", None).contains_key(LABEL_NAME));
+        assert!(!labels(&caller(), "r", &owner(), None).contains_key(LABEL_NAME));
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            helper: "/run/urun/urun.sock".into(),
+            secret: "0123456789abcdef0123456789abcdef".into(),
+        }
     }
 
     #[test]

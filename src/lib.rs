@@ -9,6 +9,9 @@
 //!   and what an image resolved to);
 //! - OS boundary: [`system`] (kernel identity, user database, socket; the only
 //!   `unsafe`), [`engine`] (the only code that talks to Docker);
+//! - what urund may clean up: [`instance`] (its lock, its marked runtime directory,
+//!   the secret that labels its containers), [`janitor`] (removals retried until they
+//!   succeed, and the reconcile pass);
 //! - programs: [`server`] (urund), [`client`] (urun, never touches Docker), [`cli`],
 //!   [`check`] (`urund check`: policy and host audit).
 
@@ -20,6 +23,8 @@ pub mod engine;
 pub mod forced;
 pub mod identity;
 pub mod image;
+pub mod instance;
+pub mod janitor;
 pub mod judge;
 pub mod mounts;
 pub mod policy;

@@ -18,15 +18,21 @@
 //!      forced-settings table builds the whole container configuration;
 //!   6. run: create, attach, start, relay, wait (killed at `max_runtime`), remove —
 //!      and remove on every other path too (client gone, bad frame, helper shutdown);
+//!      a removal that fails is retried by the [`Janitor`] until it succeeds;
 //!   7. record: one audit line (stderr, file, syslog) when the connection ends, and
 //!      one `admitted` line as soon as the container exists (bounded and rate-limited
 //!      by [`audit`]).
+//!
+//! Start-up ([`run`]) touches nothing before it holds the socket directory's lock, and
+//! then cleans up only what it can prove it made (see [`crate::instance`]).
 
 use crate::audit::{self, Record};
 use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
 use crate::forced::{self, Inside, WorkMount};
 use crate::identity;
 use crate::image::{ImageFacts, Reference};
+use crate::instance::{self, Lock, Owner, RuntimeDir};
+use crate::janitor::{Janitor, Removal, Whose};
 use crate::judge::{
     self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
 };
@@ -37,7 +43,7 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +73,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub policy: PathBuf,
     pub docker_host: String,
+    /// Where the installation's secret lives (survives reboots, as exited containers do).
+    pub state_dir: PathBuf,
     /// The listening socket systemd passed (socket activation), if any: then urund
     /// checks it instead of creating `socket`, and leaves it in place on exit.
     pub activated: Option<std::os::unix::net::UnixListener>,
@@ -80,7 +88,7 @@ pub struct Helper {
     group_gid: u32,
     /// gids of the groups named by `[group.NAME]` override tables (those that exist).
     override_gids: HashMap<String, u32>,
-    audit: audit::Sink,
+    audit: Arc<audit::Sink>,
     /// Runs in progress per uid (`limits.max_concurrent`).
     per_user: Mutex<HashMap<u32, u32>>,
     /// `--name`s of runs in progress, per uid.
@@ -88,12 +96,13 @@ pub struct Helper {
     /// Serialises checking/creating the isolated network (Docker allows two networks
     /// of one name if two creations race).
     network_lock: tokio::sync::Mutex<()>,
-    /// This helper's identity in container labels: its socket path.
-    tag: String,
-    /// Containers of runs in progress: request id → container id.
-    runs: Mutex<HashMap<String, String>>,
-    /// Root-only directory of per-run files and pinned mounts (`<socket dir>/run`).
-    runtime: PathBuf,
+    /// Removals retried until they succeed; the reconcile pass; this helper's labels.
+    janitor: Janitor,
+    /// Containers of runs in progress: request id → container id and whose it is.
+    runs: Mutex<HashMap<String, (String, Whose)>>,
+    /// Root-only directory of per-run files and pinned mounts (`<socket dir>/run`),
+    /// created and marked by urund.
+    runtime: RuntimeDir,
     /// An image's identity files by image ID (an ID's content never changes).
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
@@ -101,6 +110,13 @@ pub struct Helper {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+///
+/// Start-up order, each step before the next: policy and audit log (nothing touched);
+/// the exclusive lock of the socket's directory, and a live socket refused — before
+/// any clean-up, so a second urund leaves the first one's containers and mounts alone;
+/// the daemon; the secret; the runtime directory (refused unless urund made it);
+/// then clean-up of what the previous urund left (containers proven ours, per-run
+/// directories by name); then the socket.
 pub async fn run(opts: Options) -> Result<()> {
     system::private_umask();
     let policy = Policy::load(&opts.policy)?;
@@ -126,7 +142,18 @@ pub async fn run(opts: Options) -> Result<()> {
             ),
         }
     }
-    let audit = audit::Sink::open(&policy.audit).context("opening the audit log")?;
+    let audit = Arc::new(audit::Sink::open(&policy.audit).context("opening the audit log")?);
+    let activated = opts.activated.is_some();
+    // Only one urund per socket directory, and none on a live socket: decided before
+    // anything is cleaned up.
+    let dir = system::socket_dir(&opts.socket, !activated)?;
+    let lock = Lock::acquire(&dir)?;
+    if !activated && std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
+        anyhow::bail!(
+            "socket {}: another urund is already listening there; nothing was cleaned up",
+            opts.socket.display()
+        );
+    }
     let engine = Engine::connect(&opts.docker_host).await?;
     if policy.network.mode == NetworkMode::Isolated {
         engine
@@ -134,8 +161,12 @@ pub async fn run(opts: Options) -> Result<()> {
             .await
             .context("policy network.mode = \"isolated\"")?;
     }
-    let tag = opts.socket.display().to_string();
-    let runtime = runtime_dir(&opts.socket)?;
+    let owner = Owner {
+        helper: opts.socket.display().to_string(),
+        secret: instance::load_or_create_secret(&opts.state_dir)?,
+    };
+    let runtime = RuntimeDir::open(&dir)?;
+    let janitor = Janitor::new(engine.clone(), owner, audit.clone());
     let helper = Arc::new(Helper {
         engine,
         policy,
@@ -146,7 +177,7 @@ pub async fn run(opts: Options) -> Result<()> {
         per_user: Mutex::new(HashMap::new()),
         names: Mutex::new(std::collections::HashSet::new()),
         network_lock: tokio::sync::Mutex::new(()),
-        tag,
+        janitor,
         runs: Mutex::new(HashMap::new()),
         runtime,
         image_files: Mutex::new(HashMap::new()),
@@ -156,39 +187,68 @@ pub async fn run(opts: Options) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     });
-    let reaped = helper.reap_untracked().await?;
-    let activated = opts.activated.is_some();
-    let std_listener = match opts.activated {
-        // systemd made the socket (SocketMode=, SocketGroup=): check it, change nothing.
-        Some(l) => {
-            system::check_inherited_socket(&l, &opts.socket, group_gid)?;
-            l
-        }
-        None => system::bind_socket(&opts.socket, group_gid)?,
-    };
-    system::root_only_dir(&helper.runtime)
-        .with_context(|| format!("runtime directory {}", helper.runtime.display()))?;
-    // Leftovers of a helper that died: pinned mounts and per-run files.
-    helper.clean_runtime();
-    std_listener.set_nonblocking(true)?;
-    let listener = UnixListener::from_std(std_listener)?;
-    eprintln!(
-        "urund: listening on {}{} (group {group}, docker API {}, {reaped} leftover container(s) removed)",
-        opts.socket.display(),
-        if activated { " from systemd" } else { "" },
-        helper.engine.api_version()
-    );
-    let result = helper.clone().accept_loop(listener).await;
-    helper.shutdown().await;
-    // A socket from systemd stays: systemd owns it and keeps queueing connections.
-    if !activated {
-        let _ = std::fs::remove_file(&opts.socket);
+    let result = helper
+        .clone()
+        .serve_until_stopped(opts.socket.clone(), opts.activated)
+        .await;
+    if let Err(e) = helper.runtime.remove() {
+        eprintln!("urund: {e:#}");
     }
-    eprintln!("urund: stopped");
+    drop(lock);
+    if result.is_ok() {
+        eprintln!("urund: stopped");
+    }
     result
 }
 
 impl Helper {
+    /// Cleans up after a previous urund, binds (or checks) the socket, serves until
+    /// SIGTERM/SIGINT, then removes what is still running.
+    async fn serve_until_stopped(
+        self: Arc<Self>,
+        socket: PathBuf,
+        activated: Option<std::os::unix::net::UnixListener>,
+    ) -> Result<()> {
+        // Leftovers of a urund that died: its containers (proven by the secret label),
+        // then its pinned mounts and per-run files.
+        let reaped = match self.janitor.reconcile().await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("urund: clean-up at start: {e:#}; retrying in the background");
+                self.janitor.reconcile_soon();
+                0
+            }
+        };
+        self.clean_runtime();
+        let from_systemd = activated.is_some();
+        let std_listener = match activated {
+            // systemd made the socket (SocketMode=, SocketGroup=): check it, change nothing.
+            Some(l) => {
+                system::check_inherited_socket(&l, &socket, self.group_gid)?;
+                l
+            }
+            None => system::bind_socket(&socket, self.group_gid)?,
+        };
+        std_listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(std_listener)?;
+        let background = tokio::spawn(self.janitor.clone().run());
+        eprintln!(
+            "urund: listening on {}{} (group {}, docker API {}, {reaped} leftover container(s) removed)",
+            socket.display(),
+            if from_systemd { " from systemd" } else { "" },
+            self.policy.access.group.0,
+            self.engine.api_version()
+        );
+        let result = self.clone().accept_loop(listener).await;
+        self.shutdown().await;
+        background.abort();
+        // A socket from systemd stays: systemd owns it and keeps queueing connections.
+        if !from_systemd {
+            let _ = std::fs::remove_file(&socket);
+        }
+        result
+    }
+
     async fn accept_loop(self: Arc<Self>, listener: UnixListener) -> Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -216,67 +276,75 @@ impl Helper {
         }
     }
 
-    /// Removes every container this helper labelled and does not track: leftovers of
-    /// a helper that died. Returns how many.
-    async fn reap_untracked(&self) -> Result<usize> {
-        let found = self
-            .engine
-            .labelled(forced::LABEL_HELPER, &self.tag)
-            .await?;
-        let tracked: Vec<String> = self.runs.lock().unwrap().values().cloned().collect();
-        let mut n = 0;
-        for (id, labels) in found.iter().filter(|(id, _)| !tracked.contains(id)) {
-            self.engine.remove(id).await?;
-            self.audit.write(&Record::reaped(id, labels));
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// On shutdown no container may outlive its client: remove every tracked one,
-    /// then every pinned mount and per-run file.
+    /// On shutdown no container may outlive its client: remove every tracked one
+    /// (retrying a while if the daemon does not answer), then every pinned mount and
+    /// per-run file.
     async fn shutdown(&self) {
-        let ids: Vec<String> = self.runs.lock().unwrap().values().cloned().collect();
-        for id in ids {
-            if let Err(e) = self.engine.remove(&id).await {
-                eprintln!("urund: {e:#}");
-            }
+        let runs: Vec<(String, Whose)> = self.runs.lock().unwrap().values().cloned().collect();
+        for (id, whose) in runs {
+            self.janitor.remove_container(&id, &whose).await;
+        }
+        let left = self.janitor.drain(SHUTDOWN_DRAIN).await;
+        if left > 0 {
+            eprintln!(
+                "urund: {left} removal(s) still failing at shutdown; the next start takes them over"
+            );
         }
         self.clean_runtime();
         self.audit.flush(true);
     }
 
-    /// Unmounts everything under the runtime directory and removes the per-run
-    /// directories urund made (never recursively).
+    /// Unmounts and removes the per-run directories under the runtime directory,
+    /// recognised by urund's own name format (never recursively; a failure is queued
+    /// for retry). Anything else there is left alone and reported.
     fn clean_runtime(&self) {
-        if let Err(e) = system::unmount_all(&self.runtime) {
-            eprintln!("urund: cleaning {}: {e}", self.runtime.display());
-        }
-        let Ok(entries) = std::fs::read_dir(&self.runtime) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if let Err(e) = system::remove_run_dir(&e.path(), RunDir::FILES, RunDir::WORK) {
-                eprintln!("urund: cleaning {}: {e}", self.runtime.display());
+        let (runs, other) = match self.runtime.leftovers() {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("urund: reading {}: {e}", self.runtime.path.display());
+                return;
             }
+        };
+        for path in runs {
+            let whose = Whose {
+                request: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            self.janitor
+                .remove_run_dir(path, RunDir::FILES, RunDir::WORK, &whose);
+        }
+        for p in other {
+            eprintln!(
+                "urund: {} is not a run directory urund made: left alone",
+                p.display()
+            );
         }
     }
 
     /// The image's `/etc/passwd`, `/etc/group` and `/etc/shells`, read once per image
     /// ID without running it.
-    async fn image_files(&self, image_id: &str) -> anyhow::Result<Arc<ImageFiles>> {
+    /// The probe container is labelled like the run (`whose`), which is tracked, and
+    /// removed through the janitor.
+    async fn image_files(&self, image_id: &str, whose: &Whose) -> anyhow::Result<Arc<ImageFiles>> {
         if let Some(f) = self.image_files.lock().unwrap().get(image_id) {
             return Ok(f.clone());
         }
-        let labels = HashMap::from([
-            (forced::LABEL_HELPER.to_string(), self.tag.clone()),
-            (forced::LABEL_REQUEST.to_string(), "probe".to_string()),
-        ]);
+        let labels = self.janitor.owner().labels(&whose.request);
         let probe = forced::probe_config(image_id, labels);
+        let id = self
+            .engine
+            .create(probe)
+            .await
+            .context("creating the probe container")?;
         let got = self
             .engine
-            .read_image_files(probe, &["/etc/passwd", "/etc/group", "/etc/shells"])
-            .await?;
+            .read_files(&id, &["/etc/passwd", "/etc/group", "/etc/shells"])
+            .await;
+        self.janitor.remove_container(&id, whose).await;
+        let got = got?;
         let text = |i: usize| {
             got.get(i)
                 .cloned()
@@ -302,14 +370,14 @@ impl Helper {
     async fn prepare_inside(
         &self,
         caller: &Caller,
-        request: &str,
+        whose: &Whose,
         found: &ImageFacts,
         req: &Request,
         dir: Option<&OwnedFd>,
         denied: &identity::DeniedGroups,
     ) -> anyhow::Result<(RunDir, Inside)> {
-        let files = self.image_files(&found.id).await?;
-        let run = RunDir::create(&self.runtime, request)?;
+        let files = self.image_files(&found.id, whose).await?;
+        let run = RunDir::create(&self.runtime, whose, self.janitor.clone())?;
         let groups = identity::supplementary(
             self.policy.identity.groups,
             caller.gid,
@@ -387,7 +455,7 @@ impl Helper {
 
     fn request_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}-{}-{n}", self.boot, std::process::id())
+        instance::request_id(self.boot, std::process::id(), n)
     }
 
     /// One connection, start to end. See the module comment.
@@ -433,6 +501,12 @@ impl Helper {
                 rec.message = Some(msg.clone());
                 rec.status = Some(EXIT_MAX_RUNTIME);
                 Some((Kind::Error, protocol::encode_error(EXIT_MAX_RUNTIME, &msg)))
+            }
+            End::DaemonGone => {
+                rec.rule = Some("docker".into());
+                rec.message = Some(DAEMON_GONE.into());
+                rec.status = Some(125);
+                Some((Kind::Error, protocol::encode_error(125, DAEMON_GONE)))
             }
             End::ClientGone => {
                 rec.decision = "allowed";
@@ -539,11 +613,20 @@ impl Helper {
                 return End::Failed(daemon_error(e));
             }
         }
+        // From here on containers exist: the run is tracked, so the reconcile pass
+        // leaves them to it, and everything it makes is removed through the janitor.
+        let _live = self.janitor.track(&rec.request);
+        let whose = Whose {
+            request: rec.request.clone(),
+            uid: caller.uid,
+            user: caller.display_name(),
+        };
         let (_run, inside) = match self
-            .prepare_inside(caller, &rec.request, &found, &req, dir.as_ref(), &denied)
+            .prepare_inside(caller, &whose, &found, &req, dir.as_ref(), &denied)
             .await
         {
             Ok(x) => x,
+            Err(e) if crate::engine::is_unreachable(&e) => return End::Failed(daemon_error(e)),
             Err(e) => {
                 return End::Failed(RunError {
                     status: 125,
@@ -553,7 +636,12 @@ impl Helper {
         };
         // The descriptor is not needed once the directory is pinned.
         drop(dir);
-        let labels = forced::labels(caller, &rec.request, &self.tag, req.name.as_deref());
+        let labels = forced::labels(
+            caller,
+            &rec.request,
+            self.janitor.owner(),
+            req.name.as_deref(),
+        );
         let body =
             forced::container_config(caller, &limits, &image_id, &req, labels, network, &inside);
         // 6. Run, and remove whatever happens.
@@ -567,18 +655,24 @@ impl Helper {
         self.runs
             .lock()
             .unwrap()
-            .insert(rec.request.clone(), id.clone());
+            .insert(rec.request.clone(), (id.clone(), whose.clone()));
         let max_runtime = Duration::from_secs(limits.max_runtime.0);
         let end = self.relay(&id, &req, rd, wr, rec, max_runtime).await;
         let end = match end {
             End::Timeout(_) => End::Timeout(limits.max_runtime),
             e => e,
         };
-        if let Err(e) = self.engine.remove(&id).await {
-            eprintln!("urund: {e:#}");
-        }
+        let removal = self.janitor.remove_container(&id, &whose).await;
         self.runs.lock().unwrap().remove(&rec.request);
-        end
+        match (end, removal) {
+            // The daemon went away while the container ran (a status it still sent
+            // came from a daemon stopping its containers): say so; the janitor removes
+            // the container once the daemon answers again.
+            (End::Exit(_) | End::Failed(_), Removal::Queued { unreachable: true }) => {
+                End::DaemonGone
+            }
+            (end, _) => end,
+        }
     }
 
     /// The caller's effective limits: the policy's override tables, never the request.
@@ -894,6 +988,7 @@ impl Helper {
         };
         match wait {
             Ok(Ok(code)) => End::Exit(u8::try_from(code).unwrap_or(125)),
+            Ok(Err(e)) if crate::engine::is_unreachable(&e) => End::DaemonGone,
             Ok(Err(e)) => End::Failed(daemon_error(e)),
             Err(_) => {
                 let _ = self.engine.kill(id, Signal::Kill.name()).await;
@@ -955,6 +1050,8 @@ enum End {
     Refused(&'static str, String),
     Failed(RunError),
     ClientGone,
+    /// The Docker daemon stopped (or restarted) while the container ran.
+    DaemonGone,
 }
 
 /// Why the client→container pump stopped.
@@ -1158,19 +1255,26 @@ struct ImageFiles {
 
 /// One run's root-only directory `<runtime>/<request id>/`: `passwd`, `group` (0644,
 /// bind-mounted read-only) and `work` (the pinned working directory's mount point).
-/// Dropping it unmounts and removes them, whatever way the run ended.
+/// Dropping it unmounts and removes them, whatever way the run ended (retried by the
+/// janitor until it succeeds).
 struct RunDir {
     path: PathBuf,
+    whose: Whose,
+    janitor: Janitor,
 }
 
 impl RunDir {
     const FILES: &'static [&'static str] = &["passwd", "group"];
     const WORK: &'static str = "work";
 
-    fn create(runtime: &Path, request: &str) -> anyhow::Result<RunDir> {
-        let path = runtime.join(request);
+    fn create(runtime: &RuntimeDir, whose: &Whose, janitor: Janitor) -> anyhow::Result<RunDir> {
+        let path = runtime.run_dir(&whose.request);
         system::root_only_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        let run = RunDir { path };
+        let run = RunDir {
+            path,
+            whose: whose.clone(),
+            janitor,
+        };
         system::root_only_dir(&run.path.join(Self::WORK))?;
         Ok(run)
     }
@@ -1193,20 +1297,9 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if let Err(e) = system::remove_run_dir(&self.path, Self::FILES, Self::WORK) {
-            eprintln!("urund: cleaning {}: {e}", self.path.display());
-        }
+        self.janitor
+            .remove_run_dir(self.path.clone(), Self::FILES, Self::WORK, &self.whose);
     }
-}
-
-/// `<socket dir>/run` (created root-only once the socket is bound): one per helper
-/// instance, so a helper's clean-up at start never touches another instance's runs.
-fn runtime_dir(socket: &Path) -> anyhow::Result<PathBuf> {
-    Ok(socket
-        .parent()
-        .filter(|d| d.is_absolute())
-        .with_context(|| format!("socket {}: needs an absolute path", socket.display()))?
-        .join("run"))
 }
 
 /// Test hook, debug builds only: `URUND_TEST_PAUSE_MS=N` makes urund wait N ms after
@@ -1290,9 +1383,26 @@ async fn send_frames(wr: &mut OwnedWriteHalf, frames: &[(Kind, &[u8])]) -> std::
     Ok(())
 }
 
+/// A failed daemon call as the user's one line (status 125). A daemon that does not
+/// answer gets the same clear line whatever urund was doing; the detail goes to
+/// urund's log.
 fn daemon_error(e: anyhow::Error) -> RunError {
+    if crate::engine::is_unreachable(&e) {
+        eprintln!("urund: {e:#}");
+        return RunError {
+            status: 125,
+            message: crate::engine::NOT_ANSWERING.into(),
+        };
+    }
     RunError {
         status: 125,
         message: format!("docker daemon: {e:#}"),
     }
 }
+
+/// What a client is told when the daemon stopped while its container ran.
+const DAEMON_GONE: &str =
+    "the Docker daemon stopped during the run; urund removes the container once the daemon is back";
+
+/// How long shutdown keeps retrying removals that fail (the daemon restarting).
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);

@@ -146,6 +146,23 @@ pub fn bind_socket(path: &Path, gid: u32) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The socket's directory, checked as [`bind_socket`] and [`check_inherited_socket`]
+/// require it (owned by root, not writable by group or others); created 0755 first if
+/// `create` and it does not exist. Where urund's lock and runtime directory go.
+pub fn socket_dir(path: &Path, create: bool) -> io::Result<std::path::PathBuf> {
+    let fail = |m: String| io::Error::other(format!("socket {}: {m}", path.display()));
+    let dir = path
+        .parent()
+        .filter(|d| d.is_absolute())
+        .ok_or_else(|| fail("needs an absolute path".into()))?;
+    if create && !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    check_socket_dir(path).map_err(fail)?;
+    Ok(dir.to_path_buf())
+}
+
 /// The size of the terminal on `fd` (`TIOCGWINSZ`), `None` if it is not a terminal
 /// or reports no size.
 pub fn terminal_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {

@@ -29,6 +29,7 @@ fn main() {
         socket: args.socket,
         policy: args.policy,
         docker_host: args.docker_host,
+        state_dir: args.state_dir,
         activated,
     };
     if let Err(e) = rt.block_on(urun::server::run(opts)) {
