@@ -48,7 +48,7 @@ printf '[access]\ngroup = "%s"\n' "$group" >"$work/policy.toml"
 chmod 644 "$work/policy.toml"
 install -m 0755 target/release/urun "$work/urun"
 SOCK=$work/sock/urun.sock
-target/release/urund --socket "$SOCK" --policy "$work/policy.toml" 2>"$work/urund.log" &
+target/release/urund --socket "$SOCK" --policy "$work/policy.toml" --state-dir "$work/state" 2>"$work/urund.log" &
 urund_pid=$!
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { cat "$work/urund.log"; exit 1; }

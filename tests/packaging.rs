@@ -230,11 +230,8 @@ impl Activated {
                 "-l",
                 d.socket.to_str().unwrap(),
                 URUND,
-                "--socket",
-                d.socket.to_str().unwrap(),
-                "--policy",
-                d.policy.to_str().unwrap(),
             ])
+            .args(d.urund_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&d.log).unwrap())
@@ -444,8 +441,8 @@ fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     let mut child = Command::new("strace")
         .args(["-f", "-qq", "-o", trace.to_str().unwrap(), "--"])
         .args(["systemd-socket-activate", "-l", d.socket.to_str().unwrap()])
-        .args([URUND, "--socket", d.socket.to_str().unwrap()])
-        .args(["--policy", d.policy.to_str().unwrap()])
+        .arg(URUND)
+        .args(d.urund_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&d.log).unwrap())

@@ -4,6 +4,8 @@
 //! Needs root (tests/setup.sh prepares the machine and is run once per test binary).
 #![allow(dead_code)]
 
+pub mod engine;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -139,6 +141,10 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub policy: PathBuf,
     pub log: PathBuf,
+    /// Its `--state-dir` (the installation's secret), private to this daemon.
+    pub state: PathBuf,
+    /// Its `--docker-host`; `None`: the machine's main daemon.
+    pub docker_host: Option<String>,
     /// A copy of the urun binary every test user can execute.
     pub urun: PathBuf,
     child: Option<Child>,
@@ -167,19 +173,44 @@ impl Daemon {
             socket: dir.join("sock/urun.sock"),
             policy: policy_path,
             log: dir.join("urund.log"),
+            state: dir.join("state"),
+            docker_host: None,
             urun,
             dir,
             child: None,
         }
     }
 
+    /// urund's own arguments for this daemon: socket, policy, state directory, and
+    /// the Docker host if it is not the main daemon.
+    pub fn urund_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--policy".into(),
+            self.policy.display().to_string(),
+            "--state-dir".into(),
+            self.state.display().to_string(),
+        ];
+        if let Some(h) = &self.docker_host {
+            a.extend(["--docker-host".into(), h.clone()]);
+        }
+        a
+    }
+
+    /// The docker CLI against this daemon's engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("docker");
+        if let Some(h) = &self.docker_host {
+            c.arg("-H").arg(h);
+        }
+        c.args(args).output().expect("docker CLI")
+    }
+
     /// urund with this daemon's arguments (plus `extra`), stderr to the log.
     pub fn urund_command(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(URUND);
-        c.arg("--socket")
-            .arg(&self.socket)
-            .arg("--policy")
-            .arg(&self.policy)
+        c.args(self.urund_args())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -268,7 +299,7 @@ impl Daemon {
     /// IDs of containers (any state) this daemon labelled.
     pub fn containers(&self) -> Vec<String> {
         let filter = format!("label=io.urun.helper={}", self.socket.display());
-        let o = sh("docker", &["ps", "-aq", "--no-trunc", "--filter", &filter]);
+        let o = self.docker(&["ps", "-aq", "--no-trunc", "--filter", &filter]);
         String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
             .map(String::from)
@@ -295,7 +326,7 @@ impl Daemon {
         let filter = format!("label=io.urun.helper={}", self.socket.display());
         let t = Instant::now();
         loop {
-            let o = sh("docker", &["ps", "-q", "--filter", &filter]);
+            let o = self.docker(&["ps", "-q", "--filter", &filter]);
             if String::from_utf8_lossy(&o.stdout)
                 .split_whitespace()
                 .count()
@@ -313,7 +344,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         for id in self.containers() {
-            let _ = sh("docker", &["rm", "-f", &id]);
+            let _ = self.docker(&["rm", "-f", &id]);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -372,10 +403,7 @@ impl Daemon {
         let mut c = Command::new(wrapper[0]);
         c.args(&wrapper[1..])
             .arg(URUND)
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--policy")
-            .arg(&self.policy)
+            .args(self.urund_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&self.log).unwrap());
