@@ -329,25 +329,22 @@ fn hostile_frames_are_refused_and_the_helper_keeps_serving() {
 #[serial]
 fn helper_reaps_its_labelled_leftovers_at_start_and_stops_cleanly() {
     let g = TestGroup::new("urg");
-    let d = Daemon::prepare(&policy_for(&g));
-    // A container as a crashed helper would have left it.
-    let label = format!("io.urun.helper={}", d.socket.display());
-    let o = sh(
-        "docker",
-        &[
-            "create",
-            "--label",
-            &label,
-            "--label",
-            "io.urun.uid=4242",
-            image(),
-            "sleep",
-            "100",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let leftover = stdout(&o).trim().to_string();
-    sh("docker", &["start", &leftover]);
+    let u = TestUser::new(&[&g]);
+    let mut d = Daemon::start(&policy_for(&g));
+    // A container as a crashed helper leaves it: urund killed mid-run (its socket
+    // file stays behind too).
+    let mut c = d
+        .urun(&u, &[image(), "sleep", "100"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_running(1, Duration::from_secs(20));
+    d.kill9();
+    let _ = c.kill();
+    let _ = c.wait();
+    assert_eq!(d.containers().len(), 1, "SIGKILL leaves the container");
     // Someone else's container (another helper's label) must be left alone.
     let other = sh(
         "docker",
@@ -360,10 +357,8 @@ fn helper_reaps_its_labelled_leftovers_at_start_and_stops_cleanly() {
         ],
     );
     let other = stdout(&other).trim().to_string();
-    // A stale socket file from the crash.
-    std::fs::create_dir_all(d.socket.parent().unwrap()).unwrap();
-    drop(std::os::unix::net::UnixListener::bind(&d.socket).unwrap());
-    let mut d = d.launch();
+    assert!(d.socket.exists(), "the stale socket of the crash");
+    d.relaunch();
     assert!(
         d.containers().is_empty(),
         "leftover not reaped:\n{}",
