@@ -10,7 +10,7 @@ use common::engine::{EngineConfig, ExtraEngine};
 use common::*;
 use serial_test::serial;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,6 +191,10 @@ fn a_second_urund_on_a_live_socket_exits_and_the_first_ones_run_goes_on() {
     let first = d.containers();
     let o = Command::new(URUND).args(d.urund_args()).output().unwrap();
     let said = stderr(&o);
+    assert!(
+        running(&first[0]),
+        "the second urund removed the first one's container: {said}"
+    );
     assert_eq!(o.status.code(), Some(1), "{said}");
     assert!(
         said.contains(&format!(
@@ -200,10 +204,6 @@ fn a_second_urund_on_a_live_socket_exits_and_the_first_ones_run_goes_on() {
         "{said}"
     );
     assert_eq!(said.trim().lines().count(), 1, "{said}");
-    assert!(
-        running(&first[0]),
-        "the second urund removed the first one's container"
-    );
     let out = c.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "finished\n");
@@ -254,9 +254,11 @@ fn a_socket_activated_urund_beside_a_running_one_exits_before_touching_its_runs(
     let other = d.socket.with_file_name("other.sock");
     let mut second = Command::new("systemd-socket-activate")
         .args(["-l", other.to_str().unwrap(), URUND])
-        .args(["--socket", other.to_str().unwrap()])
-        .args(["--policy", d.policy.to_str().unwrap()])
-        .args(["--state-dir", d.state.to_str().unwrap()])
+        .args(
+            d.urund_args()
+                .iter()
+                .map(|a| a.replace(d.socket.to_str().unwrap(), other.to_str().unwrap())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -267,26 +269,29 @@ fn a_socket_activated_urund_beside_a_running_one_exits_before_touching_its_runs(
         assert!(t.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The first connection starts it.
+    // What SocketGroup= and SocketMode=0660 do in urund.socket, so it passes the
+    // socket checks; the first connection starts it.
+    std::os::unix::fs::chown(&other, None, Some(g.gid)).unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o660)).unwrap();
     let _conn = std::os::unix::net::UnixStream::connect(&other).unwrap();
     let st = wait_exit(&mut second, Duration::from_secs(20));
-    let mut said = String::new();
-    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut said).unwrap();
     if st.is_none() {
         let _ = second.kill();
         let _ = second.wait();
     }
+    let mut said = String::new();
+    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut said).unwrap();
     let _ = fs::remove_file(&other);
-    assert_eq!(st.and_then(|s| s.code()), Some(1), "{said}");
-    assert!(said.contains("is already running"), "{said}");
     assert_eq!(
         mounts_under(&runtime),
         pins,
-        "the first urund's pin was touched"
+        "the first urund's pin was touched: {said}"
     );
     for r in &run_dirs {
         assert!(r.join("passwd").exists(), "{} was cleaned", r.display());
     }
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "{said}");
+    assert!(said.contains("is already running"), "{said}");
     let out = c.wait_with_output().unwrap();
     assert!(out.status.success(), "{}\n{}", stderr(&out), d.log_text());
     assert_eq!(stdout(&out), "finished\n");
@@ -332,15 +337,15 @@ fn a_runtime_directory_urund_did_not_create_is_refused_and_left_untouched() {
     let _m = TestMount(runtime.join("mnt"));
     let before = fs::metadata(&runtime).unwrap();
 
-    let st = d.urund_command(&[]).status().unwrap();
+    // It must exit at once; one that serves instead is stopped after a while (and has
+    // done its clean-up by then), so what it did is checked either way.
+    let mut urund = d.urund_command(&[]).spawn().unwrap();
+    let st = wait_exit(&mut urund, Duration::from_secs(15));
+    if st.is_none() {
+        let _ = sh("kill", &["-TERM", &urund.id().to_string()]);
+        let _ = urund.wait();
+    }
     let log = d.log_text();
-    assert_eq!(st.code(), Some(1), "{log}");
-    assert!(
-        log.contains(&format!("runtime directory {}", runtime.display()))
-            && log.contains("without urund's marker"),
-        "{log}"
-    );
-    assert_eq!(log.trim().lines().count(), 1, "{log}");
     assert_eq!(
         fs::read_to_string(runtime.join("notes")).unwrap(),
         "someone's file"
@@ -358,13 +363,25 @@ fn a_runtime_directory_urund_did_not_create_is_refused_and_left_untouched() {
     assert_eq!(fs::read_to_string(runtime.join("mnt/f")).unwrap(), "data");
     let after = fs::metadata(&runtime).unwrap();
     assert_eq!((after.mode(), after.uid()), (before.mode(), before.uid()));
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("runtime directory {}", runtime.display()))
+            && log.contains("without urund's marker"),
+        "{log}"
+    );
+    assert_eq!(log.trim().lines().count(), 1, "{log}");
     assert!(!d.socket.exists());
     // A non-directory in its place is refused the same way.
     drop(_m);
     fs::remove_dir_all(&runtime).unwrap();
     fs::write(&runtime, "a file").unwrap();
-    let st = d.urund_command(&[]).status().unwrap();
-    assert_eq!(st.code(), Some(1), "{}", d.log_text());
+    let mut urund = d.urund_command(&[]).spawn().unwrap();
+    let st = wait_exit(&mut urund, Duration::from_secs(15));
+    if st.is_none() {
+        let _ = sh("kill", &["-TERM", &urund.id().to_string()]);
+        let _ = urund.wait();
+    }
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "{}", d.log_text());
     assert!(
         d.log_text().contains("is not a directory"),
         "{}",
@@ -385,7 +402,7 @@ fn a_clean_stop_removes_the_runtime_directory_and_the_lock_it_made() {
     let runtime = dir.join("run");
     let m = fs::metadata(&runtime).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid()), (0o700, 0));
-    assert!(dir.join("urund.lock").exists());
+    let had_lock = dir.join("urund.lock").exists();
     let o = d.run(&u, &[image(), "id", "-un"], b"");
     assert_eq!(stdout(&o), format!("{}\n", u.name), "{}", stderr(&o));
     let st = d.stop().unwrap();
@@ -401,6 +418,7 @@ fn a_clean_stop_removes_the_runtime_directory_and_the_lock_it_made() {
         dir.display(),
         d.log_text()
     );
+    assert!(had_lock, "no lock file while it ran");
     d.relaunch();
     assert!(runtime.is_dir());
 }
