@@ -115,22 +115,12 @@ pub struct RuntimeDir {
 impl RuntimeDir {
     /// Creates `<dir>/run` with its marker, or takes an existing one that carries the
     /// marker and is urund's (a directory, owned by urund's user, not accessible to
-    /// others). Anything else there is refused and left as it is.
+    /// others). An empty directory of urund's user without the marker (what an urund
+    /// from before the marker left) is removed with rmdir(2) and made anew. Anything
+    /// else there is refused and left as it is.
     pub fn open(dir: &Path) -> Result<RuntimeDir> {
         let path = dir.join(RUNTIME_DIR);
         let me = nix::unistd::geteuid().as_raw();
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => {
-                write_new(&path.join(MARKER), MARKER_TEXT.as_bytes())
-                    .with_context(|| format!("marking the runtime directory {}", path.display()))?;
-                return Ok(RuntimeDir { path });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("creating the runtime directory {}", path.display()))
-            }
-        }
         let refuse = |why: String| -> anyhow::Error {
             anyhow::anyhow!(
                 "runtime directory {}: {why}; urund uses only a directory it created itself \
@@ -139,24 +129,65 @@ impl RuntimeDir {
                 path.display()
             )
         };
-        let m = std::fs::symlink_metadata(&path)?;
-        if !m.file_type().is_dir() {
-            return Err(refuse("exists and is not a directory".into()));
+        // At most twice: once more after removing an empty unmarked directory.
+        for _ in 0..2 {
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => {
+                    write_new(&path.join(MARKER), MARKER_TEXT.as_bytes()).with_context(|| {
+                        format!("marking the runtime directory {}", path.display())
+                    })?;
+                    return Ok(RuntimeDir { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("creating the runtime directory {}", path.display())
+                    })
+                }
+            }
+            let m = std::fs::symlink_metadata(&path)?;
+            if !m.file_type().is_dir() {
+                return Err(refuse("exists and is not a directory".into()));
+            }
+            match read_small(&path.join(MARKER), me) {
+                Ok(text) if text == MARKER_TEXT => {
+                    if m.uid() != me || m.mode() & 0o077 != 0 {
+                        return Err(refuse(format!(
+                            "has owner uid {} and mode {:o}, not urund's (uid {me}, 0700)",
+                            m.uid(),
+                            m.mode() & 0o7777
+                        )));
+                    }
+                    return Ok(RuntimeDir { path });
+                }
+                Ok(_) => return Err(refuse(format!("its marker {MARKER} is not urund's"))),
+                // What an urund from before the marker leaves at a clean stop: the
+                // directory, empty. rmdir(2) removes only an empty directory that is
+                // not a mount point, so nothing in it can be lost; anything else fails
+                // here and is refused below.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && m.uid() == me => {
+                    match std::fs::remove_dir(&path) {
+                        Ok(()) => eprintln!(
+                            "urund: removed the empty runtime directory {} without urund's \
+                             marker (an older urund's); making its own",
+                            path.display()
+                        ),
+                        Err(re) => {
+                            return Err(refuse(format!(
+                                "exists without urund's marker {MARKER}, and is not an empty \
+                                 directory it could replace ({re})"
+                            )))
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(refuse(format!(
+                        "exists without urund's marker {MARKER} ({e})"
+                    )))
+                }
+            }
         }
-        if m.uid() != me || m.mode() & 0o077 != 0 {
-            return Err(refuse(format!(
-                "exists with owner uid {} and mode {:o}, not urund's (uid {me}, 0700)",
-                m.uid(),
-                m.mode() & 0o7777
-            )));
-        }
-        match read_small(&path.join(MARKER), me) {
-            Ok(text) if text == MARKER_TEXT => Ok(RuntimeDir { path }),
-            Ok(_) => Err(refuse(format!("its marker {MARKER} is not urund's"))),
-            Err(e) => Err(refuse(format!(
-                "exists without urund's marker {MARKER} ({e})"
-            ))),
-        }
+        Err(refuse("keeps being replaced".into()))
     }
 
     /// Where one run's directory goes.

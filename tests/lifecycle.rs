@@ -308,7 +308,9 @@ impl Drop for TestMount {
 
 /// `<socket dir>/run` already exists and urund did not make it (no marker): urund
 /// refuses to start and leaves it exactly as it was: its file, a directory that looks
-/// like a run's (with a `passwd`), and a bind mount in it.
+/// like a run's (with a `passwd`), and a bind mount in it; a file in its place; an
+/// empty directory with something mounted on it. Only an empty, unmounted directory
+/// without the marker (what an older urund leaves) is replaced.
 #[test]
 #[serial]
 fn a_runtime_directory_urund_did_not_create_is_refused_and_left_untouched() {
@@ -388,6 +390,41 @@ fn a_runtime_directory_urund_did_not_create_is_refused_and_left_untouched() {
         d.log_text()
     );
     assert_eq!(fs::read_to_string(&runtime).unwrap(), "a file");
+    // An empty directory with something mounted on it: refused, still mounted.
+    fs::remove_file(&runtime).unwrap();
+    fs::DirBuilder::new().mode(0o700).create(&runtime).unwrap();
+    let empty = d.dir.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let o = sh(
+        "mount",
+        &["--bind", empty.to_str().unwrap(), runtime.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = TestMount(runtime.clone());
+    let mut urund = d.urund_command(&[]).spawn().unwrap();
+    let st = wait_exit(&mut urund, Duration::from_secs(15));
+    if st.is_none() {
+        let _ = sh("kill", &["-TERM", &urund.id().to_string()]);
+        let _ = urund.wait();
+    }
+    assert_eq!(mounts_under(&runtime).len(), 1, "{}", d.log_text());
+    assert_eq!(st.and_then(|s| s.code()), Some(1), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("without urund's marker"),
+        "{}",
+        d.log_text()
+    );
+    drop(m);
+    // An empty one without the marker, as an urund from before the marker leaves it
+    // at a clean stop: replaced by urund's own (rmdir removes only an empty directory).
+    assert!(mounts_under(&runtime).is_empty());
+    let d = d.launch();
+    assert!(runtime.join(".urund-runtime").is_file(), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("removed the empty runtime directory"),
+        "{}",
+        d.log_text()
+    );
 }
 
 /// On a clean stop urund removes what it made: its runtime directory (after a run
