@@ -7,7 +7,8 @@
 #   packaging/install.sh [--bin-dir DIR]    build (unless --bin-dir), install, start
 #   packaging/install.sh --demo             the same, then a real demo as an unprivileged user
 #   packaging/install.sh --uninstall        stop urund and remove every installed file
-#                                           except /etc/urun/policy.toml and the log
+#                                           and urund's state (/var/lib/urun), except
+#                                           /etc/urun/policy.toml and the log
 #
 #   --bin-dir DIR  take urun and urund from DIR instead of building target/release
 #   PREFIX         where binaries and data go (default /usr/local)
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --uninstall) MODE=uninstall; shift ;;
     --demo) MODE=demo; shift ;;
     --bin-dir) BIN_DIR=$(realpath -m "${2:?--bin-dir needs a directory}"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -86,6 +87,9 @@ if [ "$MODE" = uninstall ]; then
     echo "install.sh: no $MANIFEST: nothing to remove (installed with another PREFIX?)" >&2
   fi
   rmdir /run/urun 2>/dev/null || true
+  # urund's state: the secret its containers were labelled with (urund, stopped above,
+  # removed its containers).
+  rm -rf /var/lib/urun
   if with_systemd; then systemctl daemon-reload || true; fi
   id "$DEMO_USER" >/dev/null 2>&1 && userdel -r "$DEMO_USER" 2>/dev/null || true
   docker image rm "$DEMO_IMAGE" >/dev/null 2>&1 || true

@@ -20,6 +20,26 @@ use std::time::{Duration, Instant};
 
 const SRC: &str = env!("CARGO_MANIFEST_DIR");
 const DEFAULT_SOCKET: &str = "/run/urun/urun.sock";
+/// Where an urund from before the runtime directory's marker left its (empty)
+/// runtime directory.
+const OLD_RUNTIME: &str = "/run/urun/run";
+
+impl HostState {
+    /// `v` without what urund replaces and removes by design (see `old_runtime`).
+    fn expected(&self, v: Vec<String>) -> Vec<String> {
+        v.into_iter()
+            .filter(|p| !(self.old_runtime && p == OLD_RUNTIME))
+            .collect()
+    }
+}
+
+/// urund's default state directory (its secret).
+const STATE_DIR: &str = "/var/lib/urun";
+
+/// Paths in urund's state directory, which a purge or an uninstall removes.
+fn is_state(p: &str) -> bool {
+    Path::new(p).starts_with(STATE_DIR)
+}
 /// The highest `systemd-analyze security` exposure urund.service may have.
 const EXPOSURE_THRESHOLD: &str = "3.0";
 
@@ -522,7 +542,13 @@ fn footprint(extra: &[&str]) -> Vec<String> {
     let o = sh("find", &args);
     let mut v: Vec<String> = stdout(&o).lines().map(String::from).collect();
     // In /run only what is ours: other helpers keep their own directories there.
-    for p in ["/run/urun", DEFAULT_SOCKET, "/run/urund.pid"] {
+    // /run/urun and urund's state directory with everything in them.
+    for p in ["/run/urun", STATE_DIR] {
+        if Path::new(p).exists() {
+            v.extend(stdout(&sh("find", &[p])).lines().map(String::from));
+        }
+    }
+    for p in [DEFAULT_SOCKET, "/run/urund.pid"] {
         if Path::new(p).exists() {
             v.push(p.to_string());
         }
@@ -551,6 +577,12 @@ struct HostState {
     group_existed: bool,
     etc_urun: Option<Vec<(PathBuf, Vec<u8>, u32)>>,
     run_urun: bool,
+    /// An empty /run/urun/run without urund's marker, as an urund from before the
+    /// marker leaves it: urund replaces it (and removes its own at a clean stop), so
+    /// the intermediate comparisons leave it out; it is put back on drop.
+    old_runtime: bool,
+    /// The secret in /var/lib/urun, if an earlier installation left one.
+    state: Option<Vec<u8>>,
     urund_log_existed: bool,
     /// The urund a test started by hand, stopped if still running.
     urund: Option<Child>,
@@ -586,6 +618,12 @@ impl HostState {
             group_existed: sh("getent", &["group", "urun"]).status.success(),
             etc_urun,
             run_urun: Path::new("/run/urun").is_dir(),
+            old_runtime: fs::read_dir(OLD_RUNTIME).is_ok_and(|mut d| d.next().is_none()),
+            state: if Path::new(STATE_DIR).exists() {
+                Some(fs::read(Path::new(STATE_DIR).join("instance")).unwrap_or_default())
+            } else {
+                None
+            },
             urund_log_existed: Path::new("/var/log/urund.log").exists(),
             urund: None,
             user: None,
@@ -682,6 +720,23 @@ impl Drop for HostState {
         if self.run_urun && !Path::new("/run/urun").exists() {
             let _ = fs::create_dir("/run/urun");
             let _ = fs::set_permissions("/run/urun", fs::Permissions::from_mode(0o755));
+        }
+        if self.old_runtime && !Path::new(OLD_RUNTIME).exists() {
+            let _ = fs::create_dir_all(OLD_RUNTIME);
+            let _ = fs::set_permissions(OLD_RUNTIME, fs::Permissions::from_mode(0o700));
+        }
+        match &self.state {
+            Some(secret) => {
+                let dir = Path::new(STATE_DIR);
+                let _ = fs::create_dir_all(dir);
+                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+                if !secret.is_empty() {
+                    write_mode(&dir.join("instance"), secret, 0o600);
+                }
+            }
+            None => {
+                let _ = fs::remove_dir_all(STATE_DIR);
+            }
         }
         if !self.urund_log_existed {
             let _ = fs::remove_file("/var/log/urund.log");
@@ -826,8 +881,15 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
         |v: Vec<String>| -> Vec<String> { v.into_iter().filter(|p| p != "/run/urun").collect() };
     let mut after = without_run(footprint(&[]));
     after.retain(|p| !p.starts_with("/var/lib/dpkg/info/urun."));
-    let mut expected = without_run(before.clone());
-    let mut kept = vec!["/etc/urun", "/etc/urun/policy.toml"];
+    let mut expected = host.expected(without_run(before.clone()));
+    // Kept on remove: the conffile, and urund's state (the secret its containers are
+    // labelled with; a reinstalled urund still removes them).
+    let mut kept = vec![
+        "/etc/urun",
+        "/etc/urun/policy.toml",
+        STATE_DIR,
+        "/var/lib/urun/instance",
+    ];
     // An administrator's policy that was there before and differs from the package's
     // is kept by dpkg (--force-confold), with the package's version beside it.
     let packaged = fs::read(src("packaging/policy.toml")).unwrap();
@@ -856,8 +918,8 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     let o = dpkg(&["--purge", "urun"]);
     ok(&o, "dpkg --purge");
     let after = without_run(footprint(&[]));
-    let mut expected = without_run(before.clone());
-    expected.retain(|p| !p.starts_with("/etc/urun"));
+    let mut expected = host.expected(without_run(before.clone()));
+    expected.retain(|p| !p.starts_with("/etc/urun") && !is_state(p));
     assert_same(&after, &expected, "dpkg --purge");
     drop(host);
     assert_same(&footprint(&[]), &before, "after restoring the host");
@@ -937,10 +999,12 @@ fn install_script_installs_runs_for_a_member_and_uninstalls_without_leftovers() 
     }
     assert!(!Path::new("/run/urund.pid").exists());
     let mut after = footprint(&extra);
-    let mut expected = before.clone();
+    let mut expected = host.expected(before.clone());
     // Kept by design: the policy and the log (checked, then removed by the test).
     after.retain(|p| p != "/etc/urun" && p != "/etc/urun/policy.toml" && p != "/run/urun");
     expected.retain(|p| p != "/etc/urun" && p != "/etc/urun/policy.toml" && p != "/run/urun");
+    // The uninstall removes urund's state (restored by the test if it was there).
+    expected.retain(|p| !is_state(p));
     assert_same(&after, &expected, "install.sh --uninstall");
     assert!(
         Path::new("/etc/urun/policy.toml").exists(),
