@@ -157,8 +157,9 @@ impl Record {
         }
     }
 
-    /// The record of a leftover container urund removed at start: its ID and the urun
-    /// labels it carried (untrusted: an image can carry any label; clipped like the rest).
+    /// The record of a container urund removed that no run tracked (proven its own: see
+    /// [`crate::instance::Owner::proves`]), at start or in a later clean-up pass: its ID
+    /// and the urun labels it carried (clipped like the rest).
     pub fn reaped(container: &str, labels: &HashMap<String, String>) -> Record {
         let kept: BTreeMap<String, String> = [LABEL_UID, LABEL_USER, LABEL_REQUEST, LABEL_NAME]
             .iter()
@@ -173,7 +174,7 @@ impl Record {
             pid: std::process::id() as i32,
             container: Some(container.to_string()),
             decision: "reaped",
-            message: Some("leftover container removed at start".into()),
+            message: Some("leftover container removed".into()),
             labels: Some(kept),
             ..Default::default()
         }

@@ -301,7 +301,7 @@ pub const EXIT_STATUSES: &[(&str, &str)] = &[
     ("0-255", "the container command's own status"),
     ("128+N", "the command was killed by signal N (e.g. 130 for SIGINT, 137 for SIGKILL)"),
     ("124", "the container was killed for exceeding the policy's limits.max_runtime"),
-    ("125", "urun itself failed, or a flag or the policy refused the request (the message names the flag or rule)"),
+    ("125", "urun itself failed, or a flag or the policy refused the request (the message names the flag or rule), or the Docker daemon is not answering or stopped during the run"),
     ("126", "the command cannot be executed"),
     ("127", "the command was not found"),
 ];

@@ -426,14 +426,7 @@ impl Janitor {
                         "urund: clean-up: removed container {} (request {}, uid {}): no run tracks it",
                         c.id, whose.request, whose.uid
                     );
-                    let mut rec = Record::reaped(&c.id, &c.labels);
-                    rec.message = Some(
-                        "container urund created (its secret label, not its image's) that no \
-                         run tracks: removed (an earlier urund died, or its run ended while \
-                         the daemon was away)"
-                            .into(),
-                    );
-                    self.0.audit.write(&rec);
+                    self.0.audit.write(&Record::reaped(&c.id, &c.labels));
                 }
                 Err(e) => {
                     let unreachable = engine::is_unreachable(&e);
