@@ -169,6 +169,48 @@ fn containers_others_labelled_as_urunds_survive_its_start_and_reconcile() {
     );
 }
 
+/// The positive side of the proof, while urund runs: a container carrying its secret
+/// and socket labels from an image that does not (as urund's own would be if it lost
+/// track of it, e.g. a create whose answer the dying daemon never sent) is removed by
+/// the periodic clean-up pass and recorded as `reaped`.
+#[test]
+#[serial]
+fn a_container_urund_lost_track_of_is_removed_by_the_periodic_clean_up() {
+    let g = TestGroup::new("urg");
+    let d = Daemon::prepare(&policy_for(&g)).launch_env(&[("URUND_TEST_RECONCILE_MS", "200")]);
+    let secret = fs::read_to_string(d.state.join("instance")).unwrap();
+    let mut guard = Containers(Vec::new());
+    // Created, not started: the pass would remove it between docker run's create and
+    // start.
+    let lost = docker_ok(&[
+        "create",
+        "--label",
+        &format!("io.urun.helper={}", d.socket.display()),
+        "--label",
+        &format!("io.urun.instance={}", secret.trim()),
+        "--label",
+        "io.urun.request=lost-1",
+        "--label",
+        "io.urun.uid=4242",
+        image(),
+        "sleep",
+        "300",
+    ]);
+    guard.0.push(lost.clone());
+    wait_log(
+        &d,
+        &format!("removed container {lost}"),
+        Duration::from_secs(20),
+    );
+    assert!(!sh("docker", &["inspect", &lost]).status.success());
+    let log = d.log_text();
+    let record = log
+        .lines()
+        .find(|l| l.contains("\"reaped\"") && l.contains(&lost))
+        .unwrap_or_else(|| panic!("no reaped record:\n{log}"));
+    assert!(record.contains("\"io.urun.uid\":\"4242\""), "{record}");
+}
+
 // ── Item: start-up order and the runtime directory ──
 
 /// A second urund started on the socket of a running one exits with a clear message
