@@ -176,11 +176,6 @@ impl Engine {
         }))
     }
 
-    /// Whether the daemon answers at all (`GET /_ping`).
-    pub async fn answers(&self) -> bool {
-        self.docker.ping().await.is_ok()
-    }
-
     /// Creates a container. It gets no name from urund, only Docker's random one:
     /// Docker's DNS on a user-defined network resolves names a user gave, for anyone
     /// on that network.
