@@ -167,6 +167,12 @@ fn containers_others_labelled_as_urunds_survive_its_start_and_reconcile() {
         "{}",
         d.log_text()
     );
+    // The test's own clean-up removes the volume with its container.
+    drop(d);
+    drop(guard);
+    assert!(!sh("docker", &["volume", "inspect", &volume])
+        .status
+        .success());
 }
 
 /// The positive side of the proof, while urund runs: a container carrying its secret

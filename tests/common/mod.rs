@@ -344,7 +344,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         for id in self.containers() {
-            let _ = self.docker(&["rm", "-f", &id]);
+            let _ = self.docker(&["rm", "-f", "-v", &id]);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
