@@ -16,6 +16,13 @@
 //! directories unmounted, its bridge (and the bridges of networks created in it), its
 //! cgroups and its directories removed ([`ExtraEngine::leftovers`] checks).
 //!
+//! containerd: no `--containerd`, so dockerd starts its own managed one under its
+//! exec-root (the main daemon's is under /var/run/docker/containerd, untouched). After
+//! a crash ([`ExtraEngine::kill_hard`]) that containerd dies too but can stay a zombie
+//! for a while, its pid still in its pid file, and a new dockerd then waits for it and
+//! fails: [`ExtraEngine::start_again`] clears that. Shims of containers that outlived a
+//! crash are killed on drop, and their sockets in `/run/containerd/s` removed.
+//!
 //! Storage: overlay2 when the config names none (it works beside the main daemon's
 //! fuse-overlayfs on this kind of VM); vfs if a daemon with overlay2 does not come up.
 //! Not removed by `Drop`, because it is shared by every engine that uses it:
