@@ -19,6 +19,7 @@ pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod context;
 pub mod dockerfile;
 pub mod engine;
 pub mod forced;
