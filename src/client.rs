@@ -95,9 +95,8 @@ fn run_inner(args: &Urun) -> Result<Finished> {
     if args.show_policy {
         let sock = connect(&args.socket)?;
         let mut w = sock.try_clone().context("socket")?;
-        protocol::write_frame(&mut w, Kind::Query, &Query::policy().encode())
-            .context("sending the query to urund")?;
-        return relay_output(sock, false);
+        let sent = protocol::write_frame(&mut w, Kind::Query, &Query::policy().encode());
+        return refused_or(sent, sock, "sending the query to urund");
     }
     let mut req = request(args)?;
     let dir = working_directory(args, &mut req)?;
@@ -116,7 +115,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         .context("blocking signals for forwarding")?;
     let sock = connect(&args.socket)?;
     let mut writer = sock.try_clone().context("socket")?;
-    match &dir {
+    let sent = match &dir {
         // The directory travels as an open descriptor with the request: urund mounts
         // what we opened, never a path.
         Some(d) => {
@@ -126,8 +125,10 @@ fn run_inner(args: &Urun) -> Result<Finished> {
             crate::system::send_with_fd(&writer, &frame, d.as_fd())
         }
         None => protocol::write_frame(&mut writer, Kind::Request, &req.encode()),
+    };
+    if sent.is_err() {
+        return refused_or(sent, sock, "sending the request to urund");
     }
-    .context("sending the request to urund")?;
     drop(dir);
     let writer = Arc::new(Mutex::new(writer));
     // Raw mode from here (with -it, as docker: with -t alone the local terminal keeps
@@ -354,6 +355,20 @@ fn connect(path: &Path) -> Result<UnixStream> {
         };
         anyhow::anyhow!("cannot connect to urund at {p}: {why}")
     })
+}
+
+/// After sending the request (or query) failed: urund may have refused the connection
+/// before reading anything (too many connections waiting, out of descriptors) and
+/// closed it, leaving its one error frame to be read. Returns urund's answer if there
+/// is one, else the send error.
+fn refused_or(sent: io::Result<()>, sock: UnixStream, what: &'static str) -> Result<Finished> {
+    let Err(e) = sent else {
+        return relay_output(sock, false);
+    };
+    match relay_output(sock, false) {
+        Ok(f) if f.message.is_some() => Ok(f),
+        _ => Err(e).context(what),
+    }
 }
 
 /// Copies stdin to the helper as `Stdin` frames, then sends `StdinEof`.

@@ -6,7 +6,8 @@
 //!   (decision), [`forced`] (the forced-settings table → container config),
 //!   [`audit`] (record format), [`identity`] (passwd/group inside, groups passed),
 //!   [`mounts`] (the working-directory mount's rules), [`image`] (image references
-//!   and what an image resolved to);
+//!   and what an image resolved to), [`connections`] (which connections urund takes
+//!   at `accept`);
 //! - OS boundary: [`system`] (kernel identity, user database, socket; the only
 //!   `unsafe`), [`engine`] (the only code that talks to Docker);
 //! - what urund may clean up: [`instance`] (its lock, its marked runtime directory,
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod context;
 pub mod dockerfile;
 pub mod engine;

@@ -29,6 +29,7 @@ pub struct Policy {
     pub user: BTreeMap<String, Override>,
     pub identity: Identity,
     pub mounts: Mounts,
+    pub connections: Connections,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -342,6 +343,28 @@ impl Policy {
             tmpfs_size: field!(tmpfs_size),
             max_runtime: field!(max_runtime),
             max_concurrent: field!(max_concurrent),
+        }
+    }
+}
+
+/// `[connections]`: how many connections may wait for their request, so that one
+/// member holding connections open cannot take the descriptors everyone else needs.
+/// A connection counts from `accept` until its request has arrived (or it failed or
+/// ran out of time); the next one over a cap is refused at once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Connections {
+    /// Per uid.
+    pub per_user: Count,
+    /// All users together.
+    pub total: Count,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            per_user: Count(64),
+            total: Count(512),
         }
     }
 }
@@ -752,6 +775,8 @@ mod tests {
         assert_eq!(p.limits.nofile, Count(1024));
         assert_eq!(p.limits.nproc, Count(256));
         assert_eq!(p.limits.tmpfs_size, Bytes(64 << 20));
+        assert_eq!(p.connections.per_user, Count(64));
+        assert_eq!(p.connections.total, Count(512));
     }
 
     #[test]
@@ -903,9 +928,12 @@ mod tests {
              [env]\nallow = [\"FOO\"]\n\
              [audit]\nfile = \"/var/log/urun/audit.log\"\nsyslog = true\n\
              [group.builders.limits]\nmemory = \"2g\"\n\
-             [user.alice.limits]\npids = 10\n",
+             [user.alice.limits]\npids = 10\n\
+             [connections]\nper_user = 4\ntotal = 16\n",
         )
         .unwrap();
+        assert_eq!(p.connections.per_user, Count(4));
+        assert_eq!(p.connections.total, Count(16));
         assert_eq!(p.access.users, ["alice", "1005"]);
         assert!(p.images.require_digest);
         assert_eq!(p.images.volumes, ImageVolumes::Refuse);
@@ -934,6 +962,7 @@ mod tests {
             ("[limits]\nmax_runtime = \"5y\"\n", 2, "limits.max_runtime"),
             ("[limits]\nmax_runtime = 0\n", 2, "limits.max_runtime"),
             ("[audit]\nfile = \"rel/log\"\n", 2, "audit.file"),
+            ("[connections]\nper_user = 0\n", 2, "connections.per_user"),
             ("[images]\nallow = [\"a[b]\"]\n", 2, "images.allow"),
             ("[images]\nvolumes = \"disk\"\n", 2, "images.volumes"),
             (

@@ -65,6 +65,15 @@ pub fn peer_caller(sock: BorrowedFd<'_>) -> io::Result<Caller> {
     })
 }
 
+/// The uid of the process on the other end of `sock` (`SO_PEERCRED`), without the
+/// user-database lookups of [`peer_caller`]: cheap enough for every `accept`, where
+/// urund counts connections per uid before it reads anything.
+pub fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(getsockopt(&sock, PeerCredentials)
+        .map_err(io::Error::from)?
+        .uid())
+}
+
 /// `getsockopt(SO_PEERGROUPS)`: the peer's supplementary groups at connect time.
 fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     const GID: usize = std::mem::size_of::<libc::gid_t>();
@@ -194,6 +203,20 @@ pub fn peer_done_writing(fd: BorrowedFd<'_>) -> bool {
     r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
+/// Whether the peer of the stream socket `fd` has sent anything (or closed it):
+/// `recv(MSG_PEEK|MSG_DONTWAIT)` of one byte, which stays queued. `WouldBlock` if not.
+pub fn peek_byte(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut b = [0u8; 1];
+    recv(
+        fd.as_raw_fd(),
+        &mut b,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .map(|_| ())
+    .map_err(io::Error::from)
+}
+
 /// The first descriptor systemd passes with socket activation (`SD_LISTEN_FDS_START`).
 const SD_LISTEN_FDS_START: i32 = 3;
 
@@ -312,6 +335,30 @@ fn check_socket_dir(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`).
+pub fn nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(io::Error::from)?
+        .0)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (systemd starts
+/// services with a soft limit of 1024, far below what urund may need: one descriptor
+/// per connection, several per run) and returns the soft limit now in effect. When
+/// they are equal already (as `LimitNOFILE=` in urund.service makes them) nothing is
+/// called: `setrlimit` is in systemd's `@resources`, which the unit denies (glibc
+/// makes it the `prlimit64` system call, which the unit allows).
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    Ok(hard)
 }
 
 /// Sets the process umask so every file the helper creates is private by default.
@@ -767,6 +814,21 @@ mod tests {
         assert!(peer_done_writing(a.as_fd()));
         drop(b);
         assert!(peer_done_writing(a.as_fd()));
+    }
+
+    #[test]
+    fn peek_byte_waits_for_a_byte_and_leaves_it_queued() {
+        use std::io::{Read, Write};
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let e = peek_byte(a.as_fd()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        (&b).write_all(b"x").unwrap();
+        peek_byte(a.as_fd()).unwrap();
+        let mut got = [0u8; 1];
+        a.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
+        drop(b);
+        peek_byte(a.as_fd()).unwrap();
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Which connections urund takes, decided at `accept` from the uid the kernel reports
+//! and before any byte is read, so that one member holding connections open cannot take
+//! the descriptors everyone else's runs, and the clean-up of running containers, need:
+//!
+//! - connections that have not yet sent their request are capped per uid
+//!   (`connections.per_user`) and in total (`connections.total`);
+//! - all open connections are capped by urund's open-files limit minus a reserve
+//!   ([`budget`]), counting for each one what its run may come to need, so the
+//!   descriptors for Docker (attach, kill, wait, remove) and for clean-up are never
+//!   taken by connections.
+//!
+//! Pure bookkeeping: the server keeps one [`Table`] and refuses a connection with the
+//! [`Refusal`] it returns.
+#![forbid(unsafe_code)]
+
+use crate::judge::Refusal;
+use crate::policy::Connections;
+use std::collections::HashMap;
+
+/// Descriptors kept for urund itself whatever its connections do: standard streams,
+/// the runtime's own, the listening socket, the audit file and syslog, the spare
+/// descriptor kept to answer a client when out of descriptors, and the short-lived
+/// ones of clean-up (reading mountinfo, per-run files, Docker calls of the shutdown).
+pub const RESERVE: u64 = 128;
+
+/// Descriptors one connection may come to need if it becomes a run: its own socket, a
+/// passed working directory, the container's attach stream, and up to three Docker API
+/// connections at once (wait, a signal or resize, remove).
+pub const PER_CONNECTION: u64 = 6;
+
+/// The most connections urund keeps open at once with an open-files limit of `nofile`:
+/// every one of them may become a run, and [`RESERVE`] stays free. At least 1.
+pub fn budget(nofile: u64) -> u32 {
+    let n = nofile.saturating_sub(RESERVE) / PER_CONNECTION;
+    n.clamp(1, u64::from(u32::MAX)) as u32
+}
+
+/// The connections urund holds now.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// Open connections, from `accept` to close.
+    open: u32,
+    /// Of those, the ones still waiting for their request.
+    waiting: u32,
+    /// The waiting ones by uid (only uids with at least one).
+    waiting_by_uid: HashMap<u32, u32>,
+}
+
+impl Table {
+    /// Counts one more connection of `uid`, waiting for its request, or says why not
+    /// (then nothing is counted). `max_open` is [`budget`] of urund's limit; `nofile`
+    /// that limit, for the message.
+    pub fn admit(
+        &mut self,
+        uid: u32,
+        caps: &Connections,
+        max_open: u32,
+        nofile: u64,
+    ) -> Result<(), Refusal> {
+        let mine = self.waiting_by_uid.get(&uid).copied().unwrap_or(0);
+        if mine >= caps.per_user.0 {
+            return Err(Refusal {
+                rule: "connections.per_user",
+                message: format!(
+                    "you have {mine} connections to urund that have not sent a request, \
+                     the most allowed (policy connections.per_user = {}); close them and \
+                     try again",
+                    caps.per_user.0
+                ),
+            });
+        }
+        if self.waiting >= caps.total.0 {
+            return Err(Refusal {
+                rule: "connections.total",
+                message: format!(
+                    "urund has {} connections waiting for their request, the most allowed \
+                     (policy connections.total = {}); try again in a few seconds",
+                    self.waiting, caps.total.0
+                ),
+            });
+        }
+        if self.open >= max_open {
+            return Err(Refusal {
+                rule: "connections.descriptors",
+                message: format!(
+                    "urund has {} connections open, the most its open-files limit of \
+                     {nofile} leaves room for (connections.descriptors; LimitNOFILE= of \
+                     urund.service); try again later",
+                    self.open
+                ),
+            });
+        }
+        self.open += 1;
+        self.waiting += 1;
+        self.waiting_by_uid.insert(uid, mine + 1);
+        Ok(())
+    }
+
+    /// A connection of `uid` admitted by [`Table::admit`] has its request (or failed
+    /// to send one in time): it no longer counts as waiting. Call once per connection.
+    pub fn request_done(&mut self, uid: u32) {
+        self.waiting = self.waiting.saturating_sub(1);
+        match self.waiting_by_uid.get(&uid).copied() {
+            Some(n) if n > 1 => {
+                self.waiting_by_uid.insert(uid, n - 1);
+            }
+            _ => {
+                self.waiting_by_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// A connection admitted by [`Table::admit`] is closed.
+    pub fn closed(&mut self) {
+        self.open = self.open.saturating_sub(1);
+    }
+
+    pub fn open(&self) -> u32 {
+        self.open
+    }
+
+    pub fn waiting(&self) -> u32 {
+        self.waiting
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Count;
+
+    fn caps(per_user: u32, total: u32) -> Connections {
+        Connections {
+            per_user: Count(per_user),
+            total: Count(total),
+        }
+    }
+
+    #[test]
+    fn the_budget_keeps_the_reserve_and_room_for_each_connections_run() {
+        assert_eq!(budget(1024), (1024 - 128) / 6);
+        assert_eq!(budget(65536), (65536 - 128) / 6);
+        for n in [1024u64, 4096, 65536, 524288] {
+            assert!(u64::from(budget(n)) * PER_CONNECTION + RESERVE <= n);
+        }
+        // never zero, even with an absurdly small limit
+        assert_eq!(budget(0), 1);
+        assert_eq!(budget(100), 1);
+        assert_eq!(budget(u64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn one_user_over_the_cap_is_refused_and_others_are_not() {
+        let c = caps(3, 100);
+        let mut t = Table::default();
+        for _ in 0..3 {
+            t.admit(1001, &c, 1000, 65536).unwrap();
+        }
+        let r = t.admit(1001, &c, 1000, 65536).unwrap_err();
+        assert_eq!(r.rule, "connections.per_user");
+        assert!(
+            r.message.contains("connections.per_user = 3"),
+            "{}",
+            r.message
+        );
+        assert!(!r.message.contains('\n'));
+        // the refusal counted nothing; another user is served
+        assert_eq!((t.open(), t.waiting()), (3, 3));
+        t.admit(1002, &c, 1000, 65536).unwrap();
+        // a request that arrived frees the place of its uid, not the open count
+        t.request_done(1001);
+        assert_eq!((t.open(), t.waiting()), (4, 3));
+        t.admit(1001, &c, 1000, 65536).unwrap();
+    }
+
+    #[test]
+    fn the_total_of_waiting_connections_is_capped() {
+        let c = caps(2, 3);
+        let mut t = Table::default();
+        t.admit(1, &c, 1000, 65536).unwrap();
+        t.admit(1, &c, 1000, 65536).unwrap();
+        t.admit(2, &c, 1000, 65536).unwrap();
+        let r = t.admit(3, &c, 1000, 65536).unwrap_err();
+        assert_eq!(r.rule, "connections.total");
+        assert!(r.message.contains("connections.total = 3"), "{}", r.message);
+        t.request_done(2);
+        t.admit(3, &c, 1000, 65536).unwrap();
+    }
+
+    #[test]
+    fn open_connections_are_capped_by_the_descriptor_budget() {
+        let c = caps(100, 100);
+        let mut t = Table::default();
+        for uid in 0..5 {
+            t.admit(uid, &c, 5, 158).unwrap();
+            t.request_done(uid);
+        }
+        // all five are running now: none waits, but they hold descriptors
+        assert_eq!((t.open(), t.waiting()), (5, 0));
+        let r = t.admit(9, &c, 5, 158).unwrap_err();
+        assert_eq!(r.rule, "connections.descriptors");
+        assert!(
+            r.message.contains("open-files limit of 158"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains("connections.descriptors"),
+            "{}",
+            r.message
+        );
+        t.closed();
+        t.admit(9, &c, 5, 158).unwrap();
+    }
+
+    #[test]
+    fn counts_never_underflow() {
+        let mut t = Table::default();
+        t.request_done(7);
+        t.closed();
+        assert_eq!((t.open(), t.waiting()), (0, 0));
+    }
+}
