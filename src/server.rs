@@ -1,10 +1,17 @@
 //! urund: accepts connections on the urun socket and runs one container per request.
 //!
+//! Before a connection is served at all, the accept loop counts it against the caps
+//! of [`crate::connections`] by the uid the kernel reports, before any byte is read:
+//! connections still waiting for their request, per uid and in total, and all open
+//! connections against the descriptor limit minus a reserve for Docker and clean-up.
+//! One over a cap is refused at once with one error frame naming the cap.
+//!
 //! The handler for one connection, [`Helper::serve`], is the security argument in order:
 //!   1. who: the caller's identity from the kernel (`SO_PEERCRED`), before any byte;
-//!   2. what: one bounded, strictly parsed request (or a `--policy` query, answered
-//!      from the same identity and policy), and the working directory's descriptor if
-//!      the client passed one (SCM_RIGHTS, read with the request's first bytes);
+//!   2. what: one bounded, strictly parsed request (its first byte within 2 seconds,
+//!      all of it within 10), or a `--policy` query, answered from the same identity
+//!      and policy; and the working directory's descriptor if the client passed one
+//!      (SCM_RIGHTS, read with the request's first bytes);
 //!   3. may they: the pure policy judge (access, the gid they would run with, image
 //!      patterns), then the same for the passed directory (from `fstat`, `fstatvfs`
 //!      and its current path, never from a path in the request), the caller's
@@ -18,15 +25,20 @@
 //!      forced-settings table builds the whole container configuration;
 //!   6. run: create, attach, start, relay, wait (killed at `max_runtime`), remove —
 //!      and remove on every other path too (client gone, bad frame, helper shutdown);
-//!      a removal that fails is retried by the [`Janitor`] until it succeeds;
-//!   7. record: one audit line (stderr, file, syslog) when the connection ends, and
-//!      one `admitted` line as soon as the container exists (bounded and rate-limited
-//!      by [`audit`]).
+//!      a removal that fails is retried by the [`Janitor`] until it succeeds.
+//!      Everything for the client goes through its [`Outbox`], a writer task with a
+//!      bounded queue: a client that stops reading holds up only its own container's
+//!      output, never the deadline, its frames (signals) or the hang-up check;
+//!   7. record: one `admitted` audit line as soon as the container exists, and one
+//!      when the run is over, written before the last frame is delivered, so a client
+//!      that never reads again cannot hold it back (delivering what is left is
+//!      bounded too); bounded and rate-limited by [`audit`].
 //!
 //! Start-up ([`run`]) touches nothing before it holds the socket directory's lock, and
 //! then cleans up only what it can prove it made (see [`crate::instance`]).
 
 use crate::audit::{self, Record};
+use crate::connections;
 use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
 use crate::forced::{self, Inside, WorkMount};
 use crate::identity;
@@ -55,6 +67,16 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send the first byte of its request (urun sends it at
+/// once): an idle connection holds a descriptor and counts against `[connections]`.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Once a run is over, how long delivering what is left for the client (queued
+/// output, the final frame) may go without the client taking a byte.
+const DELIVERY_STALL: Duration = Duration::from_secs(10);
+/// Longest pause of the accept loop when accepting fails (out of descriptors).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often refusals at accept are summed up on stderr (one line per uid and cap).
+const REFUSAL_REPORT: Duration = Duration::from_secs(10);
 /// How long a connection is drained after its last frame (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(1);
 /// How often a client that is not sending anything is checked for having gone away
@@ -107,6 +129,17 @@ pub struct Helper {
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
     boot: u64,
+    /// Connections open and waiting for their request (see [`crate::connections`]).
+    conns: Arc<Mutex<connections::Table>>,
+    /// Refusals at accept since the last report: (uid, rule) → count.
+    refused: Mutex<HashMap<(u32, &'static str), u64>>,
+    /// The open-files limit (soft, after raising it) and the most connections it
+    /// leaves room for.
+    nofile: u64,
+    max_open: u32,
+    /// A descriptor kept open to be closed when `accept` fails for lack of
+    /// descriptors, so that one waiting client can still be told why.
+    spare: Mutex<Option<std::fs::File>>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -119,6 +152,11 @@ pub struct Helper {
 /// directories by name); then the socket.
 pub async fn run(opts: Options) -> Result<()> {
     system::private_umask();
+    // Before anything is opened: every connection and run needs descriptors.
+    let nofile = system::raise_nofile_limit().unwrap_or_else(|e| {
+        eprintln!("urund: warning: cannot raise the open-files limit to its hard limit: {e}");
+        system::nofile_limit().unwrap_or(1024)
+    });
     let policy = Policy::load(&opts.policy)?;
     let group = policy.access.group.0.clone();
     let group_gid = system::group_gid(&group)
@@ -186,6 +224,11 @@ pub async fn run(opts: Options) -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        conns: Arc::new(Mutex::new(connections::Table::default())),
+        refused: Mutex::new(HashMap::new()),
+        nofile,
+        max_open: connections::budget(nofile),
+        spare: Mutex::new(std::fs::File::open("/").ok()),
     });
     let result = helper
         .clone()
@@ -233,11 +276,14 @@ impl Helper {
         let listener = UnixListener::from_std(std_listener)?;
         let background = tokio::spawn(self.janitor.clone().run());
         eprintln!(
-            "urund: listening on {}{} (group {}, docker API {}, {reaped} leftover container(s) removed)",
+            "urund: listening on {}{} (group {}, docker API {}, {reaped} leftover container(s) removed, \
+             open files {}: at most {} connections)",
             socket.display(),
             if from_systemd { " from systemd" } else { "" },
             self.policy.access.group.0,
-            self.engine.api_version()
+            self.engine.api_version(),
+            self.nofile,
+            self.max_open
         );
         let result = self.clone().accept_loop(listener).await;
         self.shutdown().await;
@@ -254,16 +300,29 @@ impl Helper {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut flush = tokio::time::interval(audit::FLUSH_EVERY);
+        let mut report = tokio::time::interval(REFUSAL_REPORT);
+        let mut backoff = Duration::ZERO;
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((stream, _)) => { tokio::spawn(self.clone().serve(stream)); }
-                    // Out of descriptors and the like: keep serving the others.
+                    Ok((stream, _)) => {
+                        backoff = Duration::ZERO;
+                        self.clone().take_connection(stream);
+                    }
+                    // Out of descriptors (the reserve should prevent it, but Docker's
+                    // connections are not all counted): answer one waiting client with
+                    // the spare descriptor, then pause, longer each time, instead of
+                    // spinning; the running connections keep being served meanwhile.
                     Err(e) => {
                         eprintln!("urund: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                            self.answer_with_spare(&listener);
+                        }
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+                        tokio::time::sleep(backoff).await;
                     }
                 },
+                _ = report.tick() => self.report_refusals(),
                 _ = hup.recv() => match self.audit.reopen() {
                     Ok(()) => eprintln!("urund: SIGHUP: audit log reopened"),
                     Err(e) => eprintln!("urund: SIGHUP: {e}; still writing to the old audit file"),
@@ -273,6 +332,76 @@ impl Helper {
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
             }
+        }
+    }
+
+    /// Step 0: takes a new connection if the caps of [`crate::connections`] allow it
+    /// (judged by the kernel's uid of the peer, before reading anything), else
+    /// refuses it at once: one error frame naming the cap, then closed.
+    fn take_connection(self: Arc<Self>, stream: UnixStream) {
+        let Ok(uid) = system::peer_uid(stream.as_fd()) else {
+            return;
+        };
+        let admitted = self.conns.lock().unwrap().admit(
+            uid,
+            &self.policy.connections,
+            self.max_open,
+            self.nofile,
+        );
+        match admitted {
+            Ok(()) => {
+                let ticket = Ticket {
+                    table: self.conns.clone(),
+                    uid,
+                    waiting: true,
+                };
+                tokio::spawn(self.serve(stream, ticket));
+            }
+            Err(r) => {
+                refuse_at_once(&stream, &r.message);
+                *self
+                    .refused
+                    .lock()
+                    .unwrap()
+                    .entry((uid, r.rule))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// `accept` failed for lack of descriptors: frees the spare one, takes one waiting
+    /// client with it, tells it why, and takes the spare again.
+    fn answer_with_spare(&self, listener: &UnixListener) {
+        use futures_util::FutureExt;
+        let mut spare = self.spare.lock().unwrap();
+        drop(spare.take());
+        if let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+            refuse_at_once(
+                &stream,
+                &format!(
+                    "urund is out of open files (connections.descriptors: limit {}, \
+                     LimitNOFILE= of urund.service); try again later",
+                    self.nofile
+                ),
+            );
+            let uid = system::peer_uid(stream.as_fd()).unwrap_or(u32::MAX);
+            *self
+                .refused
+                .lock()
+                .unwrap()
+                .entry((uid, "connections.descriptors"))
+                .or_default() += 1;
+        }
+        *spare = std::fs::File::open("/").ok();
+    }
+
+    /// One stderr line per uid and cap for the connections refused at accept since
+    /// the last report (never one per connection: they can come by the thousand).
+    // The audit log gets no record for them: no request was read.
+    fn report_refusals(&self) {
+        let refused = std::mem::take(&mut *self.refused.lock().unwrap());
+        for ((uid, rule), n) in refused {
+            eprintln!("urund: refused {n} connection(s) of uid {uid} at accept ({rule})");
         }
     }
 
@@ -459,7 +588,7 @@ impl Helper {
     }
 
     /// One connection, start to end. See the module comment.
-    async fn serve(self: Arc<Self>, stream: UnixStream) {
+    async fn serve(self: Arc<Self>, stream: UnixStream, mut ticket: Ticket) {
         // 1. Who: from the kernel, before reading anything.
         let caller = match system::peer_caller(stream.as_fd()) {
             Ok(c) => c,
@@ -470,9 +599,13 @@ impl Helper {
         };
         let started = Instant::now();
         let mut rec = Record::new(&self.request_id(), &caller);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, wr) = stream.into_split();
+        let out = Outbox::spawn(wr);
+        // The run's place in `limits.max_concurrent`: kept until the client has its
+        // last frame (or delivery gave up), so a user's undelivered runs count too.
+        let mut slot = None;
         let end = self
-            .admit_and_run(&caller, &mut rec, &mut rd, &mut wr)
+            .admit_and_run(&caller, &mut rec, &mut rd, &out, &mut ticket, &mut slot)
             .await;
         let frame = match &end {
             End::Exit(s) => {
@@ -516,29 +649,44 @@ impl Helper {
                 Some((Kind::Error, protocol::encode_error(137, msg)))
             }
         };
-        if let Some((kind, payload)) = frame {
-            let _ = send(&mut wr, kind, &payload).await;
-        }
-        let _ = wr.shutdown().await;
-        linger(&mut rd).await;
         rec.duration_ms = started.elapsed().as_millis() as u64;
         self.audit.write(&rec);
+        // Bounded, whatever the client does: see `Outbox::finish` and `linger`.
+        out.finish(frame).await;
+        linger(&mut rd).await;
+        drop(slot);
     }
 
     /// Steps 2 to 6. Returns how the connection ends.
-    async fn admit_and_run(
-        &self,
+    async fn admit_and_run<'a>(
+        &'a self,
         caller: &Caller,
         rec: &mut Record,
         rd: &mut OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
+        out: &Outbox,
+        ticket: &mut Ticket,
+        slot: &mut Option<Slot<'a>>,
     ) -> End {
         // 2. What: one bounded request and the directory passed with it (or a
-        //    question about the policy).
-        let (req, dir) = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
+        //    question about the policy); its first byte soon, all of it in time.
+        let first = async {
+            if tokio::time::timeout(FIRST_BYTE_TIMEOUT, first_byte(rd))
+                .await
+                .is_err()
+            {
+                return Err(Late::FirstByte);
+            }
+            read_request(rd).await.map_err(Late::Bad)
+        };
+        let first = tokio::time::timeout(REQUEST_TIMEOUT, first).await;
+        ticket.request_done();
+        let (req, dir) = match first {
             Ok(Ok(First::Run(r, dir))) => (*r, dir),
-            Ok(Ok(First::Query)) => return self.answer_query(caller, rec, wr).await,
-            Ok(Err(e)) => return End::Refused("protocol", format!("bad request: {e}")),
+            Ok(Ok(First::Query)) => return self.answer_query(caller, rec, out).await,
+            Ok(Err(Late::Bad(e))) => return End::Refused("protocol", format!("bad request: {e}")),
+            Ok(Err(Late::FirstByte)) => {
+                return End::Refused("protocol", "no request within 2 seconds".into())
+            }
             Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
         };
         rec.image = req.image.clone();
@@ -549,8 +697,8 @@ impl Helper {
             return End::Refused(r.rule, r.message);
         }
         let limits = self.limits_for(caller);
-        let _slot = match self.take_slot(caller.uid, &limits) {
-            Ok(s) => s,
+        *slot = match self.take_slot(caller.uid, &limits) {
+            Ok(s) => Some(s),
             Err(refused) => return refused,
         };
         rec.name = req.name.clone();
@@ -591,7 +739,7 @@ impl Helper {
         }
         // 4. Which image: exactly this ID, whatever the tag points to later, and only
         //    if what Docker found carries the name that was judged.
-        let found = match self.find_image(&req, wr).await {
+        let found = match self.find_image(&req, out).await {
             Ok(f) => f,
             Err(end) => return end,
         };
@@ -657,7 +805,7 @@ impl Helper {
             .unwrap()
             .insert(rec.request.clone(), (id.clone(), whose.clone()));
         let max_runtime = Duration::from_secs(limits.max_runtime.0);
-        let end = self.relay(&id, &req, rd, wr, rec, max_runtime).await;
+        let end = self.relay(&id, &req, rd, out, rec, max_runtime).await;
         let end = match end {
             End::Timeout(_) => End::Timeout(limits.max_runtime),
             e => e,
@@ -702,7 +850,7 @@ impl Helper {
 
     /// What the request's image reference resolves to, locally; a missing image is
     /// pulled first if the request and the judge allow it.
-    async fn find_image(&self, req: &Request, wr: &mut OwnedWriteHalf) -> Result<ImageFacts, End> {
+    async fn find_image(&self, req: &Request, out: &Outbox) -> Result<ImageFacts, End> {
         let missing = |what: &str| {
             End::Failed(RunError {
                 status: 125,
@@ -720,7 +868,7 @@ impl Helper {
         }
         let reference =
             Reference::parse(&req.image).map_err(|e| End::Refused("images.reference", e.0))?;
-        if let Err(e) = self.pull(&reference, wr).await {
+        if let Err(e) = self.pull(&reference, out).await {
             return Err(End::Failed(daemon_error(e)));
         }
         match self.engine.inspect_image(&req.image).await {
@@ -751,8 +899,9 @@ impl Helper {
         }))
     }
 
-    /// Pulls a missing image (the judge allowed it), relaying progress to the client.
-    async fn pull(&self, image: &Reference, wr: &mut OwnedWriteHalf) -> Result<()> {
+    /// Pulls a missing image (the judge allowed it), relaying progress to the client:
+    /// status changes in order, byte counts only while the client keeps up.
+    async fn pull(&self, image: &Reference, out: &Outbox) -> Result<()> {
         let reference = image.familiar();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PullEvent>();
         let pull = self.engine.pull(image, move |ev| {
@@ -760,7 +909,6 @@ impl Helper {
         });
         tokio::pin!(pull);
         let mut last: Option<Instant> = None;
-        let mut client_ok = true;
         let mut forward = |ev: PullEvent| {
             // Byte counts are throttled; status changes always go through.
             let counting = ev.current.is_some() && ev.status != "Download complete";
@@ -777,25 +925,34 @@ impl Helper {
                 current: ev.current,
                 total: ev.total,
             };
-            Some(serde_json::to_vec(&p).expect("Progress serialises"))
+            Some((
+                counting,
+                serde_json::to_vec(&p).expect("Progress serialises"),
+            ))
+        };
+        // A byte count is dropped if the client is behind; a status change waits for
+        // room (a gone client makes it return at once).
+        let progress = |(counting, frame): (bool, Vec<u8>)| async move {
+            match counting {
+                true => out.try_frame(Kind::Progress, frame),
+                false => {
+                    let _ = out.frame(Kind::Progress, frame).await;
+                }
+            }
         };
         let result = loop {
             tokio::select! {
                 r = &mut pull => break r,
                 Some(ev) = rx.recv() => {
-                    if let Some(frame) = forward(ev) {
-                        if client_ok && send(wr, Kind::Progress, &frame).await.is_err() {
-                            client_ok = false;
-                        }
+                    if let Some(f) = forward(ev) {
+                        progress(f).await;
                     }
                 }
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            if let Some(frame) = forward(ev) {
-                if client_ok && send(wr, Kind::Progress, &frame).await.is_err() {
-                    client_ok = false;
-                }
+            if let Some(f) = forward(ev) {
+                progress(f).await;
             }
         }
         result
@@ -803,19 +960,14 @@ impl Helper {
 
     /// `urun --policy`: the caller's effective policy, computed here from the
     /// kernel's identity, as text.
-    async fn answer_query(
-        &self,
-        caller: &Caller,
-        rec: &mut Record,
-        wr: &mut OwnedWriteHalf,
-    ) -> End {
+    async fn answer_query(&self, caller: &Caller, rec: &mut Record, out: &Outbox) -> End {
         rec.argv = vec!["--policy".into()];
         if let Decision::Refuse(r) = judge_access(caller, &self.policy, self.group_gid) {
             return End::Refused(r.rule, r.message);
         }
         let text = self.describe(caller);
         rec.bytes_out = text.len() as u64;
-        if send(wr, Kind::Stdout, text.as_bytes()).await.is_err() {
+        if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
             return End::ClientGone;
         }
         End::Exit(0)
@@ -915,16 +1067,24 @@ impl Helper {
     }
 
     /// Attaches, starts, and relays until the container exits or the client leaves.
+    ///
+    /// Four things run side by side, and none waits for another: the deadline, the
+    /// client's frames ([`pump_client`]: stdin, signals, hang-up), the container's
+    /// output on its way to the client's [`Outbox`] ([`forward_output`], which alone
+    /// waits while the client does not read), and, once the output has ended, the wait
+    /// for the exit status. So `max_runtime` and the client's signals take effect
+    /// whatever the client reads. At the deadline, or when the client asks for SIGKILL,
+    /// the attach connection is closed before the container is killed.
     async fn relay(
         &self,
         id: &str,
         req: &Request,
         rd: &mut OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
+        out: &Outbox,
         rec: &mut Record,
         max_runtime: Duration,
     ) -> End {
-        let Attached { mut output, input } =
+        let Attached { output, input } =
             match self.engine.attach(id, req.interactive, req.tty).await {
                 Ok(a) => a,
                 Err(e) => return End::Failed(daemon_error(e)),
@@ -936,47 +1096,66 @@ impl Helper {
             let _ = self.engine.resize(id, size).await;
         }
         let bytes_in = AtomicU64::new(0);
-        let control = Control {
-            engine: &self.engine,
-            id,
-            tty: req.tty,
-        };
-        let pump = pump_client(rd, input, &bytes_in, control);
-        tokio::pin!(pump);
+        let bytes_out = AtomicU64::new(0);
         let deadline = tokio::time::sleep(max_runtime);
         tokio::pin!(deadline);
-        let end = loop {
-            tokio::select! {
-                _ = &mut deadline => {
-                    if let Err(e) = self.engine.kill(id, "KILL").await {
-                        eprintln!("urund: {e:#}");
-                    }
-                    break End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
-                }
-                item = output.next() => match item {
-                    Some(Ok(first)) => {
-                        // Whatever else is already decoded goes out in the same write.
-                        let (batch, ended) = ready_outputs(first, &mut output);
-                        let frames: Vec<(Kind, &[u8])> = batch.iter().map(Output::frame).collect();
-                        rec.bytes_out += frames.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
-                        if send_frames(wr, &frames).await.is_err() { break End::ClientGone; }
-                        if ended { break self.exit_status(id, req.tty).await; }
-                    }
-                    // The stream ends when the container's output closes: it has exited
-                    // (or, with a TTY, was detached: then it is killed after a grace).
-                    Some(Err(_)) | None => break self.exit_status(id, req.tty).await,
-                },
-                r = &mut pump => {
-                    // The client left or broke the protocol while the container ran.
-                    break match r {
-                        PumpEnd::Bad(e) => End::Refused("protocol", format!("bad frame: {e}")),
-                        PumpEnd::Gone => End::ClientGone,
-                    };
+        let stop = {
+            let control = Control {
+                engine: &self.engine,
+                id,
+                tty: req.tty,
+            };
+            let pump = pump_client(rd, input, &bytes_in, control);
+            tokio::pin!(pump);
+            let forward = forward_output(output, out, &bytes_out);
+            tokio::pin!(forward);
+            let exit = self.exit_status(id, req.tty);
+            tokio::pin!(exit);
+            // The output has ended: wait for the exit status.
+            let mut output_done = false;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break Stop::Kill,
+                    r = &mut forward, if !output_done => match r {
+                        // The stream ends when the container's output closes: it has
+                        // exited (or, with a TTY, was detached: then it is killed after
+                        // a grace).
+                        Forwarded::Ended => output_done = true,
+                        Forwarded::ClientGone => break Stop::End(End::ClientGone),
+                    },
+                    e = &mut exit, if output_done => break Stop::End(e),
+                    r = &mut pump => break match r {
+                        // The client left or broke the protocol while the container ran.
+                        PumpEnd::Bad(e) => {
+                            Stop::End(End::Refused("protocol", format!("bad frame: {e}")))
+                        }
+                        PumpEnd::Gone => Stop::End(End::ClientGone),
+                        PumpEnd::Killed => Stop::Kill,
+                    },
                 }
             }
+            // The attach connection closes here. Docker finishes a killed container
+            // only once its output is taken, and a client that does not read would
+            // otherwise hold that up.
         };
         rec.bytes_in = bytes_in.load(Ordering::Relaxed);
-        end
+        rec.bytes_out = bytes_out.load(Ordering::Relaxed);
+        if let Stop::End(end) = stop {
+            return end;
+        }
+        // A kill that fails is not retried here: the removal that follows every run
+        // (the janitor's, retried until it succeeds) forces the container down too.
+        if let Err(e) = self.engine.kill(id, Signal::Kill.name()).await {
+            eprintln!("urund: {e:#}");
+        }
+        if deadline.is_elapsed() {
+            return End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
+        }
+        // The client's SIGKILL (its second Ctrl-C): the status Docker reports.
+        tokio::select! {
+            e = self.exit_status(id, false) => e,
+            _ = &mut deadline => End::Timeout(crate::policy::Seconds(max_runtime.as_secs())),
+        }
     }
 
     /// The exit status once the output has ended. A TTY container still running after
@@ -1058,6 +1237,54 @@ enum End {
 enum PumpEnd {
     Gone,
     Bad(ProtocolError),
+    /// The client asked for SIGKILL (its second Ctrl-C).
+    Killed,
+}
+
+/// Why reading the client's request stopped early.
+enum Late {
+    /// Not even its first byte came within [`FIRST_BYTE_TIMEOUT`].
+    FirstByte,
+    Bad(FrameError),
+}
+
+/// One connection admitted by [`Helper::take_connection`], counted in the
+/// [`connections::Table`]: as waiting until [`Ticket::request_done`], as open until
+/// dropped.
+struct Ticket {
+    table: Arc<Mutex<connections::Table>>,
+    uid: u32,
+    waiting: bool,
+}
+
+impl Ticket {
+    fn request_done(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            self.table.lock().unwrap().request_done(self.uid);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.request_done();
+        self.table.lock().unwrap().closed();
+    }
+}
+
+/// Why the relay stopped relaying.
+enum Stop {
+    End(End),
+    /// The deadline passed, or the client asked for SIGKILL: the container is to be
+    /// killed, after its attach connection is closed.
+    Kill,
+}
+
+/// How forwarding the container's output ended.
+enum Forwarded {
+    /// The output stream ended (or failed): the container has closed it.
+    Ended,
+    ClientGone,
 }
 
 /// What the client may do to its running container besides writing to its stdin.
@@ -1126,6 +1353,8 @@ async fn pump_client(
             // Stdin after EOF, or for a container whose stdin is closed: dropped.
             Kind::Stdin | Kind::StdinEof => {}
             Kind::Signal => match Signal::decode(&payload) {
+                // Delivered by the relay once the attach connection is closed.
+                Ok(Signal::Kill) => return PumpEnd::Killed,
                 Ok(sig) => control.signal(sig).await,
                 Err(e) => return PumpEnd::Bad(e),
             },
@@ -1192,6 +1421,23 @@ async fn read_frame(
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await.map_err(FrameError::Io)?;
     Ok(Some((kind, payload)))
+}
+
+/// Returns once the client has sent a byte (or closed, or failed): never on tokio's
+/// readiness alone, which a fresh socket may report before anything came.
+async fn first_byte(rd: &OwnedReadHalf) {
+    let sock: &UnixStream = rd.as_ref();
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            system::peek_byte(sock.as_fd())
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            _ => return,
+        }
+    }
 }
 
 /// The first frame must be a request or a query. Its header is read with `recvmsg`,
@@ -1323,6 +1569,9 @@ const CLIENT_BUFFER: usize = 256 * 1024;
 
 /// Most frames sent in one write (two iovecs each, well under IOV_MAX).
 const MAX_BATCH: usize = 64;
+/// Most output bytes taken into one batch (docker's frames are at most 32 KiB, a
+/// TTY's chunks at most the attach buffer): bounds what a connection holds.
+const BATCH_BYTES: usize = 1 << 20;
 
 /// `first` and the outputs that are already decoded behind it, without waiting.
 /// `true` if the stream ended (or failed) meanwhile: it must not be polled again.
@@ -1331,10 +1580,14 @@ fn ready_outputs(
     output: &mut futures_util::stream::BoxStream<'static, std::io::Result<Output>>,
 ) -> (Vec<Output>, bool) {
     use futures_util::FutureExt;
+    let mut bytes = first.frame().1.len();
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
+    while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
         match output.next().now_or_never() {
-            Some(Some(Ok(o))) => batch.push(o),
+            Some(Some(Ok(o))) => {
+                bytes += o.frame().1.len();
+                batch.push(o);
+            }
             Some(Some(Err(_)) | None) => return (batch, true),
             None => break,
         }
@@ -1351,14 +1604,158 @@ impl Output {
     }
 }
 
-/// Writes one frame (several for a payload over `MAX_FRAME`).
-async fn send(wr: &mut OwnedWriteHalf, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-    send_frames(wr, &[(kind, payload)]).await
+/// What a connection's [`Outbox`] writes: container output (framed on the way out,
+/// payloads uncopied) or one frame urund made.
+enum Out {
+    Output(Vec<Output>),
+    Frame(Kind, Vec<u8>),
+}
+
+/// The sending side of one connection: a task that owns the socket's write half and
+/// writes, in order, what it is given through a bounded queue. A client that stops
+/// reading (a pipe nobody drains, Ctrl-Z, SIGSTOP) stalls this task alone, and through
+/// the full queue the reading of its own container's output: never the deadline, the
+/// client's frames, the hang-up check or any other connection.
+struct Outbox {
+    tx: tokio::sync::mpsc::Sender<Out>,
+    task: tokio::task::JoinHandle<()>,
+    /// Bytes written so far, to tell a slow client from one that takes nothing.
+    written: Arc<AtomicU64>,
+}
+
+/// Messages queued for the writer besides the one it is writing. Each holds at most
+/// one batch ([`MAX_BATCH`] frames, [`BATCH_BYTES`]), so a connection holds at most two
+/// batches of its container's output while its client does not read.
+const OUTBOX_QUEUE: usize = 1;
+
+impl Outbox {
+    fn spawn(wr: OwnedWriteHalf) -> Outbox {
+        let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX_QUEUE);
+        let written = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(write_out(wr, rx, written.clone()));
+        Outbox { tx, task, written }
+    }
+
+    /// Queues container output, waiting while the queue is full. `Err`: the client is
+    /// gone (writing to it failed).
+    async fn output(&self, batch: Vec<Output>) -> Result<(), ()> {
+        self.tx.send(Out::Output(batch)).await.map_err(|_| ())
+    }
+
+    /// Queues one frame, waiting while the queue is full. `Err`: the client is gone.
+    async fn frame(&self, kind: Kind, payload: Vec<u8>) -> Result<(), ()> {
+        self.tx
+            .send(Out::Frame(kind, payload))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// Queues one frame if there is room now; drops it otherwise.
+    fn try_frame(&self, kind: Kind, payload: Vec<u8>) {
+        let _ = self.tx.try_send(Out::Frame(kind, payload));
+    }
+
+    /// Queues the last frame, closes the queue and waits until everything is written
+    /// and the sending side shut down, for as long as the client keeps taking bytes:
+    /// after [`DELIVERY_STALL`] without one, the writer is stopped (closing the
+    /// sending side) and what is left is dropped.
+    async fn finish(self, last: Option<(Kind, Vec<u8>)>) {
+        let Outbox { tx, task, written } = self;
+        let abort = task.abort_handle();
+        let done = async move {
+            if let Some((kind, payload)) = last {
+                let _ = tx.send(Out::Frame(kind, payload)).await;
+            }
+            drop(tx);
+            let _ = task.await;
+        };
+        tokio::pin!(done);
+        let mut seen = written.load(Ordering::Relaxed);
+        loop {
+            if tokio::time::timeout(DELIVERY_STALL, &mut done)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            let now = written.load(Ordering::Relaxed);
+            if now == seen {
+                abort.abort();
+                return;
+            }
+            seen = now;
+        }
+    }
+}
+
+/// The writer task of an [`Outbox`]: takes what is queued (all of it, so several
+/// batches go out in one vectored write), writes it, and shuts the sending side down
+/// when the queue is closed. Stops at the first failed write: the queue's senders
+/// then see the client as gone.
+async fn write_out(
+    mut wr: OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::Receiver<Out>,
+    written: Arc<AtomicU64>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut msgs = vec![first];
+        while let Ok(m) = rx.try_recv() {
+            msgs.push(m);
+        }
+        let mut frames: Vec<(Kind, &[u8])> = Vec::new();
+        for m in &msgs {
+            match m {
+                Out::Output(batch) => frames.extend(batch.iter().map(Output::frame)),
+                Out::Frame(kind, payload) => frames.push((*kind, payload)),
+            }
+        }
+        if send_frames(&mut wr, &frames, &written).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads the container's output and queues it for the client, whatever is already
+/// decoded in one batch. Waits while the outbox is full: a client that does not read
+/// slows down its own container's output and nothing else.
+async fn forward_output(
+    mut output: futures_util::stream::BoxStream<'static, std::io::Result<Output>>,
+    out: &Outbox,
+    bytes_out: &AtomicU64,
+) -> Forwarded {
+    while let Some(Ok(first)) = output.next().await {
+        let (batch, ended) = ready_outputs(first, &mut output);
+        let n: u64 = batch.iter().map(|o| o.frame().1.len() as u64).sum();
+        bytes_out.fetch_add(n, Ordering::Relaxed);
+        if out.output(batch).await.is_err() {
+            return Forwarded::ClientGone;
+        }
+        if ended {
+            break;
+        }
+    }
+    Forwarded::Ended
+}
+
+/// Refuses a connection at `accept`: one error frame (status 125) if the socket takes
+/// it now (a fresh socket always has room), then the connection is closed. Never
+/// waits: the accept loop must not. (urun reads the frame even when urund closed
+/// before urun had sent its request.)
+fn refuse_at_once(stream: &UnixStream, message: &str) {
+    let payload = protocol::encode_error(125, message);
+    let mut frame = protocol::header(Kind::Error, payload.len()).to_vec();
+    frame.extend_from_slice(&payload);
+    let _ = stream.try_write(&frame);
 }
 
 /// Writes frames with as few system calls as possible: headers and payloads go out
-/// in vectored writes, and payloads are not copied.
-async fn send_frames(wr: &mut OwnedWriteHalf, frames: &[(Kind, &[u8])]) -> std::io::Result<()> {
+/// in vectored writes, and payloads are not copied. Counts the bytes in `written`.
+async fn send_frames(
+    wr: &mut OwnedWriteHalf,
+    frames: &[(Kind, &[u8])],
+    written: &AtomicU64,
+) -> std::io::Result<()> {
     use std::io::IoSlice;
     let mut parts: Vec<([u8; protocol::HEADER], &[u8])> = Vec::with_capacity(frames.len());
     for (kind, payload) in frames {
@@ -1378,6 +1775,7 @@ async fn send_frames(wr: &mut OwnedWriteHalf, frames: &[(Kind, &[u8])]) -> std::
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        written.fetch_add(n as u64, Ordering::Relaxed);
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
