@@ -443,9 +443,17 @@ fn unit_allowed_syscalls() -> std::collections::BTreeSet<String> {
 fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     // Not the seccomp filter itself (that needs systemd as PID 1), but the list it is
     // built from, checked against what urund really calls: socket activation, start
-    // (with an audit file: its directory walked, created and checked), one run with
-    // stdin, one --here run (pinned mount, identity files), shutdown.
+    // (with an audit file: its directory walked, created and checked; and with a soft
+    // open-files limit below the hard one, so urund raises it), one run with stdin,
+    // one --here run (pinned mount, identity files), shutdown.
     let allowed = unit_allowed_syscalls();
+    let hard = fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(String::from))
+        .unwrap();
+    let nofile = format!("--nofile=1024:{hard}");
     let g = TestGroup::new("urg");
     let u = TestUser::new(&[&g]);
     let d = Daemon::prepare("");
@@ -460,6 +468,7 @@ fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     let trace = d.dir.join("strace.log");
     let mut child = Command::new("strace")
         .args(["-f", "-qq", "-o", trace.to_str().unwrap(), "--"])
+        .args(["prlimit", &nofile, "--"])
         .args(["systemd-socket-activate", "-l", d.socket.to_str().unwrap()])
         .arg(URUND)
         .args(d.urund_args())
@@ -506,6 +515,11 @@ fn every_system_call_urund_makes_is_allowed_by_the_units_filter() {
     assert!(
         used.contains("accept4") || used.contains("accept"),
         "{used:?}"
+    );
+    // urund raised its soft open-files limit (glibc's setrlimit is prlimit64).
+    assert!(
+        log[start..].contains("prlimit64(0, RLIMIT_NOFILE, {"),
+        "no raise of RLIMIT_NOFILE traced"
     );
     // The --here run pinned its directory with urund's own mount calls.
     assert!(
