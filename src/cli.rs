@@ -455,6 +455,8 @@ Policy file (TOML, --policy; commented example: packaging/policy.toml):
   [env]      allow = glob patterns on variable names (default TERM, LANG, LC_*, TZ)
   [audit]    file = absolute path (0600, append-only, reopened on SIGHUP; in a directory
              only urund's user can write, no symlink in the path), syslog = bool
+  [connections] per_user (64), total (512): connections not running a container
+             (waiting for their request or its answer); one more is refused at once
 Audit records are also written to standard error.";
 
 #[cfg(test)]

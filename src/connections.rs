@@ -2,8 +2,10 @@
 //! and before any byte is read, so that one member holding connections open cannot take
 //! the descriptors everyone else's runs, and the clean-up of running containers, need:
 //!
-//! - connections that have not yet sent their request are capped per uid
-//!   (`connections.per_user`) and in total (`connections.total`);
+//! - connections that are not running a container (waiting for their request, or
+//!   for urund's answer to it: a refusal, `urun --policy`) are capped per uid
+//!   (`connections.per_user`) and in total (`connections.total`); a connection that
+//!   runs a container counts against `limits.max_concurrent` instead;
 //! - all open connections are capped by urund's open-files limit minus a reserve
 //!   ([`budget`]), counting for each one what its run may come to need, so the
 //!   descriptors for Docker (attach, kill, wait, remove) and for clean-up are never
@@ -40,14 +42,14 @@ pub fn budget(nofile: u64) -> u32 {
 pub struct Table {
     /// Open connections, from `accept` to close.
     open: u32,
-    /// Of those, the ones still waiting for their request.
-    waiting: u32,
-    /// The waiting ones by uid (only uids with at least one).
-    waiting_by_uid: HashMap<u32, u32>,
+    /// Of those, the idle ones: not running a container.
+    idle: u32,
+    /// The idle ones by uid (only uids with at least one).
+    idle_by_uid: HashMap<u32, u32>,
 }
 
 impl Table {
-    /// Counts one more connection of `uid`, waiting for its request, or says why not
+    /// Counts one more connection of `uid`, idle until [`Table::not_idle`], or says why not
     /// (then nothing is counted). `max_open` is [`budget`] of urund's limit; `nofile`
     /// that limit, for the message.
     pub fn admit(
@@ -57,25 +59,25 @@ impl Table {
         max_open: u32,
         nofile: u64,
     ) -> Result<(), Refusal> {
-        let mine = self.waiting_by_uid.get(&uid).copied().unwrap_or(0);
+        let mine = self.idle_by_uid.get(&uid).copied().unwrap_or(0);
         if mine >= caps.per_user.0 {
             return Err(Refusal {
                 rule: "connections.per_user",
                 message: format!(
-                    "you have {mine} connections to urund that have not sent a request, \
-                     the most allowed (policy connections.per_user = {}); close them and \
-                     try again",
+                    "you have {mine} connections to urund that are not running a container \
+                     (waiting to send a request or for its answer), the most allowed \
+                     (policy connections.per_user = {}); close them and try again",
                     caps.per_user.0
                 ),
             });
         }
-        if self.waiting >= caps.total.0 {
+        if self.idle >= caps.total.0 {
             return Err(Refusal {
                 rule: "connections.total",
                 message: format!(
-                    "urund has {} connections waiting for their request, the most allowed \
-                     (policy connections.total = {}); try again in a few seconds",
-                    self.waiting, caps.total.0
+                    "urund has {} connections that are not running a container, the most \
+                     allowed (policy connections.total = {}); try again in a few seconds",
+                    self.idle, caps.total.0
                 ),
             });
         }
@@ -91,21 +93,21 @@ impl Table {
             });
         }
         self.open += 1;
-        self.waiting += 1;
-        self.waiting_by_uid.insert(uid, mine + 1);
+        self.idle += 1;
+        self.idle_by_uid.insert(uid, mine + 1);
         Ok(())
     }
 
-    /// A connection of `uid` admitted by [`Table::admit`] has its request (or failed
-    /// to send one in time): it no longer counts as waiting. Call once per connection.
-    pub fn request_done(&mut self, uid: u32) {
-        self.waiting = self.waiting.saturating_sub(1);
-        match self.waiting_by_uid.get(&uid).copied() {
+    /// A connection of `uid` admitted by [`Table::admit`] no longer counts as idle: it
+    /// runs a container now, or it is closed. Call once per connection.
+    pub fn not_idle(&mut self, uid: u32) {
+        self.idle = self.idle.saturating_sub(1);
+        match self.idle_by_uid.get(&uid).copied() {
             Some(n) if n > 1 => {
-                self.waiting_by_uid.insert(uid, n - 1);
+                self.idle_by_uid.insert(uid, n - 1);
             }
             _ => {
-                self.waiting_by_uid.remove(&uid);
+                self.idle_by_uid.remove(&uid);
             }
         }
     }
@@ -119,8 +121,8 @@ impl Table {
         self.open
     }
 
-    pub fn waiting(&self) -> u32 {
-        self.waiting
+    pub fn idle(&self) -> u32 {
+        self.idle
     }
 }
 
@@ -165,16 +167,16 @@ mod tests {
         );
         assert!(!r.message.contains('\n'));
         // the refusal counted nothing; another user is served
-        assert_eq!((t.open(), t.waiting()), (3, 3));
+        assert_eq!((t.open(), t.idle()), (3, 3));
         t.admit(1002, &c, 1000, 65536).unwrap();
-        // a request that arrived frees the place of its uid, not the open count
-        t.request_done(1001);
-        assert_eq!((t.open(), t.waiting()), (4, 3));
+        // a connection that runs a container frees its uid's place, not the open count
+        t.not_idle(1001);
+        assert_eq!((t.open(), t.idle()), (4, 3));
         t.admit(1001, &c, 1000, 65536).unwrap();
     }
 
     #[test]
-    fn the_total_of_waiting_connections_is_capped() {
+    fn the_total_of_idle_connections_is_capped() {
         let c = caps(2, 3);
         let mut t = Table::default();
         t.admit(1, &c, 1000, 65536).unwrap();
@@ -183,7 +185,7 @@ mod tests {
         let r = t.admit(3, &c, 1000, 65536).unwrap_err();
         assert_eq!(r.rule, "connections.total");
         assert!(r.message.contains("connections.total = 3"), "{}", r.message);
-        t.request_done(2);
+        t.not_idle(2);
         t.admit(3, &c, 1000, 65536).unwrap();
     }
 
@@ -193,10 +195,10 @@ mod tests {
         let mut t = Table::default();
         for uid in 0..5 {
             t.admit(uid, &c, 5, 158).unwrap();
-            t.request_done(uid);
+            t.not_idle(uid);
         }
-        // all five are running now: none waits, but they hold descriptors
-        assert_eq!((t.open(), t.waiting()), (5, 0));
+        // all five are running now: none is idle, but they hold descriptors
+        assert_eq!((t.open(), t.idle()), (5, 0));
         let r = t.admit(9, &c, 5, 158).unwrap_err();
         assert_eq!(r.rule, "connections.descriptors");
         assert!(
@@ -216,8 +218,8 @@ mod tests {
     #[test]
     fn counts_never_underflow() {
         let mut t = Table::default();
-        t.request_done(7);
+        t.not_idle(7);
         t.closed();
-        assert_eq!((t.open(), t.waiting()), (0, 0));
+        assert_eq!((t.open(), t.idle()), (0, 0));
     }
 }

@@ -347,10 +347,11 @@ impl Policy {
     }
 }
 
-/// `[connections]`: how many connections may wait for their request, so that one
-/// member holding connections open cannot take the descriptors everyone else needs.
-/// A connection counts from `accept` until its request has arrived (or it failed or
-/// ran out of time); the next one over a cap is refused at once.
+/// `[connections]`: how many connections that are not running a container (waiting
+/// for their request, or for urund's answer to it) urund keeps, so that one member
+/// holding connections open cannot take the descriptors everyone else needs. A
+/// connection counts from `accept` until it runs a container or is closed; the next
+/// one over a cap is refused at once.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Connections {

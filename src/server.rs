@@ -2,8 +2,9 @@
 //!
 //! Before a connection is served at all, the accept loop counts it against the caps
 //! of [`crate::connections`] by the uid the kernel reports, before any byte is read:
-//! connections still waiting for their request, per uid and in total, and all open
-//! connections against the descriptor limit minus a reserve for Docker and clean-up.
+//! connections not running a container (waiting for their request or its answer),
+//! per uid and in total, and all open connections against the descriptor limit minus
+//! a reserve for Docker and clean-up.
 //! One over a cap is refused at once with one error frame naming the cap.
 //!
 //! The handler for one connection, [`Helper::serve`], is the security argument in order:
@@ -129,7 +130,7 @@ pub struct Helper {
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
     boot: u64,
-    /// Connections open and waiting for their request (see [`crate::connections`]).
+    /// Connections open, and those not running a container (see [`crate::connections`]).
     conns: Arc<Mutex<connections::Table>>,
     /// Refusals at accept since the last report: (uid, rule) → count.
     refused: Mutex<HashMap<(u32, &'static str), u64>>,
@@ -353,7 +354,7 @@ impl Helper {
                 let ticket = Ticket {
                     table: self.conns.clone(),
                     uid,
-                    waiting: true,
+                    idle: true,
                 };
                 tokio::spawn(self.serve(stream, ticket));
             }
@@ -679,7 +680,6 @@ impl Helper {
             read_request(rd).await.map_err(Late::Bad)
         };
         let first = tokio::time::timeout(REQUEST_TIMEOUT, first).await;
-        ticket.request_done();
         let (req, dir) = match first {
             Ok(Ok(First::Run(r, dir))) => (*r, dir),
             Ok(Ok(First::Query)) => return self.answer_query(caller, rec, out).await,
@@ -701,6 +701,8 @@ impl Helper {
             Ok(s) => Some(s),
             Err(refused) => return refused,
         };
+        // From here the connection counts against max_concurrent, not [connections].
+        ticket.running();
         rec.name = req.name.clone();
         let _name = match self.take_name(caller.uid, req.name.as_deref()) {
             Ok(n) => n,
@@ -931,28 +933,21 @@ impl Helper {
             ))
         };
         // A byte count is dropped if the client is behind; a status change waits for
-        // room (a gone client makes it return at once).
-        let progress = |(counting, frame): (bool, Vec<u8>)| async move {
-            match counting {
-                true => out.try_frame(Kind::Progress, frame),
-                false => {
-                    let _ = out.frame(Kind::Progress, frame).await;
-                }
-            }
-        };
+        // room, but not for a client that takes nothing: then progress stops.
+        let mut reading = true;
         let result = loop {
             tokio::select! {
                 r = &mut pull => break r,
                 Some(ev) = rx.recv() => {
-                    if let Some(f) = forward(ev) {
-                        progress(f).await;
+                    if let (true, Some((counting, frame))) = (reading, forward(ev)) {
+                        reading = send_progress(out, counting, frame).await;
                     }
                 }
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            if let Some(f) = forward(ev) {
-                progress(f).await;
+            if let (true, Some((counting, frame))) = (reading, forward(ev)) {
+                reading = send_progress(out, counting, frame).await;
             }
         }
         result
@@ -1249,26 +1244,29 @@ enum Late {
 }
 
 /// One connection admitted by [`Helper::take_connection`], counted in the
-/// [`connections::Table`]: as waiting until [`Ticket::request_done`], as open until
-/// dropped.
+/// [`connections::Table`]: as idle until [`Ticket::running`], as open until dropped.
 struct Ticket {
     table: Arc<Mutex<connections::Table>>,
     uid: u32,
-    waiting: bool,
+    idle: bool,
 }
 
 impl Ticket {
-    fn request_done(&mut self) {
-        if std::mem::take(&mut self.waiting) {
-            self.table.lock().unwrap().request_done(self.uid);
+    /// The connection runs a container now (it has its `max_concurrent` slot).
+    fn running(&mut self) {
+        if std::mem::take(&mut self.idle) {
+            self.table.lock().unwrap().not_idle(self.uid);
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.request_done();
-        self.table.lock().unwrap().closed();
+        let mut t = self.table.lock().unwrap();
+        if self.idle {
+            t.not_idle(self.uid);
+        }
+        t.closed();
     }
 }
 
@@ -1492,6 +1490,18 @@ async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
     }
 }
 
+/// Queues one progress frame of a pull: a byte count only if there is room now, a
+/// status change waiting for room for up to [`DELIVERY_STALL`]. `false`: the client
+/// takes nothing (or is gone), and gets no more progress.
+async fn send_progress(out: &Outbox, counting: bool, frame: Vec<u8>) -> bool {
+    if counting {
+        out.try_frame(Kind::Progress, frame);
+        return true;
+    }
+    let sent = tokio::time::timeout(DELIVERY_STALL, out.frame(Kind::Progress, frame)).await;
+    matches!(sent, Ok(Ok(())))
+}
+
 /// Identity files an image ships (empty when absent).
 struct ImageFiles {
     passwd: String,
@@ -1605,9 +1615,13 @@ impl Output {
 }
 
 /// What a connection's [`Outbox`] writes: container output (framed on the way out,
-/// payloads uncopied) or one frame urund made.
+/// payloads uncopied; the permit is its [`Outbox::turn`], given back once written) or
+/// one frame urund made.
 enum Out {
-    Output(Vec<Output>),
+    Output {
+        batch: Vec<Output>,
+        _turn: tokio::sync::OwnedSemaphorePermit,
+    },
     Frame(Kind, Vec<u8>),
 }
 
@@ -1621,11 +1635,11 @@ struct Outbox {
     task: tokio::task::JoinHandle<()>,
     /// Bytes written so far, to tell a slow client from one that takes nothing.
     written: Arc<AtomicU64>,
+    /// One permit: container output is read only once the last batch is written.
+    turn: Arc<tokio::sync::Semaphore>,
 }
 
-/// Messages queued for the writer besides the one it is writing. Each holds at most
-/// one batch ([`MAX_BATCH`] frames, [`BATCH_BYTES`]), so a connection holds at most two
-/// batches of its container's output while its client does not read.
+/// Messages queued for the writer besides the one it is writing.
 const OUTBOX_QUEUE: usize = 1;
 
 impl Outbox {
@@ -1633,13 +1647,36 @@ impl Outbox {
         let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX_QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(write_out(wr, rx, written.clone()));
-        Outbox { tx, task, written }
+        let turn = Arc::new(tokio::sync::Semaphore::new(1));
+        Outbox {
+            tx,
+            task,
+            written,
+            turn,
+        }
     }
 
-    /// Queues container output, waiting while the queue is full. `Err`: the client is
-    /// gone (writing to it failed).
-    async fn output(&self, batch: Vec<Output>) -> Result<(), ()> {
-        self.tx.send(Out::Output(batch)).await.map_err(|_| ())
+    /// Waits until the last batch of container output has been written (so at most
+    /// one batch, [`MAX_BATCH`] frames and about [`BATCH_BYTES`], is held for a client
+    /// that does not read, and what the container writes meanwhile goes out in one
+    /// batch: bench/NOTES.md).
+    async fn turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.turn
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Queues a batch of container output. `Err`: the client is gone (writing to it
+    /// failed).
+    async fn output(
+        &self,
+        batch: Vec<Output>,
+        turn: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), ()> {
+        let m = Out::Output { batch, _turn: turn };
+        self.tx.send(m).await.map_err(|_| ())
     }
 
     /// Queues one frame, waiting while the queue is full. `Err`: the client is gone.
@@ -1660,7 +1697,9 @@ impl Outbox {
     /// after [`DELIVERY_STALL`] without one, the writer is stopped (closing the
     /// sending side) and what is left is dropped.
     async fn finish(self, last: Option<(Kind, Vec<u8>)>) {
-        let Outbox { tx, task, written } = self;
+        let Outbox {
+            tx, task, written, ..
+        } = self;
         let abort = task.abort_handle();
         let done = async move {
             if let Some((kind, payload)) = last {
@@ -1705,7 +1744,7 @@ async fn write_out(
         let mut frames: Vec<(Kind, &[u8])> = Vec::new();
         for m in &msgs {
             match m {
-                Out::Output(batch) => frames.extend(batch.iter().map(Output::frame)),
+                Out::Output { batch, .. } => frames.extend(batch.iter().map(Output::frame)),
                 Out::Frame(kind, payload) => frames.push((*kind, payload)),
             }
         }
@@ -1717,25 +1756,28 @@ async fn write_out(
 }
 
 /// Reads the container's output and queues it for the client, whatever is already
-/// decoded in one batch. Waits while the outbox is full: a client that does not read
-/// slows down its own container's output and nothing else.
+/// decoded in one batch, once the previous batch is written: a client that does not
+/// read slows down its own container's output and nothing else.
 async fn forward_output(
     mut output: futures_util::stream::BoxStream<'static, std::io::Result<Output>>,
     out: &Outbox,
     bytes_out: &AtomicU64,
 ) -> Forwarded {
-    while let Some(Ok(first)) = output.next().await {
+    loop {
+        let turn = out.turn().await;
+        let Some(Ok(first)) = output.next().await else {
+            return Forwarded::Ended;
+        };
         let (batch, ended) = ready_outputs(first, &mut output);
         let n: u64 = batch.iter().map(|o| o.frame().1.len() as u64).sum();
         bytes_out.fetch_add(n, Ordering::Relaxed);
-        if out.output(batch).await.is_err() {
+        if out.output(batch, turn).await.is_err() {
             return Forwarded::ClientGone;
         }
         if ended {
-            break;
+            return Forwarded::Ended;
         }
     }
-    Forwarded::Ended
 }
 
 /// Refuses a connection at `accept`: one error frame (status 125) if the socket takes

@@ -235,7 +235,7 @@ fn connections_held_open_by_one_member_do_not_lock_out_another() {
 
 #[test]
 #[serial]
-fn connections_waiting_for_their_request_are_capped_in_total() {
+fn idle_connections_are_capped_in_total() {
     let g = TestGroup::new("urg");
     let (a, b, victim) = (
         TestUser::new(&[&g]),
@@ -248,13 +248,13 @@ fn connections_waiting_for_their_request_are_capped_in_total() {
     let (ha, held_a) = Holder::start(&d, &a, 4, 100.0, true);
     let (hb, held_b) = Holder::start(&d, &b, 4, 100.0, true);
     assert_eq!((held_a, held_b), (4, 4));
-    // Six are waiting: everyone else is told so, in one line, with status 125.
+    // Six are idle: everyone else is told so, in one line, with status 125.
     let (status, err) = run_within(&d, &victim, &[image(), "true"], Duration::from_secs(30));
     assert_eq!(status, Some(125), "{err}");
     assert_eq!(
         err,
-        "urun: urund has 6 connections waiting for their request, the most allowed \
-         (policy connections.total = 6); try again in a few seconds\n"
+        "urun: urund has 6 connections that are not running a container, the most \
+         allowed (policy connections.total = 6); try again in a few seconds\n"
     );
     let (ca, cb) = (ha.stop(), hb.stop());
     // b's last two were refused at once.
