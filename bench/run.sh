@@ -202,6 +202,9 @@ if [ -z "$QUICK" ]; then
     echo "$table"
     echo
     echo "What was profiled and changed, and why a target is or is not met: [NOTES.md](NOTES.md)."
+    # The section bench/stress-connections.sh wrote stays.
+    sed -n '/^<!-- stress-connections: begin/,/^<!-- stress-connections: end -->/p' \
+      bench/RESULTS.md 2>/dev/null | sed '1s/^/\n/'
   } >bench/RESULTS.md.new
   mv bench/RESULTS.md.new bench/RESULTS.md
   echo "wrote bench/RESULTS.md" >&2
