@@ -115,7 +115,8 @@ fail_attack=$(cat "$work/attack.fail")
 max_fds=$(sort -n "$work/fds" | tail -n 1)
 left=$(docker ps -aq --filter "label=io.urun.helper=$SOCK" | wc -l)
 limit=$(awk '/Max open files/ {print $4 " soft / " $5 " hard"}' "/proc/$urund_pid/limits")
-refused=$(grep -c 'at accept (connections.per_user)' "$work/urund.log" || true)
+hostile_uid=$(id -u "$HOSTILE")
+records=$(grep -c "^urund audit: .*\"uid\":$hostile_uid," "$work/urund.log" || true)
 emfile=$(grep -c 'Too many open files' "$work/urund.log" || true)
 jq_() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$counts" "$1"; }
 connects=$(jq_ 'd["connects"]')
@@ -134,6 +135,7 @@ table=$(cat <<EOF
 | … refused at once (\`connections.per_user\`) | $per_user | |
 | … closed at the 2 s first-byte deadline | $first_byte | |
 | … other answers (other caps, no frame, errors) | $other | 0 |
+| audit records of the hostile member (refusals are rate-limited per uid) | $records | |
 | urund open descriptors: idle / most while held | $idle_fds / $max_fds | |
 | urund's open-files limit (started with 1024 soft / $HARD hard) | $limit | |
 | "Too many open files" in urund's log | $emfile | 0 |

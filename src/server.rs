@@ -76,8 +76,6 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
 const DELIVERY_STALL: Duration = Duration::from_secs(10);
 /// Longest pause of the accept loop when accepting fails (out of descriptors).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// How often refusals at accept are summed up on stderr (one line per uid and cap).
-const REFUSAL_REPORT: Duration = Duration::from_secs(10);
 /// How long a connection is drained after its last frame (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(1);
 /// How often a client that is not sending anything is checked for having gone away
@@ -132,8 +130,6 @@ pub struct Helper {
     boot: u64,
     /// Connections open, and those not running a container (see [`crate::connections`]).
     conns: Arc<Mutex<connections::Table>>,
-    /// Refusals at accept since the last report: (uid, rule) → count.
-    refused: Mutex<HashMap<(u32, &'static str), u64>>,
     /// The open-files limit (soft, after raising it) and the most connections it
     /// leaves room for.
     nofile: u64,
@@ -226,7 +222,6 @@ pub async fn run(opts: Options) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         conns: Arc::new(Mutex::new(connections::Table::default())),
-        refused: Mutex::new(HashMap::new()),
         nofile,
         max_open: connections::budget(nofile),
         spare: Mutex::new(std::fs::File::open("/").ok()),
@@ -301,7 +296,6 @@ impl Helper {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut flush = tokio::time::interval(audit::FLUSH_EVERY);
-        let mut report = tokio::time::interval(REFUSAL_REPORT);
         let mut backoff = Duration::ZERO;
         loop {
             tokio::select! {
@@ -323,7 +317,6 @@ impl Helper {
                         tokio::time::sleep(backoff).await;
                     }
                 },
-                _ = report.tick() => self.report_refusals(),
                 _ = hup.recv() => match self.audit.reopen() {
                     Ok(()) => eprintln!("urund: SIGHUP: audit log reopened"),
                     Err(e) => eprintln!("urund: SIGHUP: {e}; still writing to the old audit file"),
@@ -340,11 +333,11 @@ impl Helper {
     /// (judged by the kernel's uid of the peer, before reading anything), else
     /// refuses it at once: one error frame naming the cap, then closed.
     fn take_connection(self: Arc<Self>, stream: UnixStream) {
-        let Ok(uid) = system::peer_uid(stream.as_fd()) else {
+        let Ok(peer) = system::peer_ids(stream.as_fd()) else {
             return;
         };
         let admitted = self.conns.lock().unwrap().admit(
-            uid,
+            peer.uid,
             &self.policy.connections,
             self.max_open,
             self.nofile,
@@ -353,20 +346,12 @@ impl Helper {
             Ok(()) => {
                 let ticket = Ticket {
                     table: self.conns.clone(),
-                    uid,
+                    uid: peer.uid,
                     idle: true,
                 };
                 tokio::spawn(self.serve(stream, ticket));
             }
-            Err(r) => {
-                refuse_at_once(&stream, &r.message);
-                *self
-                    .refused
-                    .lock()
-                    .unwrap()
-                    .entry((uid, r.rule))
-                    .or_default() += 1;
-            }
+            Err(r) => self.refuse_at_once(&stream, &peer, r.rule, &r.message),
         }
     }
 
@@ -377,33 +362,31 @@ impl Helper {
         let mut spare = self.spare.lock().unwrap();
         drop(spare.take());
         if let Some(Ok((stream, _))) = listener.accept().now_or_never() {
-            refuse_at_once(
-                &stream,
-                &format!(
-                    "urund is out of open files (connections.descriptors: limit {}, \
-                     LimitNOFILE= of urund.service); try again later",
-                    self.nofile
-                ),
+            let msg = format!(
+                "urund is out of open files (connections.descriptors: limit {}, \
+                 LimitNOFILE= of urund.service); try again later",
+                self.nofile
             );
-            let uid = system::peer_uid(stream.as_fd()).unwrap_or(u32::MAX);
-            *self
-                .refused
-                .lock()
-                .unwrap()
-                .entry((uid, "connections.descriptors"))
-                .or_default() += 1;
+            match system::peer_ids(stream.as_fd()) {
+                Ok(peer) => self.refuse_at_once(&stream, &peer, "connections.descriptors", &msg),
+                Err(_) => send_at_once(&stream, &msg),
+            }
         }
         *spare = std::fs::File::open("/").ok();
     }
 
-    /// One stderr line per uid and cap for the connections refused at accept since
-    /// the last report (never one per connection: they can come by the thousand).
-    // The audit log gets no record for them: no request was read.
-    fn report_refusals(&self) {
-        let refused = std::mem::take(&mut *self.refused.lock().unwrap());
-        for ((uid, rule), n) in refused {
-            eprintln!("urund: refused {n} connection(s) of uid {uid} at accept ({rule})");
-        }
+    /// Refuses a connection at `accept`: the error frame, and a `refused` audit record
+    /// (rate-limited per uid like every record of a request that got no container, so
+    /// a flood of connections is summed up, never written one by one). The peer is
+    /// known by its ids alone: no user-database lookup at this rate.
+    fn refuse_at_once(&self, stream: &UnixStream, peer: &Caller, rule: &str, message: &str) {
+        send_at_once(stream, message);
+        let mut rec = Record::new(&self.request_id(), peer);
+        rec.decision = "refused";
+        rec.rule = Some(rule.to_string());
+        rec.message = Some(message.to_string());
+        rec.status = Some(125);
+        self.audit.write(&rec);
     }
 
     /// On shutdown no container may outlive its client: remove every tracked one
@@ -1780,11 +1763,11 @@ async fn forward_output(
     }
 }
 
-/// Refuses a connection at `accept`: one error frame (status 125) if the socket takes
-/// it now (a fresh socket always has room), then the connection is closed. Never
-/// waits: the accept loop must not. (urun reads the frame even when urund closed
-/// before urun had sent its request.)
-fn refuse_at_once(stream: &UnixStream, message: &str) {
+/// One error frame (status 125) to a connection refused at `accept`, if the socket
+/// takes it now (a fresh socket always has room); the connection is closed after.
+/// Never waits: the accept loop must not. (urun reads the frame even when urund
+/// closed before urun had sent its request.)
+fn send_at_once(stream: &UnixStream, message: &str) {
     let payload = protocol::encode_error(125, message);
     let mut frame = protocol::header(Kind::Error, payload.len()).to_vec();
     frame.extend_from_slice(&payload);

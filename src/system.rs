@@ -65,13 +65,20 @@ pub fn peer_caller(sock: BorrowedFd<'_>) -> io::Result<Caller> {
     })
 }
 
-/// The uid of the process on the other end of `sock` (`SO_PEERCRED`), without the
-/// user-database lookups of [`peer_caller`]: cheap enough for every `accept`, where
-/// urund counts connections per uid before it reads anything.
-pub fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<u32> {
-    Ok(getsockopt(&sock, PeerCredentials)
-        .map_err(io::Error::from)?
-        .uid())
+/// The process on the other end of `sock` by its ids alone (`SO_PEERCRED`): no
+/// supplementary groups and no name, so none of the user-database lookups of
+/// [`peer_caller`]. Cheap enough for every `accept`, where urund counts connections
+/// per uid before it reads anything; never enough to judge a request by.
+pub fn peer_ids(sock: BorrowedFd<'_>) -> io::Result<Caller> {
+    let cred = getsockopt(&sock, PeerCredentials).map_err(io::Error::from)?;
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+        groups: Vec::new(),
+        name: None,
+        group: None,
+    })
 }
 
 /// `getsockopt(SO_PEERGROUPS)`: the peer's supplementary groups at connect time.
