@@ -19,21 +19,34 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     std::fs::create_dir_all(out.join("completions"))?;
     let urun_sections = [
-        ("FORCED SETTINGS", urun::forced::FORCED),
-        ("EXIT STATUS", urun::cli::EXIT_STATUSES),
+        ("FORCED SETTINGS", urun::policy::forced::FORCED),
+        ("EXIT STATUS", urun::client::cli::EXIT_STATUSES),
         (
             "SEE ALSO",
             &[("urund(8)", "the helper daemon; docker-run(1)")][..],
         ),
     ];
     let urund_sections = [
-        ("OPERATION", &[("", urun::cli::URUND_AFTER_HELP)][..]),
-        ("POLICY FILE", &[("", urun::cli::POLICY_HELP)][..]),
+        (
+            "OPERATION",
+            &[("", urun::daemon::cli::URUND_AFTER_HELP)][..],
+        ),
+        ("POLICY FILE", &[("", urun::daemon::cli::POLICY_HELP)][..]),
         ("SEE ALSO", &[("urun(1)", "the client")][..]),
     ];
     let pages: [(clap::Command, &str, &str, &[Section]); 2] = [
-        (urun::cli::urun_command(), "urun.1", "1", &urun_sections),
-        (urun::cli::Urund::command(), "urund.8", "8", &urund_sections),
+        (
+            urun::client::cli::urun_command(),
+            "urun.1",
+            "1",
+            &urun_sections,
+        ),
+        (
+            urun::daemon::cli::Urund::command(),
+            "urund.8",
+            "8",
+            &urund_sections,
+        ),
     ];
     for (cmd, file, section, extra) in pages {
         let man = clap_mangen::Man::new(cmd).section(section);
@@ -57,7 +70,12 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
         (Shell::Fish, "urun.fish"),
     ] {
         let mut buf = Vec::new();
-        clap_complete::generate(shell, &mut urun::cli::urun_command(), "urun", &mut buf);
+        clap_complete::generate(
+            shell,
+            &mut urun::client::cli::urun_command(),
+            "urun",
+            &mut buf,
+        );
         let path = out.join("completions").join(file);
         std::fs::write(&path, buf)?;
         written.push(path);

@@ -1,7 +1,7 @@
 //! End-to-end against the real Docker daemon's legacy builder (docker 20.10,
 //! `DOCKER_BUILDKIT=0`, the builder `urund` will drive): what the static Dockerfile
 //! check concludes about the final user is what the builder actually produces, and a
-//! context streamed by `urun::context` is accepted as docker's own (symlinks stay links,
+//! context streamed by `urun::client::context` is accepted as docker's own (symlinks stay links,
 //! a Dockerfile from outside the context is found under its added name).
 //!
 //! Only `FROM scratch` images with metadata instructions are built: nothing runs,
@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use urun::context::{Builder, Dockerfile};
-use urun::dockerfile::{check, BaseImage, CheckInput, Report};
+use urun::client::context::{Builder, Dockerfile};
+use urun::policy::dockerfile::{check, BaseImage, CheckInput, Report};
 
 /// Streams `ctx` with `df` into `docker build -` and returns the image (removed on
 /// drop) and the builder's output.
@@ -153,7 +153,7 @@ fn the_legacy_builder_resolves_the_same_final_user_as_the_static_check() {
             !report
                 .findings
                 .iter()
-                .any(|f| f.rule == urun::dockerfile::Rule::ParseError),
+                .any(|f| f.rule == urun::policy::dockerfile::Rule::ParseError),
             "{text:?}: {:?}",
             report.findings
         );

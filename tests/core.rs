@@ -9,7 +9,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
-use urun::protocol::{self, Kind, Request};
+use urun::wire::{self, Kind, Request};
 
 /// A member of the socket's group and a running helper.
 fn setup() -> (TestGroup, TestUser, Daemon) {
@@ -252,12 +252,12 @@ sys.stdout.write(d.hex())\n";
 /// The reply must be exactly one Error frame with status 125; returns its message.
 fn expect_error_frame(reply: &[u8]) -> String {
     let mut r = reply;
-    let (kind, payload) = protocol::read_frame(&mut r).unwrap().expect("a frame");
+    let (kind, payload) = wire::read_frame(&mut r).unwrap().expect("a frame");
     assert_eq!(kind, Kind::Error);
-    let (status, msg) = protocol::decode_error(&payload).unwrap();
+    let (status, msg) = wire::decode_error(&payload).unwrap();
     assert_eq!(status, 125);
     assert!(
-        protocol::read_frame(&mut r).unwrap().is_none(),
+        wire::read_frame(&mut r).unwrap().is_none(),
         "more after the error"
     );
     msg
@@ -265,7 +265,7 @@ fn expect_error_frame(reply: &[u8]) -> String {
 
 fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    protocol::write_frame(&mut v, kind, payload).unwrap();
+    wire::write_frame(&mut v, kind, payload).unwrap();
     v
 }
 
@@ -288,8 +288,8 @@ fn hostile_frames_are_refused_and_the_helper_keeps_serving() {
     let msg = expect_error_frame(&raw_exchange(&d, &u, &[1, 0xff, 0xff, 0xff, 0xff]));
     assert!(msg.contains("exceeds the limit"), "{msg}");
     // A request just over the request limit.
-    let mut big = frame(Kind::Request, &vec![b' '; protocol::MAX_REQUEST + 1]);
-    big.truncate(protocol::HEADER + 16);
+    let mut big = frame(Kind::Request, &vec![b' '; wire::MAX_REQUEST + 1]);
+    big.truncate(wire::HEADER + 16);
     let msg = expect_error_frame(&raw_exchange(&d, &u, &big));
     assert!(msg.contains("exceeds the limit"), "{msg}");
     // Garbage.

@@ -12,7 +12,7 @@ use serial_test::serial;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use urun::protocol::{self, Kind, Request, Signal, WinSize};
+use urun::wire::{self, Kind, Request, Signal, WinSize};
 
 fn setup() -> (TestGroup, TestUser, Daemon) {
     let g = TestGroup::new("urg");
@@ -513,7 +513,7 @@ sys.stdout.write(d.hex())\n";
         .collect();
     let mut r = &raw[..];
     let mut frames = Vec::new();
-    while let Some(f) = protocol::read_frame(&mut r).unwrap() {
+    while let Some(f) = wire::read_frame(&mut r).unwrap() {
         frames.push(f);
     }
     frames
@@ -521,7 +521,7 @@ sys.stdout.write(d.hex())\n";
 
 fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    protocol::write_frame(&mut v, kind, payload).unwrap();
+    wire::write_frame(&mut v, kind, payload).unwrap();
     v
 }
 
@@ -539,7 +539,7 @@ fn only_listed_signals_and_well_formed_resizes_are_accepted() {
         let frames = raw_exchange(&d, &u, &req, &bad);
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!(frames[0].0, Kind::Error);
-        let (status, msg) = protocol::decode_error(&frames[0].1).unwrap();
+        let (status, msg) = wire::decode_error(&frames[0].1).unwrap();
         assert_eq!(status, 125);
         assert!(msg.contains(want), "{msg}");
         assert!(d.wait_no_containers(Duration::from_secs(2)).is_ok());

@@ -1,8 +1,8 @@
 use clap::Parser;
-use urun::cli::UrundCommand;
+use urun::daemon::cli::UrundCommand;
 
 fn main() {
-    let args = urun::cli::Urund::parse();
+    let args = urun::daemon::cli::Urund::parse();
     // Before any thread exists: this reads and clears LISTEN_PID/LISTEN_FDS.
     let activated = match urun::system::socket_from_systemd() {
         Ok(l) => l,
@@ -23,16 +23,16 @@ fn main() {
         docker_host,
     }) = args.command
     {
-        std::process::exit(rt.block_on(urun::check::run(&policy, &docker_host)));
+        std::process::exit(rt.block_on(urun::daemon::check::run(&policy, &docker_host)));
     }
-    let opts = urun::server::Options {
+    let opts = urun::daemon::Options {
         socket: args.socket,
         policy: args.policy,
         docker_host: args.docker_host,
         state_dir: args.state_dir,
         activated,
     };
-    if let Err(e) = rt.block_on(urun::server::run(opts)) {
+    if let Err(e) = rt.block_on(urun::daemon::run(opts)) {
         eprintln!("urund: {e:#}");
         std::process::exit(1);
     }

@@ -15,7 +15,7 @@
 //! [`Refusal`] it returns.
 #![forbid(unsafe_code)]
 
-use crate::judge::Refusal;
+use crate::policy::judge::Refusal;
 use crate::policy::Connections;
 use std::collections::HashMap;
 

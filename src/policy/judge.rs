@@ -2,14 +2,14 @@
 //! It reads nothing and changes nothing; `urund` acts on what it returns.
 #![forbid(unsafe_code)]
 
-use crate::identity::DeniedGroups;
-use crate::image::{self, ImageFacts, Reference};
-use crate::mounts::{self, DirFacts};
+use crate::policy::identity::DeniedGroups;
+use crate::policy::mounts::{self, DirFacts};
+use crate::policy::reference::{self, ImageFacts, Reference};
+use crate::policy::Caller;
 use crate::policy::{
     ImageVolumes, Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
 };
-use crate::protocol::Request;
-use crate::system::Caller;
+use crate::wire::Request;
 use std::path::Path;
 
 /// Why a request was refused: the policy rule (as named in the policy file or in
@@ -140,7 +140,7 @@ pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Decision {
 
 /// Whether the image reference is well-formed and allowed: `images.require_digest`,
 /// `images.allow` (on the reference in Docker's familiar form, see
-/// [`image::Reference::familiar`]). Pure.
+/// [`reference::Reference::familiar`]). Pure.
 pub fn judge_image(policy: &Policy, image: &str) -> Decision {
     let reference = match Reference::parse(image) {
         Ok(r) => r,
@@ -193,7 +193,7 @@ pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Dec
             ),
         );
     }
-    let volumes = match image::volume_paths(&found.volumes) {
+    let volumes = match reference::volume_paths(&found.volumes) {
         Ok(v) => v,
         Err(e) => {
             return refuse(
@@ -648,7 +648,7 @@ mod tests {
         let c = caller(1001, 1001, vec![500]);
         let mut p = Policy::default();
         let mut r = req("busybox");
-        r.mount = Some(crate::protocol::MountRequest {
+        r.mount = Some(crate::wire::MountRequest {
             target: "/work".into(),
             read_only: false,
         });
@@ -873,7 +873,7 @@ mod tests {
             ("/datax", "allow"),
             ("/work", "allow"),
         ] {
-            r.mount = Some(crate::protocol::MountRequest {
+            r.mount = Some(crate::wire::MountRequest {
                 target: target.into(),
                 read_only: false,
             });

@@ -2,8 +2,8 @@
 //! turns Docker's answers into what urund needs (an image ID, an exit status, a
 //! docker-compatible error status).
 
-use crate::image::{ImageFacts, Reference};
-use crate::protocol::WinSize;
+use crate::policy::reference::{ImageFacts, Reference};
+use crate::wire::WinSize;
 use anyhow::{bail, Context, Result};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
@@ -58,7 +58,7 @@ impl std::error::Error for RunError {}
 
 /// The daemon did not answer: its socket is gone or refuses connections, or a
 /// connection broke mid-answer (dockerd stopped or restarted). Callers tell the user
-/// in one line and leave clean-up to the [`crate::janitor`], which retries.
+/// in one line and leave clean-up to the [`crate::daemon::janitor`], which retries.
 #[derive(Debug)]
 pub struct Unreachable {
     /// What urund was doing ("removing container …").
@@ -331,7 +331,7 @@ impl Engine {
 
     /// Kills (if running) and removes a container with its anonymous volumes; a
     /// missing one is not an error. Only for containers urund created (or proved its
-    /// own, see [`crate::janitor`]): never for a container someone else made.
+    /// own, see [`crate::daemon::janitor`]): never for a container someone else made.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -467,7 +467,7 @@ impl Engine {
             match chunk {
                 Ok(b) => {
                     tar.extend_from_slice(&b);
-                    if tar.len() > crate::identity::MAX_FILE + 64 * 1024 {
+                    if tar.len() > crate::policy::identity::MAX_FILE + 64 * 1024 {
                         bail!("reading {path} from the image: larger than 1 MiB");
                     }
                 }
@@ -475,7 +475,7 @@ impl Engine {
                 Err(e) => return Err(failed(e, format!("reading {path} from the image"))),
             }
         }
-        Ok(crate::identity::untar_first_file(&tar))
+        Ok(crate::policy::identity::untar_first_file(&tar))
     }
 
     /// All containers (any state) carrying every one of `labels` (`key=value`), with

@@ -1,7 +1,7 @@
 //! urund: accepts connections on the urun socket and runs one container per request.
 //!
 //! Before a connection is served at all, the accept loop counts it against the caps
-//! of [`crate::connections`] by the uid the kernel reports, before any byte is read:
+//! of [`crate::daemon::connections`] by the uid the kernel reports, before any byte is read:
 //! connections not running a container (waiting for their request or its answer),
 //! per uid and in total, and all open connections against the descriptor limit minus
 //! a reserve for Docker and clean-up.
@@ -36,24 +36,30 @@
 //!      bounded too); bounded and rate-limited by [`audit`].
 //!
 //! Start-up ([`run`]) touches nothing before it holds the socket directory's lock, and
-//! then cleans up only what it can prove it made (see [`crate::instance`]).
+//! then cleans up only what it can prove it made (see [`crate::daemon::instance`]).
 
-use crate::audit::{self, Record};
-use crate::connections;
+pub mod audit;
+pub mod check;
+pub mod cli;
+pub mod connections;
+pub mod instance;
+pub mod janitor;
+
+use crate::daemon::janitor::{Janitor, Removal, Whose};
 use crate::engine::{Attached, Engine, Output, PullEvent, RunError};
-use crate::forced::{self, Inside, WorkMount};
-use crate::identity;
-use crate::image::{ImageFacts, Reference};
-use crate::instance::{self, Lock, Owner, RuntimeDir};
-use crate::janitor::{Janitor, Removal, Whose};
-use crate::judge::{
+use crate::policy::forced::{self, Inside, WorkMount};
+use crate::policy::identity;
+use crate::policy::judge::{
     self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
 };
+use crate::policy::reference::{ImageFacts, Reference};
 use crate::policy::{Limits, NetworkMode, Policy, PullMode, ISOLATED_NETWORK};
-use crate::protocol::{self, Kind, Progress, ProtocolError, Query, Request, Signal, WinSize};
 use crate::system::{self, Caller};
+use crate::wire::{self, Kind, Progress, ProtocolError, Query, Request, Signal, WinSize};
 use anyhow::{Context, Result};
+use audit::Record;
 use futures_util::StreamExt;
+use instance::{Lock, Owner, RuntimeDir};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -128,7 +134,7 @@ pub struct Helper {
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
     boot: u64,
-    /// Connections open, and those not running a container (see [`crate::connections`]).
+    /// Connections open, and those not running a container (see [`crate::daemon::connections`]).
     conns: Arc<Mutex<connections::Table>>,
     /// The open-files limit (soft, after raising it) and the most connections it
     /// leaves room for.
@@ -329,7 +335,7 @@ impl Helper {
         }
     }
 
-    /// Step 0: takes a new connection if the caps of [`crate::connections`] allow it
+    /// Step 0: takes a new connection if the caps of [`crate::daemon::connections`] allow it
     /// (judged by the kernel's uid of the peer, before reading anything), else
     /// refuses it at once: one error frame naming the cap, then closed.
     fn take_connection(self: Arc<Self>, stream: UnixStream) {
@@ -546,7 +552,8 @@ impl Helper {
             groups,
             work,
             // Judged already (judge_resolved); checked again rather than trusted.
-            volumes: crate::image::volume_paths(&found.volumes).map_err(anyhow::Error::msg)?,
+            volumes: crate::policy::reference::volume_paths(&found.volumes)
+                .map_err(anyhow::Error::msg)?,
         };
         Ok((run, inside))
     }
@@ -595,19 +602,19 @@ impl Helper {
             End::Exit(s) => {
                 rec.decision = "allowed";
                 rec.status = Some(*s);
-                Some((Kind::Exit, protocol::encode_exit(*s).to_vec()))
+                Some((Kind::Exit, wire::encode_exit(*s).to_vec()))
             }
             End::Refused(rule, msg) => {
                 rec.decision = "refused";
                 rec.rule = Some(rule.to_string());
                 rec.message = Some(msg.clone());
                 rec.status = Some(125);
-                Some((Kind::Error, protocol::encode_error(125, msg)))
+                Some((Kind::Error, wire::encode_error(125, msg)))
             }
             End::Failed(e) => {
                 rec.message = Some(e.message.clone());
                 rec.status = Some(e.status);
-                Some((Kind::Error, protocol::encode_error(e.status, &e.message)))
+                Some((Kind::Error, wire::encode_error(e.status, &e.message)))
             }
             End::Timeout(limit) => {
                 rec.decision = "allowed";
@@ -617,20 +624,20 @@ impl Helper {
                 );
                 rec.message = Some(msg.clone());
                 rec.status = Some(EXIT_MAX_RUNTIME);
-                Some((Kind::Error, protocol::encode_error(EXIT_MAX_RUNTIME, &msg)))
+                Some((Kind::Error, wire::encode_error(EXIT_MAX_RUNTIME, &msg)))
             }
             End::DaemonGone => {
                 rec.rule = Some("docker".into());
                 rec.message = Some(DAEMON_GONE.into());
                 rec.status = Some(125);
-                Some((Kind::Error, protocol::encode_error(125, DAEMON_GONE)))
+                Some((Kind::Error, wire::encode_error(125, DAEMON_GONE)))
             }
             End::ClientGone => {
                 rec.decision = "allowed";
                 rec.message = Some("client went away; container removed".into());
                 // A client that only shut down its sending side still reads this.
                 let msg = "connection closed by urun, so the container was killed";
-                Some((Kind::Error, protocol::encode_error(137, msg)))
+                Some((Kind::Error, wire::encode_error(137, msg)))
             }
         };
         rec.duration_ms = started.elapsed().as_millis() as u64;
@@ -1389,13 +1396,13 @@ impl std::fmt::Display for FrameError {
 async fn read_frame(
     r: &mut (impl AsyncRead + Unpin),
 ) -> Result<Option<(Kind, Vec<u8>)>, FrameError> {
-    let mut h = [0u8; protocol::HEADER];
+    let mut h = [0u8; wire::HEADER];
     match r.read_exact(&mut h).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(FrameError::Io(e)),
     }
-    let (kind, len) = protocol::parse_header(h).map_err(FrameError::Protocol)?;
+    let (kind, len) = wire::parse_header(h).map_err(FrameError::Protocol)?;
     if !kind.from_client() {
         return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
     }
@@ -1426,7 +1433,7 @@ async fn first_byte(rd: &OwnedReadHalf) {
 /// one is accepted, and none with a query. Descriptors sent with any later byte are
 /// discarded by the kernel.
 async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
-    let mut h = [0u8; protocol::HEADER];
+    let mut h = [0u8; wire::HEADER];
     let mut got = 0;
     let mut fds: Vec<OwnedFd> = Vec::new();
     {
@@ -1457,7 +1464,7 @@ async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
             }
         }
     }
-    let (kind, len) = protocol::parse_header(h).map_err(FrameError::Protocol)?;
+    let (kind, len) = wire::parse_header(h).map_err(FrameError::Protocol)?;
     if !matches!(kind, Kind::Request | Kind::Query) || (kind == Kind::Query && !fds.is_empty()) {
         return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
     }
@@ -1768,8 +1775,8 @@ async fn forward_output(
 /// Never waits: the accept loop must not. (urun reads the frame even when urund
 /// closed before urun had sent its request.)
 fn send_at_once(stream: &UnixStream, message: &str) {
-    let payload = protocol::encode_error(125, message);
-    let mut frame = protocol::header(Kind::Error, payload.len()).to_vec();
+    let payload = wire::encode_error(125, message);
+    let mut frame = wire::header(Kind::Error, payload.len()).to_vec();
     frame.extend_from_slice(&payload);
     let _ = stream.try_write(&frame);
 }
@@ -1782,10 +1789,10 @@ async fn send_frames(
     written: &AtomicU64,
 ) -> std::io::Result<()> {
     use std::io::IoSlice;
-    let mut parts: Vec<([u8; protocol::HEADER], &[u8])> = Vec::with_capacity(frames.len());
+    let mut parts: Vec<([u8; wire::HEADER], &[u8])> = Vec::with_capacity(frames.len());
     for (kind, payload) in frames {
-        for chunk in payload.chunks(protocol::MAX_FRAME) {
-            parts.push((protocol::header(*kind, chunk.len()), chunk));
+        for chunk in payload.chunks(wire::MAX_FRAME) {
+            parts.push((wire::header(*kind, chunk.len()), chunk));
         }
     }
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() * 2);

@@ -17,9 +17,9 @@
 //! The audit file's directory must be urund's own (see [`Sink::open`]).
 #![forbid(unsafe_code)]
 
-use crate::forced::{LABEL_NAME, LABEL_REQUEST, LABEL_UID, LABEL_USER};
+use crate::policy::forced::{LABEL_NAME, LABEL_REQUEST, LABEL_UID, LABEL_USER};
+use crate::policy::Caller;
 use crate::policy::Limits;
-use crate::system::Caller;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::{Mode, SFlag};
@@ -158,7 +158,7 @@ impl Record {
     }
 
     /// The record of a container urund removed that no run tracked (proven its own: see
-    /// [`crate::instance::Owner::proves`]), at start or in a later clean-up pass: its ID
+    /// [`crate::daemon::instance::Owner::proves`]), at start or in a later clean-up pass: its ID
     /// and the urun labels it carried (clipped like the rest).
     pub fn reaped(container: &str, labels: &HashMap<String, String>) -> Record {
         let kept: BTreeMap<String, String> = [LABEL_UID, LABEL_USER, LABEL_REQUEST, LABEL_NAME]

@@ -10,7 +10,7 @@
 //! image and no other user can know.
 #![forbid(unsafe_code)]
 
-use crate::forced::{LABEL_HELPER, LABEL_INSTANCE, LABEL_REQUEST};
+use crate::policy::forced::{LABEL_HELPER, LABEL_INSTANCE, LABEL_REQUEST};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::HashMap;

@@ -6,10 +6,10 @@
 //! configuration.
 #![forbid(unsafe_code)]
 
-use crate::instance::Owner;
+use crate::daemon::instance::Owner;
+use crate::policy::Caller;
 use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
-use crate::protocol::Request;
-use crate::system::Caller;
+use crate::wire::Request;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
     MountBindOptions, MountBindOptionsPropagationEnum, MountTypeEnum, ResourcesUlimits,
@@ -27,7 +27,7 @@ pub const LABEL_HELPER: &str = "io.urun.helper";
 /// The `--name` the user gave the run. Never Docker's container name: on a user-defined
 /// network Docker's DNS resolves container names for every container on it.
 pub const LABEL_NAME: &str = "io.urun.name";
-/// The installation's secret (see [`crate::instance`]): what proves to the clean-up
+/// The installation's secret (see [`crate::daemon::instance`]): what proves to the clean-up
 /// that urund created the container. No image and no other user can know it.
 pub const LABEL_INSTANCE: &str = "io.urun.instance";
 
@@ -134,7 +134,7 @@ pub struct Inside {
     pub group: Option<PathBuf>,
     pub groups: Vec<u32>,
     pub work: Option<WorkMount>,
-    /// The image's `VOLUME` paths, checked (`image::volume_paths`): each gets a tmpfs.
+    /// The image's `VOLUME` paths, checked (`reference::volume_paths`): each gets a tmpfs.
     pub volumes: Vec<String>,
 }
 
@@ -188,7 +188,7 @@ pub fn probe_config(image_id: &str, labels: HashMap<String, String>) -> Containe
 }
 
 /// Labels identifying a run: owner, request, the helper's own (socket path and secret,
-/// see [`crate::instance::Owner`]), and the `--name` the user gave it (validated by the
+/// see [`crate::daemon::instance::Owner`]), and the `--name` the user gave it (validated by the
 /// judge).
 pub fn labels(
     caller: &Caller,

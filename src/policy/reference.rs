@@ -7,7 +7,7 @@
 //! `engine::Engine::inspect_image`.
 #![forbid(unsafe_code)]
 
-use crate::mounts;
+use crate::policy::mounts;
 use std::fmt;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! database, the helper's listening socket, descriptors passed over it (SCM_RIGHTS)
 //! and the pinned working-directory mounts. The only module with `unsafe`.
 
-use crate::mounts::DirFacts;
+use crate::policy::mounts::DirFacts;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::sockopt::{AcceptConn, PeerCredentials, SockType};
 use nix::sys::socket::{getsockname, getsockopt, SockaddrStorage};
@@ -13,32 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
-/// The caller of one connection, as the kernel reports it at `connect()` time.
-/// Built only by [`peer_caller`]: nothing a client sends can change it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: i32,
-    /// Supplementary groups (`SO_PEERGROUPS`), or from the user database when the
-    /// kernel cannot say.
-    pub groups: Vec<u32>,
-    /// User name from the user database; `None` when the uid has no entry.
-    pub name: Option<String>,
-    /// The name of the group `gid` from the user database; `None` when it has none.
-    pub group: Option<String>,
-}
-
-impl Caller {
-    /// The name for messages and labels: the user name, or the uid.
-    pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.uid.to_string())
-    }
-
-    pub fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || self.groups.contains(&gid)
-    }
-}
+pub use crate::policy::Caller;
 
 /// Identifies the process on the other end of `sock` from the kernel's records
 /// (`SO_PEERCRED`, `SO_PEERGROUPS`). Must be called before any byte is read.
@@ -556,7 +531,7 @@ pub fn pin_dir(fd: BorrowedFd<'_>, mountpoint: &Path, read_only: bool) -> io::Re
     }
     restrict_mount(tree.as_fd(), set).map_err(|e| fail("restricting the pinned mount", e))?;
     let check = |flags: u64| {
-        crate::mounts::pin_strict_enough(source, flags, read_only).map_err(io::Error::other)
+        crate::policy::mounts::pin_strict_enough(source, flags, read_only).map_err(io::Error::other)
     };
     check(mount_flags(tree.as_fd())?)
         .map_err(|e| fail("the pinned mount before attaching it", e))?;
@@ -655,7 +630,7 @@ pub fn unmount_all(dir: &Path) -> io::Result<usize> {
     let mut n = 0;
     for _ in 0..16 {
         let info = std::fs::read("/proc/self/mountinfo")?;
-        let points = crate::mounts::mount_points_under(&info, dir);
+        let points = crate::policy::mounts::mount_points_under(&info, dir);
         if points.is_empty() {
             return Ok(n);
         }

@@ -15,10 +15,10 @@
 //! [`Janitor::run`] as a background task, [`Janitor::drain`] at shutdown.
 #![forbid(unsafe_code)]
 
-use crate::audit::{self, Record};
+use crate::daemon::audit::{self, Record};
+use crate::daemon::instance::Owner;
 use crate::engine::{self, Engine};
-use crate::forced::{LABEL_HELPER, LABEL_INSTANCE, LABEL_REQUEST, LABEL_UID, LABEL_USER};
-use crate::instance::Owner;
+use crate::policy::forced::{LABEL_HELPER, LABEL_INSTANCE, LABEL_REQUEST, LABEL_UID, LABEL_USER};
 use crate::system;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

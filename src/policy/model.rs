@@ -434,7 +434,7 @@ pub struct MountRoot(pub String);
 impl<'de> Deserialize<'de> for MountRoot {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        crate::mounts::validate_root(&s).map_err(de::Error::custom)?;
+        crate::policy::mounts::validate_root(&s).map_err(de::Error::custom)?;
         Ok(MountRoot(s))
     }
 }
@@ -792,7 +792,7 @@ mod tests {
 
     #[test]
     fn the_packaged_example_is_the_defaults() {
-        let text = include_str!("../packaging/policy.toml");
+        let text = include_str!("../../packaging/policy.toml");
         assert_eq!(parse(text).unwrap(), Policy::default());
         // and its commented-out examples parse too
         let uncommented: String = text
@@ -1035,7 +1035,7 @@ mod prop {
     /// The packaged example with its commented-out examples turned on: a policy that
     /// sets nearly every key.
     fn example() -> String {
-        include_str!("../packaging/policy.toml")
+        include_str!("../../packaging/policy.toml")
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 Some(r) if r.starts_with('[') || (r.contains(" = ") && !r.starts_with(' ')) => r,
@@ -1098,8 +1098,8 @@ mod prop {
             }
         }
         for r in &p.mounts.roots {
-            crate::mounts::validate_root(&r.0)?;
-            if crate::mounts::system_path(Path::new(&r.0)).is_some() {
+            crate::policy::mounts::validate_root(&r.0)?;
+            if crate::policy::mounts::system_path(Path::new(&r.0)).is_some() {
                 return Err(format!("root {:?} is a system path", r.0));
             }
         }

@@ -8,10 +8,13 @@
 //! removes the container). A terminal put in raw mode for `-t` is restored on every
 //! one of those paths.
 
-use crate::cli::{self, Urun};
-use crate::mounts;
-use crate::protocol::{self, Kind, Progress, Query, Request, Signal, WinSize};
+pub mod cli;
+pub mod context;
+
+use crate::policy::mounts;
+use crate::wire::{self, Kind, Progress, Query, Request, Signal, WinSize};
 use anyhow::{Context, Result};
+use cli::Urun;
 use nix::sys::signal::{SigSet, Signal as Sig};
 use nix::sys::termios::{self, SetArg, Termios};
 use std::collections::BTreeMap;
@@ -95,7 +98,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
     if args.show_policy {
         let sock = connect(&args.socket)?;
         let mut w = sock.try_clone().context("socket")?;
-        let sent = protocol::write_frame(&mut w, Kind::Query, &Query::policy().encode());
+        let sent = wire::write_frame(&mut w, Kind::Query, &Query::policy().encode());
         return refused_or(sent, sock, "sending the query to urund");
     }
     let mut req = request(args)?;
@@ -120,11 +123,11 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         // what we opened, never a path.
         Some(d) => {
             let payload = req.encode();
-            let mut frame = protocol::header(Kind::Request, payload.len()).to_vec();
+            let mut frame = wire::header(Kind::Request, payload.len()).to_vec();
             frame.extend_from_slice(&payload);
             crate::system::send_with_fd(&writer, &frame, d.as_fd())
         }
-        None => protocol::write_frame(&mut writer, Kind::Request, &req.encode()),
+        None => wire::write_frame(&mut writer, Kind::Request, &req.encode()),
     };
     if sent.is_err() {
         return refused_or(sent, sock, "sending the request to urund");
@@ -246,7 +249,7 @@ fn send_within(w: &Mutex<UnixStream>, kind: Kind, payload: &[u8], limit: Duratio
         Ok(n) if n > 0 => {}
         _ => return Sent::Stuck,
     }
-    match protocol::write_frame(&mut *guard, kind, payload) {
+    match wire::write_frame(&mut *guard, kind, payload) {
         Ok(()) => Sent::Yes,
         Err(_) => Sent::Gone,
     }
@@ -329,7 +332,7 @@ fn working_directory(args: &Urun, req: &mut Request) -> Result<Option<File>> {
             t.to_string()
         }
     };
-    req.mount = Some(protocol::MountRequest { target, read_only });
+    req.mount = Some(wire::MountRequest { target, read_only });
     Ok(Some(dir))
 }
 
@@ -382,11 +385,11 @@ fn pump_stdin(w: &Mutex<UnixStream>) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        if protocol::write_frame(&mut *w.lock().unwrap(), Kind::Stdin, &buf[..n]).is_err() {
+        if wire::write_frame(&mut *w.lock().unwrap(), Kind::Stdin, &buf[..n]).is_err() {
             return;
         }
     }
-    let _ = protocol::write_frame(&mut *w.lock().unwrap(), Kind::StdinEof, &[]);
+    let _ = wire::write_frame(&mut *w.lock().unwrap(), Kind::StdinEof, &[]);
 }
 
 /// Writes what the container prints to our stdout/stderr until the exit status.
@@ -399,7 +402,7 @@ fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
     let mut pull = PullView::new(io::stderr().is_terminal());
     let done = |status, message| Ok(Finished { status, message });
     loop {
-        let frame = protocol::read_frame(&mut r).context("reading from urund")?;
+        let frame = wire::read_frame(&mut r).context("reading from urund")?;
         if !matches!(frame, Some((Kind::Progress, _))) {
             pull.finish(&mut err);
         }
@@ -427,9 +430,9 @@ fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
             Some((Kind::Stderr, p)) => {
                 let _ = err.write_all(&p);
             }
-            Some((Kind::Exit, p)) => return done(protocol::decode_exit(&p)?, None),
+            Some((Kind::Exit, p)) => return done(wire::decode_exit(&p)?, None),
             Some((Kind::Error, p)) => {
-                let (status, msg) = protocol::decode_error(&p)?;
+                let (status, msg) = wire::decode_error(&p)?;
                 return done(status, Some(msg));
             }
             Some((k, _)) => anyhow::bail!("urund sent an unexpected {k:?} frame"),
