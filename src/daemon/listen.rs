@@ -1,0 +1,371 @@
+//! Start-up, the accept loop and shutdown of urund (see the module comment of
+//! [`crate::daemon`]): nothing is touched before the socket directory's lock is held.
+
+use super::audit::Record;
+use super::instance::{Lock, Owner, RuntimeDir};
+use super::rundir::RunDir;
+use super::{audit, connections, instance};
+use super::{Helper, Options};
+use crate::daemon::janitor::{Janitor, Whose};
+use crate::engine::Engine;
+use crate::policy::{NetworkMode, Policy, ISOLATED_NETWORK};
+use crate::system::{self, Caller};
+use crate::wire::{self, Kind};
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Longest pause of the accept loop when accepting fails (out of descriptors).
+pub(super) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// Start-up order, each step before the next: policy and audit log (nothing touched);
+/// the exclusive lock of the socket's directory, and a live socket refused — before
+/// any clean-up, so a second urund leaves the first one's containers and mounts alone;
+/// the daemon; the secret; the runtime directory (refused unless urund made it);
+/// then clean-up of what the previous urund left (containers proven ours, per-run
+/// directories by name); then the socket.
+pub async fn run(opts: Options) -> Result<()> {
+    system::private_umask();
+    // Before anything is opened: every connection and run needs descriptors.
+    let nofile = system::raise_nofile_limit().unwrap_or_else(|e| {
+        eprintln!("urund: warning: cannot raise the open-files limit to its hard limit: {e}");
+        system::nofile_limit().unwrap_or(1024)
+    });
+    let policy = Policy::load(&opts.policy)?;
+    let group = policy.access.group.0.clone();
+    let group_gid = system::group_gid(&group)
+        .with_context(|| format!("looking up group {group:?}"))?
+        .with_context(|| {
+            format!(
+                "group {group:?} (policy access.group) does not exist: create it \
+                 (groupadd --system {group}) or name another"
+            )
+        })?;
+    let mut override_gids = HashMap::new();
+    for g in policy.group.keys() {
+        match system::group_gid(&g.0) {
+            Ok(Some(gid)) => {
+                override_gids.insert(g.0.clone(), gid);
+            }
+            _ => eprintln!(
+                "urund: warning: group {:?} of policy table [group.{}] does not exist; \
+                 its limits apply to nobody",
+                g.0, g.0
+            ),
+        }
+    }
+    let audit = Arc::new(audit::Sink::open(&policy.audit).context("opening the audit log")?);
+    let activated = opts.activated.is_some();
+    // Only one urund per socket directory, and none on a live socket: decided before
+    // anything is cleaned up.
+    let dir = system::socket_dir(&opts.socket, !activated)?;
+    let lock = Lock::acquire(&dir)?;
+    if !activated && std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
+        anyhow::bail!(
+            "socket {}: another urund is already listening there; nothing was cleaned up",
+            opts.socket.display()
+        );
+    }
+    let engine = Engine::connect(&opts.docker_host).await?;
+    if policy.network.mode == NetworkMode::Isolated {
+        engine
+            .ensure_isolated_network(ISOLATED_NETWORK)
+            .await
+            .context("policy network.mode = \"isolated\"")?;
+    }
+    let owner = Owner {
+        helper: opts.socket.display().to_string(),
+        secret: instance::load_or_create_secret(&opts.state_dir)?,
+    };
+    let runtime = RuntimeDir::open(&dir)?;
+    let janitor = Janitor::new(engine.clone(), owner, audit.clone());
+    let helper = Arc::new(Helper {
+        engine,
+        policy,
+        policy_path: opts.policy.clone(),
+        group_gid,
+        override_gids,
+        audit,
+        per_user: Mutex::new(HashMap::new()),
+        names: Mutex::new(std::collections::HashSet::new()),
+        network_lock: tokio::sync::Mutex::new(()),
+        janitor,
+        runs: Mutex::new(HashMap::new()),
+        runtime,
+        image_files: Mutex::new(HashMap::new()),
+        counter: AtomicU64::new(0),
+        boot: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        conns: Arc::new(Mutex::new(connections::Table::default())),
+        nofile,
+        max_open: connections::budget(nofile),
+        spare: Mutex::new(std::fs::File::open("/").ok()),
+    });
+    let result = helper
+        .clone()
+        .serve_until_stopped(opts.socket.clone(), opts.activated)
+        .await;
+    if let Err(e) = helper.runtime.remove() {
+        eprintln!("urund: {e:#}");
+    }
+    drop(lock);
+    if result.is_ok() {
+        eprintln!("urund: stopped");
+    }
+    result
+}
+
+impl Helper {
+    /// Cleans up after a previous urund, binds (or checks) the socket, serves until
+    /// SIGTERM/SIGINT, then removes what is still running.
+    pub(super) async fn serve_until_stopped(
+        self: Arc<Self>,
+        socket: PathBuf,
+        activated: Option<std::os::unix::net::UnixListener>,
+    ) -> Result<()> {
+        // Leftovers of a urund that died: its containers (proven by the secret label),
+        // then its pinned mounts and per-run files.
+        let reaped = match self.janitor.reconcile().await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("urund: clean-up at start: {e:#}; retrying in the background");
+                self.janitor.reconcile_soon();
+                0
+            }
+        };
+        self.clean_runtime();
+        let from_systemd = activated.is_some();
+        let std_listener = match activated {
+            // systemd made the socket (SocketMode=, SocketGroup=): check it, change nothing.
+            Some(l) => {
+                system::check_inherited_socket(&l, &socket, self.group_gid)?;
+                l
+            }
+            None => system::bind_socket(&socket, self.group_gid)?,
+        };
+        std_listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(std_listener)?;
+        let background = tokio::spawn(self.janitor.clone().run());
+        eprintln!(
+            "urund: listening on {}{} (group {}, docker API {}, {reaped} leftover container(s) removed, \
+             open files {}: at most {} connections)",
+            socket.display(),
+            if from_systemd { " from systemd" } else { "" },
+            self.policy.access.group.0,
+            self.engine.api_version(),
+            self.nofile,
+            self.max_open
+        );
+        let result = self.clone().accept_loop(listener).await;
+        self.shutdown().await;
+        background.abort();
+        // A socket from systemd stays: systemd owns it and keeps queueing connections.
+        if !from_systemd {
+            let _ = std::fs::remove_file(&socket);
+        }
+        result
+    }
+
+    pub(super) async fn accept_loop(self: Arc<Self>, listener: UnixListener) -> Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut flush = tokio::time::interval(audit::FLUSH_EVERY);
+        let mut backoff = Duration::ZERO;
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => {
+                        backoff = Duration::ZERO;
+                        self.clone().take_connection(stream);
+                    }
+                    // Out of descriptors (the reserve should prevent it, but Docker's
+                    // connections are not all counted): answer one waiting client with
+                    // the spare descriptor, then pause, longer each time, instead of
+                    // spinning; the running connections keep being served meanwhile.
+                    Err(e) => {
+                        eprintln!("urund: accept: {e}");
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                            self.answer_with_spare(&listener);
+                        }
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+                        tokio::time::sleep(backoff).await;
+                    }
+                },
+                _ = hup.recv() => match self.audit.reopen() {
+                    Ok(()) => eprintln!("urund: SIGHUP: audit log reopened"),
+                    Err(e) => eprintln!("urund: SIGHUP: {e}; still writing to the old audit file"),
+                },
+                // Summaries of audit records held back by the rate limit.
+                _ = flush.tick() => self.audit.flush(false),
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+            }
+        }
+    }
+
+    /// Step 0: takes a new connection if the caps of [`crate::daemon::connections`] allow it
+    /// (judged by the kernel's uid of the peer, before reading anything), else
+    /// refuses it at once: one error frame naming the cap, then closed.
+    pub(super) fn take_connection(self: Arc<Self>, stream: UnixStream) {
+        let Ok(peer) = system::peer_ids(stream.as_fd()) else {
+            return;
+        };
+        let admitted = self.conns.lock().unwrap().admit(
+            peer.uid,
+            &self.policy.connections,
+            self.max_open,
+            self.nofile,
+        );
+        match admitted {
+            Ok(()) => {
+                let ticket = Ticket {
+                    table: self.conns.clone(),
+                    uid: peer.uid,
+                    idle: true,
+                };
+                tokio::spawn(self.serve(stream, ticket));
+            }
+            Err(r) => self.refuse_at_once(&stream, &peer, r.rule, &r.message),
+        }
+    }
+
+    /// `accept` failed for lack of descriptors: frees the spare one, takes one waiting
+    /// client with it, tells it why, and takes the spare again.
+    pub(super) fn answer_with_spare(&self, listener: &UnixListener) {
+        use futures_util::FutureExt;
+        let mut spare = self.spare.lock().unwrap();
+        drop(spare.take());
+        if let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+            let msg = format!(
+                "urund is out of open files (connections.descriptors: limit {}, \
+                 LimitNOFILE= of urund.service); try again later",
+                self.nofile
+            );
+            match system::peer_ids(stream.as_fd()) {
+                Ok(peer) => self.refuse_at_once(&stream, &peer, "connections.descriptors", &msg),
+                Err(_) => send_at_once(&stream, &msg),
+            }
+        }
+        *spare = std::fs::File::open("/").ok();
+    }
+
+    /// Refuses a connection at `accept`: the error frame, and a `refused` audit record
+    /// (rate-limited per uid like every record of a request that got no container, so
+    /// a flood of connections is summed up, never written one by one). The peer is
+    /// known by its ids alone: no user-database lookup at this rate.
+    pub(super) fn refuse_at_once(
+        &self,
+        stream: &UnixStream,
+        peer: &Caller,
+        rule: &str,
+        message: &str,
+    ) {
+        send_at_once(stream, message);
+        let mut rec = Record::new(&self.request_id(), peer);
+        rec.decision = "refused";
+        rec.rule = Some(rule.to_string());
+        rec.message = Some(message.to_string());
+        rec.status = Some(125);
+        self.audit.write(&rec);
+    }
+
+    /// On shutdown no container may outlive its client: remove every tracked one
+    /// (retrying a while if the daemon does not answer), then every pinned mount and
+    /// per-run file.
+    pub(super) async fn shutdown(&self) {
+        let runs: Vec<(String, Whose)> = self.runs.lock().unwrap().values().cloned().collect();
+        for (id, whose) in runs {
+            self.janitor.remove_container(&id, &whose).await;
+        }
+        let left = self.janitor.drain(SHUTDOWN_DRAIN).await;
+        if left > 0 {
+            eprintln!(
+                "urund: {left} removal(s) still failing at shutdown; the next start takes them over"
+            );
+        }
+        self.clean_runtime();
+        self.audit.flush(true);
+    }
+
+    /// Unmounts and removes the per-run directories under the runtime directory,
+    /// recognised by urund's own name format (never recursively; a failure is queued
+    /// for retry). Anything else there is left alone and reported.
+    pub(super) fn clean_runtime(&self) {
+        let (runs, other) = match self.runtime.leftovers() {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("urund: reading {}: {e}", self.runtime.path.display());
+                return;
+            }
+        };
+        for path in runs {
+            let whose = Whose {
+                request: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            self.janitor
+                .remove_run_dir(path, RunDir::FILES, RunDir::WORK, &whose);
+        }
+        for p in other {
+            eprintln!(
+                "urund: {} is not a run directory urund made: left alone",
+                p.display()
+            );
+        }
+    }
+}
+
+/// One connection admitted by [`Helper::take_connection`], counted in the
+/// [`connections::Table`]: as idle until [`Ticket::running`], as open until dropped.
+pub(super) struct Ticket {
+    table: Arc<Mutex<connections::Table>>,
+    uid: u32,
+    idle: bool,
+}
+
+impl Ticket {
+    /// The connection runs a container now (it has its `max_concurrent` slot).
+    pub(super) fn running(&mut self) {
+        if std::mem::take(&mut self.idle) {
+            self.table.lock().unwrap().not_idle(self.uid);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap();
+        if self.idle {
+            t.not_idle(self.uid);
+        }
+        t.closed();
+    }
+}
+
+/// One error frame (status 125) to a connection refused at `accept`, if the socket
+/// takes it now (a fresh socket always has room); the connection is closed after.
+/// Never waits: the accept loop must not. (urun reads the frame even when urund
+/// closed before urun had sent its request.)
+pub(super) fn send_at_once(stream: &UnixStream, message: &str) {
+    let payload = wire::encode_error(125, message);
+    let mut frame = wire::header(Kind::Error, payload.len()).to_vec();
+    frame.extend_from_slice(&payload);
+    let _ = stream.try_write(&frame);
+}
+
+/// How long shutdown keeps retrying removals that fail (the daemon restarting).
+pub(super) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);

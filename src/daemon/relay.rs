@@ -1,0 +1,324 @@
+//! A started container and its client, side by side: the client's frames to the
+//! container, the container's output to the client's [`super::outbox::Outbox`], the
+//! deadline and the exit status.
+
+use super::audit::Record;
+use super::outbox::Outbox;
+use super::request::read_frame;
+use super::request::FrameError;
+use super::serve::daemon_error;
+use super::serve::End;
+use super::Helper;
+use crate::engine::{Attached, Engine, Output, RunError};
+use crate::system;
+use crate::wire::{Kind, ProtocolError, Request, Signal, WinSize};
+use futures_util::StreamExt;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+/// How often a client that is not sending anything is checked for having gone away
+/// while its container's stdin is full.
+pub(super) const HANGUP_POLL: Duration = Duration::from_millis(200);
+
+/// How long a TTY container may keep running after its terminal output ended (docker's
+/// detach keys, ctrl-p ctrl-q, end the attach): urun has no detach, so it is then killed.
+pub(super) const DETACH_GRACE: Duration = Duration::from_secs(2);
+
+impl Helper {
+    /// Attaches, starts, and relays until the container exits or the client leaves.
+    ///
+    /// Four things run side by side, and none waits for another: the deadline, the
+    /// client's frames ([`pump_client`]: stdin, signals, hang-up), the container's
+    /// output on its way to the client's [`Outbox`] ([`forward_output`], which alone
+    /// waits while the client does not read), and, once the output has ended, the wait
+    /// for the exit status. So `max_runtime` and the client's signals take effect
+    /// whatever the client reads. At the deadline, or when the client asks for SIGKILL,
+    /// the attach connection is closed before the container is killed.
+    pub(super) async fn relay(
+        &self,
+        id: &str,
+        req: &Request,
+        rd: &mut OwnedReadHalf,
+        out: &Outbox,
+        rec: &mut Record,
+        max_runtime: Duration,
+    ) -> End {
+        let Attached { output, input } =
+            match self.engine.attach(id, req.interactive, req.tty).await {
+                Ok(a) => a,
+                Err(e) => return End::Failed(daemon_error(e)),
+            };
+        if let Err(e) = self.engine.start(id).await {
+            return End::Failed(e);
+        }
+        if let (true, Some(size)) = (req.tty, req.size) {
+            let _ = self.engine.resize(id, size).await;
+        }
+        let bytes_in = AtomicU64::new(0);
+        let bytes_out = AtomicU64::new(0);
+        let deadline = tokio::time::sleep(max_runtime);
+        tokio::pin!(deadline);
+        let stop = {
+            let control = Control {
+                engine: &self.engine,
+                id,
+                tty: req.tty,
+            };
+            let pump = pump_client(rd, input, &bytes_in, control);
+            tokio::pin!(pump);
+            let forward = forward_output(output, out, &bytes_out);
+            tokio::pin!(forward);
+            let exit = self.exit_status(id, req.tty);
+            tokio::pin!(exit);
+            // The output has ended: wait for the exit status.
+            let mut output_done = false;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break Stop::Kill,
+                    r = &mut forward, if !output_done => match r {
+                        // The stream ends when the container's output closes: it has
+                        // exited (or, with a TTY, was detached: then it is killed after
+                        // a grace).
+                        Forwarded::Ended => output_done = true,
+                        Forwarded::ClientGone => break Stop::End(End::ClientGone),
+                    },
+                    e = &mut exit, if output_done => break Stop::End(e),
+                    r = &mut pump => break match r {
+                        // The client left or broke the protocol while the container ran.
+                        PumpEnd::Bad(e) => {
+                            Stop::End(End::Refused("protocol", format!("bad frame: {e}")))
+                        }
+                        PumpEnd::Gone => Stop::End(End::ClientGone),
+                        PumpEnd::Killed => Stop::Kill,
+                    },
+                }
+            }
+            // The attach connection closes here. Docker finishes a killed container
+            // only once its output is taken, and a client that does not read would
+            // otherwise hold that up.
+        };
+        rec.bytes_in = bytes_in.load(Ordering::Relaxed);
+        rec.bytes_out = bytes_out.load(Ordering::Relaxed);
+        if let Stop::End(end) = stop {
+            return end;
+        }
+        // A kill that fails is not retried here: the removal that follows every run
+        // (the janitor's, retried until it succeeds) forces the container down too.
+        if let Err(e) = self.engine.kill(id, Signal::Kill.name()).await {
+            eprintln!("urund: {e:#}");
+        }
+        if deadline.is_elapsed() {
+            return End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
+        }
+        // The client's SIGKILL (its second Ctrl-C): the status Docker reports.
+        tokio::select! {
+            e = self.exit_status(id, false) => e,
+            _ = &mut deadline => End::Timeout(crate::policy::Seconds(max_runtime.as_secs())),
+        }
+    }
+
+    /// The exit status once the output has ended. A TTY container still running after
+    /// [`DETACH_GRACE`] was detached from, and is killed: nothing outlives its client.
+    pub(super) async fn exit_status(&self, id: &str, tty: bool) -> End {
+        let wait = match tty {
+            true => tokio::time::timeout(DETACH_GRACE, self.engine.wait(id)).await,
+            false => Ok(self.engine.wait(id).await),
+        };
+        match wait {
+            Ok(Ok(code)) => End::Exit(u8::try_from(code).unwrap_or(125)),
+            Ok(Err(e)) if crate::engine::is_unreachable(&e) => End::DaemonGone,
+            Ok(Err(e)) => End::Failed(daemon_error(e)),
+            Err(_) => {
+                let _ = self.engine.kill(id, Signal::Kill.name()).await;
+                End::Failed(RunError {
+                    status: 137,
+                    message: "detached (ctrl-p ctrl-q): urun has no detach, so the \
+                              container was killed"
+                        .into(),
+                })
+            }
+        }
+    }
+}
+
+/// Why the client→container pump stopped.
+pub(super) enum PumpEnd {
+    Gone,
+    Bad(ProtocolError),
+    /// The client asked for SIGKILL (its second Ctrl-C).
+    Killed,
+}
+
+/// Why the relay stopped relaying.
+pub(super) enum Stop {
+    End(End),
+    /// The deadline passed, or the client asked for SIGKILL: the container is to be
+    /// killed, after its attach connection is closed.
+    Kill,
+}
+
+/// How forwarding the container's output ended.
+pub(super) enum Forwarded {
+    /// The output stream ended (or failed): the container has closed it.
+    Ended,
+    ClientGone,
+}
+
+/// What the client may do to its running container besides writing to its stdin.
+pub(super) struct Control<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+    tty: bool,
+}
+
+impl Control<'_> {
+    /// Delivers one of the listed signals (the payload was checked by [`Signal::decode`]).
+    pub(super) async fn signal(&self, sig: Signal) {
+        if let Err(e) = self.engine.kill(self.id, sig.name()).await {
+            eprintln!("urund: {e:#}");
+        }
+    }
+
+    /// Follows the client's terminal size; meaningless without a TTY, so ignored then.
+    pub(super) async fn resize(&self, size: WinSize) {
+        if self.tty && size.rows > 0 && size.cols > 0 {
+            let _ = self.engine.resize(self.id, size).await;
+        }
+    }
+}
+
+/// Relays the client's frames to the container until the client goes away: stdin,
+/// signals (only those [`Signal`] lists), terminal resizes. After `StdinEof` the
+/// container's stdin is closed and the pump keeps watching the connection, so a
+/// vanished client is noticed at once.
+pub(super) async fn pump_client(
+    rd: &mut OwnedReadHalf,
+    mut input: Pin<Box<dyn AsyncWrite + Send>>,
+    bytes_in: &AtomicU64,
+    control: Control<'_>,
+) -> PumpEnd {
+    let mut stdin_open = true;
+    // Buffered: a frame's header and payload (and often several frames) in one read.
+    let mut rd = tokio::io::BufReader::with_capacity(CLIENT_BUFFER, rd);
+    loop {
+        let (kind, payload) = match read_frame(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return PumpEnd::Gone,
+            Err(FrameError::Protocol(e)) => return PumpEnd::Bad(e),
+            Err(FrameError::Io(_)) => return PumpEnd::Gone,
+        };
+        match kind {
+            Kind::Stdin if stdin_open => {
+                bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                let write = input.write_all(&payload);
+                tokio::pin!(write);
+                // A container that does not read its stdin must not hide a client that
+                // has gone away: watch for the hang-up while the write is blocked.
+                loop {
+                    tokio::select! {
+                        r = &mut write => { if r.is_err() { stdin_open = false; } break; }
+                        _ = tokio::time::sleep(HANGUP_POLL) => {
+                            if peer_hung_up(rd.get_ref()) { return PumpEnd::Gone; }
+                        }
+                    }
+                }
+            }
+            Kind::StdinEof if stdin_open => {
+                let _ = input.shutdown().await;
+                stdin_open = false;
+            }
+            // Stdin after EOF, or for a container whose stdin is closed: dropped.
+            Kind::Stdin | Kind::StdinEof => {}
+            Kind::Signal => match Signal::decode(&payload) {
+                // Delivered by the relay once the attach connection is closed.
+                Ok(Signal::Kill) => return PumpEnd::Killed,
+                Ok(sig) => control.signal(sig).await,
+                Err(e) => return PumpEnd::Bad(e),
+            },
+            Kind::Resize => match WinSize::decode(&payload) {
+                Ok(size) => control.resize(size).await,
+                Err(e) => return PumpEnd::Bad(e),
+            },
+            other => return PumpEnd::Bad(ProtocolError::UnexpectedKind(other)),
+        }
+    }
+}
+
+/// The client closed its connection, or shut down its sending side: a client that
+/// cannot get a signal through (urund is blocked writing to a container that does not
+/// read its stdin) does that to have its container killed.
+pub(super) fn peer_hung_up(rd: &OwnedReadHalf) -> bool {
+    let sock: &UnixStream = rd.as_ref();
+    system::peer_done_writing(sock.as_fd())
+}
+
+/// Read buffer for a client's frames once its run has started.
+pub(super) const CLIENT_BUFFER: usize = 256 * 1024;
+
+/// Most frames sent in one write (two iovecs each, well under IOV_MAX).
+pub(super) const MAX_BATCH: usize = 64;
+
+/// Most output bytes taken into one batch (docker's frames are at most 32 KiB, a
+/// TTY's chunks at most the attach buffer): bounds what a connection holds.
+pub(super) const BATCH_BYTES: usize = 1 << 20;
+
+/// `first` and the outputs that are already decoded behind it, without waiting.
+/// `true` if the stream ended (or failed) meanwhile: it must not be polled again.
+pub(super) fn ready_outputs(
+    first: Output,
+    output: &mut futures_util::stream::BoxStream<'static, std::io::Result<Output>>,
+) -> (Vec<Output>, bool) {
+    use futures_util::FutureExt;
+    let mut bytes = first.frame().1.len();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
+        match output.next().now_or_never() {
+            Some(Some(Ok(o))) => {
+                bytes += o.frame().1.len();
+                batch.push(o);
+            }
+            Some(Some(Err(_)) | None) => return (batch, true),
+            None => break,
+        }
+    }
+    (batch, false)
+}
+
+impl Output {
+    pub(super) fn frame(&self) -> (Kind, &[u8]) {
+        match self {
+            Output::Stdout(b) => (Kind::Stdout, b),
+            Output::Stderr(b) => (Kind::Stderr, b),
+        }
+    }
+}
+
+/// Reads the container's output and queues it for the client, whatever is already
+/// decoded in one batch, once the previous batch is written: a client that does not
+/// read slows down its own container's output and nothing else.
+pub(super) async fn forward_output(
+    mut output: futures_util::stream::BoxStream<'static, std::io::Result<Output>>,
+    out: &Outbox,
+    bytes_out: &AtomicU64,
+) -> Forwarded {
+    loop {
+        let turn = out.turn().await;
+        let Some(Ok(first)) = output.next().await else {
+            return Forwarded::Ended;
+        };
+        let (batch, ended) = ready_outputs(first, &mut output);
+        let n: u64 = batch.iter().map(|o| o.frame().1.len() as u64).sum();
+        bytes_out.fetch_add(n, Ordering::Relaxed);
+        if out.output(batch, turn).await.is_err() {
+            return Forwarded::ClientGone;
+        }
+        if ended {
+            return Forwarded::Ended;
+        }
+    }
+}

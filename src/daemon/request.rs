@@ -1,0 +1,152 @@
+//! Reading from the client: its one bounded request (with the passed directory's
+//! descriptor), its later frames, and the drain after the last frame.
+
+use crate::system;
+use crate::wire::{self, Kind, ProtocolError, Query, Request};
+use anyhow::Result;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+/// How long a client may take to send its request.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send the first byte of its request (urun sends it at
+/// once): an idle connection holds a descriptor and counts against `[connections]`.
+pub(super) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a connection is drained after its last frame (see [`linger`]).
+pub(super) const LINGER: Duration = Duration::from_secs(1);
+
+/// The first frame of a connection.
+pub(super) enum First {
+    /// A run, with the working directory's descriptor if one was passed.
+    Run(Box<Request>, Option<OwnedFd>),
+    Query,
+}
+
+/// Why reading the client's request stopped early.
+pub(super) enum Late {
+    /// Not even its first byte came within [`FIRST_BYTE_TIMEOUT`].
+    FirstByte,
+    Bad(FrameError),
+}
+
+/// After the last frame: reads and drops what the client still sends, for at most
+/// a second, so that closing does not reset the connection and destroy the final
+/// frame before the client has read it.
+pub(super) async fn linger(rd: &mut OwnedReadHalf) {
+    let drain = async {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+pub(super) enum FrameError {
+    Io(std::io::Error),
+    Protocol(ProtocolError),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Io(e) => write!(f, "{e}"),
+            FrameError::Protocol(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads one client frame, checking the header before reading the payload.
+pub(super) async fn read_frame(
+    r: &mut (impl AsyncRead + Unpin),
+) -> Result<Option<(Kind, Vec<u8>)>, FrameError> {
+    let mut h = [0u8; wire::HEADER];
+    match r.read_exact(&mut h).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    let (kind, len) = wire::parse_header(h).map_err(FrameError::Protocol)?;
+    if !kind.from_client() {
+        return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await.map_err(FrameError::Io)?;
+    Ok(Some((kind, payload)))
+}
+
+/// Returns once the client has sent a byte (or closed, or failed): never on tokio's
+/// readiness alone, which a fresh socket may report before anything came.
+pub(super) async fn first_byte(rd: &OwnedReadHalf) {
+    let sock: &UnixStream = rd.as_ref();
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            system::peek_byte(sock.as_fd())
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            _ => return,
+        }
+    }
+}
+
+/// The first frame must be a request or a query. Its header is read with `recvmsg`,
+/// so a directory descriptor sent with a request (SCM_RIGHTS) is received; at most
+/// one is accepted, and none with a query. Descriptors sent with any later byte are
+/// discarded by the kernel.
+pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
+    let mut h = [0u8; wire::HEADER];
+    let mut got = 0;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    {
+        let sock: &UnixStream = rd.as_ref();
+        while got < h.len() {
+            sock.readable().await.map_err(FrameError::Io)?;
+            let r = sock.try_io(tokio::io::Interest::READABLE, || {
+                system::recv_with_fds(sock.as_fd(), &mut h[got..])
+            });
+            match r {
+                Ok((0, _)) => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok((n, f)) => {
+                    got += n;
+                    fds.extend(f);
+                    if fds.len() > 1 {
+                        return Err(FrameError::Protocol(ProtocolError::BadPayload(
+                            Kind::Request,
+                        )));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(FrameError::Protocol(ProtocolError::BadRequest(
+                        e.to_string(),
+                    )))
+                }
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+    }
+    let (kind, len) = wire::parse_header(h).map_err(FrameError::Protocol)?;
+    if !matches!(kind, Kind::Request | Kind::Query) || (kind == Kind::Query && !fds.is_empty()) {
+        return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
+    }
+    let mut payload = vec![0u8; len];
+    rd.read_exact(&mut payload).await.map_err(FrameError::Io)?;
+    match kind {
+        Kind::Request => Request::decode(&payload)
+            .map(|r| First::Run(Box::new(r), fds.pop()))
+            .map_err(FrameError::Protocol),
+        _ => Query::decode(&payload)
+            .map(|_| First::Query)
+            .map_err(FrameError::Protocol),
+    }
+}

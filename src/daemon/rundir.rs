@@ -1,0 +1,196 @@
+//! Preparation: an image's identity files, and one run's root-only directory with
+//! the generated passwd/group and the pinned working directory.
+
+use super::instance::RuntimeDir;
+use super::Helper;
+use crate::daemon::janitor::{Janitor, Whose};
+use crate::policy::forced::{self, Inside, WorkMount};
+use crate::policy::identity;
+use crate::policy::reference::ImageFacts;
+use crate::system::{self, Caller};
+use crate::wire::Request;
+use anyhow::Context;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+impl Helper {
+    /// The image's `/etc/passwd`, `/etc/group` and `/etc/shells`, read once per image
+    /// ID without running it.
+    /// The probe container is labelled like the run (`whose`), which is tracked, and
+    /// removed through the janitor.
+    pub(super) async fn image_files(
+        &self,
+        image_id: &str,
+        whose: &Whose,
+    ) -> anyhow::Result<Arc<ImageFiles>> {
+        if let Some(f) = self.image_files.lock().unwrap().get(image_id) {
+            return Ok(f.clone());
+        }
+        let labels = self.janitor.owner().labels(&whose.request);
+        let probe = forced::probe_config(image_id, labels);
+        let id = self
+            .engine
+            .create(probe)
+            .await
+            .context("creating the probe container")?;
+        let got = self
+            .engine
+            .read_files(&id, &["/etc/passwd", "/etc/group", "/etc/shells"])
+            .await;
+        self.janitor.remove_container(&id, whose).await;
+        let got = got?;
+        let text = |i: usize| {
+            got.get(i)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let files = Arc::new(ImageFiles {
+            passwd: text(0),
+            group: text(1),
+            shells: text(2),
+        });
+        let mut cache = self.image_files.lock().unwrap();
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(image_id.to_string(), files.clone());
+        Ok(files)
+    }
+
+    /// Step 5's preparation: the run's directory with the generated identity files
+    /// and, if asked, the pinned working directory; and the supplementary groups.
+    pub(super) async fn prepare_inside(
+        &self,
+        caller: &Caller,
+        whose: &Whose,
+        found: &ImageFacts,
+        req: &Request,
+        dir: Option<&OwnedFd>,
+        denied: &identity::DeniedGroups,
+    ) -> anyhow::Result<(RunDir, Inside)> {
+        let files = self.image_files(&found.id, whose).await?;
+        let run = RunDir::create(&self.runtime, whose, self.janitor.clone())?;
+        let groups = identity::supplementary(
+            self.policy.identity.groups,
+            caller.gid,
+            &caller.groups,
+            denied,
+            system::group_name,
+        );
+        let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
+        let name = safe(caller.name.clone());
+        let primary = safe(caller.group.clone());
+        let extra: Vec<(u32, String)> = groups
+            .iter()
+            .filter_map(|&g| safe(system::group_name(g)).map(|n| (g, n)))
+            .collect();
+        let extra_ref: Vec<(u32, &str)> = extra.iter().map(|(g, n)| (*g, n.as_str())).collect();
+        let home = forced::home_dir(caller);
+        let shell = identity::shell(
+            system::user_shell(caller.uid).as_deref(),
+            &files.shells,
+            &files.passwd,
+        );
+        let me = identity::Me {
+            uid: caller.uid,
+            gid: caller.gid,
+            name: name.as_deref(),
+            home: &home,
+            shell: &shell,
+        };
+        let passwd = run.write("passwd", &identity::passwd(&files.passwd, &me))?;
+        let group = run.write(
+            "group",
+            &identity::group(
+                &files.group,
+                primary.as_deref().map(|n| (caller.gid, n)),
+                &extra_ref,
+                name.as_deref(),
+            ),
+        )?;
+        let work = match (&req.mount, dir) {
+            (Some(m), Some(fd)) => {
+                let mp = run.path.join(RunDir::WORK);
+                system::pin_dir(fd.as_fd(), &mp, m.read_only)?;
+                Some(WorkMount {
+                    source: mp,
+                    target: m.target.clone(),
+                })
+            }
+            _ => None,
+        };
+        let inside = Inside {
+            passwd: Some(passwd),
+            group: Some(group),
+            groups,
+            work,
+            // Judged already (judge_resolved); checked again rather than trusted.
+            volumes: crate::policy::reference::volume_paths(&found.volumes)
+                .map_err(anyhow::Error::msg)?,
+        };
+        Ok((run, inside))
+    }
+}
+
+/// Identity files an image ships (empty when absent).
+pub(super) struct ImageFiles {
+    passwd: String,
+    group: String,
+    shells: String,
+}
+
+/// One run's root-only directory `<runtime>/<request id>/`: `passwd`, `group` (0644,
+/// bind-mounted read-only) and `work` (the pinned working directory's mount point).
+/// Dropping it unmounts and removes them, whatever way the run ended (retried by the
+/// janitor until it succeeds).
+pub(super) struct RunDir {
+    path: PathBuf,
+    whose: Whose,
+    janitor: Janitor,
+}
+
+impl RunDir {
+    pub(super) const FILES: &'static [&'static str] = &["passwd", "group"];
+    pub(super) const WORK: &'static str = "work";
+
+    pub(super) fn create(
+        runtime: &RuntimeDir,
+        whose: &Whose,
+        janitor: Janitor,
+    ) -> anyhow::Result<RunDir> {
+        let path = runtime.run_dir(&whose.request);
+        system::root_only_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        let run = RunDir {
+            path,
+            whose: whose.clone(),
+            janitor,
+        };
+        system::root_only_dir(&run.path.join(Self::WORK))?;
+        Ok(run)
+    }
+
+    pub(super) fn write(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let p = self.path.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        Ok(p)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        self.janitor
+            .remove_run_dir(self.path.clone(), Self::FILES, Self::WORK, &self.whose);
+    }
+}

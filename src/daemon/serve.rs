@@ -1,0 +1,474 @@
+//! One connection, start to end: the steps of the security argument in the module
+//! comment of [`crate::daemon`].
+
+use super::audit::Record;
+use super::instance;
+use super::listen::Ticket;
+use super::outbox::Outbox;
+use super::request::first_byte;
+use super::request::linger;
+use super::request::read_request;
+use super::request::First;
+use super::request::Late;
+use super::request::FIRST_BYTE_TIMEOUT;
+use super::request::REQUEST_TIMEOUT;
+use super::{Helper, EXIT_MAX_RUNTIME};
+use crate::daemon::janitor::{Removal, Whose};
+use crate::engine::RunError;
+use crate::policy::forced;
+use crate::policy::identity;
+use crate::policy::judge::{
+    self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
+};
+use crate::policy::reference::{ImageFacts, Reference};
+use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
+use crate::system::{self, Caller};
+use crate::wire::{self, Kind, Request};
+use anyhow::Result;
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+impl Helper {
+    /// The groups never given to a container (see [`identity::DeniedGroups`]), their
+    /// gids looked up now: a group created after urund started counts too.
+    pub(super) fn denied_groups(&self) -> identity::DeniedGroups {
+        identity::DeniedGroups::new(
+            self.policy
+                .identity
+                .deny_groups
+                .iter()
+                .map(|g| g.0.as_str())
+                .chain([self.policy.access.group.0.as_str()]),
+            self.group_gid,
+            |n| system::group_gid(n).ok().flatten(),
+        )
+    }
+
+    pub(super) fn request_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        instance::request_id(self.boot, std::process::id(), n)
+    }
+
+    /// One connection, start to end. See the module comment.
+    pub(super) async fn serve(self: Arc<Self>, stream: UnixStream, mut ticket: Ticket) {
+        // 1. Who: from the kernel, before reading anything.
+        let caller = match system::peer_caller(stream.as_fd()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("urund: cannot identify a peer, dropping it: {e}");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let mut rec = Record::new(&self.request_id(), &caller);
+        let (mut rd, wr) = stream.into_split();
+        let out = Outbox::spawn(wr);
+        // The run's place in `limits.max_concurrent`: kept until the client has its
+        // last frame (or delivery gave up), so a user's undelivered runs count too.
+        let mut slot = None;
+        let end = self
+            .admit_and_run(&caller, &mut rec, &mut rd, &out, &mut ticket, &mut slot)
+            .await;
+        let frame = match &end {
+            End::Exit(s) => {
+                rec.decision = "allowed";
+                rec.status = Some(*s);
+                Some((Kind::Exit, wire::encode_exit(*s).to_vec()))
+            }
+            End::Refused(rule, msg) => {
+                rec.decision = "refused";
+                rec.rule = Some(rule.to_string());
+                rec.message = Some(msg.clone());
+                rec.status = Some(125);
+                Some((Kind::Error, wire::encode_error(125, msg)))
+            }
+            End::Failed(e) => {
+                rec.message = Some(e.message.clone());
+                rec.status = Some(e.status);
+                Some((Kind::Error, wire::encode_error(e.status, &e.message)))
+            }
+            End::Timeout(limit) => {
+                rec.decision = "allowed";
+                rec.rule = Some("limits.max_runtime".into());
+                let msg = format!(
+                    "container killed after {limit} (policy limits.max_runtime); exit status {EXIT_MAX_RUNTIME}"
+                );
+                rec.message = Some(msg.clone());
+                rec.status = Some(EXIT_MAX_RUNTIME);
+                Some((Kind::Error, wire::encode_error(EXIT_MAX_RUNTIME, &msg)))
+            }
+            End::DaemonGone => {
+                rec.rule = Some("docker".into());
+                rec.message = Some(DAEMON_GONE.into());
+                rec.status = Some(125);
+                Some((Kind::Error, wire::encode_error(125, DAEMON_GONE)))
+            }
+            End::ClientGone => {
+                rec.decision = "allowed";
+                rec.message = Some("client went away; container removed".into());
+                // A client that only shut down its sending side still reads this.
+                let msg = "connection closed by urun, so the container was killed";
+                Some((Kind::Error, wire::encode_error(137, msg)))
+            }
+        };
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        self.audit.write(&rec);
+        // Bounded, whatever the client does: see `Outbox::finish` and `linger`.
+        out.finish(frame).await;
+        linger(&mut rd).await;
+        drop(slot);
+    }
+
+    /// Steps 2 to 6. Returns how the connection ends.
+    pub(super) async fn admit_and_run<'a>(
+        &'a self,
+        caller: &Caller,
+        rec: &mut Record,
+        rd: &mut OwnedReadHalf,
+        out: &Outbox,
+        ticket: &mut Ticket,
+        slot: &mut Option<Slot<'a>>,
+    ) -> End {
+        // 2. What: one bounded request and the directory passed with it (or a
+        //    question about the policy); its first byte soon, all of it in time.
+        let first = async {
+            if tokio::time::timeout(FIRST_BYTE_TIMEOUT, first_byte(rd))
+                .await
+                .is_err()
+            {
+                return Err(Late::FirstByte);
+            }
+            read_request(rd).await.map_err(Late::Bad)
+        };
+        let first = tokio::time::timeout(REQUEST_TIMEOUT, first).await;
+        let (req, dir) = match first {
+            Ok(Ok(First::Run(r, dir))) => (*r, dir),
+            Ok(Ok(First::Query)) => return self.answer_query(caller, rec, out).await,
+            Ok(Err(Late::Bad(e))) => return End::Refused("protocol", format!("bad request: {e}")),
+            Ok(Err(Late::FirstByte)) => {
+                return End::Refused("protocol", "no request within 2 seconds".into())
+            }
+            Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
+        };
+        rec.image = req.image.clone();
+        rec.argv = req.command.clone();
+        // 3. May they, with which limits, and one more run?
+        let denied = self.denied_groups();
+        if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &denied, &req) {
+            return End::Refused(r.rule, r.message);
+        }
+        let limits = self.limits_for(caller);
+        *slot = match self.take_slot(caller.uid, &limits) {
+            Ok(s) => Some(s),
+            Err(refused) => return refused,
+        };
+        // From here the connection counts against max_concurrent, not [connections].
+        ticket.running();
+        rec.name = req.name.clone();
+        let _name = match self.take_name(caller.uid, req.name.as_deref()) {
+            Ok(n) => n,
+            Err(refused) => return refused,
+        };
+        match (&req.mount, &dir) {
+            (Some(m), Some(fd)) => {
+                let facts = match system::dir_facts(fd.as_fd()) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return End::Refused("mounts.workdir", format!("passed directory: {e}"))
+                    }
+                };
+                rec.message = facts
+                    .path
+                    .as_ref()
+                    .map(|p| format!("workdir {}", p.display()));
+                if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
+                    return End::Refused(r.rule, r.message);
+                }
+                test_pause().await;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return End::Refused(
+                    "protocol",
+                    "a mount was requested without passing the directory".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return End::Refused(
+                    "protocol",
+                    "a directory was passed without a mount request".into(),
+                )
+            }
+        }
+        // 4. Which image: exactly this ID, whatever the tag points to later, and only
+        //    if what Docker found carries the name that was judged.
+        let found = match self.find_image(&req, out).await {
+            Ok(f) => f,
+            Err(end) => return end,
+        };
+        if let Decision::Refuse(r) = judge_resolved(&self.policy, &req, &found) {
+            return End::Refused(r.rule, r.message);
+        }
+        let image_id = found.id.clone();
+        rec.image_id = Some(image_id.clone());
+        // 5. How: this run's network, identity files and pinned directory, the forced
+        //    settings. The policy's network, or none if the user asked for less (the
+        //    judge refused anything else; the fallback is the safe side).
+        let network = match &req.network {
+            Some(asked) => judge::network_mode(&self.policy, asked).unwrap_or(NetworkMode::None),
+            None => self.policy.network.mode,
+        };
+        if network == NetworkMode::Isolated {
+            let _guard = self.network_lock.lock().await;
+            if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
+                return End::Failed(daemon_error(e));
+            }
+        }
+        // From here on containers exist: the run is tracked, so the reconcile pass
+        // leaves them to it, and everything it makes is removed through the janitor.
+        let _live = self.janitor.track(&rec.request);
+        let whose = Whose {
+            request: rec.request.clone(),
+            uid: caller.uid,
+            user: caller.display_name(),
+        };
+        let (_run, inside) = match self
+            .prepare_inside(caller, &whose, &found, &req, dir.as_ref(), &denied)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) if crate::engine::is_unreachable(&e) => return End::Failed(daemon_error(e)),
+            Err(e) => {
+                return End::Failed(RunError {
+                    status: 125,
+                    message: format!("preparing the container: {e:#}"),
+                })
+            }
+        };
+        // The descriptor is not needed once the directory is pinned.
+        drop(dir);
+        let labels = forced::labels(
+            caller,
+            &rec.request,
+            self.janitor.owner(),
+            req.name.as_deref(),
+        );
+        let body =
+            forced::container_config(caller, &limits, &image_id, &req, labels, network, &inside);
+        // 6. Run, and remove whatever happens.
+        let id = match self.engine.create(body).await {
+            Ok(id) => id,
+            Err(e) => return End::Failed(daemon_error(e)),
+        };
+        rec.container = Some(id.clone());
+        // On record before it starts: a run in flight when urund dies is not lost.
+        self.audit.write(&rec.admitted(&limits));
+        self.runs
+            .lock()
+            .unwrap()
+            .insert(rec.request.clone(), (id.clone(), whose.clone()));
+        let max_runtime = Duration::from_secs(limits.max_runtime.0);
+        let end = self.relay(&id, &req, rd, out, rec, max_runtime).await;
+        let end = match end {
+            End::Timeout(_) => End::Timeout(limits.max_runtime),
+            e => e,
+        };
+        let removal = self.janitor.remove_container(&id, &whose).await;
+        self.runs.lock().unwrap().remove(&rec.request);
+        match (end, removal) {
+            // The daemon went away while the container ran (a status it still sent
+            // came from a daemon stopping its containers): say so; the janitor removes
+            // the container once the daemon answers again.
+            (End::Exit(_) | End::Failed(_), Removal::Queued { unreachable: true }) => {
+                End::DaemonGone
+            }
+            (end, _) => end,
+        }
+    }
+
+    /// The caller's effective limits: the policy's override tables, never the request.
+    pub(super) fn limits_for(&self, caller: &Caller) -> Limits {
+        self.policy
+            .effective_limits(caller.uid, caller.name.as_deref(), |g| {
+                self.override_gids
+                    .get(g)
+                    .is_some_and(|gid| caller.in_group(*gid))
+            })
+    }
+
+    /// Counts one more run for `uid`, or refuses it (`limits.max_concurrent`). The
+    /// count drops when the returned slot does.
+    pub(super) fn take_slot(&self, uid: u32, limits: &Limits) -> Result<Slot<'_>, End> {
+        let mut m = self.per_user.lock().unwrap();
+        let n = m.get(&uid).copied().unwrap_or(0);
+        if let Decision::Refuse(r) = judge_concurrency(limits, n) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        m.insert(uid, n + 1);
+        Ok(Slot {
+            map: &self.per_user,
+            uid,
+        })
+    }
+
+    /// What the request's image reference resolves to, locally; a missing image is
+    /// pulled first if the request and the judge allow it.
+    pub(super) async fn find_image(&self, req: &Request, out: &Outbox) -> Result<ImageFacts, End> {
+        let missing = |what: &str| {
+            End::Failed(RunError {
+                status: 125,
+                message: format!("Unable to find image '{}' locally{what}", req.image),
+            })
+        };
+        match self.engine.inspect_image(&req.image).await {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) if req.never_pull => return Err(missing(" (--pull never)")),
+            Ok(None) => {}
+            Err(e) => return Err(End::Failed(daemon_error(e))),
+        }
+        if let Decision::Refuse(r) = judge_pull(&self.policy, &req.image) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        let reference =
+            Reference::parse(&req.image).map_err(|e| End::Refused("images.reference", e.0))?;
+        if let Err(e) = self.pull(&reference, out).await {
+            return Err(End::Failed(daemon_error(e)));
+        }
+        match self.engine.inspect_image(&req.image).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(missing(" after the pull")),
+            Err(e) => Err(End::Failed(daemon_error(e))),
+        }
+    }
+
+    /// Reserves the run's `--name` among the caller's runs in progress, or refuses it
+    /// as docker does a name in use. The name is only a label (see
+    /// [`forced::LABEL_NAME`]), so this check is urund's; it ends with the guard.
+    pub(super) fn take_name(
+        &self,
+        uid: u32,
+        name: Option<&str>,
+    ) -> Result<Option<NameHold<'_>>, End> {
+        let Some(name) = name else { return Ok(None) };
+        let key = (uid, name.to_string());
+        if !self.names.lock().unwrap().insert(key.clone()) {
+            return Err(End::Refused(
+                "name",
+                format!(
+                    "Conflict. The container name \"/{name}\" is already in use by another \
+                     of your runs; end it or choose another name"
+                ),
+            ));
+        }
+        Ok(Some(NameHold {
+            set: &self.names,
+            key,
+        }))
+    }
+
+    /// `urun --policy`: the caller's effective policy, computed here from the
+    /// kernel's identity, as text.
+    pub(super) async fn answer_query(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        out: &Outbox,
+    ) -> End {
+        rec.argv = vec!["--policy".into()];
+        if let Decision::Refuse(r) = judge_access(caller, &self.policy, self.group_gid) {
+            return End::Refused(r.rule, r.message);
+        }
+        let text = self.describe(caller);
+        rec.bytes_out = text.len() as u64;
+        if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
+            return End::ClientGone;
+        }
+        End::Exit(0)
+    }
+}
+
+/// One run counted against `limits.max_concurrent` while it lives.
+pub(super) struct Slot<'a> {
+    map: &'a Mutex<HashMap<u32, u32>>,
+    uid: u32,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap();
+        match m.get(&self.uid).copied() {
+            Some(n) if n > 1 => {
+                m.insert(self.uid, n - 1);
+            }
+            _ => {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A `--name` in use by one of its owner's runs while it lives.
+pub(super) struct NameHold<'a> {
+    set: &'a Mutex<std::collections::HashSet<(u32, String)>>,
+    key: (u32, String),
+}
+
+impl Drop for NameHold<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.key);
+    }
+}
+
+/// How a connection ends.
+pub(super) enum End {
+    Exit(u8),
+    /// Killed for exceeding `limits.max_runtime`.
+    Timeout(crate::policy::Seconds),
+    Refused(&'static str, String),
+    Failed(RunError),
+    ClientGone,
+    /// The Docker daemon stopped (or restarted) while the container ran.
+    DaemonGone,
+}
+
+/// Test hook, debug builds only: `URUND_TEST_PAUSE_MS=N` makes urund wait N ms after
+/// it has checked a passed directory and before it pins it, so the end-to-end tests
+/// can swap the directory's path in that window. Release builds ignore it.
+pub(super) async fn test_pause() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    if let Some(ms) = std::env::var("URUND_TEST_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("urund: test pause {ms} ms before pinning");
+        tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
+    }
+}
+
+/// A failed daemon call as the user's one line (status 125). A daemon that does not
+/// answer gets the same clear line whatever urund was doing; the detail goes to
+/// urund's log.
+pub(super) fn daemon_error(e: anyhow::Error) -> RunError {
+    if crate::engine::is_unreachable(&e) {
+        eprintln!("urund: {e:#}");
+        return RunError {
+            status: 125,
+            message: crate::engine::NOT_ANSWERING.into(),
+        };
+    }
+    RunError {
+        status: 125,
+        message: format!("docker daemon: {e:#}"),
+    }
+}
+
+/// What a client is told when the daemon stopped while its container ran.
+pub(super) const DAEMON_GONE: &str =
+    "the Docker daemon stopped during the run; urund removes the container once the daemon is back";
