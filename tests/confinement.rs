@@ -387,6 +387,63 @@ fn an_image_volume_is_a_sized_tmpfs_never_a_disk_backed_docker_volume() {
     assert!(d.containers().is_empty());
 }
 
+/// Seconds since the epoch, as `docker events --since/--until` take them.
+fn epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Docker's volume `create` events between `since` and `until` (epoch seconds).
+fn volumes_created(since: u64, until: u64) -> Vec<String> {
+    let out = must(
+        "docker",
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=volume",
+            "--filter",
+            "event=create",
+            "--format",
+            "{{.Actor.ID}}",
+        ],
+    );
+    out.lines().map(String::from).collect()
+}
+
+#[test]
+#[serial]
+fn the_identity_probe_of_an_image_with_a_large_volume_creates_no_docker_volume() {
+    // 256 MiB of image content under a VOLUME: Docker copies it into a fresh anonymous
+    // volume for every container created from the image without a mount there.
+    let img = TestImage::build(
+        &format!("urun-test/bigvolume{}:latest", unique()),
+        &format!(
+            "FROM {}\nRUN mkdir /data && dd if=/dev/zero of=/data/big bs=1M count=256 \
+             2>/dev/null\nVOLUME /data\n",
+            image()
+        ),
+        |_| {},
+    );
+    let (_g, u, d) = setup("");
+    let before = must("docker", &["volume", "ls", "-q"]);
+    let since = epoch();
+    let o = d.run(&u, &[&img.0, "du", "-s", "/data"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The run sees an empty tmpfs, not the image's content.
+    assert!(stdout(&o).starts_with("0\t"), "{}", stdout(&o));
+    d.wait_no_containers(Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let created = volumes_created(since, epoch());
+    assert!(created.is_empty(), "volumes created: {created:?}");
+    assert_eq!(must("docker", &["volume", "ls", "-q"]), before);
+}
+
 // ───────────────────────────── identity ─────────────────────────────
 
 #[test]

@@ -18,17 +18,21 @@ impl Helper {
     /// The image's `/etc/passwd`, `/etc/group` and `/etc/shells`, read once per image
     /// ID without running it.
     /// The probe container is labelled like the run (`whose`), which is tracked, and
-    /// removed through the janitor.
+    /// removed through the janitor; each image `VOLUME` is a tmpfs in it, so Docker
+    /// creates (and fills) no volume for it.
     pub(super) async fn image_files(
         &self,
-        image_id: &str,
+        found: &ImageFacts,
         whose: &Whose,
     ) -> anyhow::Result<Arc<ImageFiles>> {
+        let image_id = found.id.as_str();
         if let Some(f) = self.image_files.lock().unwrap().get(image_id) {
             return Ok(f.clone());
         }
+        let volumes =
+            crate::policy::reference::volume_paths(&found.volumes).map_err(anyhow::Error::msg)?;
         let labels = self.janitor.owner().labels(&whose.request);
-        let probe = forced::probe_config(image_id, labels);
+        let probe = forced::probe_config(image_id, labels, &volumes);
         let id = self
             .engine
             .create(probe)
@@ -71,7 +75,7 @@ impl Helper {
         dir: Option<&OwnedFd>,
         denied: &identity::DeniedGroups,
     ) -> anyhow::Result<(RunDir, Inside)> {
-        let files = self.image_files(&found.id, whose).await?;
+        let files = self.image_files(found, whose).await?;
         let run = RunDir::create(&self.runtime, whose, self.janitor.clone())?;
         let groups = identity::supplementary(
             self.policy.identity.groups,

@@ -166,7 +166,19 @@ fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
 /// The configuration of the never-started container urund creates to read an image's
 /// `/etc/passwd`, `/etc/group` and `/etc/shells` through the archive endpoint: no
 /// command that exists, no network, labelled so a restarted helper reaps it.
-pub fn probe_config(image_id: &str, labels: HashMap<String, String>) -> ContainerCreateBody {
+/// `volumes` are the image's `VOLUME` paths (checked, cleaned: `reference::volume_paths`):
+/// each gets a tmpfs, because Docker creates an anonymous volume for every `VOLUME`
+/// not covered by a mount already when the container is *created*, and copies the
+/// image's content there (an image with gigabytes under a `VOLUME` filled the disk).
+pub fn probe_config(
+    image_id: &str,
+    labels: HashMap<String, String>,
+    volumes: &[String],
+) -> ContainerCreateBody {
+    let tmpfs = volumes
+        .iter()
+        .map(|v| (v.clone(), "ro,nosuid,nodev,noexec,size=4k".to_string()))
+        .collect();
     ContainerCreateBody {
         image: Some(image_id.into()),
         entrypoint: Some(vec!["/urun-probe-is-never-started".into()]),
@@ -181,6 +193,7 @@ pub fn probe_config(image_id: &str, labels: HashMap<String, String>) -> Containe
                 typ: Some("none".into()),
                 config: None,
             }),
+            tmpfs: Some(tmpfs),
             ..Default::default()
         }),
         ..Default::default()
@@ -482,12 +495,16 @@ mod tests {
 
     #[test]
     fn probe_never_runs_anything() {
-        let p = probe_config("sha256:feed", HashMap::new());
+        let p = probe_config("sha256:feed", HashMap::new(), &["/data".into()]);
         assert_eq!(
             p.entrypoint,
             Some(vec!["/urun-probe-is-never-started".to_string()])
         );
-        assert_eq!(p.host_config.unwrap().network_mode.as_deref(), Some("none"));
+        assert!(p.volumes.is_none());
+        let h = p.host_config.unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        // every image VOLUME covered, so Docker creates no volume for the probe
+        assert!(h.tmpfs.unwrap().contains_key("/data"));
     }
 
     fn each(check: impl Fn(&ContainerCreateBody, &HostConfig)) {
