@@ -444,6 +444,64 @@ fn the_identity_probe_of_an_image_with_a_large_volume_creates_no_docker_volume()
     assert_eq!(must("docker", &["volume", "ls", "-q"]), before);
 }
 
+#[test]
+#[serial]
+fn an_image_healthcheck_never_runs() {
+    // Every probe is an exec by dockerd; at 1 ms dockerd spins on them.
+    let img = TestImage::build(
+        &format!("urun-test/healthcheck{}:latest", unique()),
+        &format!(
+            "FROM {}\nHEALTHCHECK --interval=1ms --timeout=1s --retries=1 CMD true\n",
+            image()
+        ),
+        |_| {},
+    );
+    let (_g, u, d) = setup("");
+    let since = epoch();
+    let run = d
+        .urun(&u, &[&img.0, "sleep", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_running(1, Duration::from_secs(20));
+    let cid = d.containers()[0].clone();
+    std::thread::sleep(Duration::from_millis(1000));
+    let seen = must(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{json .Config.Healthcheck}} {{json .State.Health}}",
+            &cid,
+        ],
+    );
+    // Docker keeps the image's interval beside the test; NONE switches it off.
+    let seen = seen.trim();
+    assert!(seen.starts_with("{\"Test\":[\"NONE\"]"), "{seen}");
+    assert!(seen.ends_with("} null"), "{seen}");
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let execs = must(
+        "docker",
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &epoch().to_string(),
+            "--filter",
+            &format!("container={cid}"),
+            "--filter",
+            "event=exec_create",
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    assert_eq!(execs.lines().count(), 0, "health probes ran: {execs}");
+}
+
 // ───────────────────────────── identity ─────────────────────────────
 
 #[test]

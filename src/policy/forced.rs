@@ -11,8 +11,8 @@ use crate::policy::Caller;
 use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
 use crate::wire::Request;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountTypeEnum, ResourcesUlimits,
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
+    Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountTypeEnum, ResourcesUlimits,
     RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
@@ -83,6 +83,10 @@ pub const FORCED: &[(&str, &str)] = &[
         "none, or with policy identity.groups = \"caller\" your groups minus the denied ones",
     ),
     ("Init", "docker-init as PID 1 (signals and zombies handled)"),
+    (
+        "Healthcheck",
+        "off (NONE): an image HEALTHCHECK never runs (each probe is a dockerd exec)",
+    ),
     ("LogConfig", "none (output goes only to you)"),
     (
         "RestartPolicy / removal",
@@ -346,6 +350,12 @@ pub fn container_config(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(req.tty),
+        // An image HEALTHCHECK is dockerd exec-ing into the container on the image's
+        // schedule (1 ms intervals make dockerd spin): never.
+        healthcheck: Some(HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        }),
         network_disabled: Some(network == NetworkMode::None),
         exposed_ports: None,
         volumes: None,
@@ -745,6 +755,14 @@ mod tests {
     }
 
     #[test]
+    fn row_healthcheck_off() {
+        each(|c, _| {
+            let hc = c.healthcheck.as_ref().unwrap();
+            assert_eq!(hc.test, Some(vec!["NONE".to_string()]));
+        });
+    }
+
+    #[test]
     fn row_labels() {
         each(|c, _| {
             let l = c.labels.as_ref().unwrap();
@@ -793,7 +811,7 @@ mod tests {
 
     #[test]
     fn every_row_is_documented() {
-        assert_eq!(FORCED.len(), 20);
+        assert_eq!(FORCED.len(), 21);
         assert!(FORCED.iter().all(|(k, v)| !k.is_empty() && !v.is_empty()));
     }
 }
