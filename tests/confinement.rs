@@ -502,6 +502,52 @@ fn an_image_healthcheck_never_runs() {
     assert_eq!(execs.lines().count(), 0, "health probes ran: {execs}");
 }
 
+#[test]
+#[serial]
+fn a_missing_working_directory_below_the_mount_is_refused_not_created_as_root() {
+    let (_g, u, d) = setup(MOUNTS_ON);
+    let dir = user_dir(&u, &home(&u).join("w"));
+    // runc would create /work/a/b as root, i.e. root-owned a/ and a/b in the user's directory.
+    let o = run_in(
+        &d,
+        &u,
+        &dir,
+        &["-v", ".:/work", "-w", "/work/a/b", image(), "pwd"],
+    );
+    assert_refused(&o, &["workdir", "a/b", "does not create"]);
+    assert!(!dir.join("a").exists(), "created in the caller's directory");
+    // Written differently, and through a symlink of the user's: the same.
+    let o = run_in(
+        &d,
+        &u,
+        &dir,
+        &["-v", ".:/work", "-w", "/x/../work/./a", image(), "pwd"],
+    );
+    assert_refused(&o, &["workdir"]);
+    std::os::unix::fs::symlink("/tmp", dir.join("l")).unwrap();
+    let o = run_in(
+        &d,
+        &u,
+        &dir,
+        &["-v", ".:/work", "-w", "/work/l/new", image(), "pwd"],
+    );
+    assert_refused(&o, &["workdir"]);
+    assert!(!dir.join("a").exists() && !Path::new("/tmp/new").exists());
+    assert!(d.containers().is_empty());
+    // An existing directory, the target itself, or a path outside the mount work.
+    fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::os::unix::fs::chown(dir.join("a"), Some(u.uid), Some(u.gid)).unwrap();
+    std::os::unix::fs::chown(dir.join("a/b"), Some(u.uid), Some(u.gid)).unwrap();
+    for (w, want) in [
+        ("/work/a/b", "/work/a/b\n"),
+        ("/work", "/work\n"),
+        ("/srv/x", "/srv/x\n"),
+    ] {
+        let o = run_in(&d, &u, &dir, &["-v", ".:/work", "-w", w, image(), "pwd"]);
+        assert_eq!(stdout(&o), want, "{}", stderr(&o));
+    }
+}
+
 // ───────────────────────────── identity ─────────────────────────────
 
 #[test]

@@ -189,6 +189,33 @@ impl Helper {
                 if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
                     return End::Refused(r.rule, r.message);
                 }
+                // runc would create a missing `-w` below the target as root, in the
+                // caller's directory: it must exist there already (see SECURITY.md).
+                let below = req
+                    .workdir
+                    .as_deref()
+                    .and_then(|w| crate::policy::mounts::workdir_below_target(&m.target, w));
+                if let Some(rel) = below {
+                    if let Err(e) = system::existing_subdir(fd.as_fd(), &rel) {
+                        let why = match e.raw_os_error() {
+                            Some(libc::ENOENT) => "does not exist".to_string(),
+                            Some(libc::ENOTDIR) => "is not a directory".to_string(),
+                            Some(libc::ELOOP) => "goes through a symlink".to_string(),
+                            Some(libc::EXDEV) => "crosses another mount".to_string(),
+                            _ => e.to_string(),
+                        };
+                        return End::Refused(
+                            "workdir",
+                            format!(
+                                "working directory {} is refused (workdir): {} {why} in the \
+                                 directory you mount, and urun does not create it (create it \
+                                 first)",
+                                req.workdir.as_deref().unwrap_or_default(),
+                                rel.display()
+                            ),
+                        );
+                    }
+                }
                 test_pause().await;
             }
             (None, None) => {}

@@ -137,6 +137,16 @@ pub fn under(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
 }
 
+/// The part of the working directory `-w` below the mount target, if `-w` is strictly
+/// below it: Docker cleans `-w` (as Go's `filepath.Clean`), then runc creates whatever
+/// of it is missing, as root, after the mounts: below a bind target that is in the
+/// caller's host directory. `None` when `-w` is not below the target (or is it).
+pub fn workdir_below_target(target: &str, workdir: &str) -> Option<PathBuf> {
+    let w = crate::policy::reference::clean_path(workdir)?;
+    let rel = Path::new(&w).strip_prefix(target).ok()?;
+    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
+}
+
 /// The client's rule: the resolved source must be the current directory or below it.
 /// Both paths are already canonical (symlinks and `..` resolved by the kernel).
 pub fn check_below_cwd(cwd: &Path, source: &Path) -> Result<(), String> {
@@ -406,6 +416,19 @@ fn unescape_octal(b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workdir_below_the_target_is_what_is_below_it_cleaned() {
+        let b = |t, w| workdir_below_target(t, w).map(|p| p.display().to_string());
+        assert_eq!(b("/work", "/work/a/b").as_deref(), Some("a/b"));
+        assert_eq!(b("/work", "/x/../work//a/./b/").as_deref(), Some("a/b"));
+        assert_eq!(b("/work", "/work/a/..").as_deref(), None);
+        assert_eq!(b("/work", "/work"), None);
+        assert_eq!(b("/work", "/workshop"), None);
+        assert_eq!(b("/work", "/"), None);
+        assert_eq!(b("/work", "/work/../etc"), None);
+        assert_eq!(b("/", "/a").as_deref(), Some("a"));
+    }
 
     #[test]
     fn volume_specs() {

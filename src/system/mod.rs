@@ -465,6 +465,22 @@ pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
     })
 }
 
+/// Checks that `rel` (relative, made of plain names) is a directory below `dir`,
+/// looked up by the kernel without following any symlink, without leaving `dir` and
+/// without crossing a mount (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_XDEV`, `O_PATH | O_DIRECTORY`): nothing is created.
+pub fn existing_subdir(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    openat2(dir, rel, how).map(drop).map_err(io::Error::from)
+}
+
 /// Creates (or checks) a root-only directory: owned by us, mode 0700, not a symlink.
 pub fn root_only_dir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
