@@ -251,6 +251,38 @@ fn c1_controls_and_line_separators_in_argv_are_escaped_in_the_audit_file() {
     );
 }
 
+#[test]
+#[serial]
+fn invisible_and_format_characters_in_argv_are_escaped_in_the_audit_file() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = start_with_audit(&g, "[images]\nallow = [\"urun-test/*\"]\n");
+    // Unicode Cf (format: Arabic letter mark, zero-width, bidi, invisible operators,
+    // BOM, soft hyphen, tag characters) hides or reorders text in a viewer.
+    let hidden: Vec<char> = "\u{61c}\u{ad}\u{200b}\u{200c}\u{200d}\u{200e}\u{200f}\u{202a}\u{202b}\
+                             \u{202c}\u{202d}\u{202e}\u{2060}\u{2061}\u{2062}\u{2063}\u{2064}\u{2066}\
+                             \u{2067}\u{2068}\u{2069}\u{feff}\u{e0001}\u{e0041}\u{e007f}"
+        .chars()
+        .collect();
+    let word: String = hidden.iter().flat_map(|c| [*c, 'x']).collect();
+    let o = d.run(&u, &["debian:12", "echo", &word], b"");
+    assert_eq!(o.status.code(), Some(125));
+    let rec = wait_record(&audit_path(&d), |r| r["uid"] == u.uid).expect("no record");
+    // the value is intact for a JSON reader ...
+    assert_eq!(rec["argv"][1], word.as_str());
+    // ... and none of them is raw in the file or urund's stderr
+    let raw = std::fs::read_to_string(audit_path(&d)).unwrap();
+    for text in [&raw, &d.log_text()] {
+        for c in &hidden {
+            assert!(!text.contains(*c), "raw {c:?} in {text}");
+        }
+    }
+    assert!(
+        raw.contains(r#"\u061cx\u00adx\u200bx"#) && raw.contains(r#"\udb40\udc41x"#),
+        "{raw}"
+    );
+}
+
 // ── the audit file ──
 
 /// Starts urund and expects it to refuse at once (exit 1), never to serve or hang.

@@ -10,9 +10,11 @@
 //!   ([`Limiter`]); what is held back is counted and written as one `suppressed` record.
 //!   Records about containers (`admitted`, the end of an admitted run, `reaped`) are
 //!   never held back: each costs the caller a container, which the policy bounds;
-//! - characters that confuse log viewers and JavaScript consumers (C1 controls, DEL,
-//!   U+2028/U+2029, bidirectional controls, the BOM) are escaped as `\uXXXX`, as
-//!   serde_json does for C0 controls.
+//! - characters that confuse log viewers and JavaScript consumers or are invisible
+//!   (every character of the Unicode categories Cc, Cf, Zl and Zp: C1 controls, DEL,
+//!   U+2028/U+2029, bidirectional controls, zero-width characters, the BOM, tag
+//!   characters) are escaped as `\uXXXX` (a surrogate pair above U+FFFF), as serde_json
+//!   does for C0 controls.
 //!
 //! The audit file's directory must be urund's own (see [`Sink::open`]).
 #![forbid(unsafe_code)]
@@ -277,18 +279,55 @@ fn now() -> f64 {
 }
 
 /// Characters serde_json leaves as they are but that a log viewer, terminal or
-/// JavaScript consumer may act on: DEL and the C1 controls, the line and paragraph
-/// separators (line breaks in JavaScript), the bidirectional controls (text shown in
-/// another order than it is stored) and the byte-order mark.
+/// JavaScript consumer may act on or not show: every character of the Unicode general
+/// categories Cc (controls: C0, DEL, C1), Cf (format: soft hyphen, Arabic letter mark,
+/// zero-width characters, bidirectional controls, invisible operators, the BOM, tag
+/// characters, ...), Zl and Zp (line and paragraph separators, line breaks in
+/// JavaScript). [`INVISIBLE`] is that set.
 fn confusable(c: char) -> bool {
-    matches!(c,
-        '\u{7f}'..='\u{9f}'
-        | '\u{200e}' | '\u{200f}'
-        | '\u{2028}' | '\u{2029}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}'
-        | '\u{feff}')
+    let c = c as u32;
+    INVISIBLE
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
+
+/// The code points of general category Cc, Cf, Zl or Zp, as sorted inclusive ranges:
+/// Unicode 14 (generated with Python's `unicodedata`: every `cp` with
+/// `category(chr(cp)) in {"Cc", "Cf", "Zl", "Zp"}`), widened to whole blocks where later
+/// versions add format characters or the block is reserved for them: U+2060–U+206F
+/// (U+2065 is unassigned), the Egyptian hieroglyph format controls U+13430–U+1343F
+/// (Unicode 15) and the whole tag block U+E0000–U+E007F.
+const INVISIBLE: &[(u32, u32)] = &[
+    (0x0000, 0x001f),
+    (0x007f, 0x009f),
+    (0x00ad, 0x00ad),
+    (0x0600, 0x0605),
+    (0x061c, 0x061c),
+    (0x06dd, 0x06dd),
+    (0x070f, 0x070f),
+    (0x0890, 0x0891),
+    (0x08e2, 0x08e2),
+    (0x180e, 0x180e),
+    (0x200b, 0x200f),
+    (0x2028, 0x202e),
+    (0x2060, 0x206f),
+    (0xfeff, 0xfeff),
+    (0xfff9, 0xfffb),
+    (0x110bd, 0x110bd),
+    (0x110cd, 0x110cd),
+    (0x13430, 0x1343f),
+    (0x1bca0, 0x1bca3),
+    (0x1d173, 0x1d17a),
+    (0xe0000, 0xe007f),
+];
 
 /// Escapes [`confusable`] characters of a JSON text as `\uXXXX`. They can only occur
 /// inside its strings (JSON's structure is ASCII), where the escape means the same.
@@ -296,7 +335,11 @@ pub fn escape_confusables(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         if confusable(c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+            // JSON's \u escape is UTF-16: a pair of surrogates above U+FFFF.
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
         } else {
             out.push(c);
         }
@@ -308,7 +351,7 @@ pub fn escape_confusables(json: &str) -> String {
 fn json_cost(c: char) -> usize {
     match c {
         '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
-        c if (c as u32) < 0x20 || confusable(c) => 6,
+        c if (c as u32) < 0x20 || confusable(c) => 6 * c.len_utf16(),
         c => c.len_utf8(),
     }
 }
@@ -1102,6 +1145,36 @@ mod tests {
     }
 
     #[test]
+    fn every_invisible_or_format_character_is_escaped() {
+        let mut r = rec();
+        let all: String = INVISIBLE
+            .iter()
+            .flat_map(|&(lo, hi)| lo..=hi)
+            .filter_map(char::from_u32)
+            .collect();
+        r.argv = vec![all.clone()];
+        let line = r.to_line();
+        assert!(line.is_ascii(), "{line}");
+        for (c, esc) in [
+            ('\u{61c}', "\\u061c"),
+            ('\u{200b}', "\\u200b"),
+            ('\u{2065}', "\\u2065"),
+            ('\u{feff}', "\\ufeff"),
+            ('\u{e0041}', "\\udb40\\udc41"),
+        ] {
+            assert!(line.contains(esc), "{c:?} not as {esc} in {line}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["argv"][0], all.as_str());
+        // and nothing else: visible neighbours stay as they are
+        r.argv = vec!["\u{a0}é\u{2010}\u{2070}\u{fffc}\u{e0080}".into()];
+        assert!(r.to_line().contains(r.argv[0].as_str()));
+        // the table is sorted and without overlaps (binary search relies on it)
+        assert!(INVISIBLE.windows(2).all(|w| w[0].1 < w[1].0));
+        assert!(INVISIBLE.iter().all(|&(lo, hi)| lo <= hi));
+    }
+
+    #[test]
     fn admitted_and_reaped_records() {
         let mut r = rec();
         r.container = Some("c0ffee".into());
@@ -1228,6 +1301,8 @@ mod tests {
             prop_oneof![
                 ".{0,40}",
                 "[\\x00-\\x1f\\x7f-\\x9f\u{2028}\u{2029}\u{202e}\"\\\\a-z]{0,200}",
+                // the invisible and format characters, the tag block, and their neighbours
+                "[\u{ad}\u{61c}\u{200a}-\u{2010}\u{2027}-\u{202f}\u{205f}-\u{2070}\u{feff}\u{fff9}-\u{fffc}\u{e0000}-\u{e0080}a]{0,200}",
                 (0usize..20_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
             ]
         }
