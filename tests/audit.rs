@@ -192,6 +192,52 @@ fn an_admitted_run_is_on_record_while_it_runs() {
 
 #[test]
 #[serial]
+fn the_record_of_a_run_names_its_entrypoint_workdir_and_env_names_never_env_values() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = start_with_audit(&g, "[env]\nallow = [\"TOKEN\", \"LANG\"]\n");
+    let log = audit_path(&d);
+    let o = d.run(
+        &u,
+        &[
+            "-e",
+            "TOKEN=s3cret-value",
+            "-e",
+            "LANG=C",
+            "--entrypoint",
+            "/bin/echo",
+            "-w",
+            "/srv",
+            image(),
+            "hello",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "hello\n", "{}", stderr(&o));
+    let end = wait_record(&log, |r| r["uid"] == u.uid && r["decision"] == "allowed")
+        .expect("no end record");
+    let admitted = wait_record(&log, |r| r["uid"] == u.uid && r["decision"] == "admitted")
+        .expect("no admitted record");
+    for r in [&end, &admitted] {
+        assert_eq!(r["entrypoint"], "/bin/echo", "{r}");
+        assert_eq!(r["workdir"], "/srv", "{r}");
+        assert_eq!(r["env"], serde_json::json!(["TOKEN", "LANG"]), "{r}");
+    }
+    // A refused request is on record with them too.
+    let o = d.run(&u, &["-e", "OTHER=s3cret-value", image(), "true"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    let refused = wait_record(&log, |r| r["uid"] == u.uid && r["decision"] == "refused")
+        .expect("no refusal record");
+    assert_eq!(refused["env"], serde_json::json!(["OTHER"]), "{refused}");
+    // Values never: they may be secrets.
+    let raw = std::fs::read_to_string(&log).unwrap();
+    for text in [&raw, &d.log_text()] {
+        assert!(!text.contains("s3cret"), "a value in the log: {text}");
+    }
+}
+
+#[test]
+#[serial]
 fn a_run_in_flight_when_urund_dies_stays_on_record_and_its_reaping_is_recorded() {
     let g = TestGroup::new("urg");
     let u = TestUser::new(&[&g]);

@@ -42,8 +42,12 @@ pub const MAX_FIELD: usize = 4096;
 /// Largest JSON size of the whole `argv` array.
 pub const MAX_ARGV: usize = 8192;
 /// Largest JSON size of a short field: `request`, `user`, `image_id`, `container`,
-/// `rule`, a label value.
+/// `rule`, a label value, each name of `env`.
 pub const MAX_SHORT: usize = 256;
+/// Largest JSON size of `entrypoint` and of `workdir`.
+pub const MAX_PATH: usize = 1024;
+/// Largest JSON size of the whole `env` array (names only).
+pub const MAX_ENV: usize = 2048;
 /// Largest number of labels in a `reaped` record.
 const MAX_LABELS: usize = 8;
 /// Largest number of rules in a `suppressed` record (the rest are counted as `other`).
@@ -52,7 +56,7 @@ const MAX_RULES: usize = 16;
 const MAX_KEY: usize = 64;
 /// No record's line (without its newline) is longer: the sum of the field bounds
 /// above and the fixed keys and numbers, checked by a property test.
-pub const MAX_LINE: usize = 24 * 1024;
+pub const MAX_LINE: usize = 28 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Record {
@@ -66,6 +70,13 @@ pub struct Record {
     pub image: String,
     pub image_id: Option<String>,
     pub argv: Vec<String>,
+    /// `--entrypoint` as asked (`""`: the image's cleared); `None`: the image's.
+    pub entrypoint: Option<String>,
+    /// `-w` as asked; `None`: the image's.
+    pub workdir: Option<String>,
+    /// The names of the `-e`/`--env-file` variables the request carried, never their
+    /// values (a value may be a secret).
+    pub env: Vec<String>,
     pub container: Option<String>,
     /// The `--name` the user gave the run (a label, never Docker's name).
     pub name: Option<String>,
@@ -238,7 +249,10 @@ impl Record {
             pid: self.pid,
             image: clip(&self.image, MAX_FIELD),
             image_id: short(&self.image_id),
-            argv: clip_argv(&self.argv),
+            argv: clip_list(&self.argv, MAX_ARGV, MAX_FIELD),
+            entrypoint: self.entrypoint.as_deref().map(|s| clip(s, MAX_PATH)),
+            workdir: self.workdir.as_deref().map(|s| clip(s, MAX_PATH)),
+            env: clip_list(&self.env, MAX_ENV, MAX_SHORT),
             container: short(&self.container),
             name: short(&self.name),
             decision: self.decision,
@@ -379,16 +393,17 @@ pub fn clip(s: &str, max: usize) -> String {
     s.to_string()
 }
 
-/// Room kept at the end of `argv` for the element that says what was left out.
+/// Room kept at the end of a list for the element that says what was left out.
 const ARGV_RESERVE: usize = 96;
 
-/// `argv` within [`MAX_ARGV`]: each word clipped to [`MAX_FIELD`]; once the budget is
-/// spent, one last element `…[truncated, K more arguments, B bytes]`.
-fn clip_argv(argv: &[String]) -> Vec<String> {
+/// A list (`argv`, `env`) within `total` bytes of JSON: each element clipped to
+/// `each`; once the budget is spent, one last element
+/// `…[truncated, K more arguments, B bytes]`.
+fn clip_list(argv: &[String], total: usize, each: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut used = 2; // [ ]
     for (i, a) in argv.iter().enumerate() {
-        let left = MAX_ARGV.saturating_sub(used + 1 + ARGV_RESERVE);
+        let left = total.saturating_sub(used + 1 + ARGV_RESERVE);
         if left < 32 {
             let rest = &argv[i..];
             out.push(format!(
@@ -398,7 +413,7 @@ fn clip_argv(argv: &[String]) -> Vec<String> {
             ));
             break;
         }
-        let c = clip(a, left.min(MAX_FIELD));
+        let c = clip(a, left.min(each));
         used += json_len(&c) + 1;
         out.push(c);
     }
@@ -1090,6 +1105,9 @@ mod tests {
             image: big(0),
             image_id: Some(big(0)),
             argv: vec![big(0); 100],
+            entrypoint: Some(big(0)),
+            workdir: Some(big(0)),
+            env: vec![big(0); 100],
             container: Some(big(0)),
             name: Some(big(0)),
             decision: "suppressed",
@@ -1319,6 +1337,11 @@ mod tests {
                 ),
                 proptest::collection::btree_map(any_text(), any_text(), 0..20),
                 proptest::collection::btree_map(any_text(), any::<u64>(), 0..20),
+                (
+                    proptest::option::of(any_text()),
+                    proptest::option::of(any_text()),
+                    proptest::collection::vec(any_text(), 0..40),
+                ),
             )
                 .prop_map(
                     |(
@@ -1327,6 +1350,7 @@ mod tests {
                         (container, rule, message, iid),
                         labels,
                         rules,
+                        (entrypoint, workdir, env),
                     )| Record {
                         time: 1e9,
                         request,
@@ -1337,6 +1361,9 @@ mod tests {
                         image,
                         image_id: iid.or(Some(id)),
                         argv,
+                        entrypoint,
+                        workdir,
+                        env,
                         name: container.clone().map(|c| c + "n"),
                         container,
                         decision: "suppressed",

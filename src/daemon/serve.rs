@@ -157,6 +157,14 @@ impl Helper {
         };
         rec.image = req.image.clone();
         rec.argv = req.command.clone();
+        rec.entrypoint = req.entrypoint.clone();
+        rec.workdir = req.workdir.clone();
+        // Names only: a value may be a secret.
+        rec.env = req
+            .env
+            .iter()
+            .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string())
+            .collect();
         // 3. May they, with which limits, and one more run?
         let denied = self.denied_groups();
         if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &denied, &req) {
