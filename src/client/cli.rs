@@ -169,81 +169,99 @@ pub struct Urun {
     pub command: Vec<String>,
 }
 
-/// Why each refused flag is refused, by clap argument id. `{uid}` is replaced by the
-/// caller's uid. The help text of each refused flag is its reason.
-const REASONS: &[(&str, &str)] = &[
-    ("privileged", "containers always run without privileges as you (uid {uid})"),
-    ("cap_add", "all capabilities are always dropped; containers run as you (uid {uid})"),
-    ("security_opt", "security options are fixed (no-new-privileges, the daemon's seccomp/AppArmor profile)"),
-    ("pid", "namespaces are always private, never the host's or another container's"),
-    ("uts", "namespaces are always private, never the host's or another container's"),
-    ("userns", "namespaces are always private, never the host's or another container's"),
-    ("ipc", "namespaces are always private, never the host's or another container's (only --ipc private)"),
-    ("cgroupns", "namespaces are always private (only --cgroupns private)"),
-    ("device", "host devices are never available in containers"),
-    ("gpus", "host devices are never available in containers"),
-    ("publish", "containers have no network, so no ports can be published"),
-    ("publish_all", "containers have no network, so no ports can be published"),
-    ("volumes_from", "containers never share volumes"),
-    ("sysctl", "kernel parameters are the daemon's defaults"),
-    ("add_host", "containers have no network"),
-    ("link", "containers have no network"),
-    ("group_add", "containers run with your own uid and gid only (uid {uid})"),
-    ("runtime", "the daemon's default runtime is always used"),
-    ("log_driver", "container output goes only to you, never to a log"),
-    ("log_opt", "container output goes only to you, never to a log"),
-    ("restart", "containers are never restarted; they end when urun does"),
-    ("memory", "resource limits come from the administrator's policy ([limits])"),
-    ("cpus", "resource limits come from the administrator's policy ([limits])"),
-    ("pids_limit", "resource limits come from the administrator's policy ([limits])"),
-    ("ulimit", "resource limits come from the administrator's policy ([limits])"),
-    ("detach", "urun runs in the foreground only: the container ends when urun does"),
-    ("pull", "urund pulls only missing images, and only where the policy allows it (only --pull missing or --pull never)"),
-];
+/// A `docker run` flag urun knows and refuses, defined once: its clap id, why it is
+/// refused (`{uid}` is replaced by the caller's uid), and the values that are accepted
+/// after all (`--ipc private`). The reason is the flag's help text (man page,
+/// completions) and the refusal message.
+pub struct RefusedFlag {
+    pub id: &'static str,
+    pub reason: &'static str,
+    pub accepted: &'static [&'static str],
+}
 
-/// Mounting host paths: every form refused for now. The one place that will admit the
-/// working-directory form when the policy [mounts] section exists.
-const MOUNTS_REASON: &str = "mounting host paths is not available: only your working \
-    directory can be mounted, with -v \"$PWD\":DIR or --here (policy [mounts])";
+const fn refused(id: &'static str, reason: &'static str) -> RefusedFlag {
+    RefusedFlag {
+        id,
+        reason,
+        accepted: &[],
+    }
+}
+
+const NAMESPACES: &str = "namespaces are always private, never the host's or another container's";
+const DEVICES: &str = "host devices are never available in containers";
+const PORTS: &str = "containers have no network, so no ports can be published";
+const NO_NETWORK: &str = "containers have no network";
+const NO_LOG: &str = "container output goes only to you, never to a log";
+const LIMITS: &str = "resource limits come from the administrator's policy ([limits])";
+
+/// Every refused flag, in one table (see [`RefusedFlag`]).
+pub const REFUSED_FLAGS: &[RefusedFlag] = &[
+    refused("privileged", "containers always run without privileges as you (uid {uid})"),
+    refused("cap_add", "all capabilities are always dropped; containers run as you (uid {uid})"),
+    refused("security_opt", "security options are fixed (no-new-privileges, the daemon's seccomp/AppArmor profile)"),
+    refused("pid", NAMESPACES),
+    refused("uts", NAMESPACES),
+    refused("userns", NAMESPACES),
+    RefusedFlag {
+        id: "ipc",
+        reason: "namespaces are always private, never the host's or another container's (only --ipc private)",
+        accepted: &["private"],
+    },
+    RefusedFlag {
+        id: "cgroupns",
+        reason: "namespaces are always private (only --cgroupns private)",
+        accepted: &["private"],
+    },
+    refused("device", DEVICES),
+    refused("gpus", DEVICES),
+    refused("publish", PORTS),
+    refused("publish_all", PORTS),
+    // -v is accepted (the working-directory form, checked by the client and urund);
+    // --mount is docker's general form and stays refused.
+    refused("mount", "mounting host paths is not available: only your working \
+        directory can be mounted, with -v \"$PWD\":DIR or --here (policy [mounts])"),
+    refused("volumes_from", "containers never share volumes"),
+    refused("sysctl", "kernel parameters are the daemon's defaults"),
+    refused("add_host", NO_NETWORK),
+    refused("link", NO_NETWORK),
+    refused("group_add", "containers run with your own uid and gid only (uid {uid})"),
+    refused("runtime", "the daemon's default runtime is always used"),
+    refused("log_driver", NO_LOG),
+    refused("log_opt", NO_LOG),
+    refused("restart", "containers are never restarted; they end when urun does"),
+    refused("memory", LIMITS),
+    refused("cpus", LIMITS),
+    refused("pids_limit", LIMITS),
+    refused("ulimit", LIMITS),
+    refused("detach", "urun runs in the foreground only: the container ends when urun does"),
+    RefusedFlag {
+        id: "pull",
+        reason: "urund pulls only missing images, and only where the policy allows it (only --pull missing or --pull never)",
+        accepted: &["never", "missing"],
+    },
+];
 
 /// The one-line refusal of the first refused flag on the command line, if any:
 /// `--privileged is not allowed: containers always run without privileges as you (uid 1001)`.
 pub fn refusal(m: &ArgMatches, uid: u32) -> Option<String> {
     let cmd = urun_command();
     let present = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
-    // Flags refused only for some values: the accepted values are dropped here.
-    let accepted_value = |id: &str, ok: &str| m.get_one::<String>(id).is_some_and(|v| v == ok);
-    let mut found: Vec<(usize, String)> = Vec::new();
-    for (id, reason) in REASONS {
-        let allowed = match *id {
-            "ipc" | "cgroupns" => accepted_value(id, "private"),
-            "pull" => accepted_value(id, "never") || accepted_value(id, "missing"),
-            _ => false,
-        };
-        if present(id) && !allowed {
-            let at = m.index_of(id).unwrap_or(usize::MAX);
-            found.push((
+    let accepted = |f: &RefusedFlag| {
+        !f.accepted.is_empty()
+            && m.get_one::<String>(f.id)
+                .is_some_and(|v| f.accepted.contains(&v.as_str()))
+    };
+    REFUSED_FLAGS
+        .iter()
+        .filter(|f| present(f.id) && !accepted(f))
+        .map(|f| {
+            let at = m.index_of(f.id).unwrap_or(usize::MAX);
+            (
                 at,
-                format!("{} is not allowed: {}", flag_name(&cmd, id), reason),
-            ));
-        }
-    }
-    // -v is accepted (the working-directory form, checked by the client and urund);
-    // --mount is docker's general form and stays refused.
-    if present("mount") {
-        let at = m.index_of("mount").unwrap_or(usize::MAX);
-        found.push((
-            at,
-            format!(
-                "{} is not allowed: {MOUNTS_REASON}",
-                flag_name(&cmd, "mount")
-            ),
-        ));
-    }
-    found.sort();
-    found
-        .into_iter()
-        .next()
+                format!("{} is not allowed: {}", flag_name(&cmd, f.id), f.reason),
+            )
+        })
+        .min()
         .map(|(_, msg)| msg.replace("{uid}", &uid.to_string()))
 }
 
@@ -318,16 +336,12 @@ pub fn urun_command() -> clap::Command {
         statuses.push_str(&format!("  {k:<6} {v}\n"));
     }
     let mut cmd = Urun::command().after_help(format!("{forced}\n{statuses}"));
-    for (id, reason) in REASONS
-        .iter()
-        .filter(|(id, _)| !["ipc", "cgroupns", "pull"].contains(id))
-    {
-        let help = reason.replace(" (uid {uid})", "");
-        cmd = cmd.mut_arg(*id, |a| a.help(help));
+    // A flag refused only for some values keeps its own help, which names them.
+    for f in REFUSED_FLAGS.iter().filter(|f| f.accepted.is_empty()) {
+        let help = f.reason.replace(" (uid {uid})", "");
+        cmd = cmd.mut_arg(f.id, |a| a.help(help));
     }
-    // -v is accepted (the working-directory form, checked by the client and urund);
-    // --mount is docker's general form and stays refused.
-    cmd.mut_arg("mount", |a| a.help(MOUNTS_REASON))
+    cmd
 }
 
 /// Parses urun's arguments. `Err` carries clap's error (printed by the caller).
@@ -378,6 +392,37 @@ pub fn one_line_error(e: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_statuses_in_the_help_are_the_shared_constants() {
+        use crate::wire::status;
+        let listed: Vec<u8> = EXIT_STATUSES
+            .iter()
+            .filter_map(|(k, _)| k.parse().ok())
+            .collect();
+        let shared = [
+            status::MAX_RUNTIME,
+            status::REFUSED,
+            status::NOT_EXECUTABLE,
+            status::NOT_FOUND,
+        ];
+        assert_eq!(listed, shared);
+        assert!(REFUSED.contains(&format!("exit {}", status::REFUSED)));
+    }
+
+    #[test]
+    fn every_refused_flag_is_defined_and_refused_with_its_reason() {
+        let cmd = urun_command();
+        for f in REFUSED_FLAGS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == f.id)
+                .unwrap_or_else(|| panic!("{} is not a flag", f.id));
+            if f.accepted.is_empty() {
+                assert_eq!(arg.get_help_heading(), Some(REFUSED), "{}", f.id);
+            }
+        }
+    }
 
     #[test]
     fn command_words_after_the_image_are_not_options() {

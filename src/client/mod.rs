@@ -12,7 +12,7 @@ pub mod cli;
 pub mod context;
 
 use crate::policy::mounts;
-use crate::wire::{self, Kind, Progress, Query, Request, Signal, WinSize};
+use crate::wire::{self, status, Kind, Progress, Query, Request, Signal, WinSize};
 use anyhow::{Context, Result};
 use cli::Urun;
 use nix::sys::signal::{SigSet, Signal as Sig};
@@ -42,12 +42,12 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> u8 {
         }
         Err(e) => {
             eprintln!("urun: {}", cli::one_line_error(&e));
-            return 125;
+            return status::REFUSED;
         }
     };
     if let Some(msg) = cli::refusal(&matches, nix::unistd::getuid().as_raw()) {
         eprintln!("urun: {msg}");
-        return 125;
+        return status::REFUSED;
     }
     run(args)
 }
@@ -63,7 +63,7 @@ pub fn run(args: Urun) -> u8 {
         }
         Err(e) => {
             eprintln!("urun: {e:#}");
-            125
+            status::REFUSED
         }
     }
 }

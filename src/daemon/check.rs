@@ -256,63 +256,84 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
-/// The verdicts. Pure.
+/// The verdicts, one named check after the other. Pure.
 pub fn evaluate(f: &Facts) -> Vec<Item> {
-    let mut v = Vec::new();
-    let mut push = |ok: bool, name: &'static str, text: String| v.push(Item { ok, name, text });
-    match &f.socket {
-        None => push(
+    let mut v = docker_socket(f);
+    v.push(tcp_listener(f));
+    v.extend(daemon_reachable(f));
+    v.push(seccomp(f));
+    v.push(apparmor_selinux(f));
+    v.push(userns_remap(f));
+    v.push(icc(f));
+    v.push(live_restore(f));
+    v.push(no_new_privileges(f));
+    v.push(engine_version(f));
+    v
+}
+
+fn item(ok: bool, name: &'static str, text: impl Into<String>) -> Item {
+    Item {
+        ok,
+        name,
+        text: text.into(),
+    }
+}
+
+/// The docker socket root-owned and closed to others; nobody in its group.
+fn docker_socket(f: &Facts) -> Vec<Item> {
+    let Some((path, uid, group, mode)) = &f.socket else {
+        return vec![item(
             false,
             "docker socket",
-            "not found: is dockerd running?".into(),
-        ),
-        Some((path, uid, group, mode)) => {
-            let ok = *uid == 0 && mode & 0o007 == 0;
-            push(
-                ok,
-                "docker socket",
-                if ok {
-                    format!("{path} root:{group} mode {mode:o}")
-                } else {
-                    format!(
-                        "{path} owner uid {uid} group {group} mode {mode:o}: make it root-owned \
-                         and not accessible to others (chown root {path}; chmod 660 {path})"
-                    )
-                },
-            );
-            if f.socket_group_members.is_empty() {
-                push(
-                    true,
-                    "docker group",
-                    format!("group {group} has no members"),
-                );
-            } else {
-                push(
-                    false,
-                    "docker group",
-                    format!(
-                        "members of {group} are root-equivalent: {}; remove them \
-                         (gpasswd -d USER {group}) and let them use urun",
-                        f.socket_group_members.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-    if f.tcp_hosts.is_empty() {
-        push(
+            "not found: is dockerd running?",
+        )];
+    };
+    let ok = *uid == 0 && mode & 0o007 == 0;
+    let socket = if ok {
+        item(
             true,
-            "tcp listener",
-            "dockerd listens on no TCP address".into(),
-        );
-    } else if f.tlsverify {
-        push(
-            true,
-            "tcp listener",
-            format!("{} with --tlsverify", f.tcp_hosts.join(", ")),
-        );
+            "docker socket",
+            format!("{path} root:{group} mode {mode:o}"),
+        )
     } else {
-        push(
+        item(
+            false,
+            "docker socket",
+            format!(
+                "{path} owner uid {uid} group {group} mode {mode:o}: make it root-owned \
+                 and not accessible to others (chown root {path}; chmod 660 {path})"
+            ),
+        )
+    };
+    let members = if f.socket_group_members.is_empty() {
+        item(
+            true,
+            "docker group",
+            format!("group {group} has no members"),
+        )
+    } else {
+        item(
+            false,
+            "docker group",
+            format!(
+                "members of {group} are root-equivalent: {}; remove them \
+                 (gpasswd -d USER {group}) and let them use urun",
+                f.socket_group_members.join(", ")
+            ),
+        )
+    };
+    vec![socket, members]
+}
+
+/// No TCP listener, or only with TLS verification.
+fn tcp_listener(f: &Facts) -> Item {
+    if f.tcp_hosts.is_empty() {
+        item(true, "tcp listener", "dockerd listens on no TCP address")
+    } else if f.tlsverify {
+        let hosts = f.tcp_hosts.join(", ");
+        item(true, "tcp listener", format!("{hosts} with --tlsverify"))
+    } else {
+        item(
             false,
             "tcp listener",
             format!(
@@ -320,111 +341,125 @@ pub fn evaluate(f: &Facts) -> Vec<Item> {
                  tcp host or enable --tlsverify with client certificates",
                 f.tcp_hosts.join(", ")
             ),
-        );
+        )
     }
-    if let Some(e) = &f.daemon_error {
-        push(
+}
+
+/// Said only when the daemon could not be asked.
+fn daemon_reachable(f: &Facts) -> Option<Item> {
+    f.daemon_error.as_ref().map(|e| {
+        item(
             false,
             "docker daemon",
             format!("cannot ask the daemon ({e}): the checks below are incomplete"),
-        );
-    }
-    let opt = |n: &str| {
-        f.security_options
-            .iter()
-            .find(|o| o.split(',').any(|kv| kv == format!("name={n}")))
-    };
-    match opt("seccomp") {
+        )
+    })
+}
+
+/// The daemon's security option named `n`, if it has it.
+fn security_option<'f>(f: &'f Facts, n: &str) -> Option<&'f String> {
+    f.security_options
+        .iter()
+        .find(|o| o.split(',').any(|kv| kv == format!("name={n}")))
+}
+
+fn seccomp(f: &Facts) -> Item {
+    match security_option(f, "seccomp") {
         Some(o) if !o.contains("profile=unconfined") => {
-            push(true, "seccomp", format!("active ({o})"))
+            item(true, "seccomp", format!("active ({o})"))
         }
-        _ => push(
+        _ => item(
             false,
             "seccomp",
             "not active: run dockerd with its default seccomp profile (remove \
-             --seccomp-profile=unconfined)"
-                .into(),
+             --seccomp-profile=unconfined)",
         ),
     }
-    match (opt("apparmor"), opt("selinux")) {
-        (Some(_), _) => push(true, "apparmor/selinux", "AppArmor is active".into()),
-        (_, Some(_)) => push(true, "apparmor/selinux", "SELinux is active".into()),
-        _ => push(
+}
+
+fn apparmor_selinux(f: &Facts) -> Item {
+    match (
+        security_option(f, "apparmor"),
+        security_option(f, "selinux"),
+    ) {
+        (Some(_), _) => item(true, "apparmor/selinux", "AppArmor is active"),
+        (_, Some(_)) => item(true, "apparmor/selinux", "SELinux is active"),
+        _ => item(
             false,
             "apparmor/selinux",
             "neither is active: install and enable AppArmor (apt-get install apparmor) \
-             or SELinux for a second confinement layer"
-                .into(),
+             or SELinux for a second confinement layer",
         ),
     }
-    if opt("userns").is_some() {
-        push(true, "userns-remap", "enabled".into());
-    } else {
-        push(
-            false,
-            "userns-remap",
-            "not enabled: urun already runs containers as the caller's uid; \
-             \"userns-remap\": \"default\" in daemon.json adds a layer for other containers"
-                .into(),
-        );
+}
+
+fn userns_remap(f: &Facts) -> Item {
+    if security_option(f, "userns").is_some() {
+        return item(true, "userns-remap", "enabled");
     }
+    item(
+        false,
+        "userns-remap",
+        "not enabled: urun already runs containers as the caller's uid; \
+         \"userns-remap\": \"default\" in daemon.json adds a layer for other containers",
+    )
+}
+
+fn icc(f: &Facts) -> Item {
     match f.bridge_icc.as_deref() {
-        Some("false") => push(true, "icc", "inter-container communication is off".into()),
-        Some(_) => push(
+        Some("false") => item(true, "icc", "inter-container communication is off"),
+        Some(_) => item(
             false,
             "icc",
             "containers on the default bridge can reach each other: set \"icc\": false in \
-             daemon.json (urun's own containers use network none or the isolated urun network)"
-                .into(),
+             daemon.json (urun's own containers use network none or the isolated urun network)",
         ),
-        None => push(true, "icc", "no default bridge network".into()),
+        None => item(true, "icc", "no default bridge network"),
     }
+}
+
+fn live_restore(f: &Facts) -> Item {
     if f.live_restore {
-        push(true, "live-restore", "enabled".into());
-    } else {
-        push(
-            false,
-            "live-restore",
-            "disabled: set \"live-restore\": true in daemon.json so containers survive \
-             daemon restarts and upgrades"
-                .into(),
-        );
+        return item(true, "live-restore", "enabled");
     }
+    item(
+        false,
+        "live-restore",
+        "disabled: set \"live-restore\": true in daemon.json so containers survive \
+         daemon restarts and upgrades",
+    )
+}
+
+fn no_new_privileges(f: &Facts) -> Item {
     if f.no_new_privileges {
-        push(true, "no-new-privileges", "the daemon's default".into());
-    } else {
-        push(
-            false,
-            "no-new-privileges",
-            "not the daemon's default: urun forces it on its containers; set \
-             \"no-new-privileges\": true in daemon.json for all others"
-                .into(),
-        );
+        return item(true, "no-new-privileges", "the daemon's default");
     }
+    item(
+        false,
+        "no-new-privileges",
+        "not the daemon's default: urun forces it on its containers; set \
+         \"no-new-privileges\": true in daemon.json for all others",
+    )
+}
+
+/// Built within a year.
+fn engine_version(f: &Facts) -> Item {
+    let v = &f.server_version;
     match f.engine_age_days {
-        Some(d) if d <= 365 => push(
-            true,
-            "engine version",
-            format!("{} built {d} days ago", f.server_version),
-        ),
-        Some(d) => push(
+        Some(d) if d <= 365 => item(true, "engine version", format!("{v} built {d} days ago")),
+        Some(d) => item(
             false,
             "engine version",
             format!(
-                "{} built {d} days ago: more than a year old, upgrade Docker for security fixes",
-                f.server_version
+                "{v} built {d} days ago: more than a year old, upgrade Docker for security fixes"
             ),
         ),
-        None => push(
+        None => item(
             false,
             "engine version",
-            format!(
-                "{}: build date unknown; make sure it gets security updates",
-                f.server_version
-            ),
+            format!("{v}: build date unknown; make sure it gets security updates"),
         ),
     }
-    v
 }
 
 #[cfg(test)]

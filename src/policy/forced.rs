@@ -108,15 +108,7 @@ pub const FORCED: &[(&str, &str)] = &[
 /// `/home/<uid>` otherwise (names from the user database are not trusted as paths).
 pub fn home_dir(caller: &Caller) -> String {
     match &caller.name {
-        Some(n)
-            if !n.is_empty()
-                && n.len() <= 32
-                && !n.starts_with('.')
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
-        {
-            format!("/home/{n}")
-        }
+        Some(n) if crate::policy::names::home_name(n) => format!("/home/{n}"),
         _ => format!("/home/{}", caller.uid),
     }
 }

@@ -19,11 +19,7 @@ pub const DEFAULT_DENY_GROUPS: &[&str] = &[
 /// A name that can go into a passwd/group line as is: no `:`, no newline, not
 /// option-like, at most 32 bytes.
 pub fn safe_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 32
-        && !n.starts_with(['-', '.'])
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    crate::policy::names::file_name(n)
 }
 
 /// A path that can go into a passwd line: absolute, no `:` or newline, not `..`.

@@ -7,7 +7,7 @@ use crate::policy::mounts::{self, DirFacts};
 use crate::policy::reference::{self, ImageFacts, Reference};
 use crate::policy::Caller;
 use crate::policy::{
-    ImageVolumes, Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
+    ImageVolumes, Limits, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
 };
 use crate::wire::Request;
 use std::path::Path;
@@ -392,21 +392,13 @@ fn is_caller(caller: &Caller, spec: &str) -> bool {
 
 /// A `--name` as the user types it (urund adds its own prefix): docker's charset.
 pub fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.as_bytes()[0].is_ascii_alphanumeric()
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    crate::policy::names::container_name(n)
 }
 
 /// Decides whether the directory the caller passed (described by `facts`, from the
 /// kernel) may be mounted: see [`mounts::check_dir`]. Called only for requests that
 /// [`judge`] allowed with a mount.
 pub fn judge_dir(caller: &Caller, policy: &Policy, facts: &DirFacts, read_only: bool) -> Decision {
-    let access = match policy.mounts.access {
-        MountAccess::Owner => mounts::Access::Owner,
-        MountAccess::Mode => mounts::Access::Mode,
-    };
     let mut gids = caller.groups.clone();
     gids.push(caller.gid);
     match mounts::check_dir(
@@ -415,10 +407,10 @@ pub fn judge_dir(caller: &Caller, policy: &Policy, facts: &DirFacts, read_only: 
         &gids,
         read_only,
         &policy.mounts.root_strings(),
-        access,
+        policy.mounts.access,
     ) {
         Ok(()) => Decision::Allow,
-        Err((rule, message)) => refuse(rule, message),
+        Err(r) => refuse(r.rule.id(), r.message),
     }
 }
 

@@ -13,7 +13,10 @@ pub mod identity;
 pub mod judge;
 pub mod model;
 pub mod mounts;
+pub mod names;
 pub mod reference;
+pub mod rule;
+pub mod units;
 
 pub use caller::Caller;
 pub use model::*;

@@ -11,6 +11,8 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::policy::units::{Bytes, Seconds};
+
 pub const DEFAULT_PATH: &str = "/etc/urun/policy.toml";
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -446,87 +448,11 @@ pub struct GroupName(pub String);
 impl<'de> Deserialize<'de> for GroupName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let ok = !s.is_empty()
-            && s.len() <= 32
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-            && !s.starts_with('-');
-        if ok {
+        if crate::policy::names::group_name(&s) {
             Ok(GroupName(s))
         } else {
             Err(de::Error::custom(format!("invalid group name {s:?}")))
         }
-    }
-}
-
-/// A byte size: an integer, or a string with a binary suffix as docker takes it
-/// (`"512m"`, `"1g"`, `"64k"`, `"100b"`). At least 4 MiB, at most 1 TiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Bytes(pub u64);
-
-impl Bytes {
-    const MIN: u64 = 4 << 20;
-    const MAX: u64 = 1 << 40;
-
-    pub fn parse(s: &str) -> Result<Bytes, String> {
-        let s = s.trim();
-        let (num, mult) = match s.char_indices().last() {
-            Some((i, c)) if c.is_ascii_alphabetic() => {
-                let m: u64 = match c.to_ascii_lowercase() {
-                    'b' => 1,
-                    'k' => 1 << 10,
-                    'm' => 1 << 20,
-                    'g' => 1 << 30,
-                    't' => 1 << 40,
-                    _ => return Err(format!("invalid size {s:?}: unknown unit {c:?}")),
-                };
-                (&s[..i], m)
-            }
-            _ => (s, 1),
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: expected e.g. \"512m\" or \"1g\""))?;
-        Self::checked(n.saturating_mul(mult))
-    }
-
-    fn checked(n: u64) -> Result<Bytes, String> {
-        if (Self::MIN..=Self::MAX).contains(&n) {
-            Ok(Bytes(n))
-        } else {
-            Err(format!(
-                "size {n} bytes is out of range (4m to 1t): no value means unlimited"
-            ))
-        }
-    }
-}
-
-impl fmt::Display for Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
-            if n % (1 << shift) == 0 {
-                return write!(f, "{}{unit}", n >> shift);
-            }
-        }
-        write!(f, "{n}b")
-    }
-}
-
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d) {
-            Ok(Raw::Int(n)) => Bytes::checked(n),
-            Ok(Raw::Str(s)) => Bytes::parse(&s),
-            Err(_) => Err("expected a size such as \"512m\" or a number of bytes".into()),
-        }
-        .map_err(de::Error::custom)
     }
 }
 
@@ -568,75 +494,6 @@ impl<'de> Deserialize<'de> for Count {
                 "{v} is out of range (1 to 4194304): no value means unlimited"
             )))
         }
-    }
-}
-
-/// A duration in whole seconds: an integer, or a string with a unit (`"90s"`,
-/// `"30m"`, `"2h"`, `"1d"`). At least 1 second, at most 30 days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Seconds(pub u64);
-
-impl Seconds {
-    const MAX: u64 = 30 * 86400;
-
-    pub fn parse(s: &str) -> Result<Seconds, String> {
-        let s = s.trim();
-        let (num, mult) = match s.char_indices().last() {
-            Some((i, c)) if c.is_ascii_alphabetic() => {
-                let m: u64 = match c {
-                    's' => 1,
-                    'm' => 60,
-                    'h' => 3600,
-                    'd' => 86400,
-                    _ => return Err(format!("invalid duration {s:?}: unknown unit {c:?}")),
-                };
-                (&s[..i], m)
-            }
-            _ => (s, 1),
-        };
-        let n: u64 = num.parse().map_err(|_| {
-            format!("invalid duration {s:?}: expected e.g. \"90s\", \"30m\" or \"2h\"")
-        })?;
-        Self::checked(n.saturating_mul(mult))
-    }
-
-    fn checked(n: u64) -> Result<Seconds, String> {
-        if (1..=Self::MAX).contains(&n) {
-            Ok(Seconds(n))
-        } else {
-            Err(format!(
-                "duration {n} seconds is out of range (1s to 30d): no value means unlimited"
-            ))
-        }
-    }
-}
-
-impl fmt::Display for Seconds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        for (unit, k) in [("d", 86400), ("h", 3600), ("m", 60)] {
-            if n % k == 0 {
-                return write!(f, "{}{unit}", n / k);
-            }
-        }
-        write!(f, "{n}s")
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d) {
-            Ok(Raw::Int(n)) => Seconds::checked(n),
-            Ok(Raw::Str(s)) => Seconds::parse(&s),
-            Err(_) => Err("expected a duration such as \"30m\" or a number of seconds".into()),
-        }
-        .map_err(de::Error::custom)
     }
 }
 

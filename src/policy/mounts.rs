@@ -5,6 +5,8 @@
 //! See SECURITY.md, "Working directory".
 #![forbid(unsafe_code)]
 
+use crate::policy::rule::{refuse, Refusal, Rule};
+use crate::policy::MountAccess;
 use std::path::{Component, Path, PathBuf};
 
 /// What `-v SRC:DST[:ro|rw]` asks for, before the source is resolved.
@@ -232,89 +234,100 @@ pub struct DirFacts {
 }
 
 /// How much a caller must have on a directory other than their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Only directories the caller owns.
-    Owner,
-    /// Also directories the caller can use by their mode bits (owner, group or other
-    /// class, as the kernel picks it): read+search, and write for a read-write mount.
-    Mode,
-}
-
-/// The helper's check of a passed directory. Returns the rule and message on refusal.
+/// The helper's check of a passed directory, or the refusal naming its rule: where it
+/// is ([`check_place`]), who may use it ([`check_access`]), and a read-only source
+/// mount only read-only.
 pub fn check_dir(
     f: &DirFacts,
     uid: u32,
     gids: &[u32],
     read_only: bool,
     roots: &[String],
-    access: Access,
-) -> Result<(), (&'static str, String)> {
-    if !f.is_dir {
-        return Err((
-            "mounts.workdir",
-            "the descriptor passed for -v is not a directory".into(),
-        ));
-    }
-    let Some(path) = f.path.as_deref().filter(|p| is_normal(p)) else {
-        return Err((
-            "mounts.workdir",
-            "the directory passed for -v was deleted or moved while urund checked it, or is \
-             not reachable from urund; try again"
-                .into(),
-        ));
-    };
-    if let Some(s) = system_path(path) {
-        return Err((
-            "mounts.roots",
-            format!(
-                "{} is a system path ({s}): it is never mounted, whatever policy mounts.roots says",
-                path.display()
-            ),
-        ));
-    }
-    if !roots.iter().any(|r| under(path, Path::new(r))) {
-        return Err((
-            "mounts.roots",
-            format!(
-                "{} is outside the directories that may be mounted (policy mounts.roots = {:?})",
-                path.display(),
-                roots
-            ),
-        ));
-    }
-    let owner = f.uid == uid;
-    let ok = match access {
-        Access::Owner => owner && class_allows(f, uid, gids, read_only),
-        Access::Mode => class_allows(f, uid, gids, read_only),
-    };
-    if !ok {
-        let what = match access {
-            Access::Owner => "owned by you (policy mounts.access = \"owner\")",
-            Access::Mode if read_only => "readable and searchable by you",
-            Access::Mode => "readable, writable and searchable by you",
-        };
-        return Err((
-            "mounts.access",
-            format!(
-                "{} is not {what} (owner uid {}, mode {:o})",
-                path.display(),
-                f.uid,
-                f.mode & 0o7777
-            ),
-        ));
-    }
+    access: MountAccess,
+) -> Result<(), Refusal> {
+    let path = check_place(f, roots)?;
+    check_access(f, path, uid, gids, read_only, access)?;
     if !read_only && f.mount_flags & ST_RDONLY != 0 {
-        return Err((
-            "mounts.readonly",
+        return refuse(
+            Rule::MountsReadonly,
             format!(
                 "{} is on a read-only mount, so it can only be mounted read-only \
                  (mounts.readonly): use -v SRC:DST:ro",
                 path.display()
             ),
-        ));
+        );
     }
     Ok(())
+}
+
+/// A directory still reachable where it was opened, not a system path, under one of
+/// the policy's `roots`: its path.
+fn check_place<'f>(f: &'f DirFacts, roots: &[String]) -> Result<&'f Path, Refusal> {
+    if !f.is_dir {
+        return refuse(
+            Rule::MountsWorkdir,
+            "the descriptor passed for -v is not a directory",
+        );
+    }
+    let Some(path) = f.path.as_deref().filter(|p| is_normal(p)) else {
+        return refuse(
+            Rule::MountsWorkdir,
+            "the directory passed for -v was deleted or moved while urund checked it, or is \
+             not reachable from urund; try again",
+        );
+    };
+    if let Some(s) = system_path(path) {
+        return refuse(
+            Rule::MountsRoots,
+            format!(
+                "{} is a system path ({s}): it is never mounted, whatever policy mounts.roots says",
+                path.display()
+            ),
+        );
+    }
+    if !roots.iter().any(|r| under(path, Path::new(r))) {
+        return refuse(
+            Rule::MountsRoots,
+            format!(
+                "{} is outside the directories that may be mounted (policy mounts.roots = {:?})",
+                path.display(),
+                roots
+            ),
+        );
+    }
+    Ok(path)
+}
+
+/// `mounts.access`: owned by the caller, or usable by the mode bits.
+fn check_access(
+    f: &DirFacts,
+    path: &Path,
+    uid: u32,
+    gids: &[u32],
+    read_only: bool,
+    access: MountAccess,
+) -> Result<(), Refusal> {
+    let ok = match access {
+        MountAccess::Owner => f.uid == uid && class_allows(f, uid, gids, read_only),
+        MountAccess::Mode => class_allows(f, uid, gids, read_only),
+    };
+    if ok {
+        return Ok(());
+    }
+    let what = match access {
+        MountAccess::Owner => "owned by you (policy mounts.access = \"owner\")",
+        MountAccess::Mode if read_only => "readable and searchable by you",
+        MountAccess::Mode => "readable, writable and searchable by you",
+    };
+    refuse(
+        Rule::MountsAccess,
+        format!(
+            "{} is not {what} (owner uid {}, mode {:o})",
+            path.display(),
+            f.uid,
+            f.mode & 0o7777
+        ),
+    )
 }
 
 /// `statvfs` flags (`f_flag`) that restrict what can be done through a mount, with
@@ -538,39 +551,47 @@ mod tests {
     fn dir_checks() {
         let roots = vec!["/home".to_string(), "/srv".to_string()];
         let c = |f: &DirFacts, ro, a| check_dir(f, 1000, &[1000, 100], ro, &roots, a);
-        assert!(c(&facts("/home/a/p", 1000, 0o700), false, Access::Owner).is_ok());
+        assert!(c(&facts("/home/a/p", 1000, 0o700), false, MountAccess::Owner).is_ok());
         // outside roots, system paths, not a directory, deleted
         assert_eq!(
-            c(&facts("/tmp/p", 1000, 0o700), false, Access::Owner)
+            c(&facts("/tmp/p", 1000, 0o700), false, MountAccess::Owner)
                 .unwrap_err()
-                .0,
+                .rule
+                .id(),
             "mounts.roots"
         );
         assert_eq!(
-            c(&facts("/etc", 1000, 0o755), true, Access::Mode)
+            c(&facts("/etc", 1000, 0o755), true, MountAccess::Mode)
                 .unwrap_err()
-                .0,
+                .rule
+                .id(),
             "mounts.roots"
         );
         let mut f = facts("/home/a/p", 1000, 0o700);
         f.is_dir = false;
-        assert_eq!(c(&f, false, Access::Owner).unwrap_err().0, "mounts.workdir");
+        assert_eq!(
+            c(&f, false, MountAccess::Owner).unwrap_err().rule.id(),
+            "mounts.workdir"
+        );
         f.is_dir = true;
         f.path = None;
-        assert_eq!(c(&f, false, Access::Owner).unwrap_err().0, "mounts.workdir");
+        assert_eq!(
+            c(&f, false, MountAccess::Owner).unwrap_err().rule.id(),
+            "mounts.workdir"
+        );
         // someone else's directory: refused under "owner", by mode bits under "mode"
         let other = facts("/home/b/shared", 2000, 0o775);
         assert_eq!(
-            c(&other, true, Access::Owner).unwrap_err().0,
+            c(&other, true, MountAccess::Owner).unwrap_err().rule.id(),
             "mounts.access"
         );
-        assert!(c(&other, false, Access::Mode).is_ok()); // group 100 has rwx
+        assert!(c(&other, false, MountAccess::Mode).is_ok()); // group 100 has rwx
         let other = facts("/home/b/pub", 2000, 0o755);
-        assert!(c(&other, true, Access::Mode).is_ok());
-        assert!(c(&other, false, Access::Mode).is_err());
-        assert!(c(&facts("/home/b", 2000, 0o700), true, Access::Mode).is_err());
+        assert!(c(&other, true, MountAccess::Mode).is_ok());
+        assert!(c(&other, false, MountAccess::Mode).is_err());
+        assert!(c(&facts("/home/b", 2000, 0o700), true, MountAccess::Mode).is_err());
         // the owner class decides for the owner even if others have more
-        assert!(c(&facts("/home/a/x", 1000, 0o077), true, Access::Mode).is_err());
+        assert!(c(&facts("/home/a/x", 1000, 0o077), true, MountAccess::Mode).is_err());
     }
 
     #[test]
@@ -578,9 +599,9 @@ mod tests {
         let roots = vec!["/home".to_string()];
         let mut f = facts("/home/a/p", 1000, 0o700);
         f.mount_flags |= ST_RDONLY | ST_NOEXEC;
-        let c = |ro| check_dir(&f, 1000, &[1000], ro, &roots, Access::Owner);
-        assert_eq!(c(false).unwrap_err().0, "mounts.readonly");
-        assert!(c(false).unwrap_err().1.contains(":ro"));
+        let c = |ro| check_dir(&f, 1000, &[1000], ro, &roots, MountAccess::Owner);
+        assert_eq!(c(false).unwrap_err().rule.id(), "mounts.readonly");
+        assert!(c(false).unwrap_err().message.contains(":ro"));
         assert!(c(true).is_ok());
     }
 

@@ -15,6 +15,8 @@
 //! uid is refused outright.
 #![forbid(unsafe_code)]
 
+pub mod status;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::{self, Read, Write};
