@@ -788,8 +788,9 @@ enum Serving {
         cwd: PathBuf,
         stdout: PathBuf,
         stderr: PathBuf,
-        /// /run/urund.pid named it (install.sh's pid file): written again.
-        pid_file: bool,
+        /// The mode of /run/urund.pid (install.sh's pid file), if it named it: written
+        /// again.
+        pid_file: Option<u32>,
     },
 }
 
@@ -798,6 +799,18 @@ const URUND_UNITS: [&str; 2] = ["urund.socket", "urund.service"];
 
 fn with_systemd() -> bool {
     Path::new("/run/systemd/system").is_dir()
+}
+
+/// Whether a socket listens on `path` (in /proc/net/unix, flag `__SO_ACCEPTCON`).
+/// Unlike a connection, which urund would log and audit as an empty request, this
+/// leaves no trace in the log of a urund the tests did not start.
+fn listening(path: &str) -> bool {
+    read(Path::new("/proc/net/unix")).lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|fl| fl & 0x10000 != 0)
+    })
 }
 
 /// Whether the process `pid` is gone (or a zombie nobody reaped yet).
@@ -831,7 +844,7 @@ impl Serving {
                 return Some(Serving::Systemd(active));
             }
         }
-        if std::os::unix::net::UnixStream::connect(DEFAULT_SOCKET).is_err() {
+        if !listening(DEFAULT_SOCKET) {
             return None;
         }
         // urund writes its pid into the lock of its socket's directory.
@@ -887,7 +900,8 @@ impl Serving {
             cwd: fs::read_link(proc.join("cwd")).unwrap_or_else(|_| PathBuf::from("/")),
             stdout: target(1),
             stderr: target(2),
-            pid_file: read(Path::new(PID_FILE)).trim() == pid.to_string(),
+            pid_file: (read(Path::new(PID_FILE)).trim() == pid.to_string())
+                .then(|| fs::metadata(PID_FILE).map_or(0o600, |m| m.mode() & 0o7777)),
         };
         ok(
             &sh("kill", &["-TERM", &pid.to_string()]),
@@ -928,10 +942,11 @@ impl Serving {
                 pid_file,
             } => {
                 // As install.sh does: umask 077, nohup in the background, appending to
-                // the log; the same arguments and environment as before.
+                // the log; the same arguments and environment as before. In a session
+                // of its own, so that nothing sent to the test's terminal reaches it.
                 let script = r#"umask 077; out=$1; err=$2; shift 2
-                    if [ "$out" = "$err" ]; then nohup "$@" >>"$out" 2>&1 </dev/null &
-                    else nohup "$@" >>"$out" 2>>"$err" </dev/null & fi
+                    if [ "$out" = "$err" ]; then nohup setsid "$@" >>"$out" 2>&1 </dev/null &
+                    else nohup setsid "$@" >>"$out" 2>>"$err" </dev/null & fi
                     echo $!"#;
                 let o = Command::new("sh")
                     .args(["-c", script, "sh"])
@@ -950,13 +965,13 @@ impl Serving {
                         return;
                     }
                 };
-                if *pid_file {
-                    let _ = fs::write(PID_FILE, format!("{pid}\n"));
+                if let Some(mode) = pid_file {
+                    write_mode(Path::new(PID_FILE), format!("{pid}\n").as_bytes(), *mode);
                 }
             }
         }
         let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(DEFAULT_SOCKET).is_err() {
+        while !listening(DEFAULT_SOCKET) {
             if t.elapsed() > Duration::from_secs(20) {
                 eprintln!("the urund started again does not serve {DEFAULT_SOCKET}");
                 return;
