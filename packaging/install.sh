@@ -91,8 +91,10 @@ if [ "$MODE" = uninstall ]; then
   # removed its containers).
   rm -rf /var/lib/urun
   if with_systemd; then systemctl daemon-reload || true; fi
-  id "$DEMO_USER" >/dev/null 2>&1 && userdel -r "$DEMO_USER" 2>/dev/null || true
-  docker image rm "$DEMO_IMAGE" >/dev/null 2>&1 || true
+  # The demo's user and image, if --demo made them (a user or image of that name that
+  # was there before is not ours to remove).
+  sed -n 's/^user //p' "$NEW" | while read -r u; do userdel -r "$u" 2>/dev/null || true; done
+  sed -n 's/^image //p' "$NEW" | while read -r i; do docker image rm "$i" >/dev/null 2>&1 || true; done
   echo "urun removed (kept: /etc/urun/policy.toml, the group urun, $LOG)"
   exit 0
 fi
@@ -173,7 +175,13 @@ echo "add users with: usermod -aG urun USER (they must log in again)"
 
 # 5. The demo, as an unprivileged member of the group.
 if [ "$MODE" = demo ]; then
-  id "$DEMO_USER" >/dev/null 2>&1 || useradd -m -s /bin/sh -G urun "$DEMO_USER"
+  # note LINE: records in the manifest what the demo made, for --uninstall.
+  note() { grep -qxF "$1" "$MANIFEST" || echo "$1" >>"$MANIFEST"; }
+  if ! id "$DEMO_USER" >/dev/null 2>&1; then
+    useradd -m -s /bin/sh -G urun "$DEMO_USER"
+    note "user $DEMO_USER"
+  fi
+  docker image inspect "$DEMO_IMAGE" >/dev/null 2>&1 || note "image $DEMO_IMAGE"
   packaging/busybox-image.sh "$DEMO_IMAGE"
   as_demo() { setpriv --reuid="$DEMO_USER" --regid="$DEMO_USER" --init-groups --reset-env "$@"; }
   echo "\$ urun $DEMO_IMAGE id      # as $DEMO_USER ($(id -u $DEMO_USER))"

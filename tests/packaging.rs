@@ -4,9 +4,12 @@
 //! packaging/install.sh (install, run, --uninstall, nothing left).
 //!
 //! The package and install-script tests use the real default socket
-//! /run/urun/urun.sock and the real /etc/urun, so they restore whatever was there
-//! before (the policy file, /run/urun, the `urun` group if they had to create it),
-//! also when they fail.
+//! /run/urun/urun.sock and the real /etc/urun. They pass whether or not urun is
+//! installed here (by install.sh, or as the package, installed or in state "rc") and
+//! urund running (under systemd or not): `HostState` stops that urund, takes the
+//! installation away for the test and afterwards puts everything back as it found it
+//! (files byte for byte, the package in its state, the group and its members, urund
+//! started again the same way), also when the test fails.
 
 mod common;
 
@@ -23,15 +26,6 @@ const DEFAULT_SOCKET: &str = "/run/urun/urun.sock";
 /// Where an urund from before the runtime directory's marker left its (empty)
 /// runtime directory.
 const OLD_RUNTIME: &str = "/run/urun/run";
-
-impl HostState {
-    /// `v` without what urund replaces and removes by design (see `old_runtime`).
-    fn expected(&self, v: Vec<String>) -> Vec<String> {
-        v.into_iter()
-            .filter(|p| !(self.old_runtime && p == OLD_RUNTIME))
-            .collect()
-    }
-}
 
 /// urund's default state directory (its secret).
 const STATE_DIR: &str = "/var/lib/urun";
@@ -586,18 +580,458 @@ fn assert_same(after: &[String], expected: &[String], what: &str) {
     );
 }
 
+/// A file, directory or symlink as it was, put back byte for byte (and with its
+/// mode and owner) by `Tree::restore`.
+#[derive(Clone, PartialEq)]
+enum Saved {
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Link(PathBuf),
+}
+
+impl Saved {
+    fn read(p: &Path) -> Option<Saved> {
+        let m = fs::symlink_metadata(p).ok()?;
+        let (mode, uid, gid) = (m.mode() & 0o7777, m.uid(), m.gid());
+        Some(if m.file_type().is_symlink() {
+            Saved::Link(fs::read_link(p).ok()?)
+        } else if m.is_dir() {
+            Saved::Dir { mode, uid, gid }
+        } else {
+            Saved::File {
+                data: fs::read(p).ok()?,
+                mode,
+                uid,
+                gid,
+            }
+        })
+    }
+
+    /// Makes `p` this again (its parent exists). Best effort: used in `Drop`.
+    fn put(&self, p: &Path) {
+        if Saved::read(p).as_ref() == Some(self) {
+            return;
+        }
+        match (self, fs::symlink_metadata(p)) {
+            (Saved::Dir { .. }, Ok(m)) if m.is_dir() => {}
+            (_, Ok(m)) if m.is_dir() => {
+                let _ = fs::remove_dir_all(p);
+            }
+            (_, Ok(_)) => {
+                let _ = fs::remove_file(p);
+            }
+            (_, Err(_)) => {}
+        }
+        match self {
+            Saved::Dir { mode, uid, gid } => {
+                let _ = fs::create_dir(p);
+                let _ = std::os::unix::fs::chown(p, Some(*uid), Some(*gid));
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(*mode));
+            }
+            Saved::File {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                let _ = fs::write(p, data);
+                let _ = std::os::unix::fs::chown(p, Some(*uid), Some(*gid));
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(*mode));
+            }
+            Saved::Link(target) => {
+                let _ = std::os::unix::fs::symlink(target, p);
+            }
+        }
+    }
+}
+
+/// Everything at and below `root` as it was (`None`: `root` did not exist).
+struct Tree {
+    root: PathBuf,
+    entries: Option<Vec<(PathBuf, Saved)>>,
+}
+
+/// `root` and everything below it, parents before children (symlinks not followed).
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if fs::symlink_metadata(root).is_err() {
+        return out;
+    }
+    out.push(root.to_path_buf());
+    if fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        let mut children: Vec<PathBuf> = fs::read_dir(root)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        children.sort();
+        for c in children {
+            out.extend(walk(&c));
+        }
+    }
+    out
+}
+
+impl Tree {
+    fn save(root: &str) -> Tree {
+        let root = PathBuf::from(root);
+        let entries = fs::symlink_metadata(&root).is_ok().then(|| {
+            walk(&root)
+                .into_iter()
+                .filter_map(|p| Saved::read(&p).map(|s| (p, s)))
+                .collect()
+        });
+        Tree { root, entries }
+    }
+
+    /// Puts `root` back as it was: what was added goes, what changed or went is
+    /// written again.
+    fn restore(&self) {
+        let Some(entries) = &self.entries else {
+            match fs::symlink_metadata(&self.root) {
+                Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&self.root)),
+                Ok(_) => drop(fs::remove_file(&self.root)),
+                Err(_) => {}
+            }
+            return;
+        };
+        for p in walk(&self.root).into_iter().rev() {
+            if !entries.iter().any(|(q, _)| *q == p) {
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&p)),
+                    _ => drop(fs::remove_file(&p)),
+                }
+            }
+        }
+        if let Some(parent) = self.root.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        for (p, s) in entries {
+            s.put(p);
+        }
+    }
+}
+
+/// What `packaging/install.sh` (with the default PREFIX) installed here, recorded in
+/// its manifest: the directories it created and its files (the manifest itself
+/// among them). Its `user` and `image` lines (the demo's) are left alone.
+struct InstallCopy {
+    dirs: Vec<(PathBuf, Saved)>,
+    files: Vec<(PathBuf, Saved)>,
+}
+
+const INSTALL_MANIFEST: &str = "/usr/local/share/urun/install-manifest";
+
+impl InstallCopy {
+    fn save() -> Option<InstallCopy> {
+        let manifest = fs::read_to_string(INSTALL_MANIFEST).ok()?;
+        let entries = |kind: &str| -> Vec<(PathBuf, Saved)> {
+            manifest
+                .lines()
+                .filter_map(|l| l.strip_prefix(kind))
+                .filter_map(|p| Saved::read(Path::new(p)).map(|s| (PathBuf::from(p), s)))
+                .collect()
+        };
+        let mut dirs = entries("dir ");
+        dirs.sort_by_key(|(p, _)| p.as_os_str().len());
+        Some(InstallCopy {
+            dirs,
+            files: entries("file "),
+        })
+    }
+
+    /// Removes it as `install.sh --uninstall` would (which would also remove the
+    /// demo user and image, and urund's state: those stay).
+    fn remove(&self) {
+        for (p, _) in &self.files {
+            let _ = fs::remove_file(p);
+        }
+        for (d, _) in self.dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+
+    fn reinstate(&self) {
+        for (p, s) in self.dirs.iter().chain(&self.files) {
+            s.put(p);
+        }
+    }
+}
+
+/// The state of the `urun` package in dpkg's database (`ii`, `rc`, ...), if it knows it.
+fn package_state() -> Option<String> {
+    let o = sh("dpkg-query", &["-W", "-f=${db:Status-Abbrev}", "urun"]);
+    let s = stdout(&o).trim().to_string();
+    (o.status.success() && !s.is_empty() && s != "un").then_some(s)
+}
+
+/// A urund that served the default socket when a test began: how it ran, to be
+/// started again the same way.
+enum Serving {
+    /// Under systemd: the units that were active (install.sh's or the package's).
+    Systemd(Vec<&'static str>),
+    /// A process started without systemd (by install.sh, which writes
+    /// /run/urund.pid and appends to /var/log/urund.log, or by hand as the package's
+    /// postinst says): its executable, arguments, environment, working directory and
+    /// where its stdout and stderr went.
+    Process {
+        exe: PathBuf,
+        args: Vec<std::ffi::OsString>,
+        env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+        cwd: PathBuf,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        /// The mode of /run/urund.pid (install.sh's pid file), if it named it: written
+        /// again.
+        pid_file: Option<u32>,
+    },
+}
+
+const PID_FILE: &str = "/run/urund.pid";
+const URUND_UNITS: [&str; 2] = ["urund.socket", "urund.service"];
+
+fn with_systemd() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// Whether a socket listens on `path` (in /proc/net/unix, flag `__SO_ACCEPTCON`).
+/// Unlike a connection, which urund would log and audit as an empty request, this
+/// leaves no trace in the log of a urund the tests did not start.
+fn listening(path: &str) -> bool {
+    read(Path::new("/proc/net/unix")).lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|fl| fl & 0x10000 != 0)
+    })
+}
+
+/// Whether the process `pid` is gone (or a zombie nobody reaped yet).
+fn gone(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+impl Serving {
+    /// Finds the urund serving the default socket and stops it cleanly (SIGTERM:
+    /// it removes its containers, runtime directory, lock and socket).
+    fn stop() -> Option<Serving> {
+        if with_systemd() {
+            let active: Vec<&'static str> = URUND_UNITS
+                .into_iter()
+                .filter(|u| {
+                    sh("systemctl", &["is-active", "--quiet", u])
+                        .status
+                        .success()
+                })
+                .collect();
+            if !active.is_empty() {
+                ok(
+                    &sh("systemctl", &["stop", "urund.socket", "urund.service"]),
+                    "systemctl stop",
+                );
+                return Some(Serving::Systemd(active));
+            }
+        }
+        if !listening(DEFAULT_SOCKET) {
+            return None;
+        }
+        // urund writes its pid into the lock of its socket's directory.
+        let lock = Path::new(DEFAULT_SOCKET).with_file_name("urund.lock");
+        let pid: u32 = read(&lock).trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "a urund serves {DEFAULT_SOCKET} but {} names no pid",
+                lock.display()
+            )
+        });
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let exe = fs::read_link(proc.join("exe")).unwrap();
+        // A binary replaced since it started reads "PATH (deleted)": start PATH again.
+        let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+        assert!(
+            exe.ends_with("urund"),
+            "pid {pid} in {} is {exe:?}",
+            lock.display()
+        );
+        use std::os::unix::ffi::OsStrExt;
+        let split = |b: Vec<u8>| -> Vec<std::ffi::OsString> {
+            b.split(|c| *c == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| std::ffi::OsStr::from_bytes(w).to_os_string())
+                .collect()
+        };
+        let args = split(fs::read(proc.join("cmdline")).unwrap())
+            .into_iter()
+            .skip(1)
+            .collect();
+        let env = split(fs::read(proc.join("environ")).unwrap_or_default())
+            .into_iter()
+            .filter_map(|kv| {
+                let kv = kv.as_bytes();
+                let eq = kv.iter().position(|c| *c == b'=')?;
+                Some((
+                    std::ffi::OsStr::from_bytes(&kv[..eq]).to_os_string(),
+                    std::ffi::OsStr::from_bytes(&kv[eq + 1..]).to_os_string(),
+                ))
+            })
+            .collect();
+        // Where its output went, if that was a file (else nowhere).
+        let target = |fd: u32| -> PathBuf {
+            match fs::read_link(proc.join(format!("fd/{fd}"))) {
+                Ok(p) if p.is_absolute() && p.is_file() => p,
+                _ => PathBuf::from("/dev/null"),
+            }
+        };
+        let serving = Serving::Process {
+            exe,
+            args,
+            env,
+            cwd: fs::read_link(proc.join("cwd")).unwrap_or_else(|_| PathBuf::from("/")),
+            stdout: target(1),
+            stderr: target(2),
+            pid_file: (read(Path::new(PID_FILE)).trim() == pid.to_string())
+                .then(|| fs::metadata(PID_FILE).map_or(0o600, |m| m.mode() & 0o7777)),
+        };
+        ok(
+            &sh("kill", &["-TERM", &pid.to_string()]),
+            "kill -TERM urund",
+        );
+        let t = Instant::now();
+        while !gone(pid) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "urund (pid {pid}) did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!Path::new(DEFAULT_SOCKET).exists(), "urund left its socket");
+        Some(serving)
+    }
+
+    /// Starts it again the way it had been started. Best effort (used in `Drop`):
+    /// says on stderr what failed.
+    fn start(&self) {
+        match self {
+            Serving::Systemd(units) => {
+                let _ = sh("systemctl", &["daemon-reload"]);
+                for u in units {
+                    let o = sh("systemctl", &["start", u]);
+                    if !o.status.success() {
+                        eprintln!("systemctl start {u}: {}", stderr(&o));
+                    }
+                }
+            }
+            Serving::Process {
+                exe,
+                args,
+                env,
+                cwd,
+                stdout: out,
+                stderr: err,
+                pid_file,
+            } => {
+                // As install.sh does: umask 077, nohup in the background, appending to
+                // the log; the same arguments and environment as before. In a session
+                // of its own, so that nothing sent to the test's terminal reaches it.
+                let script = r#"umask 077; out=$1; err=$2; shift 2
+                    if [ "$out" = "$err" ]; then nohup setsid "$@" >>"$out" 2>&1 </dev/null &
+                    else nohup setsid "$@" >>"$out" 2>>"$err" </dev/null & fi
+                    echo $!"#;
+                let o = Command::new("sh")
+                    .args(["-c", script, "sh"])
+                    .arg(out)
+                    .arg(err)
+                    .arg(exe)
+                    .args(args)
+                    .env_clear()
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(cwd)
+                    .output();
+                let pid = match o {
+                    Ok(o) if o.status.success() => stdout(&o).trim().to_string(),
+                    other => {
+                        eprintln!("starting {exe:?} again: {other:?}");
+                        return;
+                    }
+                };
+                if let Some(mode) = pid_file {
+                    write_mode(Path::new(PID_FILE), format!("{pid}\n").as_bytes(), *mode);
+                }
+            }
+        }
+        let t = Instant::now();
+        while !listening(DEFAULT_SOCKET) {
+            if t.elapsed() > Duration::from_secs(20) {
+                eprintln!("the urund started again does not serve {DEFAULT_SOCKET}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The footprint (see `footprint`) of the host as a test found it.
+#[derive(Clone)]
+struct Found {
+    paths: Vec<String>,
+    /// The package was there (installed or in state "rc").
+    package: bool,
+}
+
+impl Found {
+    /// Fails unless the host's footprint is what it was, except for dpkg's own
+    /// records of a package that was there before (reinstating it rewrites them).
+    fn assert_restored(&self, extra: &[&str]) {
+        let comparable = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .filter(|p| !(self.package && p.starts_with("/var/lib/dpkg/info/urun.")))
+                .collect()
+        };
+        assert_same(
+            &comparable(footprint(extra)),
+            &comparable(self.paths.clone()),
+            "after restoring the host",
+        );
+    }
+}
+
 /// What the real installation tests change on this machine, restored on drop.
+///
+/// `save` finds an installation of urun as it is (a urund serving the default
+/// socket, under systemd or started by install.sh or by hand; install.sh's copy; the
+/// package installed or in state "rc"), records it, stops urund and takes the copy
+/// and the package away, so that a test starts from a host without urun. `Drop`
+/// removes what the test installed and puts everything back: the files byte for
+/// byte, the package in its state, urund started again the same way.
 struct HostState {
-    group_existed: bool,
-    etc_urun: Option<Vec<(PathBuf, Vec<u8>, u32)>>,
+    /// The footprint as found, before anything was stopped.
+    found: Found,
+    /// The package's state in dpkg (`ii`, `rc`) as found.
+    package: Option<String>,
+    /// The package built from this tree, to reinstate `package`.
+    reinstate_deb: Option<PathBuf>,
+    install_copy: Option<InstallCopy>,
+    serving: Option<Serving>,
+    /// `getent group urun` as found.
+    group: Option<String>,
+    /// /etc/urun, /var/lib/urun (urund's state), install.sh's log, the audit file.
+    trees: Vec<Tree>,
     run_urun: bool,
     /// An empty /run/urun/run without urund's marker, as an urund from before the
     /// marker leaves it: urund replaces it (and removes its own at a clean stop), so
     /// the intermediate comparisons leave it out; it is put back on drop.
     old_runtime: bool,
-    /// The secret in /var/lib/urun, if an earlier installation left one.
-    state: Option<Vec<u8>>,
-    urund_log_existed: bool,
     /// The urund a test started by hand, stopped if still running.
     urund: Option<Child>,
     user: Option<String>,
@@ -605,44 +1039,97 @@ struct HostState {
 }
 
 impl HostState {
-    fn save() -> HostState {
+    /// `extra`: what the test adds to the footprint it compares.
+    fn save(extra: &[&str]) -> HostState {
         image();
-        assert!(
-            std::os::unix::net::UnixStream::connect(DEFAULT_SOCKET).is_err(),
-            "a urund already serves {DEFAULT_SOCKET}: this test needs the default socket"
-        );
-        let installed = sh("dpkg-query", &["-W", "-f=${Status}", "urun"]);
-        assert!(
-            !stdout(&installed).contains("installed"),
-            "the urun package is already installed here"
-        );
-        let etc_urun = fs::read_dir("/etc/urun").ok().map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-                .map(|e| {
-                    let p = e.path();
-                    let mode = fs::metadata(&p).unwrap().mode() & 0o7777;
-                    (p.clone(), fs::read(&p).unwrap(), mode)
-                })
-                .collect()
-        });
+        let found = footprint(extra);
+        let run_urun = Path::new("/run/urun").is_dir();
+        let old_runtime = fs::read_dir(OLD_RUNTIME).is_ok_and(|mut d| d.next().is_none());
+        // Stopped first, so that its last words (log, audit summaries) are saved too.
+        let serving = Serving::stop();
         let dir = PathBuf::from(format!("/run/urun-test-pkg-{}", unique()));
         fs::create_dir_all(&dir).unwrap();
+
+        let mut trees: Vec<Tree> = ["/etc/urun", STATE_DIR, "/var/log/urund.log"]
+            .into_iter()
+            .map(Tree::save)
+            .collect();
+        // The audit file the administrator's policy names (or its directory, if urund
+        // would create that).
+        let audit = fs::read_to_string("/etc/urun/policy.toml")
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("audit")?.get("file")?.as_str().map(PathBuf::from));
+        if let Some(a) = audit {
+            let p = match a.parent() {
+                Some(d) if !d.exists() => d.to_path_buf(),
+                _ => a,
+            };
+            trees.push(Tree::save(p.to_str().unwrap()));
+        }
+
+        let install_copy = InstallCopy::save();
+        if let Some(c) = &install_copy {
+            c.remove();
+        }
+        let _ = fs::remove_file(PID_FILE);
+
+        // The package is reinstated from this tree (with the binaries this test was
+        // built with): dpkg cannot give back the .deb it was installed from. The
+        // administrator's configuration files (/etc/urun) are put back byte for byte
+        // afterwards, so only dpkg's own records (the conffile's recorded checksum,
+        // the version) may differ from before.
+        let package = package_state();
+        let reinstate_deb = package.as_ref().map(|_| {
+            let o = sh(
+                src("packaging/build-deb.sh").to_str().unwrap(),
+                &[
+                    "--bin-dir",
+                    bin_dir().to_str().unwrap(),
+                    "--out",
+                    dir.join("reinstate").to_str().unwrap(),
+                ],
+            );
+            ok(
+                &o,
+                "packaging/build-deb.sh (to reinstate the package afterwards)",
+            );
+            PathBuf::from(stdout(&o).trim())
+        });
+        if package.is_some() {
+            ok(
+                &dpkg(&["--purge", "urun"]),
+                "dpkg --purge urun (reinstated afterwards)",
+            );
+        }
+
         HostState {
-            group_existed: sh("getent", &["group", "urun"]).status.success(),
-            etc_urun,
-            run_urun: Path::new("/run/urun").is_dir(),
-            old_runtime: fs::read_dir(OLD_RUNTIME).is_ok_and(|mut d| d.next().is_none()),
-            state: if Path::new(STATE_DIR).exists() {
-                Some(fs::read(Path::new(STATE_DIR).join("instance")).unwrap_or_default())
-            } else {
-                None
+            found: Found {
+                paths: found,
+                package: package.is_some(),
             },
-            urund_log_existed: Path::new("/var/log/urund.log").exists(),
+            package,
+            reinstate_deb,
+            install_copy,
+            serving,
+            group: sh("getent", &["group", "urun"])
+                .status
+                .success()
+                .then(|| stdout(&sh("getent", &["group", "urun"])).trim().to_string()),
+            trees,
+            run_urun,
+            old_runtime,
             urund: None,
             user: None,
             dir,
         }
+    }
+
+    /// `v` without what urund replaces and removes by design (see `old_runtime`).
+    fn expected(&self, v: Vec<String>) -> Vec<String> {
+        v.into_iter()
+            .filter(|p| !(self.old_runtime && p == OLD_RUNTIME))
+            .collect()
     }
 
     /// A user in the `urun` group, as README says to add one (`usermod -aG urun`): a
@@ -695,6 +1182,7 @@ fn dpkg(args: &[&str]) -> Output {
 
 impl Drop for HostState {
     fn drop(&mut self) {
+        // 1. What the test installed and started goes.
         if let Some(mut c) = self.urund.take() {
             // SIGTERM first: urund then removes its socket and containers.
             let _ = sh("kill", &["-TERM", &c.id().to_string()]);
@@ -705,11 +1193,10 @@ impl Drop for HostState {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let st = sh("dpkg-query", &["-W", "-f=${Status}", "urun"]);
-        if stdout(&st).contains("install") {
+        if package_state().is_some() {
             let _ = dpkg(&["--purge", "urun"]);
         }
-        if Path::new("/usr/local/share/urun/install-manifest").exists() {
+        if Path::new(INSTALL_MANIFEST).exists() {
             let _ = Command::new(src("packaging/install.sh"))
                 .arg("--uninstall")
                 .output();
@@ -718,18 +1205,29 @@ impl Drop for HostState {
             let _ = sh("pkill", &["-KILL", "-u", u]);
             let _ = sh("userdel", &["-r", "-f", u]);
         }
-        match &self.etc_urun {
-            Some(files) => {
-                let _ = fs::create_dir_all("/etc/urun");
-                for (p, data, mode) in files {
-                    if fs::read(p).ok().as_deref() != Some(data.as_slice()) {
-                        write_mode(p, data, *mode);
-                    }
-                }
+
+        // 2. What was there comes back: the package in its state, install.sh's copy,
+        // the files, the group, then urund.
+        if let (Some(state), Some(deb)) = (&self.package, &self.reinstate_deb) {
+            let o = dpkg(&[
+                "-i",
+                "--force-confdef",
+                "--force-confold",
+                deb.to_str().unwrap(),
+            ]);
+            if !o.status.success() {
+                eprintln!("reinstating the package: {}", stderr(&o));
             }
-            None => {
-                let _ = fs::remove_dir_all("/etc/urun");
+            if state.starts_with('r') {
+                // "rc": removed, its configuration files kept.
+                let _ = dpkg(&["--remove", "urun"]);
             }
+        }
+        if let Some(c) = &self.install_copy {
+            c.reinstate();
+        }
+        for t in &self.trees {
+            t.restore();
         }
         if self.run_urun && !Path::new("/run/urun").exists() {
             let _ = fs::create_dir("/run/urun");
@@ -739,24 +1237,20 @@ impl Drop for HostState {
             let _ = fs::create_dir_all(OLD_RUNTIME);
             let _ = fs::set_permissions(OLD_RUNTIME, fs::Permissions::from_mode(0o700));
         }
-        match &self.state {
-            Some(secret) => {
-                let dir = Path::new(STATE_DIR);
-                let _ = fs::create_dir_all(dir);
-                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-                if !secret.is_empty() {
-                    write_mode(&dir.join("instance"), secret, 0o600);
+        match &self.group {
+            None => {
+                let _ = sh("groupdel", &["urun"]);
+            }
+            Some(line) => {
+                // Its members as they were (userdel took the test's user off already).
+                let members = line.rsplit(':').next().unwrap_or("");
+                if stdout(&sh("getent", &["group", "urun"])).trim() != line {
+                    let _ = sh("gpasswd", &["-M", members, "urun"]);
                 }
             }
-            None => {
-                let _ = fs::remove_dir_all(STATE_DIR);
-            }
         }
-        if !self.urund_log_existed {
-            let _ = fs::remove_file("/var/log/urund.log");
-        }
-        if !self.group_existed {
-            let _ = sh("groupdel", &["urun"]);
+        if let Some(s) = &self.serving {
+            s.start();
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -780,8 +1274,10 @@ fn as_user(user: &str, program: &str, args: &[&str]) -> Output {
 #[test]
 #[serial]
 fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
-    let mut host = HostState::save();
+    let mut host = HostState::save(&[]);
     let before = footprint(&[]);
+    // An administrator's policy left by an earlier installation (install.sh keeps it).
+    let theirs = fs::read("/etc/urun/policy.toml").ok();
 
     // Build the package from this tree and the binaries just built.
     let out = host.dir.join("deb");
@@ -907,12 +1403,7 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     // An administrator's policy that was there before and differs from the package's
     // is kept by dpkg (--force-confold), with the package's version beside it.
     let packaged = fs::read(src("packaging/policy.toml")).unwrap();
-    let theirs = host.etc_urun.as_ref().and_then(|files| {
-        files
-            .iter()
-            .find(|(p, _, _)| p == Path::new("/etc/urun/policy.toml"))
-    });
-    if theirs.is_some_and(|(_, data, _)| *data != packaged) {
+    if theirs.is_some_and(|data| data != packaged) {
         kept.push("/etc/urun/policy.toml.dpkg-dist");
     }
     for k in kept {
@@ -935,20 +1426,21 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     let mut expected = host.expected(without_run(before.clone()));
     expected.retain(|p| !p.starts_with("/etc/urun") && !is_state(p));
     assert_same(&after, &expected, "dpkg --purge");
+    let found = host.found.clone();
     drop(host);
-    assert_same(&footprint(&[]), &before, "after restoring the host");
+    found.assert_restored(&[]);
 }
 
 #[test]
 #[serial]
 fn install_script_installs_runs_for_a_member_and_uninstalls_without_leftovers() {
-    let mut host = HostState::save();
     let extra = [
         "/usr/local",
         "/etc/systemd/system",
         "/etc/sysusers.d",
         "/etc/tmpfiles.d",
     ];
+    let mut host = HostState::save(&extra);
     let before = footprint(&extra);
 
     let o = Command::new(src("packaging/install.sh"))
@@ -1024,6 +1516,7 @@ fn install_script_installs_runs_for_a_member_and_uninstalls_without_leftovers() 
         Path::new("/etc/urun/policy.toml").exists(),
         "the policy is kept"
     );
+    let found = host.found.clone();
     drop(host);
-    assert_same(&footprint(&extra), &before, "after restoring the host");
+    found.assert_restored(&extra);
 }
