@@ -624,6 +624,40 @@ fn an_image_group_listing_the_caller_as_a_member_does_not_keep_them() {
     }
 }
 
+#[test]
+#[serial]
+fn an_image_group_listing_the_caller_padded_with_whitespace_does_not_keep_them() {
+    // glibc's nss_files skips whitespace before a member: " alice" is alice to it.
+    let (_g, u, d) = setup("");
+    let n = &u.name;
+    let img = TestImage::build(
+        &format!("urun-test/members{}:latest", unique()),
+        &format!("FROM {}\nCOPY group /etc/group\n", image()),
+        |dir| {
+            fs::write(
+                dir.join("group"),
+                format!(
+                    "root:x:0:\nwheel:x:10: {n}\nadm:x:4:bob, {n}\t,carol\nstaff:x:50:\t{n} \r\n"
+                ),
+            )
+            .unwrap()
+        },
+    );
+    let o = d.run(&u, &[&img.0, "cat", "/etc/group"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("wheel:x:10:\n"), "{out}");
+    assert!(out.contains("adm:x:4:bob,carol\n"), "{out}");
+    assert!(out.contains("staff:x:50:\n"), "{out}");
+    for l in out.lines() {
+        let members = l.split(':').nth(3).unwrap_or("");
+        assert!(
+            !members.split(',').any(|m| m.trim() == n.as_str()) || l.starts_with(&format!("{n}:")),
+            "listed as a member: {l:?}"
+        );
+    }
+}
+
 // ─────────────────────────── names and network ───────────────────────────
 
 /// Removes the isolated network on drop (if no container uses it any more).

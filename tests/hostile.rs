@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
+use urun::wire::{self, Kind, Request, Signal, WinSize};
 
 /// The hostile member's program: holds connections open and counts urund's answers.
 const HOLD: &str = include_str!("../bench/hold-connections.py");
@@ -386,4 +387,155 @@ fn a_second_interrupt_kills_a_container_whose_client_does_not_read_its_output() 
     let o = d.run(&u, &[image(), "echo", "next"], b"");
     assert_eq!(stdout(&o), "next\n", "{}", stderr(&o));
     let _ = std::io::stdout().flush();
+}
+
+// ── control frames ──
+
+/// The member's flooding client (python3): sends the request, and once the container
+/// runs, `n` times the frames in `unit` (from a thread, as fast as urund reads them);
+/// reads every reply frame to the end and prints them in hex.
+const FLOOD: &str = "import socket,sys,threading,time\n\
+s=socket.socket(socket.AF_UNIX)\n\
+s.connect(sys.argv[1])\n\
+s.sendall(bytes.fromhex(sys.argv[2]))\n\
+def flood():\n time.sleep(1.5)\n try:\n  s.sendall(bytes.fromhex(sys.argv[3])*int(sys.argv[4]))\n except OSError:\n  pass\n\
+threading.Thread(target=flood,daemon=True).start()\n\
+d=b''\n\
+while True:\n b=s.recv(65536)\n if not b: break\n d+=b\n\
+sys.stdout.write(d.hex())\n";
+
+fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    wire::write_frame(&mut v, kind, payload).unwrap();
+    v
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How many `event` events Docker logged for container `id` between `since` (epoch
+/// seconds) and now.
+fn docker_events(id: &str, event: &str, since: u64) -> usize {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let o = sh(
+        "docker",
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            &format!("container={id}"),
+            "--filter",
+            &format!("event={event}"),
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).lines().count()
+}
+
+#[test]
+#[serial]
+fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let d = start(&g, "", &[]);
+    let mut req = Request::new(
+        image().into(),
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "trap '' USR1 HUP; sleep 5; echo done".into(),
+        ],
+    );
+    req.tty = true;
+    req.size = Some(WinSize { rows: 24, cols: 80 });
+    // 100,000 frames: resizes to two sizes in turn and two signals the command ignores.
+    let mut unit = frame(
+        Kind::Resize,
+        &WinSize {
+            rows: 30,
+            cols: 100,
+        }
+        .encode(),
+    );
+    unit.extend(frame(Kind::Signal, &Signal::Usr1.encode()));
+    unit.extend(frame(
+        Kind::Resize,
+        &WinSize {
+            rows: 31,
+            cols: 101,
+        }
+        .encode(),
+    ));
+    unit.extend(frame(Kind::Signal, &Signal::Hup.encode()));
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut client = u
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            FLOOD,
+            d.socket.to_str().unwrap(),
+            &hex(&frame(Kind::Request, &req.encode())),
+            &hex(&unit),
+            "25000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_running(1, Duration::from_secs(20));
+    let id = d.containers()[0].clone();
+    let status = wait_within(&mut client, Duration::from_secs(60));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut client.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(status, Some(0));
+    // The run ended normally: its output and exit status 0.
+    let raw: Vec<u8> = (0..out.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&out[i..i + 2], 16).unwrap())
+        .collect();
+    let mut r = &raw[..];
+    let mut frames = Vec::new();
+    while let Some(f) = wire::read_frame(&mut r).unwrap() {
+        frames.push(f);
+    }
+    assert_eq!(frames.last(), Some(&(Kind::Exit, vec![0])), "{frames:?}");
+    let text: Vec<u8> = frames
+        .iter()
+        .filter(|f| f.0 == Kind::Stdout)
+        .flat_map(|f| f.1.clone())
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&text).contains("done"),
+        "{frames:?}"
+    );
+    d.wait_no_containers(Duration::from_secs(10)).unwrap();
+    // urund reads the frames as fast as they come (well under a second) and makes
+    // at most one round of calls per 100 ms meanwhile: a round is at most one kill
+    // per signal and one resize. (Before: one call per frame, as fast as dockerd
+    // answered, ~70 a second here, for as long as the run lasted.)
+    let kills = docker_events(&id, "kill", since);
+    let resizes = docker_events(&id, "resize", since);
+    eprintln!("100,000 control frames: {kills} kill and {resizes} resize calls");
+    assert!(
+        kills <= 2 * 60,
+        "{kills} kill calls for 50,000 signal frames"
+    );
+    assert!(
+        resizes <= 60,
+        "{resizes} resize calls for 50,000 resize frames"
+    );
+    assert!(resizes >= 2, "the sizes were not passed on: {resizes}");
 }

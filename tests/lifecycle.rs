@@ -175,6 +175,55 @@ fn containers_others_labelled_as_urunds_survive_its_start_and_reconcile() {
         .success());
 }
 
+/// An image any member can use carries the key `io.urun.instance` (any value but the
+/// secret). Docker gives the container urund's value for it, so the run is urund's and
+/// is proven so: when urund dies during the run, its next start removes the container
+/// (it used to be left running forever, past `max_runtime`).
+#[test]
+#[serial]
+fn a_run_of_an_image_carrying_the_instance_label_is_reaped_after_urund_dies() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let img = TestImage::build(
+        &format!("urun-test/instance-key-{}", unique()),
+        &format!(
+            "FROM {}\nLABEL io.urun.instance=\"not-the-secret\"\n",
+            image()
+        ),
+        |_| {},
+    );
+    let mut d = Daemon::start(&policy_for(&g));
+    let mut child = spawn_run(&d, &u, &[&img.0, "sleep", "300"]);
+    d.wait_running(1, Duration::from_secs(20));
+    let cid = d.containers()[0].clone();
+    // Docker's merge: the container carries urund's value, not the image's.
+    let secret = fs::read_to_string(d.state.join("instance")).unwrap();
+    let label = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.urun.instance\"}}",
+        &cid,
+    ]);
+    assert_eq!(label, secret.trim());
+    d.kill9();
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running(&cid), "the run stopped with urund");
+    d.relaunch();
+    if let Err(left) = d.wait_no_containers(Duration::from_secs(20)) {
+        panic!(
+            "left running after urund's restart: {left:?}\n{}",
+            d.log_text()
+        );
+    }
+    assert!(
+        d.log_text().contains("1 leftover container(s) removed"),
+        "{}",
+        d.log_text()
+    );
+}
+
 /// The positive side of the proof, while urund runs: a container carrying its secret
 /// and socket labels from an image that does not (as urund's own would be if it lost
 /// track of it, e.g. a create whose answer the dying daemon never sent) is removed by

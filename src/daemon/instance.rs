@@ -286,9 +286,13 @@ impl Owner {
 
     /// Whether a container is proven to be one urund created: its labels carry this
     /// helper's socket and the secret, and its image's own labels do not carry the
-    /// instance label at all (an image that does was made from one of urund's
-    /// containers, or by someone who knows the secret: its containers are not trusted).
-    /// `Err` says why not. Pure.
+    /// secret (an image that does was made from one of urund's containers, or by
+    /// someone who knows it: a container of it has the secret without its creator
+    /// knowing it). An image's instance label with any other value proves nothing
+    /// either way: Docker gives a container its creator's value for a key both set, so
+    /// the secret on the container came from its creator. (Refusing every image with
+    /// the key made any image labelled `io.urun.instance=x` one whose runs urund never
+    /// reaped after a crash, so they outlived `max_runtime`.) `Err` says why not. Pure.
     pub fn proves(
         &self,
         container: &HashMap<String, String>,
@@ -300,7 +304,7 @@ impl Owner {
         if container.get(LABEL_HELPER) != Some(&self.helper) {
             return Err("it belongs to another urund (another socket)");
         }
-        if image.contains_key(LABEL_INSTANCE) {
+        if image.get(LABEL_INSTANCE) == Some(&self.secret) {
             return Err("its image carries the instance label itself");
         }
         Ok(())
@@ -466,10 +470,33 @@ mod tests {
             ..me.clone()
         };
         assert!(me.proves(&wrong.labels("1-2-3"), &none).is_err());
-        // An image that carries the instance label (any value): never trusted.
-        for v in [me.secret.as_str(), "", "x"] {
-            let img = HashMap::from([(LABEL_INSTANCE.to_string(), v.to_string())]);
-            assert!(me.proves(&mine, &img).is_err(), "{v:?}");
+        // An image that carries the secret itself: its containers have it without
+        // their creator knowing it, never trusted.
+        let img = HashMap::from([(LABEL_INSTANCE.to_string(), me.secret.clone())]);
+        assert!(me.proves(&mine, &img).is_err());
+        // An image with the key and another value: the container's value is its
+        // creator's (Docker's merge), so the secret there still proves it.
+        for v in ["", "x", &me.secret[1..], &me.secret.to_uppercase()] {
+            let img = HashMap::from([
+                (LABEL_INSTANCE.to_string(), v.to_string()),
+                (LABEL_HELPER.to_string(), me.helper.clone()),
+            ]);
+            assert_eq!(me.proves(&mine, &img), Ok(()), "{v:?}");
+            // and a container that has only the image's value is not proven
+            let theirs: HashMap<String, String> = mine
+                .iter()
+                .map(|(k, x)| {
+                    (
+                        k.clone(),
+                        if k == LABEL_INSTANCE {
+                            v.to_string()
+                        } else {
+                            x.clone()
+                        },
+                    )
+                })
+                .collect();
+            assert!(me.proves(&theirs, &img).is_err(), "{v:?}");
         }
     }
 

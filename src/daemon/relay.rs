@@ -25,6 +25,11 @@ use tokio::net::UnixStream;
 /// while its container's stdin is full.
 pub(super) const HANGUP_POLL: Duration = Duration::from_millis(200);
 
+/// At most one round of signal and resize calls to the Docker daemon per run in this
+/// time: a client's `Signal` and `Resize` frames are coalesced in between (see
+/// [`Pending`]), so a flood of them costs the shared daemon a bounded number of calls.
+pub(super) const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long a TTY container may keep running after its terminal output ended (docker's
 /// detach keys, ctrl-p ctrl-q, end the attach): urun has no detach, so it is then killed.
 pub(super) const DETACH_GRACE: Duration = Duration::from_secs(2);
@@ -176,31 +181,92 @@ pub(super) struct Control<'a> {
     tty: bool,
 }
 
+/// The client's signals and terminal size not yet passed on, coalesced as the kernel
+/// coalesces a pending standard signal: one of each signal and the latest size. The
+/// frame reader only records them here; [`Control::deliver`] passes them on.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// (signals by number as bits, the latest size)
+    state: std::sync::Mutex<(u32, Option<WinSize>)>,
+    wake: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn signal(&self, sig: Signal) {
+        self.state.lock().unwrap().0 |= 1 << (sig as u32);
+        self.wake.notify_one();
+    }
+
+    fn resize(&self, size: WinSize) {
+        self.state.lock().unwrap().1 = Some(size);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> (u32, Option<WinSize>) {
+        std::mem::take(&mut *self.state.lock().unwrap())
+    }
+}
+
 impl Control<'_> {
-    /// Delivers one of the listed signals (the payload was checked by [`Signal::decode`]).
-    pub(super) async fn signal(&self, sig: Signal) {
-        if let Err(e) = self.engine.kill(self.id, sig.name()).await {
-            eprintln!("urund: {e:#}");
+    /// Passes the pending signals and size on, at most one round of Docker calls per
+    /// [`CONTROL_INTERVAL`] (the first at once); never returns.
+    pub(super) async fn deliver(&self, pending: &Pending) -> std::convert::Infallible {
+        let mut sent: Option<WinSize> = None;
+        loop {
+            pending.wake.notified().await;
+            loop {
+                let (signals, size) = pending.take();
+                if signals == 0 && size.is_none() {
+                    break;
+                }
+                for sig in Signal::ALL {
+                    if signals & (1 << (sig as u32)) != 0 {
+                        self.signal(sig).await;
+                    }
+                }
+                // Meaningless without a TTY; a size already set is not set again.
+                if let Some(size) = size.filter(|s| self.tty && s.rows > 0 && s.cols > 0) {
+                    if sent != Some(size) {
+                        let _ = self.engine.resize(self.id, size).await;
+                        sent = Some(size);
+                    }
+                }
+                tokio::time::sleep(CONTROL_INTERVAL).await;
+            }
         }
     }
 
-    /// Follows the client's terminal size; meaningless without a TTY, so ignored then.
-    pub(super) async fn resize(&self, size: WinSize) {
-        if self.tty && size.rows > 0 && size.cols > 0 {
-            let _ = self.engine.resize(self.id, size).await;
+    /// Delivers one of the listed signals (the payload was checked by [`Signal::decode`]).
+    async fn signal(&self, sig: Signal) {
+        if let Err(e) = self.engine.kill(self.id, sig.name()).await {
+            eprintln!("urund: {e:#}");
         }
     }
 }
 
 /// Relays the client's frames to the container until the client goes away: stdin,
-/// signals (only those [`Signal`] lists), terminal resizes. After `StdinEof` the
+/// signals (only those [`Signal`] lists), terminal resizes (those two coalesced and
+/// passed on by [`Control::deliver`] beside the frames). After `StdinEof` the
 /// container's stdin is closed and the pump keeps watching the connection, so a
 /// vanished client is noticed at once.
 pub(super) async fn pump_client(
     rd: &mut OwnedReadHalf,
-    mut input: Pin<Box<dyn AsyncWrite + Send>>,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
     bytes_in: &AtomicU64,
     control: Control<'_>,
+) -> PumpEnd {
+    let pending = Pending::default();
+    tokio::select! {
+        end = pump_frames(rd, input, bytes_in, &pending) => end,
+        never = control.deliver(&pending) => match never {},
+    }
+}
+
+async fn pump_frames(
+    rd: &mut OwnedReadHalf,
+    mut input: Pin<Box<dyn AsyncWrite + Send>>,
+    bytes_in: &AtomicU64,
+    pending: &Pending,
 ) -> PumpEnd {
     let mut stdin_open = true;
     // Buffered: a frame's header and payload (and often several frames) in one read.
@@ -237,11 +303,11 @@ pub(super) async fn pump_client(
             Kind::Signal => match Signal::decode(&payload) {
                 // Delivered by the relay once the attach connection is closed.
                 Ok(Signal::Kill) => return PumpEnd::Killed,
-                Ok(sig) => control.signal(sig).await,
+                Ok(sig) => pending.signal(sig),
                 Err(e) => return PumpEnd::Bad(e),
             },
             Kind::Resize => match WinSize::decode(&payload) {
-                Ok(size) => control.resize(size).await,
+                Ok(size) => pending.resize(size),
                 Err(e) => return PumpEnd::Bad(e),
             },
             other => return PumpEnd::Bad(ProtocolError::UnexpectedKind(other)),

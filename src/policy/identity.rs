@@ -80,6 +80,11 @@ pub fn passwd(image: &str, me: &Me) -> String {
 /// passed (the caller listed as a member of those). So the caller is listed in exactly
 /// the groups the container has (an image saying `wheel:x:10:alice` does not make
 /// alice look like a member of wheel).
+///
+/// Member lists are normalised ([`members`]): readers disagree on whitespace (glibc's
+/// nss_files skips it before a member, so `wheel:x:10: alice` lists alice; runc and
+/// musl compare the bytes as they are), so every member is trimmed, empty ones are
+/// dropped, and the caller is taken out in whichever way it was written.
 pub fn group(
     image: &str,
     primary: Option<(u32, &str)>,
@@ -97,22 +102,13 @@ pub fn group(
         if mine.iter().any(|(g, n)| *g == gid || *n == f[0]) {
             continue;
         }
-        match member {
-            Some(me) if f[3].split(',').any(|m| m == me) => {
-                let others: Vec<&str> = f[3].split(',').filter(|m| *m != me).collect();
-                out.push_str(&format!(
-                    "{}:{}:{}:{}\n",
-                    f[0],
-                    f[1],
-                    f[2],
-                    others.join(",")
-                ));
-            }
-            _ => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
+        out.push_str(&format!(
+            "{}:{}:{}:{}\n",
+            f[0],
+            f[1],
+            f[2],
+            members(f[3], member).join(",")
+        ));
     }
     if let Some((gid, name)) = primary {
         out.push_str(&format!("{name}:x:{gid}:\n"));
@@ -121,6 +117,16 @@ pub fn group(
         out.push_str(&format!("{name}:x:{gid}:{}\n", member.unwrap_or("")));
     }
     out
+}
+
+/// A group's member list, normalised: split at `,`, each member trimmed of the
+/// whitespace C's `isspace` knows (space, `\t`, `\n`, `\v`, `\f`, `\r`), empty ones
+/// dropped, and `me` (the caller) dropped however it was padded.
+pub fn members<'a>(list: &'a str, me: Option<&str>) -> Vec<&'a str> {
+    list.split(',')
+        .map(|m| m.trim_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']))
+        .filter(|m| !m.is_empty() && Some(*m) != me)
+        .collect()
 }
 
 /// The login shell for the container: the caller's own if the image knows it (listed
@@ -459,6 +465,40 @@ mod prop {
                 prop_assert!(f.len() <= MAX_FILE);
                 prop_assert!(f.len() + 512 <= t.len());
             }
+        }
+    }
+
+    /// Whitespace as C's `isspace` knows it, and a few other characters.
+    fn pad() -> impl Strategy<Value = String> {
+        "[ \t\x0b\x0c\r]{0,3}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_caller_is_never_a_member_of_an_image_group_however_padded(
+            others in proptest::collection::vec("[a-z][a-z0-9_ ]{0,6}", 0..5),
+            me_at in proptest::collection::vec((any::<usize>(), pad(), pad()), 0..4),
+        ) {
+            let me = "alice";
+            let mut list: Vec<String> = others.clone();
+            for (at, before, after) in &me_at {
+                list.insert(at % (list.len() + 1), format!("{before}{me}{after}"));
+            }
+            let image = format!("wheel:x:10:{}\n", list.join(","));
+            let out = group(&image, None, &[], Some(me));
+            let line = out.lines().next().unwrap();
+            prop_assert!(line.starts_with("wheel:x:10:"));
+            let kept = line.trim_start_matches("wheel:x:10:");
+            // nobody's name keeps whitespace around it, and the caller is gone
+            for m in kept.split(',').filter(|m| !m.is_empty()) {
+                prop_assert_eq!(m, m.trim());
+                prop_assert_ne!(m.trim(), me);
+            }
+            // the others are kept, in order
+            let want: Vec<&str> = others.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+            prop_assert_eq!(kept.split(',').filter(|m| !m.is_empty()).collect::<Vec<_>>(), want);
         }
     }
 
