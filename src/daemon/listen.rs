@@ -7,7 +7,7 @@ use super::rundir::RunDir;
 use super::{audit, connections, instance};
 use super::{Helper, Options};
 use crate::daemon::janitor::{Janitor, Whose};
-use crate::engine::Engine;
+use crate::engine::{DockerEngine, Engine};
 use crate::policy::{NetworkMode, Policy, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
 use crate::wire::{self, Kind};
@@ -74,7 +74,7 @@ pub async fn run(opts: Options) -> Result<()> {
             opts.socket.display()
         );
     }
-    let engine = Engine::connect(&opts.docker_host).await?;
+    let engine: Arc<dyn Engine> = Arc::new(DockerEngine::connect(&opts.docker_host).await?);
     if policy.network.mode == NetworkMode::Isolated {
         engine
             .ensure_isolated_network(ISOLATED_NETWORK)

@@ -91,7 +91,7 @@ pub struct Options {
 
 /// State shared by all connections.
 pub struct Helper {
-    engine: Engine,
+    engine: Arc<dyn Engine>,
     policy: Policy,
     policy_path: PathBuf,
     group_gid: u32,
