@@ -5,8 +5,8 @@ use super::audit::Record;
 use super::instance::{Lock, Owner, RuntimeDir};
 use super::rundir::RunDir;
 use super::{audit, connections, instance};
-use super::{Helper, Options};
-use crate::daemon::janitor::{Janitor, Whose};
+use super::{Helper, Options, Parts};
+use crate::daemon::janitor::Whose;
 use crate::engine::{DockerEngine, Engine};
 use crate::policy::{NetworkMode, Policy, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
@@ -40,28 +39,7 @@ pub async fn run(opts: Options) -> Result<()> {
         system::nofile_limit().unwrap_or(1024)
     });
     let policy = Policy::load(&opts.policy)?;
-    let group = policy.access.group.0.clone();
-    let group_gid = system::group_gid(&group)
-        .with_context(|| format!("looking up group {group:?}"))?
-        .with_context(|| {
-            format!(
-                "group {group:?} (policy access.group) does not exist: create it \
-                 (groupadd --system {group}) or name another"
-            )
-        })?;
-    let mut override_gids = HashMap::new();
-    for g in policy.group.keys() {
-        match system::group_gid(&g.0) {
-            Ok(Some(gid)) => {
-                override_gids.insert(g.0.clone(), gid);
-            }
-            _ => eprintln!(
-                "urund: warning: group {:?} of policy table [group.{}] does not exist; \
-                 its limits apply to nobody",
-                g.0, g.0
-            ),
-        }
-    }
+    let (group_gid, override_gids) = group_ids(&policy)?;
     let audit = Arc::new(audit::Sink::open(&policy.audit).context("opening the audit log")?);
     let activated = opts.activated.is_some();
     // Only one urund per socket directory, and none on a live socket: decided before
@@ -86,31 +64,17 @@ pub async fn run(opts: Options) -> Result<()> {
         secret: instance::load_or_create_secret(&opts.state_dir)?,
     };
     let runtime = RuntimeDir::open(&dir)?;
-    let janitor = Janitor::new(engine.clone(), owner, audit.clone());
-    let helper = Arc::new(Helper {
+    let helper = Arc::new(Helper::new(Parts {
         engine,
         policy,
         policy_path: opts.policy.clone(),
         group_gid,
         override_gids,
         audit,
-        per_user: Mutex::new(HashMap::new()),
-        names: Mutex::new(std::collections::HashSet::new()),
-        network_lock: tokio::sync::Mutex::new(()),
-        janitor,
-        runs: Mutex::new(HashMap::new()),
+        owner,
         runtime,
-        image_files: Mutex::new(HashMap::new()),
-        counter: AtomicU64::new(0),
-        boot: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        conns: Arc::new(Mutex::new(connections::Table::default())),
         nofile,
-        max_open: connections::budget(nofile),
-        spare: Mutex::new(std::fs::File::open("/").ok()),
-    });
+    }));
     let result = helper
         .clone()
         .serve_until_stopped(opts.socket.clone(), opts.activated)
@@ -123,6 +87,34 @@ pub async fn run(opts: Options) -> Result<()> {
         eprintln!("urund: stopped");
     }
     result
+}
+
+/// The gid of the policy's `access.group` (which must exist), and those of the groups
+/// named by `[group.NAME]` override tables (one missing is warned about and ignored).
+fn group_ids(policy: &Policy) -> Result<(u32, HashMap<String, u32>)> {
+    let group = policy.access.group.0.clone();
+    let group_gid = system::group_gid(&group)
+        .with_context(|| format!("looking up group {group:?}"))?
+        .with_context(|| {
+            format!(
+                "group {group:?} (policy access.group) does not exist: create it \
+                 (groupadd --system {group}) or name another"
+            )
+        })?;
+    let mut override_gids = HashMap::new();
+    for g in policy.group.keys() {
+        match system::group_gid(&g.0) {
+            Ok(Some(gid)) => {
+                override_gids.insert(g.0.clone(), gid);
+            }
+            _ => eprintln!(
+                "urund: warning: group {:?} of policy table [group.{}] does not exist; \
+                 its limits apply to nobody",
+                g.0, g.0
+            ),
+        }
+    }
+    Ok((group_gid, override_gids))
 }
 
 impl Helper {
@@ -229,11 +221,7 @@ impl Helper {
         );
         match admitted {
             Ok(()) => {
-                let ticket = Ticket {
-                    table: self.conns.clone(),
-                    uid: peer.uid,
-                    idle: true,
-                };
+                let ticket = Ticket::new(self.conns.clone(), peer.uid);
                 tokio::spawn(self.serve(stream, ticket));
             }
             Err(r) => self.refuse_at_once(&stream, &peer, r.rule, &r.message),
@@ -338,6 +326,15 @@ pub(super) struct Ticket {
 }
 
 impl Ticket {
+    /// A connection just admitted by the table (counted there as open and idle).
+    pub(super) fn new(table: Arc<Mutex<connections::Table>>, uid: u32) -> Ticket {
+        Ticket {
+            table,
+            uid,
+            idle: true,
+        }
+    }
+
     /// The connection runs a container now (it has its `max_concurrent` slot).
     pub(super) fn running(&mut self) {
         if std::mem::take(&mut self.idle) {

@@ -11,7 +11,7 @@ use bollard::models::ContainerCreateBody;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 
@@ -62,8 +62,8 @@ pub struct Script {
     pub image: Option<ImageFacts>,
     /// What a pull makes present (and the progress it reports).
     pub pulled: Option<ImageFacts>,
-    /// Operations that fail.
-    pub fail: BTreeSet<Op>,
+    /// Operations that fail, from their Nth call on (0: every call).
+    pub fail: BTreeMap<Op, usize>,
     /// Failures are a daemon that does not answer (else: a daemon that refuses).
     pub unreachable: bool,
     /// The image's `/etc/passwd`, `/etc/group`, `/etc/shells`.
@@ -81,7 +81,7 @@ impl Default for Script {
         Script {
             image: Some(image("busybox:latest")),
             pulled: None,
-            fail: BTreeSet::new(),
+            fail: BTreeMap::new(),
             unreachable: false,
             files: [
                 Some("root:x:0:0:root:/root:/bin/sh\n"),
@@ -108,7 +108,10 @@ pub fn image(tag: &str) -> ImageFacts {
 struct State {
     script: Script,
     calls: Vec<Recorded>,
-    /// Containers created and not removed.
+    /// Calls so far per operation.
+    counts: BTreeMap<Op, usize>,
+    /// Containers created (successfully), in order, and those not removed.
+    made: Vec<String>,
     live: BTreeSet<String>,
     next: u64,
     /// What the container read on its stdin.
@@ -129,6 +132,8 @@ impl Fake {
             state: Arc::new(Mutex::new(State {
                 script,
                 calls: vec![],
+                counts: BTreeMap::new(),
+                made: vec![],
                 live: BTreeSet::new(),
                 next: 0,
                 stdin: Arc::default(),
@@ -147,15 +152,9 @@ impl Fake {
         self.state.lock().unwrap().live.clone()
     }
 
-    /// The IDs of the containers created, in order.
+    /// The IDs of the containers created (a failed create made none), in order.
     pub fn created(&self) -> Vec<String> {
-        self.calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Recorded::Create { id, .. } => Some(id),
-                _ => None,
-            })
-            .collect()
+        self.state.lock().unwrap().made.clone()
     }
 
     /// What the container read on its stdin so far.
@@ -172,16 +171,18 @@ impl Fake {
     fn record(&self, call: Recorded, op: Option<Op>) -> anyhow::Result<()> {
         let mut s = self.state.lock().unwrap();
         s.calls.push(call.clone());
-        match op {
-            Some(op) if s.script.fail.contains(&op) && s.script.unreachable => {
+        let Some(op) = op else { return Ok(()) };
+        let n = s.counts.entry(op).or_default();
+        *n += 1;
+        let nth = *n - 1;
+        match s.script.fail.get(&op) {
+            Some(from) if nth >= *from && s.script.unreachable => {
                 Err(anyhow::Error::new(Unreachable {
                     doing: format!("{call:?}"),
                     cause: "scripted: connection refused".into(),
                 }))
             }
-            Some(op) if s.script.fail.contains(&op) => {
-                Err(anyhow::anyhow!("{call:?}: scripted failure"))
-            }
+            Some(from) if nth >= *from => Err(anyhow::anyhow!("{call:?}: scripted failure")),
             _ => Ok(()),
         }
     }
@@ -271,7 +272,9 @@ impl Engine for Fake {
             Some(Op::Create),
         );
         if r.is_ok() {
-            self.state.lock().unwrap().live.insert(id.clone());
+            let mut s = self.state.lock().unwrap();
+            s.made.push(id.clone());
+            s.live.insert(id.clone());
             let (tx, _) = tokio::sync::watch::channel(false);
             self.stopped.lock().unwrap().insert(id.clone(), tx);
         }
