@@ -2,7 +2,7 @@
 //! recommendations urun is built on. Facts are gathered first ([`gather`]); the
 //! verdicts are a pure function of them ([`evaluate`]), so they are unit-tested.
 
-use crate::engine::{Engine, ICC_OPTION};
+use crate::engine::{DockerEngine, ICC_OPTION};
 use crate::policy::Policy;
 use crate::system;
 use std::os::unix::fs::MetadataExt;
@@ -176,7 +176,7 @@ pub async fn gather(docker_host: &str) -> Facts {
     f.tcp_hosts = tcp;
     f.tlsverify = tls;
     f.no_new_privileges = nnp;
-    match Engine::connect(docker_host).await {
+    match DockerEngine::connect(docker_host).await {
         Err(e) => f.daemon_error = Some(format!("{e:#}")),
         Ok(engine) => {
             match engine.info().await {

@@ -39,7 +39,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 pub struct Janitor(Arc<Inner>);
 
 struct Inner {
-    engine: Engine,
+    engine: Arc<dyn Engine>,
     owner: Owner,
     /// [`RECONCILE_EVERY`], or the debug builds' test hook.
     every: Duration,
@@ -148,7 +148,7 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 impl Janitor {
-    pub fn new(engine: Engine, owner: Owner, audit: Arc<audit::Sink>) -> Janitor {
+    pub fn new(engine: Arc<dyn Engine>, owner: Owner, audit: Arc<audit::Sink>) -> Janitor {
         let every = reconcile_every();
         Janitor(Arc::new(Inner {
             engine,

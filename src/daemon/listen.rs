@@ -5,9 +5,9 @@ use super::audit::Record;
 use super::instance::{Lock, Owner, RuntimeDir};
 use super::rundir::RunDir;
 use super::{audit, connections, instance};
-use super::{Helper, Options};
-use crate::daemon::janitor::{Janitor, Whose};
-use crate::engine::Engine;
+use super::{Helper, Options, Parts};
+use crate::daemon::janitor::Whose;
+use crate::engine::{DockerEngine, Engine};
 use crate::policy::{NetworkMode, Policy, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
 use crate::wire::{self, Kind};
@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
@@ -40,6 +39,59 @@ pub async fn run(opts: Options) -> Result<()> {
         system::nofile_limit().unwrap_or(1024)
     });
     let policy = Policy::load(&opts.policy)?;
+    let (group_gid, override_gids) = group_ids(&policy)?;
+    let audit = Arc::new(audit::Sink::open(&policy.audit).context("opening the audit log")?);
+    let activated = opts.activated.is_some();
+    // Only one urund per socket directory, and none on a live socket: decided before
+    // anything is cleaned up.
+    let dir = system::socket_dir(&opts.socket, !activated)?;
+    let lock = Lock::acquire(&dir)?;
+    if !activated && std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
+        anyhow::bail!(
+            "socket {}: another urund is already listening there; nothing was cleaned up",
+            opts.socket.display()
+        );
+    }
+    let engine: Arc<dyn Engine> = Arc::new(DockerEngine::connect(&opts.docker_host).await?);
+    if policy.network.mode == NetworkMode::Isolated {
+        engine
+            .ensure_isolated_network(ISOLATED_NETWORK)
+            .await
+            .context("policy network.mode = \"isolated\"")?;
+    }
+    let owner = Owner {
+        helper: opts.socket.display().to_string(),
+        secret: instance::load_or_create_secret(&opts.state_dir)?,
+    };
+    let runtime = RuntimeDir::open(&dir)?;
+    let helper = Arc::new(Helper::new(Parts {
+        engine,
+        policy,
+        policy_path: opts.policy.clone(),
+        group_gid,
+        override_gids,
+        audit,
+        owner,
+        runtime,
+        nofile,
+    }));
+    let result = helper
+        .clone()
+        .serve_until_stopped(opts.socket.clone(), opts.activated)
+        .await;
+    if let Err(e) = helper.runtime.remove() {
+        eprintln!("urund: {e:#}");
+    }
+    drop(lock);
+    if result.is_ok() {
+        eprintln!("urund: stopped");
+    }
+    result
+}
+
+/// The gid of the policy's `access.group` (which must exist), and those of the groups
+/// named by `[group.NAME]` override tables (one missing is warned about and ignored).
+fn group_ids(policy: &Policy) -> Result<(u32, HashMap<String, u32>)> {
     let group = policy.access.group.0.clone();
     let group_gid = system::group_gid(&group)
         .with_context(|| format!("looking up group {group:?}"))?
@@ -62,67 +114,7 @@ pub async fn run(opts: Options) -> Result<()> {
             ),
         }
     }
-    let audit = Arc::new(audit::Sink::open(&policy.audit).context("opening the audit log")?);
-    let activated = opts.activated.is_some();
-    // Only one urund per socket directory, and none on a live socket: decided before
-    // anything is cleaned up.
-    let dir = system::socket_dir(&opts.socket, !activated)?;
-    let lock = Lock::acquire(&dir)?;
-    if !activated && std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
-        anyhow::bail!(
-            "socket {}: another urund is already listening there; nothing was cleaned up",
-            opts.socket.display()
-        );
-    }
-    let engine = Engine::connect(&opts.docker_host).await?;
-    if policy.network.mode == NetworkMode::Isolated {
-        engine
-            .ensure_isolated_network(ISOLATED_NETWORK)
-            .await
-            .context("policy network.mode = \"isolated\"")?;
-    }
-    let owner = Owner {
-        helper: opts.socket.display().to_string(),
-        secret: instance::load_or_create_secret(&opts.state_dir)?,
-    };
-    let runtime = RuntimeDir::open(&dir)?;
-    let janitor = Janitor::new(engine.clone(), owner, audit.clone());
-    let helper = Arc::new(Helper {
-        engine,
-        policy,
-        policy_path: opts.policy.clone(),
-        group_gid,
-        override_gids,
-        audit,
-        per_user: Mutex::new(HashMap::new()),
-        names: Mutex::new(std::collections::HashSet::new()),
-        network_lock: tokio::sync::Mutex::new(()),
-        janitor,
-        runs: Mutex::new(HashMap::new()),
-        runtime,
-        image_files: Mutex::new(HashMap::new()),
-        counter: AtomicU64::new(0),
-        boot: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        conns: Arc::new(Mutex::new(connections::Table::default())),
-        nofile,
-        max_open: connections::budget(nofile),
-        spare: Mutex::new(std::fs::File::open("/").ok()),
-    });
-    let result = helper
-        .clone()
-        .serve_until_stopped(opts.socket.clone(), opts.activated)
-        .await;
-    if let Err(e) = helper.runtime.remove() {
-        eprintln!("urund: {e:#}");
-    }
-    drop(lock);
-    if result.is_ok() {
-        eprintln!("urund: stopped");
-    }
-    result
+    Ok((group_gid, override_gids))
 }
 
 impl Helper {
@@ -229,11 +221,7 @@ impl Helper {
         );
         match admitted {
             Ok(()) => {
-                let ticket = Ticket {
-                    table: self.conns.clone(),
-                    uid: peer.uid,
-                    idle: true,
-                };
+                let ticket = Ticket::new(self.conns.clone(), peer.uid);
                 tokio::spawn(self.serve(stream, ticket));
             }
             Err(r) => self.refuse_at_once(&stream, &peer, r.rule, &r.message),
@@ -338,6 +326,15 @@ pub(super) struct Ticket {
 }
 
 impl Ticket {
+    /// A connection just admitted by the table (counted there as open and idle).
+    pub(super) fn new(table: Arc<Mutex<connections::Table>>, uid: u32) -> Ticket {
+        Ticket {
+            table,
+            uid,
+            idle: true,
+        }
+    }
+
     /// The connection runs a container now (it has its `max_concurrent` slot).
     pub(super) fn running(&mut self) {
         if std::mem::take(&mut self.idle) {

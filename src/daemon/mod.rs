@@ -67,7 +67,7 @@ pub use listen::run;
 use crate::daemon::janitor::{Janitor, Whose};
 use crate::engine::Engine;
 use crate::policy::Policy;
-use instance::RuntimeDir;
+use instance::{Owner, RuntimeDir};
 use rundir::ImageFiles;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -91,7 +91,7 @@ pub struct Options {
 
 /// State shared by all connections.
 pub struct Helper {
-    engine: Engine,
+    engine: Arc<dyn Engine>,
     policy: Policy,
     policy_path: PathBuf,
     group_gid: u32,
@@ -126,3 +126,51 @@ pub struct Helper {
     /// descriptors, so that one waiting client can still be told why.
     spare: Mutex<Option<std::fs::File>>,
 }
+
+/// What a [`Helper`] is built from: start-up gathers it from the system, unit tests
+/// make it in memory (with the recording fake engine).
+pub(crate) struct Parts {
+    pub engine: Arc<dyn Engine>,
+    pub policy: Policy,
+    pub policy_path: PathBuf,
+    /// gid of the policy's `access.group`.
+    pub group_gid: u32,
+    pub override_gids: HashMap<String, u32>,
+    pub audit: Arc<audit::Sink>,
+    pub owner: Owner,
+    pub runtime: RuntimeDir,
+    /// The open-files limit.
+    pub nofile: u64,
+}
+
+impl Helper {
+    pub(crate) fn new(p: Parts) -> Helper {
+        Helper {
+            janitor: Janitor::new(p.engine.clone(), p.owner, p.audit.clone()),
+            engine: p.engine,
+            policy: p.policy,
+            policy_path: p.policy_path,
+            group_gid: p.group_gid,
+            override_gids: p.override_gids,
+            audit: p.audit,
+            per_user: Mutex::new(HashMap::new()),
+            names: Mutex::new(std::collections::HashSet::new()),
+            network_lock: tokio::sync::Mutex::new(()),
+            runs: Mutex::new(HashMap::new()),
+            runtime: p.runtime,
+            image_files: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+            boot: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            conns: Arc::new(Mutex::new(connections::Table::default())),
+            nofile: p.nofile,
+            max_open: connections::budget(p.nofile),
+            spare: Mutex::new(std::fs::File::open("/").ok()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -70,7 +70,7 @@ impl Helper {
         tokio::pin!(deadline);
         let stop = {
             let control = Control {
-                engine: &self.engine,
+                engine: &*self.engine,
                 id,
                 tty: req.tty,
             };
@@ -114,7 +114,7 @@ impl Helper {
         }
         // A kill that fails is not retried here: the removal that follows every run
         // (the janitor's, retried until it succeeds) forces the container down too.
-        if let Err(e) = self.engine.kill(id, Signal::Kill.name()).await {
+        if let Err(e) = self.engine.signal(id, Signal::Kill).await {
             eprintln!("urund: {e:#}");
         }
         if deadline.is_elapsed() {
@@ -139,7 +139,7 @@ impl Helper {
             Ok(Err(e)) if crate::engine::is_unreachable(&e) => End::DaemonGone,
             Ok(Err(e)) => End::Failed(daemon_error(e)),
             Err(_) => {
-                let _ = self.engine.kill(id, Signal::Kill.name()).await;
+                let _ = self.engine.signal(id, Signal::Kill).await;
                 End::Failed(RunError {
                     status: 137,
                     message: "detached (ctrl-p ctrl-q): urun has no detach, so the \
@@ -176,7 +176,7 @@ pub(super) enum Forwarded {
 
 /// What the client may do to its running container besides writing to its stdin.
 pub(super) struct Control<'a> {
-    engine: &'a Engine,
+    engine: &'a dyn Engine,
     id: &'a str,
     tty: bool,
 }
@@ -238,7 +238,7 @@ impl Control<'_> {
 
     /// Delivers one of the listed signals (the payload was checked by [`Signal::decode`]).
     async fn signal(&self, sig: Signal) {
-        if let Err(e) = self.engine.kill(self.id, sig.name()).await {
+        if let Err(e) = self.engine.signal(self.id, sig).await {
             eprintln!("urund: {e:#}");
         }
     }

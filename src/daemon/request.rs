@@ -20,6 +20,28 @@ pub(super) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection is drained after its last frame (see [`linger`]).
 pub(super) const LINGER: Duration = Duration::from_secs(1);
 
+/// Step 2: the connection's first frame, a request (with the passed directory's
+/// descriptor, if any) or a query: its first byte within [`FIRST_BYTE_TIMEOUT`], all of
+/// it within [`REQUEST_TIMEOUT`]. `Err`: the one line refusing the connection
+/// (rule `protocol`).
+pub(super) async fn read_first(rd: &mut OwnedReadHalf) -> Result<First, String> {
+    let first = async {
+        if tokio::time::timeout(FIRST_BYTE_TIMEOUT, first_byte(rd))
+            .await
+            .is_err()
+        {
+            return Err(Late::FirstByte);
+        }
+        read_request(rd).await.map_err(Late::Bad)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, first).await {
+        Ok(Ok(first)) => Ok(first),
+        Ok(Err(Late::Bad(e))) => Err(format!("bad request: {e}")),
+        Ok(Err(Late::FirstByte)) => Err("no request within 2 seconds".into()),
+        Err(_) => Err("no request within 10 seconds".into()),
+    }
+}
+
 /// The first frame of a connection.
 pub(super) enum First {
     /// A run, with the working directory's descriptor if one was passed.

@@ -5,17 +5,12 @@ use super::audit::Record;
 use super::instance;
 use super::listen::Ticket;
 use super::outbox::Outbox;
-use super::request::first_byte;
-use super::request::linger;
-use super::request::read_request;
-use super::request::First;
-use super::request::Late;
-use super::request::FIRST_BYTE_TIMEOUT;
-use super::request::REQUEST_TIMEOUT;
+use super::request::{linger, read_first, First};
+use super::rundir::RunDir;
 use super::{Helper, EXIT_MAX_RUNTIME};
 use crate::daemon::janitor::{Removal, Whose};
 use crate::engine::RunError;
-use crate::policy::forced;
+use crate::policy::forced::{self, Inside};
 use crate::policy::identity;
 use crate::policy::judge::{
     self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
@@ -25,8 +20,10 @@ use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
 use crate::wire::{self, Kind, Request};
 use anyhow::Result;
+use bollard::models::ContainerCreateBody;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,7 +51,9 @@ impl Helper {
         instance::request_id(self.boot, std::process::id(), n)
     }
 
-    /// One connection, start to end. See the module comment.
+    /// One connection, start to end: the steps of the module comment, each a function
+    /// below. Whatever way [`Helper::admit_and_run`] ends, the run is recorded (7) before
+    /// its last frame is delivered.
     pub(super) async fn serve(self: Arc<Self>, stream: UnixStream, mut ticket: Ticket) {
         // 1. Who: from the kernel, before reading anything.
         let caller = match system::peer_caller(stream.as_fd()) {
@@ -74,52 +73,12 @@ impl Helper {
         let end = self
             .admit_and_run(&caller, &mut rec, &mut rd, &out, &mut ticket, &mut slot)
             .await;
-        let frame = match &end {
-            End::Exit(s) => {
-                rec.decision = "allowed";
-                rec.status = Some(*s);
-                Some((Kind::Exit, wire::encode_exit(*s).to_vec()))
-            }
-            End::Refused(rule, msg) => {
-                rec.decision = "refused";
-                rec.rule = Some(rule.to_string());
-                rec.message = Some(msg.clone());
-                rec.status = Some(125);
-                Some((Kind::Error, wire::encode_error(125, msg)))
-            }
-            End::Failed(e) => {
-                rec.message = Some(e.message.clone());
-                rec.status = Some(e.status);
-                Some((Kind::Error, wire::encode_error(e.status, &e.message)))
-            }
-            End::Timeout(limit) => {
-                rec.decision = "allowed";
-                rec.rule = Some("limits.max_runtime".into());
-                let msg = format!(
-                    "container killed after {limit} (policy limits.max_runtime); exit status {EXIT_MAX_RUNTIME}"
-                );
-                rec.message = Some(msg.clone());
-                rec.status = Some(EXIT_MAX_RUNTIME);
-                Some((Kind::Error, wire::encode_error(EXIT_MAX_RUNTIME, &msg)))
-            }
-            End::DaemonGone => {
-                rec.rule = Some("docker".into());
-                rec.message = Some(DAEMON_GONE.into());
-                rec.status = Some(125);
-                Some((Kind::Error, wire::encode_error(125, DAEMON_GONE)))
-            }
-            End::ClientGone => {
-                rec.decision = "allowed";
-                rec.message = Some("client went away; container removed".into());
-                // A client that only shut down its sending side still reads this.
-                let msg = "connection closed by urun, so the container was killed";
-                Some((Kind::Error, wire::encode_error(137, msg)))
-            }
-        };
+        // 7. Record.
+        let frame = record_end(&mut rec, &end);
         rec.duration_ms = started.elapsed().as_millis() as u64;
         self.audit.write(&rec);
         // Bounded, whatever the client does: see `Outbox::finish` and `linger`.
-        out.finish(frame).await;
+        out.finish(Some(frame)).await;
         linger(&mut rd).await;
         drop(slot);
     }
@@ -135,135 +94,20 @@ impl Helper {
         slot: &mut Option<Slot<'a>>,
     ) -> End {
         // 2. What: one bounded request and the directory passed with it (or a
-        //    question about the policy); its first byte soon, all of it in time.
-        let first = async {
-            if tokio::time::timeout(FIRST_BYTE_TIMEOUT, first_byte(rd))
-                .await
-                .is_err()
-            {
-                return Err(Late::FirstByte);
-            }
-            read_request(rd).await.map_err(Late::Bad)
+        //    question about the policy).
+        let (req, dir) = match read_first(rd).await {
+            Ok(First::Run(r, dir)) => (*r, dir),
+            Ok(First::Query) => return self.answer_query(caller, rec, out).await,
+            Err(message) => return End::Refused("protocol", message),
         };
-        let first = tokio::time::timeout(REQUEST_TIMEOUT, first).await;
-        let (req, dir) = match first {
-            Ok(Ok(First::Run(r, dir))) => (*r, dir),
-            Ok(Ok(First::Query)) => return self.answer_query(caller, rec, out).await,
-            Ok(Err(Late::Bad(e))) => return End::Refused("protocol", format!("bad request: {e}")),
-            Ok(Err(Late::FirstByte)) => {
-                return End::Refused("protocol", "no request within 2 seconds".into())
-            }
-            Err(_) => return End::Refused("protocol", "no request within 10 seconds".into()),
-        };
-        rec.image = req.image.clone();
-        rec.argv = req.command.clone();
-        rec.entrypoint = req.entrypoint.clone();
-        rec.workdir = req.workdir.clone();
-        // Names only: a value may be a secret.
-        rec.env = req
-            .env
-            .iter()
-            .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string())
-            .collect();
-        // 3. May they, with which limits, and one more run?
-        let denied = self.denied_groups();
-        if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &denied, &req) {
-            return End::Refused(r.rule, r.message);
-        }
-        let limits = self.limits_for(caller);
-        *slot = match self.take_slot(caller.uid, &limits) {
-            Ok(s) => Some(s),
-            Err(refused) => return refused,
+        record_request(rec, &req);
+        // 3 and 4. May they, with which limits, which image, which network.
+        let admitted = match self.admit(caller, rec, &req, dir.as_ref(), out, slot).await {
+            Ok(a) => a,
+            Err(end) => return end,
         };
         // From here the connection counts against max_concurrent, not [connections].
         ticket.running();
-        rec.name = req.name.clone();
-        let _name = match self.take_name(caller.uid, req.name.as_deref()) {
-            Ok(n) => n,
-            Err(refused) => return refused,
-        };
-        match (&req.mount, &dir) {
-            (Some(m), Some(fd)) => {
-                let facts = match system::dir_facts(fd.as_fd()) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        return End::Refused("mounts.workdir", format!("passed directory: {e}"))
-                    }
-                };
-                rec.message = facts
-                    .path
-                    .as_ref()
-                    .map(|p| format!("workdir {}", p.display()));
-                if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
-                    return End::Refused(r.rule, r.message);
-                }
-                // runc would create a missing `-w` below the target as root, in the
-                // caller's directory: it must exist there already (see SECURITY.md).
-                let below = req
-                    .workdir
-                    .as_deref()
-                    .and_then(|w| crate::policy::mounts::workdir_below_target(&m.target, w));
-                if let Some(rel) = below {
-                    if let Err(e) = system::existing_subdir(fd.as_fd(), &rel) {
-                        let why = match e.raw_os_error() {
-                            Some(libc::ENOENT) => "does not exist".to_string(),
-                            Some(libc::ENOTDIR) => "is not a directory".to_string(),
-                            Some(libc::ELOOP) => "goes through a symlink".to_string(),
-                            Some(libc::EXDEV) => "crosses another mount".to_string(),
-                            _ => e.to_string(),
-                        };
-                        return End::Refused(
-                            "workdir",
-                            format!(
-                                "working directory {} is refused (workdir): {} {why} in the \
-                                 directory you mount, and urun does not create it (create it \
-                                 first)",
-                                req.workdir.as_deref().unwrap_or_default(),
-                                rel.display()
-                            ),
-                        );
-                    }
-                }
-                test_pause().await;
-            }
-            (None, None) => {}
-            (Some(_), None) => {
-                return End::Refused(
-                    "protocol",
-                    "a mount was requested without passing the directory".into(),
-                )
-            }
-            (None, Some(_)) => {
-                return End::Refused(
-                    "protocol",
-                    "a directory was passed without a mount request".into(),
-                )
-            }
-        }
-        // 4. Which image: exactly this ID, whatever the tag points to later, and only
-        //    if what Docker found carries the name that was judged.
-        let found = match self.find_image(&req, out).await {
-            Ok(f) => f,
-            Err(end) => return end,
-        };
-        if let Decision::Refuse(r) = judge_resolved(&self.policy, &req, &found) {
-            return End::Refused(r.rule, r.message);
-        }
-        let image_id = found.id.clone();
-        rec.image_id = Some(image_id.clone());
-        // 5. How: this run's network, identity files and pinned directory, the forced
-        //    settings. The policy's network, or none if the user asked for less (the
-        //    judge refused anything else; the fallback is the safe side).
-        let network = match &req.network {
-            Some(asked) => judge::network_mode(&self.policy, asked).unwrap_or(NetworkMode::None),
-            None => self.policy.network.mode,
-        };
-        if network == NetworkMode::Isolated {
-            let _guard = self.network_lock.lock().await;
-            if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
-                return End::Failed(daemon_error(e));
-            }
-        }
         // From here on containers exist: the run is tracked, so the reconcile pass
         // leaves them to it, and everything it makes is removed through the janitor.
         let _live = self.janitor.track(&rec.request);
@@ -272,48 +116,188 @@ impl Helper {
             uid: caller.uid,
             user: caller.display_name(),
         };
-        let (_run, inside) = match self
-            .prepare_inside(caller, &whose, &found, &req, dir.as_ref(), &denied)
-            .await
-        {
+        // 5. How: the network, the run's directory, the forced settings.
+        let (_run, inside) = match self.prepare(caller, &whose, &admitted, &req, dir).await {
             Ok(x) => x,
-            Err(e) if crate::engine::is_unreachable(&e) => return End::Failed(daemon_error(e)),
-            Err(e) => {
-                return End::Failed(RunError {
-                    status: 125,
-                    message: format!("preparing the container: {e:#}"),
-                })
-            }
+            Err(end) => return end,
         };
-        // The descriptor is not needed once the directory is pinned.
-        drop(dir);
+        let body = self.configure(caller, &rec.request, &req, &admitted, &inside);
+        // 6. Run, and remove whatever happens.
+        self.run(rec, &req, body, &admitted.limits, &whose, rd, out)
+            .await
+    }
+
+    /// Steps 3 and 4, admission: everything decided about this request, or the rule
+    /// that refuses it. The access judge, the caller's limits and one more run
+    /// (`max_concurrent`, held in `slot`), their `--name`, the passed directory, the
+    /// image (pulled if missing and allowed, then judged again on what Docker found),
+    /// the network.
+    pub(super) async fn admit<'a>(
+        &'a self,
+        caller: &Caller,
+        rec: &mut Record,
+        req: &Request,
+        dir: Option<&OwnedFd>,
+        out: &Outbox,
+        slot: &mut Option<Slot<'a>>,
+    ) -> Result<Admitted<'a>, End> {
+        let denied = self.denied_groups();
+        if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &denied, req) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        let limits = self.limits_for(caller);
+        *slot = Some(self.take_slot(caller.uid, &limits)?);
+        rec.name = req.name.clone();
+        let name = self.take_name(caller.uid, req.name.as_deref())?;
+        self.admit_dir(caller, rec, req, dir).await?;
+        // 4. Which image: exactly this ID, whatever the tag points to later, and only
+        //    if what Docker found carries the name that was judged.
+        let image = self.find_image(req, out).await?;
+        if let Decision::Refuse(r) = judge_resolved(&self.policy, req, &image) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        rec.image_id = Some(image.id.clone());
+        // The policy's network, or none if the user asked for less (the judge refused
+        // anything else; the fallback is the safe side).
+        let network = match &req.network {
+            Some(asked) => judge::network_mode(&self.policy, asked).unwrap_or(NetworkMode::None),
+            None => self.policy.network.mode,
+        };
+        Ok(Admitted {
+            limits,
+            denied,
+            image,
+            network,
+            _name: name,
+        })
+    }
+
+    /// The passed working directory, judged from what the kernel says of the
+    /// descriptor (never from a path in the request); a mount needs one and one needs a
+    /// mount.
+    async fn admit_dir(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        req: &Request,
+        dir: Option<&OwnedFd>,
+    ) -> Result<(), End> {
+        let refused = |m: &str| Err(End::Refused("protocol", m.to_string()));
+        let (m, fd) = match (&req.mount, dir) {
+            (Some(m), Some(fd)) => (m, fd),
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                return refused("a mount was requested without passing the directory")
+            }
+            (None, Some(_)) => return refused("a directory was passed without a mount request"),
+        };
+        let facts = system::dir_facts(fd.as_fd())
+            .map_err(|e| End::Refused("mounts.workdir", format!("passed directory: {e}")))?;
+        rec.message = facts
+            .path
+            .as_ref()
+            .map(|p| format!("workdir {}", p.display()));
+        if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
+            return Err(End::Refused(r.rule, r.message));
+        }
+        workdir_exists(req, &m.target, fd)?;
+        test_pause().await;
+        Ok(())
+    }
+
+    /// Step 5, preparation: the isolated network if this run uses it, then the run's
+    /// directory with the generated identity files and the pinned working directory
+    /// (the descriptor is closed once it is pinned).
+    async fn prepare(
+        &self,
+        caller: &Caller,
+        whose: &Whose,
+        admitted: &Admitted<'_>,
+        req: &Request,
+        dir: Option<OwnedFd>,
+    ) -> Result<(RunDir, Inside), End> {
+        if admitted.network == NetworkMode::Isolated {
+            let _guard = self.network_lock.lock().await;
+            if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
+                return Err(End::Failed(daemon_error(e)));
+            }
+        }
+        let prepared = self
+            .prepare_inside(
+                caller,
+                whose,
+                &admitted.image,
+                req,
+                dir.as_ref(),
+                &admitted.denied,
+            )
+            .await;
+        prepared.map_err(|e| match e {
+            e if crate::engine::is_unreachable(&e) => End::Failed(daemon_error(e)),
+            e => End::Failed(RunError {
+                status: 125,
+                message: format!("preparing the container: {e:#}"),
+            }),
+        })
+    }
+
+    /// Step 5, forced configuration: the whole container configuration from the
+    /// forced-settings table, the admission and what was prepared.
+    fn configure(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: &Request,
+        admitted: &Admitted<'_>,
+        inside: &Inside,
+    ) -> ContainerCreateBody {
         let labels = forced::labels(
             caller,
-            &rec.request,
+            request_id,
             self.janitor.owner(),
             req.name.as_deref(),
         );
-        let body =
-            forced::container_config(caller, &limits, &image_id, &req, labels, network, &inside);
-        // 6. Run, and remove whatever happens.
+        forced::container_config(
+            caller,
+            &admitted.limits,
+            &admitted.image.id,
+            req,
+            labels,
+            admitted.network,
+            inside,
+        )
+    }
+
+    /// Step 6: create, record as admitted, relay until it ends, remove (through the
+    /// janitor, which retries until the removal succeeds).
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        rec: &mut Record,
+        req: &Request,
+        body: ContainerCreateBody,
+        limits: &Limits,
+        whose: &Whose,
+        rd: &mut OwnedReadHalf,
+        out: &Outbox,
+    ) -> End {
         let id = match self.engine.create(body).await {
             Ok(id) => id,
             Err(e) => return End::Failed(daemon_error(e)),
         };
         rec.container = Some(id.clone());
         // On record before it starts: a run in flight when urund dies is not lost.
-        self.audit.write(&rec.admitted(&limits));
+        self.audit.write(&rec.admitted(limits));
         self.runs
             .lock()
             .unwrap()
             .insert(rec.request.clone(), (id.clone(), whose.clone()));
         let max_runtime = Duration::from_secs(limits.max_runtime.0);
-        let end = self.relay(&id, &req, rd, out, rec, max_runtime).await;
-        let end = match end {
+        let end = match self.relay(&id, req, rd, out, rec, max_runtime).await {
             End::Timeout(_) => End::Timeout(limits.max_runtime),
             e => e,
         };
-        let removal = self.janitor.remove_container(&id, &whose).await;
+        let removal = self.janitor.remove_container(&id, whose).await;
         self.runs.lock().unwrap().remove(&rec.request);
         match (end, removal) {
             // The daemon went away while the container ran (a status it still sent
@@ -469,6 +453,106 @@ pub(super) enum End {
     ClientGone,
     /// The Docker daemon stopped (or restarted) while the container ran.
     DaemonGone,
+}
+
+/// What the request asked for, on its audit record: the image, the command, the
+/// entrypoint and `-w`, the environment's names (never the values: one may be a secret).
+fn record_request(rec: &mut Record, req: &Request) {
+    rec.image = req.image.clone();
+    rec.argv = req.command.clone();
+    rec.entrypoint = req.entrypoint.clone();
+    rec.workdir = req.workdir.clone();
+    rec.env = req
+        .env
+        .iter()
+        .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string())
+        .collect();
+}
+
+/// runc would create a missing `-w` below the mount target as root, in the caller's
+/// directory: it must exist there already (see SECURITY.md).
+fn workdir_exists(req: &Request, target: &str, fd: &OwnedFd) -> Result<(), End> {
+    let below = req
+        .workdir
+        .as_deref()
+        .and_then(|w| crate::policy::mounts::workdir_below_target(target, w));
+    let Some(rel) = below else { return Ok(()) };
+    let Err(e) = system::existing_subdir(fd.as_fd(), &rel) else {
+        return Ok(());
+    };
+    let why = match e.raw_os_error() {
+        Some(libc::ENOENT) => "does not exist".to_string(),
+        Some(libc::ENOTDIR) => "is not a directory".to_string(),
+        Some(libc::ELOOP) => "goes through a symlink".to_string(),
+        Some(libc::EXDEV) => "crosses another mount".to_string(),
+        _ => e.to_string(),
+    };
+    Err(End::Refused(
+        "workdir",
+        format!(
+            "working directory {} is refused (workdir): {} {why} in the \
+             directory you mount, and urun does not create it (create it \
+             first)",
+            req.workdir.as_deref().unwrap_or_default(),
+            rel.display()
+        ),
+    ))
+}
+
+/// Everything admission decided about one run: what the later steps use, never
+/// re-derived from the request.
+pub(super) struct Admitted<'a> {
+    /// The caller's effective limits.
+    pub(super) limits: Limits,
+    /// Groups never given to the container.
+    pub(super) denied: identity::DeniedGroups,
+    /// The image, resolved to its ID and judged on what Docker found.
+    pub(super) image: ImageFacts,
+    pub(super) network: NetworkMode,
+    /// The run's `--name`, reserved among the caller's runs while this lives.
+    pub(super) _name: Option<NameHold<'a>>,
+}
+
+/// Step 7: completes the connection's audit record from how it ended (every ending
+/// has a decision: allowed, refused or error), and returns the client's last frame.
+pub(super) fn record_end(rec: &mut Record, end: &End) -> (Kind, Vec<u8>) {
+    let error = |rec: &mut Record, status: u8, msg: &str| {
+        rec.message = Some(msg.to_string());
+        rec.status = Some(status);
+        (Kind::Error, wire::encode_error(status, msg))
+    };
+    match end {
+        End::Exit(s) => {
+            rec.decision = "allowed";
+            rec.status = Some(*s);
+            (Kind::Exit, wire::encode_exit(*s).to_vec())
+        }
+        End::Refused(rule, msg) => {
+            rec.decision = "refused";
+            rec.rule = Some(rule.to_string());
+            error(rec, 125, msg)
+        }
+        End::Failed(e) => error(rec, e.status, &e.message),
+        End::Timeout(limit) => {
+            rec.decision = "allowed";
+            rec.rule = Some("limits.max_runtime".into());
+            let msg = format!(
+                "container killed after {limit} (policy limits.max_runtime); exit status {EXIT_MAX_RUNTIME}"
+            );
+            error(rec, EXIT_MAX_RUNTIME, &msg)
+        }
+        End::DaemonGone => {
+            rec.rule = Some("docker".into());
+            error(rec, 125, DAEMON_GONE)
+        }
+        End::ClientGone => {
+            rec.decision = "allowed";
+            rec.message = Some("client went away; container removed".into());
+            // A client that only shut down its sending side still reads this.
+            let msg = "connection closed by urun, so the container was killed";
+            (Kind::Error, wire::encode_error(137, msg))
+        }
+    }
 }
 
 /// Test hook, debug builds only: `URUND_TEST_PAUSE_MS=N` makes urund wait N ms after

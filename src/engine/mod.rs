@@ -1,32 +1,91 @@
-//! The only code that talks to the Docker daemon. A thin layer over bollard that
-//! turns Docker's answers into what urund needs (an image ID, an exit status, a
-//! docker-compatible error status).
+//! The only code that talks to the Docker daemon, as a closed set of operations.
+//!
+//! [`Engine`] lists every operation urund performs on the daemon, and nothing else:
+//! a reviewer who wants to know what urund can make Docker do reads this trait.
+//! [`docker::DockerEngine`] implements it over bollard (plus one hijacked connection for
+//! attach); the recording fake in `fake` implements it for the daemon's unit tests.
+//! Types here turn Docker's answers into what urund needs (an image ID, an exit
+//! status, a docker-compatible error status).
+
+pub mod docker;
+#[cfg(test)]
+pub mod fake;
+
+pub use docker::{DockerEngine, DEFAULT_HOST};
 
 use crate::policy::reference::{ImageFacts, Reference};
-use crate::wire::WinSize;
-use anyhow::{bail, Context, Result};
-use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
-use bollard::query_parameters::{
-    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use bollard::Docker;
-use bytes::{Bytes, BytesMut};
+use crate::wire::{Progress, Signal, WinSize};
+use anyhow::{bail, Result};
+use bollard::models::ContainerCreateBody;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::pin::Pin;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// One engine call: a boxed future, so that the trait can be used as `dyn Engine`.
+pub type Call<'a, T> = BoxFuture<'a, Result<T>>;
 
-#[derive(Clone)]
-pub struct Engine {
-    docker: Docker,
-    /// The daemon's socket, for the one call bollard cannot make right (TTY attach).
-    socket: PathBuf,
+/// Everything urund asks of the Docker daemon. Each method says which step of the
+/// serve path (see [`crate::daemon`]) or of the clean-up uses it.
+pub trait Engine: Send + Sync + 'static {
+    /// The API version spoken with the daemon (for urund's start-up line).
+    fn api_version(&self) -> String;
+
+    /// Step 4: what the daemon resolves a reference to, locally only (`Ok(None)`: not
+    /// present).
+    fn inspect_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<ImageFacts>>;
+
+    /// Step 4: pulls `reference` (tag or digest always explicit), reporting each event
+    /// the daemon sends to `progress`.
+    fn pull<'a>(
+        &'a self,
+        reference: &'a Reference,
+        progress: Box<dyn FnMut(Progress) + Send + 'a>,
+    ) -> Call<'a, ()>;
+
+    /// Start-up and step 5: the isolated bridge network exists, is ours and has
+    /// inter-container communication off (created if missing).
+    fn ensure_isolated_network<'a>(&'a self, name: &'a str) -> Call<'a, ()>;
+
+    /// Steps 5 and 6: creates a container (the probe of an image's identity files, or
+    /// the run's, from the forced configuration); returns its ID.
+    fn create(&self, body: ContainerCreateBody) -> Call<'_, String>;
+
+    /// Step 5: small files read from a created, never started probe container
+    /// (`None`: missing or not a regular file).
+    fn read_files<'a>(
+        &'a self,
+        id: &'a str,
+        paths: &'a [&'a str],
+    ) -> Call<'a, Vec<Option<Vec<u8>>>>;
+
+    /// Step 6: the container's output and stdin.
+    fn attach<'a>(&'a self, id: &'a str, stdin: bool, tty: bool) -> Call<'a, Attached>;
+
+    /// Step 6: starts the container; a failure carries docker run's status.
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, std::result::Result<(), RunError>>;
+
+    /// Step 6: the container's terminal size.
+    fn resize<'a>(&'a self, id: &'a str, size: WinSize) -> Call<'a, ()>;
+
+    /// Step 6: delivers one of the signals [`Signal`] lists (a gone container is not an
+    /// error).
+    fn signal<'a>(&'a self, id: &'a str, signal: Signal) -> Call<'a, ()>;
+
+    /// Step 6: waits until the container is not running; its exit status.
+    fn wait<'a>(&'a self, id: &'a str) -> Call<'a, i64>;
+
+    /// Every ending: kills and removes a container urund created (or proved its own),
+    /// with its anonymous volumes; a missing one is not an error.
+    fn remove<'a>(&'a self, id: &'a str) -> Call<'a, ()>;
+
+    /// Clean-up: all containers carrying every one of `labels` (`key=value`).
+    fn labelled<'a>(&'a self, labels: &'a [(&'a str, &'a str)]) -> Call<'a, Vec<Listed>>;
+
+    /// Clean-up: an image's own labels (`None` if the image is gone).
+    fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>>;
 }
 
 /// What a running container prints.
@@ -84,41 +143,6 @@ pub fn is_unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Unreachable>())
 }
 
-/// Errors that mean the daemon is not there (no answer at all), as opposed to an
-/// answer that refuses or fails the operation.
-fn transport_failure(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::IOError { .. }
-            | DockerError::HyperResponseError { .. }
-            | DockerError::HyperLegacyError { .. }
-            | DockerError::SocketNotFoundError(_)
-            | DockerError::RequestTimeoutError
-    )
-}
-
-/// A bollard error as an `anyhow::Error` saying what failed: [`Unreachable`] when the
-/// daemon did not answer, else `doing: <the daemon's message>`.
-fn failed(e: DockerError, doing: impl Into<String>) -> anyhow::Error {
-    let doing = doing.into();
-    if transport_failure(&e) {
-        anyhow::Error::new(Unreachable {
-            doing,
-            cause: e.to_string(),
-        })
-    } else {
-        anyhow::anyhow!("{doing}: {}", docker_message(&e))
-    }
-}
-
-/// An I/O error on urund's own connection to the daemon (the attach stream).
-fn io_failed(e: std::io::Error, doing: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Unreachable {
-        doing: doing.into(),
-        cause: e.to_string(),
-    })
-}
-
 /// A container urund may clean up, as the daemon lists it.
 #[derive(Debug, Clone, Default)]
 pub struct Listed {
@@ -129,404 +153,9 @@ pub struct Listed {
     pub labels: HashMap<String, String>,
 }
 
-impl Engine {
-    /// Connects to the daemon at `uri` (only `unix://` paths: urun never talks to a
-    /// TCP daemon) and negotiates the API version down to what the daemon speaks.
-    pub async fn connect(uri: &str) -> Result<Engine> {
-        let Some(path) = uri.strip_prefix("unix://") else {
-            bail!("docker host {uri:?}: only unix:// sockets are supported");
-        };
-        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-            .with_context(|| format!("docker host {uri}"))?
-            .negotiate_version()
-            .await
-            .with_context(|| format!("docker daemon at {uri} is unreachable"))?;
-        Ok(Engine {
-            docker,
-            socket: PathBuf::from(path),
-        })
-    }
-
-    pub fn api_version(&self) -> String {
-        self.docker.client_version().to_string()
-    }
-
-    /// What the daemon resolves a reference to, locally only: the image's ID, its
-    /// names and its declared volumes. `Ok(None)` if not present.
-    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageFacts>> {
-        let img = match self.docker.inspect_image(reference).await {
-            Ok(img) => img,
-            Err(e) if is_status(&e, 404) => return Ok(None),
-            Err(e) => return Err(failed(e, "inspecting image")),
-        };
-        let Some(id) = img.id else {
-            bail!("inspecting image {reference}: the daemon gave no image ID");
-        };
-        let mut volumes: Vec<String> = img
-            .config
-            .and_then(|c| c.volumes)
-            .map(|v| v.into_keys().collect())
-            .unwrap_or_default();
-        volumes.sort();
-        Ok(Some(ImageFacts {
-            id,
-            repo_tags: img.repo_tags.unwrap_or_default(),
-            repo_digests: img.repo_digests.unwrap_or_default(),
-            volumes,
-        }))
-    }
-
-    /// Creates a container. It gets no name from urund, only Docker's random one:
-    /// Docker's DNS on a user-defined network resolves names a user gave, for anyone
-    /// on that network.
-    pub async fn create(&self, body: ContainerCreateBody) -> Result<String> {
-        let r = self
-            .docker
-            .create_container(
-                None::<bollard::query_parameters::CreateContainerOptions>,
-                body,
-            )
-            .await
-            .map_err(|e| failed(e, "creating container"))?;
-        Ok(r.id)
-    }
-
-    /// Attaches to a created container's streams over a plain hijacked connection
-    /// (`POST /containers/{id}/attach` upgraded to a raw byte stream, what the docker
-    /// CLI does), read in large chunks into one buffer that frames are cut from
-    /// without copying. bollard's attach is not used: it reads 8 KiB at a time, and
-    /// its decoder takes raw TTY output that starts with byte 0, 1 or 2 for a
-    /// multiplexing header (a program printing `\x01...` would lose 8 bytes and stall
-    /// the stream). `id` is the ID the daemon returned at create: hex only.
-    pub async fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<Attached> {
-        if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("attaching to container: unexpected container id {id:?}");
-        }
-        let mut s = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| io_failed(e, "attaching to container"))?;
-        let req = format!(
-            "POST /v{}/containers/{id}/attach?stream=1&stdin={}&stdout=1&stderr=1 HTTP/1.1\r\n\
-             Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
-            self.api_version(),
-            u8::from(stdin)
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| io_failed(e, "attaching to container"))?;
-        // The response head, byte by byte so nothing of the stream after it is consumed.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let b = s
-                .read_u8()
-                .await
-                .map_err(|e| io_failed(e, "attaching to container"))?;
-            head.push(b);
-            if head.len() > 16 * 1024 {
-                bail!("attaching to container: response head too large");
-            }
-        }
-        let head = String::from_utf8_lossy(&head);
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        if status != "101" && status != "200" {
-            bail!(
-                "attaching to container: {}",
-                head.lines().next().unwrap_or("no answer")
-            );
-        }
-        let (rd, wr) = s.into_split();
-        let state = (rd, BytesMut::with_capacity(ATTACH_BUFFER));
-        let output = futures_util::stream::unfold(state, move |(mut rd, mut buf)| async move {
-            loop {
-                match cut_output(&mut buf, tty) {
-                    Ok(Some(o)) => return Some((Ok(o), (rd, buf))),
-                    Ok(None) => {}
-                    Err(e) => return Some((Err(e), (rd, buf))),
-                }
-                if buf.capacity() - buf.len() < ATTACH_BUFFER / 4 {
-                    buf.reserve(ATTACH_BUFFER);
-                }
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) if buf.is_empty() => return None,
-                    Ok(0) => {
-                        let e = std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "attach stream ended inside a frame",
-                        );
-                        buf.clear();
-                        return Some((Err(e), (rd, buf)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Some((Err(e), (rd, buf))),
-                }
-            }
-        })
-        .boxed();
-        Ok(Attached {
-            output,
-            input: Box::pin(wr),
-        })
-    }
-
-    /// Sets the container's terminal size.
-    pub async fn resize(&self, id: &str, size: WinSize) -> Result<()> {
-        let opts = ResizeContainerTTYOptionsBuilder::default()
-            .h(size.rows.into())
-            .w(size.cols.into())
-            .build();
-        self.docker
-            .resize_container_tty(id, opts)
-            .await
-            .map_err(|e| failed(e, "resizing the container's terminal"))
-    }
-
-    /// Starts the container; a failure carries docker run's status (126/127/125).
-    pub async fn start(&self, id: &str) -> std::result::Result<(), RunError> {
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| {
-                if transport_failure(&e) {
-                    return RunError {
-                        status: 125,
-                        message: NOT_ANSWERING.into(),
-                    };
-                }
-                let message = format!("cannot start container: {}", docker_message(&e));
-                RunError {
-                    status: start_error_status(&message),
-                    message,
-                }
-            })
-    }
-
-    /// Waits until the container is not running; returns its exit status (0..=255;
-    /// docker reports 128+N for a process killed by signal N).
-    pub async fn wait(&self, id: &str) -> Result<i64> {
-        let opts = WaitContainerOptionsBuilder::default()
-            .condition("not-running")
-            .build();
-        let mut s = self.docker.wait_container(id, Some(opts));
-        match s.next().await {
-            Some(Ok(r)) => Ok(r.status_code),
-            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(failed(e, "waiting for container")),
-            None => Err(anyhow::Error::new(Unreachable {
-                doing: "waiting for container".into(),
-                cause: "the answer ended without a status".into(),
-            })),
-        }
-    }
-
-    pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
-        let opts = KillContainerOptionsBuilder::default()
-            .signal(signal)
-            .build();
-        match self.docker.kill_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
-            Err(e) => Err(failed(e, "signalling container")),
-        }
-    }
-
-    /// Kills (if running) and removes a container with its anonymous volumes; a
-    /// missing one is not an error. Only for containers urund created (or proved its
-    /// own, see [`crate::daemon::janitor`]): never for a container someone else made.
-    pub async fn remove(&self, id: &str) -> Result<()> {
-        let opts = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match self.docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            // "removal already in progress"
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(failed(e, format!("removing container {id}"))),
-        }
-    }
-
-    /// Pulls `reference` (tag or digest always explicit, so docker never pulls every
-    /// tag of a repository), calling `progress` for each event the daemon reports.
-    pub async fn pull(
-        &self,
-        reference: &Reference,
-        mut progress: impl FnMut(PullEvent),
-    ) -> Result<()> {
-        let Some((name, tag)) = reference.pull_parts() else {
-            bail!("{reference} is an image ID: it cannot be pulled");
-        };
-        let opts = CreateImageOptionsBuilder::default()
-            .from_image(&name)
-            .tag(&tag)
-            .build();
-        let mut s = self.docker.create_image(Some(opts), None, None);
-        while let Some(ev) = s.next().await {
-            let ev = ev.map_err(|e| failed(e, format!("pulling {reference}")))?;
-            let (current, total) = ev
-                .progress_detail
-                .map_or((None, None), |d| (d.current, d.total));
-            progress(PullEvent {
-                id: ev.id.unwrap_or_default(),
-                status: ev.status.unwrap_or_default(),
-                current: current.and_then(|v| u64::try_from(v).ok()),
-                total: total.and_then(|v| u64::try_from(v).ok()),
-            });
-        }
-        Ok(())
-    }
-
-    /// Makes sure the helper's isolated bridge network exists with inter-container
-    /// communication off and our label: creates it if missing, refuses one that is
-    /// not ours or lets containers talk to each other.
-    pub async fn ensure_isolated_network(&self, name: &str) -> Result<()> {
-        match self.network(name).await? {
-            Some(n) => {
-                let labels = n.labels.unwrap_or_default();
-                let opts = n.options.unwrap_or_default();
-                check_isolated_network(name, n.driver.as_deref(), &labels, &opts)
-            }
-            None => {
-                let req = NetworkCreateRequest {
-                    name: name.to_string(),
-                    driver: Some("bridge".into()),
-                    internal: Some(false),
-                    attachable: Some(false),
-                    options: Some(HashMap::from([(
-                        ICC_OPTION.to_string(),
-                        "false".to_string(),
-                    )])),
-                    labels: Some(HashMap::from([(
-                        NETWORK_LABEL.to_string(),
-                        "isolated".to_string(),
-                    )])),
-                    ..Default::default()
-                };
-                self.docker
-                    .create_network(req)
-                    .await
-                    .map_err(|e| failed(e, format!("creating network {name}")))?;
-                Ok(())
-            }
-        }
-    }
-
-    /// The daemon's `docker info`.
-    pub async fn info(&self) -> Result<bollard::models::SystemInfo> {
-        self.docker.info().await.context("docker info")
-    }
-
-    /// The daemon's `docker version`.
-    pub async fn version(&self) -> Result<bollard::models::SystemVersion> {
-        self.docker.version().await.context("docker version")
-    }
-
-    /// The options of a network (e.g. the default `bridge`), if it exists.
-    pub async fn network_options(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
-        Ok(self
-            .network(name)
-            .await?
-            .map(|n| n.options.unwrap_or_default()))
-    }
-
-    /// A network by name; `None` if it does not exist.
-    async fn network(&self, name: &str) -> Result<Option<bollard::models::Network>> {
-        match self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(failed(e, format!("inspecting network {name}"))),
-        }
-    }
-
-    /// Reads small files from a created container that is never started (a probe
-    /// for an image's files): each path through the archive endpoint. A missing path
-    /// (or one that is not a regular file) is `None`; a file larger than
-    /// `identity::MAX_FILE` is an error. The caller removes the container.
-    pub async fn read_files(&self, id: &str, paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut out = Vec::new();
-        for p in paths {
-            out.push(self.archive(id, p).await?);
-        }
-        Ok(out)
-    }
-
-    async fn archive(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>> {
-        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
-            .path(path)
-            .build();
-        let mut s = self.docker.download_from_container(id, Some(opts));
-        let mut tar = Vec::new();
-        while let Some(chunk) = s.next().await {
-            match chunk {
-                Ok(b) => {
-                    tar.extend_from_slice(&b);
-                    if tar.len() > crate::policy::identity::MAX_FILE + 64 * 1024 {
-                        bail!("reading {path} from the image: larger than 1 MiB");
-                    }
-                }
-                Err(e) if is_status(&e, 404) => return Ok(None),
-                Err(e) => return Err(failed(e, format!("reading {path} from the image"))),
-            }
-        }
-        Ok(crate::policy::identity::untar_first_file(&tar))
-    }
-
-    /// All containers (any state) carrying every one of `labels` (`key=value`), with
-    /// their image ID and labels.
-    pub async fn labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<Listed>> {
-        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let filters = HashMap::from([("label".to_string(), wanted)]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| failed(e, "listing containers"))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                Some(Listed {
-                    id: c.id?,
-                    image_id: c.image_id.unwrap_or_default(),
-                    labels: c.labels.unwrap_or_default(),
-                })
-            })
-            .collect())
-    }
-
-    /// An image's own labels (`Config.Labels`); `None` if the image is gone.
-    pub async fn image_labels(&self, image_id: &str) -> Result<Option<HashMap<String, String>>> {
-        match self.docker.inspect_image(image_id).await {
-            Ok(img) => Ok(Some(img.config.and_then(|c| c.labels).unwrap_or_default())),
-            Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(failed(e, format!("inspecting image {image_id}"))),
-        }
-    }
-}
-
 /// What a user is told when the daemon does not answer at admission.
 pub const NOT_ANSWERING: &str =
     "the Docker daemon is not answering; urund keeps serving and retries: try again in a moment";
-
-/// One progress event of a pull, as the daemon reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PullEvent {
-    /// Layer (or tag) the event is about.
-    pub id: String,
-    pub status: String,
-    pub current: Option<u64>,
-    pub total: Option<u64>,
-}
 
 /// The bridge driver option that turns inter-container communication on or off.
 pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
@@ -555,56 +184,6 @@ pub fn check_isolated_network(
     Ok(())
 }
 
-/// Read size of an attach stream (and most of a pipe's worth of container output).
-const ATTACH_BUFFER: usize = 256 * 1024;
-/// Largest frame accepted from the daemon's multiplexed stream (it writes ≤ 32 KiB).
-const MAX_DOCKER_FRAME: usize = 16 << 20;
-
-/// Cuts the next piece of container output from `buf`. A TTY stream is raw bytes;
-/// otherwise docker multiplexes it as frames `[stream u8][0 0 0][len u32 BE][data]`
-/// (stream 1 stdout, 2 stderr). `Ok(None)`: more bytes are needed. Pure.
-fn cut_output(buf: &mut BytesMut, tty: bool) -> std::io::Result<Option<Output>> {
-    if tty {
-        return Ok((!buf.is_empty()).then(|| Output::Stdout(buf.split().freeze())));
-    }
-    let bad = |m: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
-    loop {
-        if buf.len() < 8 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        if len > MAX_DOCKER_FRAME {
-            return bad(format!("attach stream: frame of {len} bytes"));
-        }
-        if buf.len() < 8 + len {
-            buf.reserve(8 + len - buf.len());
-            return Ok(None);
-        }
-        let stream = buf[0];
-        let _ = buf.split_to(8);
-        let data = buf.split_to(len).freeze();
-        match stream {
-            1 => return Ok(Some(Output::Stdout(data))),
-            2 => return Ok(Some(Output::Stderr(data))),
-            // stdin is not echoed on attach; skip it if it ever is.
-            0 => continue,
-            s => return bad(format!("attach stream: unknown stream {s}")),
-        }
-    }
-}
-
-fn is_status(e: &DockerError, code: u16) -> bool {
-    matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
-}
-
-/// The daemon's own message for an error, without bollard's wrapping.
-pub fn docker_message(e: &DockerError) -> String {
-    match e {
-        DockerError::DockerResponseServerError { message, .. } => message.clone(),
-        e => e.to_string(),
-    }
-}
-
 /// docker run's mapping of a failed start to an exit status: 127 when the command
 /// does not exist, 126 when it cannot be executed, 125 otherwise.
 pub fn start_error_status(message: &str) -> u8 {
@@ -621,64 +200,6 @@ pub fn start_error_status(message: &str) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
-        let mut v = vec![stream, 0, 0, 0];
-        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
-
-    fn out(o: Option<Output>) -> (u8, Vec<u8>) {
-        match o.expect("a frame") {
-            Output::Stdout(b) => (1, b.to_vec()),
-            Output::Stderr(b) => (2, b.to_vec()),
-        }
-    }
-
-    #[test]
-    fn multiplexed_stream_is_cut_into_frames_byte_exact() {
-        let mut bytes = frame(1, b"\x01\x02binary\x00");
-        bytes.extend(frame(0, b"ignored stdin"));
-        bytes.extend(frame(2, b"err"));
-        bytes.extend(frame(1, b""));
-        // Fed one byte at a time, as the daemon may deliver it.
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        for b in bytes {
-            buf.extend_from_slice(&[b]);
-            while let Some(o) = cut_output(&mut buf, false).unwrap() {
-                got.push(out(Some(o)));
-            }
-        }
-        assert_eq!(
-            got,
-            vec![
-                (1, b"\x01\x02binary\x00".to_vec()),
-                (2, b"err".to_vec()),
-                (1, vec![])
-            ]
-        );
-        assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn tty_stream_is_passed_raw_even_when_it_looks_like_a_header() {
-        let mut buf = BytesMut::from(&b"\x01\x00\x00\x00\x00\x00\x00\x05hello"[..]);
-        assert_eq!(
-            out(cut_output(&mut buf, true).unwrap()),
-            (1, b"\x01\x00\x00\x00\x00\x00\x00\x05hello".to_vec())
-        );
-        assert!(cut_output(&mut buf, true).unwrap().is_none());
-    }
-
-    #[test]
-    fn bad_multiplexed_frames_are_errors() {
-        let mut buf = BytesMut::from(&frame(7, b"x")[..]);
-        assert!(cut_output(&mut buf, false).is_err());
-        let mut buf = BytesMut::from(&[1u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff][..]);
-        assert!(cut_output(&mut buf, false).is_err());
-    }
-
     use super::*;
 
     #[test]

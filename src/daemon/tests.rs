@@ -1,0 +1,421 @@
+//! Unit tests of the serve path's lifecycle, with the recording fake engine: a real
+//! connection (a socket pair), the client's own frame writer, a policy in memory, the
+//! runtime directory and the audit log in a temporary directory.
+//!
+//! What they pin: a refusal never reaches the engine's create; every ending (exit,
+//! client gone, deadline, engine error, urund shutdown) removes the run's container
+//! and its per-run directory; every connection's audit record has a decision.
+
+use super::instance::{Owner, RuntimeDir};
+use super::listen::Ticket;
+use super::{audit, Helper, Parts};
+use crate::engine::fake::{self, Fake, Op, Recorded, Script};
+use crate::policy::Policy;
+use crate::wire::{self, Kind, Query, Request};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// A policy that lets the test's own user (root, in the test environment or not) run
+/// `busybox*` images with everything else as the packaged defaults.
+fn policy(extra: &str) -> Policy {
+    let text = format!(
+        "[access]\ngroup = \"root\"\nallow_root = true\n\
+         [images]\nallow = [\"busybox*\"]\n{extra}"
+    );
+    Policy::parse(&text, Path::new("/test/policy.toml")).expect("test policy parses")
+}
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "urun-unit-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Harness {
+    helper: Arc<Helper>,
+    fake: Fake,
+    scratch: Scratch,
+}
+
+impl Harness {
+    fn new(policy_extra: &str, script: Script) -> Harness {
+        let scratch = Scratch::new();
+        let fake = Fake::new(script);
+        let audit = audit::Sink::with(Some(scratch.0.join("audit.log")), None).unwrap();
+        let helper = Helper::new(Parts {
+            engine: Arc::new(fake.clone()),
+            policy: policy(policy_extra),
+            policy_path: PathBuf::from("/test/policy.toml"),
+            group_gid: nix::unistd::getegid().as_raw(),
+            override_gids: Default::default(),
+            audit: Arc::new(audit),
+            owner: Owner {
+                helper: "unit-test".into(),
+                secret: "0".repeat(32),
+            },
+            runtime: RuntimeDir::open(&scratch.0).unwrap(),
+            nofile: 1024,
+        });
+        Harness {
+            helper: Arc::new(helper),
+            fake,
+            scratch,
+        }
+    }
+
+    /// A client connection served by the helper, as the accept loop would.
+    fn connect(&self) -> (UnixStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = UnixStream::pair().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let table = self.helper.conns.clone();
+        table
+            .lock()
+            .unwrap()
+            .admit(uid, &self.helper.policy.connections, 100, 1024)
+            .unwrap();
+        let task = tokio::spawn(self.helper.clone().serve(server, Ticket::new(table, uid)));
+        (client, task)
+    }
+
+    /// The audit log's records, in order.
+    fn audit(&self) -> Vec<serde_json::Value> {
+        self.helper.audit.flush(true);
+        std::fs::read_to_string(self.scratch.0.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The per-run directories left in the runtime directory.
+    fn run_dirs_left(&self) -> Vec<PathBuf> {
+        self.helper.runtime.leftovers().unwrap().0
+    }
+
+    /// Waits (a few seconds at most) until the fake has recorded `call`.
+    async fn until(&self, call: impl Fn(&Recorded) -> bool) {
+        for _ in 0..500 {
+            if self.fake.calls().iter().any(&call) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never recorded; calls: {:?}", self.fake.calls());
+    }
+
+    /// Every container created was removed, and so was every per-run directory.
+    fn assert_nothing_left(&self) {
+        assert!(self.fake.live().is_empty(), "left: {:?}", self.fake.calls());
+        for id in self.fake.created() {
+            assert!(
+                self.fake.calls().contains(&Recorded::Remove(id.clone())),
+                "container {id} never removed: {:?}",
+                self.fake.calls()
+            );
+        }
+        assert!(self.run_dirs_left().is_empty());
+    }
+}
+
+/// The client's request frame, written with the client's own frame writer.
+async fn send(client: &mut UnixStream, kind: Kind, payload: &[u8]) {
+    let mut bytes = Vec::new();
+    wire::write_frame(&mut bytes, kind, payload).unwrap();
+    client.write_all(&bytes).await.unwrap();
+}
+
+fn run_request(image: &str) -> Vec<u8> {
+    Request::new(image.into(), vec!["true".into()]).encode()
+}
+
+/// Reads frames until urund closes its side.
+async fn frames(client: &mut UnixStream) -> Vec<(Kind, Vec<u8>)> {
+    let mut got = Vec::new();
+    loop {
+        let mut h = [0u8; wire::HEADER];
+        if client.read_exact(&mut h).await.is_err() {
+            return got;
+        }
+        let (kind, len) = wire::parse_header(h).unwrap();
+        let mut payload = vec![0u8; len];
+        client.read_exact(&mut payload).await.unwrap();
+        got.push((kind, payload));
+    }
+}
+
+/// The last frame: an exit status, or an error's status.
+fn last_status(frames: &[(Kind, Vec<u8>)]) -> (Kind, u8) {
+    let (kind, payload) = frames.last().expect("a last frame");
+    (*kind, payload[0])
+}
+
+/// Runs one request to its end; the frames the client got.
+async fn run_to_end(h: &Harness, image: &str) -> Vec<(Kind, Vec<u8>)> {
+    let (mut client, task) = h.connect();
+    send(&mut client, Kind::Request, &run_request(image)).await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    got
+}
+
+fn decisions(h: &Harness) -> Vec<String> {
+    h.audit()
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_image_reaches_no_engine_call_and_is_recorded_as_refused() {
+    let h = Harness::new("", Script::default());
+    let got = run_to_end(&h, "alpine:latest").await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
+    let audit = h.audit();
+    assert_eq!(decisions(&h), ["refused"]);
+    assert_eq!(audit[0]["rule"], "images.allow");
+    assert_eq!(audit[0]["status"], 125);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pull_creates_nothing() {
+    let script = Script {
+        image: None,
+        pulled: Some(fake::image("busybox:latest")),
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert_eq!(
+        h.fake.calls(),
+        [Recorded::InspectImage("busybox:latest".into())]
+    );
+    assert_eq!(decisions(&h), ["refused"]);
+    assert_eq!(h.audit()[0]["rule"], "pull.mode");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_pull_sends_progress_then_runs() {
+    let script = Script {
+        image: None,
+        pulled: Some(fake::image("busybox:latest")),
+        ..Script::default()
+    };
+    let h = Harness::new("[pull]\nmode = \"missing\"\nregistries = [\"*\"]\n", script);
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert!(got.iter().any(|(k, _)| *k == Kind::Progress), "{got:?}");
+    assert_eq!(last_status(&got), (Kind::Exit, 0));
+    assert!(h
+        .fake
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Recorded::Pull(_))));
+    h.assert_nothing_left();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_exit_relays_output_and_status_then_removes_everything() {
+    let script = Script {
+        output: vec![b"hello\n"],
+        exit: Some(3),
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(got[0], (Kind::Stdout, b"hello\n".to_vec()));
+    assert_eq!(last_status(&got), (Kind::Exit, 3));
+    let created = h.fake.created();
+    assert_eq!(created.len(), 2, "the probe, then the run");
+    let (probe, run) = (created[0].clone(), created[1].clone());
+    let calls = h.fake.calls();
+    let at = |c: Recorded| calls.iter().position(|x| *x == c).expect("recorded");
+    // The probe is removed before the run's container exists; the run's container
+    // is attached before it starts, and removed after its status.
+    assert!(
+        at(Recorded::Remove(probe.clone()))
+            < at(Recorded::Create {
+                image: fake::image("busybox:latest").id,
+                id: run.clone()
+            })
+    );
+    assert!(
+        at(Recorded::Attach {
+            id: run.clone(),
+            stdin: false,
+            tty: false
+        }) < at(Recorded::Start(run.clone()))
+    );
+    assert!(at(Recorded::Start(run.clone())) < at(Recorded::Wait(run.clone())));
+    assert!(at(Recorded::Wait(run.clone())) < at(Recorded::Remove(run.clone())));
+    h.assert_nothing_left();
+    assert_eq!(decisions(&h), ["admitted", "allowed"]);
+    let end = &h.audit()[1];
+    assert_eq!(end["status"], 3);
+    assert_eq!(end["container"], run.as_str());
+    assert_eq!(end["bytes_out"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_gets_its_container_removed() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let (mut client, task) = h.connect();
+    send(&mut client, Kind::Request, &run_request("busybox:latest")).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    drop(client);
+    task.await.unwrap();
+    h.assert_nothing_left();
+    let audit = h.audit();
+    assert_eq!(decisions(&h), ["admitted", "allowed"]);
+    assert_eq!(audit[1]["message"], "client went away; container removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_kills_and_removes_the_container() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("[limits]\nmax_runtime = \"1s\"\n", script);
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(last_status(&got), (Kind::Error, super::EXIT_MAX_RUNTIME));
+    let run = h.fake.created()[1].clone();
+    assert!(h.fake.calls().contains(&Recorded::Signal(run, "SIGKILL")));
+    h.assert_nothing_left();
+    assert_eq!(decisions(&h), ["admitted", "allowed"]);
+    assert_eq!(h.audit()[1]["rule"], "limits.max_runtime");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_never_returns_is_ended_by_the_deadline() {
+    let script = Script {
+        wait_hangs: true,
+        ..Script::default()
+    };
+    let h = Harness::new("[limits]\nmax_runtime = \"1s\"\n", script);
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(last_status(&got), (Kind::Error, super::EXIT_MAX_RUNTIME));
+    h.assert_nothing_left();
+}
+
+/// Runs one request with `op` failing from its `nth` call on; the last frame's status.
+async fn failing(op: Op, nth: usize, unreachable: bool) -> (Harness, (Kind, u8)) {
+    let script = Script {
+        fail: [(op, nth)].into(),
+        unreachable,
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let got = run_to_end(&h, "busybox:latest").await;
+    let status = last_status(&got);
+    (h, status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_error_at_any_step_removes_what_was_made_and_is_recorded() {
+    // The second create is the run's (the first is the probe's).
+    for (op, nth) in [
+        (Op::InspectImage, 0),
+        (Op::Create, 0),
+        (Op::ReadFiles, 0),
+        (Op::Create, 1),
+        (Op::Attach, 0),
+        (Op::Start, 0),
+        (Op::Wait, 0),
+    ] {
+        for unreachable in [false, true] {
+            let (h, status) = failing(op, nth, unreachable).await;
+            assert_eq!(status.0, Kind::Error, "{op:?} {nth} {unreachable}");
+            assert_eq!(status.1, 125, "{op:?} {nth} {unreachable}");
+            h.assert_nothing_left();
+            let d = decisions(&h);
+            let last = d.last().unwrap();
+            assert!(last == "error", "{op:?} {nth}: {d:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_that_fails_is_left_to_the_janitor_and_the_run_still_ends() {
+    let (h, status) = failing(Op::Remove, 1, true).await;
+    // The daemon went away: the user is told, the janitor keeps the removal.
+    assert_eq!(status, (Kind::Error, 125));
+    assert_eq!(h.helper.janitor.pending(), 1);
+    assert!(h.run_dirs_left().is_empty());
+    assert_eq!(decisions(&h).last().unwrap(), "error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urund_shutdown_removes_a_running_container() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let (mut client, task) = h.connect();
+    send(&mut client, Kind::Request, &run_request("busybox:latest")).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    h.helper.shutdown().await;
+    let run = h.fake.created()[1].clone();
+    assert!(h.fake.calls().contains(&Recorded::Remove(run)));
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    assert!(!got.is_empty());
+    h.assert_nothing_left();
+    assert!(decisions(&h).iter().all(|d| !d.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_query_is_answered_without_the_engine() {
+    let h = Harness::new("", Script::default());
+    let (mut client, task) = h.connect();
+    send(&mut client, Kind::Query, &Query::policy().encode()).await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    assert_eq!(got[0].0, Kind::Stdout);
+    assert!(String::from_utf8_lossy(&got[0].1).contains("Images you may run: busybox*"));
+    assert_eq!(last_status(&got), (Kind::Exit, 0));
+    assert!(h.fake.calls().is_empty());
+    assert_eq!(decisions(&h), ["allowed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_comes_is_refused_without_the_engine() {
+    let h = Harness::new("", Script::default());
+    let (mut client, task) = h.connect();
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert!(h.fake.calls().is_empty());
+    assert_eq!(decisions(&h), ["refused"]);
+    assert_eq!(h.audit()[0]["rule"], "protocol");
+}

@@ -1,0 +1,413 @@
+//! A recording [`Engine`] for unit tests: every call is recorded in order, and a
+//! [`Script`] says what the "daemon" answers (an image present or not, an operation
+//! that fails, output, an exit status, a container that runs until killed, a wait
+//! that never returns). One container at a time runs; creating a probe is recorded
+//! like any creation.
+
+use super::{Attached, Call, Engine, Listed, Output, RunError, Unreachable};
+use crate::policy::reference::{ImageFacts, Reference};
+use crate::wire::{Progress, Signal, WinSize};
+use bollard::models::ContainerCreateBody;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncReadExt;
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    InspectImage(String),
+    Pull(String),
+    EnsureNetwork(String),
+    /// The image of the created container and the ID given to it.
+    Create {
+        image: String,
+        id: String,
+    },
+    ReadFiles(String),
+    Attach {
+        id: String,
+        stdin: bool,
+        tty: bool,
+    },
+    Start(String),
+    Resize(String, u16, u16),
+    Signal(String, &'static str),
+    Wait(String),
+    Remove(String),
+    Labelled,
+    ImageLabels(String),
+}
+
+/// An operation, to script a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    InspectImage,
+    Pull,
+    EnsureNetwork,
+    Create,
+    ReadFiles,
+    Attach,
+    Start,
+    Wait,
+    Remove,
+}
+
+/// What the fake daemon answers.
+#[derive(Clone)]
+pub struct Script {
+    /// What `inspect_image` finds (`None`: the image is missing until pulled).
+    pub image: Option<ImageFacts>,
+    /// What a pull makes present (and the progress it reports).
+    pub pulled: Option<ImageFacts>,
+    /// Operations that fail, from their Nth call on (0: every call).
+    pub fail: BTreeMap<Op, usize>,
+    /// Failures are a daemon that does not answer (else: a daemon that refuses).
+    pub unreachable: bool,
+    /// The image's `/etc/passwd`, `/etc/group`, `/etc/shells`.
+    pub files: [Option<&'static str>; 3],
+    /// What the container prints on stdout.
+    pub output: Vec<&'static [u8]>,
+    /// Its exit status; `None`: it runs until killed (or removed).
+    pub exit: Option<i64>,
+    /// `wait` never returns, even once the container is killed.
+    pub wait_hangs: bool,
+}
+
+impl Default for Script {
+    fn default() -> Script {
+        Script {
+            image: Some(image("busybox:latest")),
+            pulled: None,
+            fail: BTreeMap::new(),
+            unreachable: false,
+            files: [
+                Some("root:x:0:0:root:/root:/bin/sh\n"),
+                Some("root:x:0:\n"),
+                Some("/bin/sh\n"),
+            ],
+            output: vec![],
+            exit: Some(0),
+            wait_hangs: false,
+        }
+    }
+}
+
+/// The facts of a local image named `tag`.
+pub fn image(tag: &str) -> ImageFacts {
+    ImageFacts {
+        id: format!("sha256:{}", "ab".repeat(32)),
+        repo_tags: vec![tag.to_string()],
+        repo_digests: vec![],
+        volumes: vec![],
+    }
+}
+
+struct State {
+    script: Script,
+    calls: Vec<Recorded>,
+    /// Calls so far per operation.
+    counts: BTreeMap<Op, usize>,
+    /// Containers created (successfully), in order, and those not removed.
+    made: Vec<String>,
+    live: BTreeSet<String>,
+    next: u64,
+    /// What the container read on its stdin.
+    stdin: Arc<Mutex<Vec<u8>>>,
+}
+
+/// The recording fake. Clones share their state.
+#[derive(Clone)]
+pub struct Fake {
+    state: Arc<Mutex<State>>,
+    /// Per container: `true` once it is killed or removed.
+    stopped: Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>>,
+}
+
+impl Fake {
+    pub fn new(script: Script) -> Fake {
+        Fake {
+            state: Arc::new(Mutex::new(State {
+                script,
+                calls: vec![],
+                counts: BTreeMap::new(),
+                made: vec![],
+                live: BTreeSet::new(),
+                next: 0,
+                stdin: Arc::default(),
+            })),
+            stopped: Arc::default(),
+        }
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Containers created and not (yet) removed.
+    pub fn live(&self) -> BTreeSet<String> {
+        self.state.lock().unwrap().live.clone()
+    }
+
+    /// The IDs of the containers created (a failed create made none), in order.
+    pub fn created(&self) -> Vec<String> {
+        self.state.lock().unwrap().made.clone()
+    }
+
+    /// What the container read on its stdin so far.
+    pub fn stdin(&self) -> Vec<u8> {
+        self.state.lock().unwrap().stdin.lock().unwrap().clone()
+    }
+
+    /// Changes the script from now on.
+    pub fn script(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.state.lock().unwrap().script)
+    }
+
+    /// Records `call`; the scripted failure of `op`, if any.
+    fn record(&self, call: Recorded, op: Option<Op>) -> anyhow::Result<()> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(call.clone());
+        let Some(op) = op else { return Ok(()) };
+        let n = s.counts.entry(op).or_default();
+        *n += 1;
+        let nth = *n - 1;
+        match s.script.fail.get(&op) {
+            Some(from) if nth >= *from && s.script.unreachable => {
+                Err(anyhow::Error::new(Unreachable {
+                    doing: format!("{call:?}"),
+                    cause: "scripted: connection refused".into(),
+                }))
+            }
+            Some(from) if nth >= *from => Err(anyhow::anyhow!("{call:?}: scripted failure")),
+            _ => Ok(()),
+        }
+    }
+
+    fn stop(&self, id: &str) {
+        if let Some(tx) = self.stopped.lock().unwrap().get(id) {
+            tx.send_replace(true);
+        }
+    }
+
+    /// Resolves once container `id` is stopped (never for an unknown one).
+    fn until_stopped(&self, id: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self
+            .stopped
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|tx| tx.subscribe());
+        async move {
+            match rx {
+                Some(mut rx) => {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+impl Engine for Fake {
+    fn api_version(&self) -> String {
+        "fake".into()
+    }
+
+    fn inspect_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<ImageFacts>> {
+        let r = self.record(
+            Recorded::InspectImage(reference.into()),
+            Some(Op::InspectImage),
+        );
+        let image = self.state.lock().unwrap().script.image.clone();
+        Box::pin(async move { r.map(|()| image) })
+    }
+
+    fn pull<'a>(
+        &'a self,
+        reference: &'a Reference,
+        mut progress: Box<dyn FnMut(Progress) + Send + 'a>,
+    ) -> Call<'a, ()> {
+        let r = self.record(Recorded::Pull(reference.to_string()), Some(Op::Pull));
+        Box::pin(async move {
+            r?;
+            for status in ["Pulling fs layer", "Downloading", "Pull complete"] {
+                progress(Progress {
+                    image: reference.familiar(),
+                    id: "layer".into(),
+                    status: status.into(),
+                    current: None,
+                    total: None,
+                });
+            }
+            let mut s = self.state.lock().unwrap();
+            s.script.image = s.script.pulled.clone();
+            Ok(())
+        })
+    }
+
+    fn ensure_isolated_network<'a>(&'a self, name: &'a str) -> Call<'a, ()> {
+        let r = self.record(
+            Recorded::EnsureNetwork(name.into()),
+            Some(Op::EnsureNetwork),
+        );
+        Box::pin(async move { r })
+    }
+
+    fn create(&self, body: ContainerCreateBody) -> Call<'_, String> {
+        let id = {
+            let mut s = self.state.lock().unwrap();
+            s.next += 1;
+            format!("{:064x}", 0xc0ffee00 + s.next)
+        };
+        let image = body.image.unwrap_or_default();
+        let r = self.record(
+            Recorded::Create {
+                image,
+                id: id.clone(),
+            },
+            Some(Op::Create),
+        );
+        if r.is_ok() {
+            let mut s = self.state.lock().unwrap();
+            s.made.push(id.clone());
+            s.live.insert(id.clone());
+            let (tx, _) = tokio::sync::watch::channel(false);
+            self.stopped.lock().unwrap().insert(id.clone(), tx);
+        }
+        Box::pin(async move { r.map(|()| id) })
+    }
+
+    fn read_files<'a>(
+        &'a self,
+        id: &'a str,
+        paths: &'a [&'a str],
+    ) -> Call<'a, Vec<Option<Vec<u8>>>> {
+        let r = self.record(Recorded::ReadFiles(id.into()), Some(Op::ReadFiles));
+        let files = self.state.lock().unwrap().script.files;
+        let got = paths
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                files
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|t| t.as_bytes().to_vec())
+            })
+            .collect();
+        Box::pin(async move { r.map(|()| got) })
+    }
+
+    /// Output: the scripted chunks, then the end of the stream once the container
+    /// exits (at once if it has an exit status, else when it is stopped). Stdin: kept.
+    fn attach<'a>(&'a self, id: &'a str, stdin: bool, tty: bool) -> Call<'a, Attached> {
+        let r = self.record(
+            Recorded::Attach {
+                id: id.into(),
+                stdin,
+                tty,
+            },
+            Some(Op::Attach),
+        );
+        let (script, kept) = {
+            let s = self.state.lock().unwrap();
+            (s.script.clone(), s.stdin.clone())
+        };
+        let stopped = self.until_stopped(id);
+        Box::pin(async move {
+            r?;
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let mut ours = ours;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = ours.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+            let chunks = futures_util::stream::iter(
+                script
+                    .output
+                    .into_iter()
+                    .map(|b| Ok(Output::Stdout(Bytes::from_static(b)))),
+            );
+            let end = futures_util::stream::once(async move {
+                if script.exit.is_none() {
+                    stopped.await;
+                }
+            })
+            .filter_map(|()| async { None });
+            Ok(Attached {
+                output: chunks.chain(end).boxed(),
+                input: Box::pin(theirs),
+            })
+        })
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RunError>> {
+        let r = self.record(Recorded::Start(id.into()), Some(Op::Start));
+        Box::pin(async move {
+            r.map_err(|e| RunError {
+                status: 125,
+                message: format!("cannot start container: {e}"),
+            })
+        })
+    }
+
+    fn resize<'a>(&'a self, id: &'a str, size: WinSize) -> Call<'a, ()> {
+        let r = self.record(Recorded::Resize(id.into(), size.rows, size.cols), None);
+        Box::pin(async move { r })
+    }
+
+    fn signal<'a>(&'a self, id: &'a str, signal: Signal) -> Call<'a, ()> {
+        let r = self.record(Recorded::Signal(id.into(), signal.name()), None);
+        if signal == Signal::Kill {
+            self.stop(id);
+        }
+        Box::pin(async move { r })
+    }
+
+    fn wait<'a>(&'a self, id: &'a str) -> Call<'a, i64> {
+        let r = self.record(Recorded::Wait(id.into()), Some(Op::Wait));
+        let script = self.state.lock().unwrap().script.clone();
+        let stopped = self.until_stopped(id);
+        Box::pin(async move {
+            r?;
+            if script.wait_hangs {
+                std::future::pending::<()>().await;
+            }
+            match script.exit {
+                Some(code) => Ok(code),
+                None => {
+                    stopped.await;
+                    Ok(137)
+                }
+            }
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> Call<'a, ()> {
+        let r = self.record(Recorded::Remove(id.into()), Some(Op::Remove));
+        if r.is_ok() {
+            self.state.lock().unwrap().live.remove(id);
+            self.stop(id);
+        }
+        Box::pin(async move { r })
+    }
+
+    fn labelled<'a>(&'a self, _labels: &'a [(&'a str, &'a str)]) -> Call<'a, Vec<Listed>> {
+        let r = self.record(Recorded::Labelled, None);
+        Box::pin(async move { r.map(|()| vec![]) })
+    }
+
+    fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>> {
+        let r = self.record(Recorded::ImageLabels(image_id.into()), None);
+        Box::pin(async move { r.map(|()| Some(HashMap::new())) })
+    }
+}
