@@ -13,10 +13,15 @@
 //! - [`client`]: urun (CLI, terminal, signals, the build context); never touches
 //!   Docker.
 
+// `unsafe` only at the OS boundary, and every block says why it is sound.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod client;
 pub mod daemon;
 pub mod engine;
 pub mod policy;
+#[allow(unsafe_code)]
 pub mod system;
 pub mod wire;
 

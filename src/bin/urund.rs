@@ -1,3 +1,6 @@
+//! urund, the helper daemon: its CLI, socket activation and runtime, then the library.
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use urun::daemon::cli::UrundCommand;
 

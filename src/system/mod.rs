@@ -173,16 +173,17 @@ pub fn terminal_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
 /// Whether the peer of the stream socket `fd` has closed it or shut down its writing
 /// side (`POLLHUP`/`POLLRDHUP`/`POLLERR`), whatever data is still queued. Does not block.
 pub fn peer_done_writing(fd: BorrowedFd<'_>) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: `p` is one live, writable `pollfd` and the count passed is 1; a zero
-    // timeout makes the call return at once. The descriptor is borrowed, so it stays
-    // open for the call.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
-    r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // nix has no name for POLLRDHUP: it is asked for by its bits, and `revents()` is
+    // `None` exactly when the kernel reports it (the only flag nix does not know that
+    // can come back for this request).
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd, rdhup)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && match fds[0].revents() {
+            None => true,
+            Some(r) => r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR),
+        }
 }
 
 /// Whether the peer of the stream socket `fd` has sent anything (or closed it):
