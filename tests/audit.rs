@@ -84,12 +84,6 @@ fn output_within(mut cmd: Command, limit: Duration) -> Option<Output> {
     Some(child.wait_with_output().expect("collecting output"))
 }
 
-fn image_id(reference: &str) -> String {
-    let o = sh("docker", &["image", "inspect", "-f", "{{.Id}}", reference]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    stdout(&o).trim().to_string()
-}
-
 // ── volume ──
 
 #[test]

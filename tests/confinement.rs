@@ -274,12 +274,6 @@ fn the_pin_never_appears_unrestricted_in_another_mount_namespace() {
 
 // ───────────────────────────── images ─────────────────────────────
 
-fn image_id(reference: &str) -> String {
-    must("docker", &["image", "inspect", "-f", "{{.Id}}", reference])
-        .trim()
-        .to_string()
-}
-
 #[test]
 #[serial]
 fn an_image_id_prefix_cannot_get_past_the_image_allow_list() {

@@ -225,50 +225,6 @@ fn client_killed_while_the_container_ignores_its_stdin_leaves_no_container() {
         .unwrap_or_else(|left| panic!("containers left after 2 s: {left:?}"));
 }
 
-/// Sends raw bytes to the helper as `user` (Debian's python3) and returns what came back.
-fn raw_exchange(d: &Daemon, user: &TestUser, bytes: &[u8]) -> Vec<u8> {
-    const PY: &str = "import socket,sys\n\
-s=socket.socket(socket.AF_UNIX)\n\
-s.connect(sys.argv[1])\n\
-try:\n s.sendall(bytes.fromhex(sys.argv[2]))\nexcept OSError:\n pass\n\
-s.shutdown(socket.SHUT_WR)\n\
-d=b''\n\
-while True:\n b=s.recv(65536)\n if not b: break\n d+=b\n\
-sys.stdout.write(d.hex())\n";
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let o = user
-        .command("/usr/bin/python3")
-        .args(["-c", PY, d.socket.to_str().unwrap(), &hex])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let s = stdout(&o);
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// The reply must be exactly one Error frame with status 125; returns its message.
-fn expect_error_frame(reply: &[u8]) -> String {
-    let mut r = reply;
-    let (kind, payload) = wire::read_frame(&mut r).unwrap().expect("a frame");
-    assert_eq!(kind, Kind::Error);
-    let (status, msg) = wire::decode_error(&payload).unwrap();
-    assert_eq!(status, 125);
-    assert!(
-        wire::read_frame(&mut r).unwrap().is_none(),
-        "more after the error"
-    );
-    msg
-}
-
-fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    wire::write_frame(&mut v, kind, payload).unwrap();
-    v
-}
-
 #[test]
 #[serial]
 fn hostile_frames_are_refused_and_the_helper_keeps_serving() {
@@ -278,45 +234,49 @@ fn hostile_frames_are_refused_and_the_helper_keeps_serving() {
         r#"{{"version":1,"image":"{}","command":["id","-u"],"uid":0,"gid":0}}"#,
         image()
     );
-    let msg = expect_error_frame(&raw_exchange(
+    let msg = raw::expect_error_frame(&raw::exchange(
         &d,
         &u,
-        &frame(Kind::Request, claim.as_bytes()),
+        &raw::frame(Kind::Request, claim.as_bytes()),
     ));
     assert!(msg.contains("unknown field `uid`"), "{msg}");
     // A header announcing a 4 GiB frame.
-    let msg = expect_error_frame(&raw_exchange(&d, &u, &[1, 0xff, 0xff, 0xff, 0xff]));
+    let msg = raw::expect_error_frame(&raw::exchange(&d, &u, &[1, 0xff, 0xff, 0xff, 0xff]));
     assert!(msg.contains("exceeds the limit"), "{msg}");
     // A request just over the request limit.
-    let mut big = frame(Kind::Request, &vec![b' '; wire::MAX_REQUEST + 1]);
+    let mut big = raw::frame(Kind::Request, &vec![b' '; wire::MAX_REQUEST + 1]);
     big.truncate(wire::HEADER + 16);
-    let msg = expect_error_frame(&raw_exchange(&d, &u, &big));
+    let msg = raw::expect_error_frame(&raw::exchange(&d, &u, &big));
     assert!(msg.contains("exceeds the limit"), "{msg}");
     // Garbage.
-    let msg = expect_error_frame(&raw_exchange(&d, &u, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let msg = raw::expect_error_frame(&raw::exchange(&d, &u, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert!(msg.contains("unknown frame type"), "{msg}");
     // A helper-to-client frame type from the client; and stdin before any request.
-    let msg = expect_error_frame(&raw_exchange(&d, &u, &frame(Kind::Exit, &[0])));
+    let msg = raw::expect_error_frame(&raw::exchange(&d, &u, &raw::frame(Kind::Exit, &[0])));
     assert!(msg.contains("unexpected"), "{msg}");
-    let msg = expect_error_frame(&raw_exchange(&d, &u, &frame(Kind::Stdin, b"x")));
+    let msg = raw::expect_error_frame(&raw::exchange(&d, &u, &raw::frame(Kind::Stdin, b"x")));
     assert!(msg.contains("unexpected"), "{msg}");
     // Truncated JSON, and a future protocol version.
-    let msg = expect_error_frame(&raw_exchange(
+    let msg = raw::expect_error_frame(&raw::exchange(
         &d,
         &u,
-        &frame(Kind::Request, b"{\"version\":1,"),
+        &raw::frame(Kind::Request, b"{\"version\":1,"),
     ));
     assert!(msg.contains("malformed request"), "{msg}");
     let v2 = format!(r#"{{"version":2,"image":"{}"}}"#, image());
-    let msg = expect_error_frame(&raw_exchange(&d, &u, &frame(Kind::Request, v2.as_bytes())));
+    let msg = raw::expect_error_frame(&raw::exchange(
+        &d,
+        &u,
+        &raw::frame(Kind::Request, v2.as_bytes()),
+    ));
     assert!(msg.contains("protocol version 2"), "{msg}");
     // A frame of an unknown type in the middle of a run is refused and the run removed.
     let mut req = Request::new(image().into(), vec!["sleep".into(), "30".into()]);
     req.interactive = true;
-    let mut bytes = frame(Kind::Request, &req.encode());
-    bytes.extend(frame(Kind::Stdin, b"x"));
+    let mut bytes = raw::frame(Kind::Request, &req.encode());
+    bytes.extend(raw::frame(Kind::Stdin, b"x"));
     bytes.extend([0x42, 0, 0, 0, 0]);
-    let msg = expect_error_frame(&raw_exchange(&d, &u, &bytes));
+    let msg = raw::expect_error_frame(&raw::exchange(&d, &u, &bytes));
     assert!(msg.contains("unknown frame type 0x42"), "{msg}");
 
     assert!(d.is_running(), "urund died:\n{}", d.log_text());

@@ -481,48 +481,17 @@ fn a_second_interrupt_kills_even_a_container_that_does_not_read_its_full_stdin()
     assert!(d.containers().is_empty());
 }
 
-/// Sends a request to the helper as `user` (python3), then, a second later (the
-/// container has started), `more`; returns the reply frames.
+/// Sends a request to the helper as `user`, then, a second later (the container has
+/// started), `more`; returns the reply frames.
 fn raw_exchange(d: &Daemon, user: &TestUser, req: &Request, more: &[u8]) -> Vec<(Kind, Vec<u8>)> {
-    const PY: &str = "import socket,sys,time\n\
-s=socket.socket(socket.AF_UNIX)\n\
-s.connect(sys.argv[1])\n\
-s.sendall(bytes.fromhex(sys.argv[2]))\n\
-time.sleep(1)\n\
-s.sendall(bytes.fromhex(sys.argv[3]))\n\
-d=b''\n\
-while True:\n b=s.recv(65536)\n if not b: break\n d+=b\n\
-sys.stdout.write(d.hex())\n";
-    let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
-    let o = user
-        .command("/usr/bin/python3")
-        .args([
-            "-c",
-            PY,
-            d.socket.to_str().unwrap(),
-            &hex(&frame(Kind::Request, &req.encode())),
-            &hex(more),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let s = stdout(&o);
-    let raw: Vec<u8> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect();
-    let mut r = &raw[..];
-    let mut frames = Vec::new();
-    while let Some(f) = wire::read_frame(&mut r).unwrap() {
-        frames.push(f);
-    }
-    frames
-}
-
-fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    wire::write_frame(&mut v, kind, payload).unwrap();
-    v
+    let first = raw::frame(Kind::Request, &req.encode());
+    raw::frames(&raw::exchange_later(
+        d,
+        user,
+        &first,
+        more,
+        Duration::from_secs(1),
+    ))
 }
 
 #[test]
@@ -531,10 +500,13 @@ fn only_listed_signals_and_well_formed_resizes_are_accepted() {
     let (_g, u, d) = setup();
     let req = Request::new(image().into(), vec!["sleep".into(), "30".into()]);
     for (bad, want) in [
-        (frame(Kind::Signal, &[19]), "malformed Signal frame"), // SIGSTOP
-        (frame(Kind::Signal, &[28]), "malformed Signal frame"), // SIGWINCH
-        (frame(Kind::Signal, &[2, 2]), "malformed Signal frame"),
-        (frame(Kind::Resize, &[0, 24, 0]), "malformed Resize frame"),
+        (raw::frame(Kind::Signal, &[19]), "malformed Signal frame"), // SIGSTOP
+        (raw::frame(Kind::Signal, &[28]), "malformed Signal frame"), // SIGWINCH
+        (raw::frame(Kind::Signal, &[2, 2]), "malformed Signal frame"),
+        (
+            raw::frame(Kind::Resize, &[0, 24, 0]),
+            "malformed Resize frame",
+        ),
     ] {
         let frames = raw_exchange(&d, &u, &req, &bad);
         assert_eq!(frames.len(), 1, "{frames:?}");
@@ -545,8 +517,8 @@ fn only_listed_signals_and_well_formed_resizes_are_accepted() {
         assert!(d.wait_no_containers(Duration::from_secs(2)).is_ok());
     }
     // A listed signal goes to the container: SIGTERM ends the sleep (143).
-    let mut more = frame(Kind::Resize, &WinSize { rows: 5, cols: 5 }.encode());
-    more.extend(frame(Kind::Signal, &Signal::Term.encode()));
+    let mut more = raw::frame(Kind::Resize, &WinSize { rows: 5, cols: 5 }.encode());
+    more.extend(raw::frame(Kind::Signal, &Signal::Term.encode()));
     let frames = raw_exchange(&d, &u, &req, &more);
     assert_eq!(frames.last().unwrap(), &(Kind::Exit, vec![143]));
     assert!(d.containers().is_empty());

@@ -69,12 +69,6 @@ fn must(cmd: &str, args: &[&str]) -> String {
     stdout(&o)
 }
 
-fn image_id(reference: &str) -> String {
-    must("docker", &["image", "inspect", "-f", "{{.Id}}", reference])
-        .trim()
-        .to_string()
-}
-
 /// An image built FROM the test image with /marker containing `marker`.
 fn marked_image(name: &str, marker: &str) -> TestImage {
     TestImage::build(

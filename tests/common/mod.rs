@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod raw;
 
 use std::fs;
 use std::io::Write;
@@ -436,6 +437,13 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| Path::new(m).starts_with(dir))
         .map(String::from)
         .collect()
+}
+
+/// The full ID (`sha256:...`) of a local image.
+pub fn image_id(reference: &str) -> String {
+    let o = sh("docker", &["image", "inspect", "-f", "{{.Id}}", reference]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim().to_string()
 }
 
 /// A docker image or tag a test created, removed (`docker rmi -f`) on drop.
