@@ -94,8 +94,9 @@ pub const FORCED: &[(&str, &str)] = &[
     ),
     (
         "Labels, name",
-        "owner uid, user name, request id, --name, urund's socket and its secret instance \
-         label (clean-up removes only containers that carry it); Docker's own name is its \
+        "io.urun.uid, io.urun.user, io.urun.request (owner uid, user name, request id), \
+         io.urun.name (--name), io.urun.helper (urund's socket), io.urun.instance (its \
+         secret: clean-up removes only containers that carry it); Docker's own name is its \
          random one",
     ),
     (

@@ -1,0 +1,198 @@
+//! README's tables against the code they describe, so that neither drifts:
+//! - "What every container gets" is the forced-settings table
+//!   (`policy::forced::FORCED`): the same settings in the same order, and each row's
+//!   values (literals such as `ALL`, `1777`, `core=0`, and every label key) in both;
+//! - the accepted-flag table under "Usage" lists exactly the flags urun's CLI
+//!   accepts (`client::cli`), and the "Refused" paragraph names every flag it refuses.
+
+use std::collections::BTreeSet;
+use urun::client::cli;
+use urun::policy::forced;
+
+const README: &str = include_str!("../README.md");
+
+/// The rows (cells, trimmed) of the first table after the line `heading`.
+fn table_after(heading: &str) -> Vec<Vec<String>> {
+    let start = README
+        .lines()
+        .position(|l| l.trim() == heading)
+        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+    README
+        .lines()
+        .skip(start + 1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // header and separator
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// `text` without Markdown's backticks.
+fn plain(text: &str) -> String {
+    text.replace('`', "")
+}
+
+/// The words of a forced value that are facts rather than prose: literals with a
+/// digit, `=`, `-`, `/` or `.` in them, upper-case names, `true`/`false`, `none`,
+/// `host`, `private`.
+fn facts(value: &str) -> BTreeSet<String> {
+    plain(value)
+        .split(|c: char| c.is_whitespace() || ",;()\"'".contains(c))
+        .map(|w| w.trim_end_matches([':', '.']))
+        .filter(|w| !w.is_empty())
+        .filter(|w| {
+            let upper = w.len() >= 3 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+            let literal = w.chars().any(|c| c.is_ascii_digit() || "=-/.".contains(c))
+                && w.chars().any(|c| c.is_ascii_alphanumeric());
+            upper || literal || ["true", "false", "none", "host", "private"].contains(w)
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn readme_forced_settings_table_is_the_one_in_the_code() {
+    let rows = table_after("## What every container gets");
+    let readme: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.len(), 2, "README forced-settings row {r:?}");
+            (plain(&r[0]), r[1].clone())
+        })
+        .collect();
+    let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        names(readme.iter().map(|(k, _)| k.as_str()).collect()),
+        names(forced::FORCED.iter().map(|(k, _)| *k).collect()),
+        "README's forced settings must be FORCED's rows, in order (src/policy/forced.rs)"
+    );
+    let mut differ = vec![];
+    for ((setting, theirs), (_, ours)) in readme.iter().zip(forced::FORCED) {
+        let readme_value = plain(theirs);
+        let missing: Vec<String> = facts(ours)
+            .into_iter()
+            .filter(|f| !readme_value.contains(f.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            differ.push(format!("{setting}: README lacks {missing:?}"));
+        }
+    }
+    // Every label urund sets is named in both.
+    let labels = [
+        forced::LABEL_UID,
+        forced::LABEL_USER,
+        forced::LABEL_REQUEST,
+        forced::LABEL_HELPER,
+        forced::LABEL_INSTANCE,
+        forced::LABEL_NAME,
+    ];
+    let row = |rows: &[(String, String)]| {
+        rows.iter()
+            .find(|(k, _)| k.starts_with("Labels"))
+            .map(|(_, v)| plain(v))
+            .expect("a Labels row")
+    };
+    let code: Vec<(String, String)> = forced::FORCED
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for l in labels {
+        for (what, value) in [("README", row(&readme)), ("FORCED", row(&code))] {
+            if !value.contains(l) {
+                differ.push(format!("Labels: {what} does not name {l}"));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "README and FORCED differ:\n{}",
+        differ.join("\n")
+    );
+}
+
+/// The flags (`-x`, `--long`) in backticked spans of `text`.
+fn flags_in(text: &str) -> BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|span| span.split(|c: char| c.is_whitespace() || c == ','))
+        .filter(|w| w.starts_with('-') && w.len() > 1)
+        .map(|w| w.split(['=', '[']).next().unwrap().to_string())
+        .collect()
+}
+
+/// How an argument is written: `-s`, `--long`, and its visible aliases.
+fn spellings(a: &clap::Arg) -> Vec<String> {
+    let mut v = vec![];
+    if let Some(s) = a.get_short() {
+        v.push(format!("-{s}"));
+    }
+    if let Some(l) = a.get_long() {
+        v.push(format!("--{l}"));
+    }
+    for l in a.get_visible_aliases().unwrap_or_default() {
+        v.push(format!("--{l}"));
+    }
+    v
+}
+
+#[test]
+fn readme_flag_tables_are_the_clis() {
+    let cmd = cli::urun_command();
+    let refused_only = |id: &str| {
+        cli::REFUSED_FLAGS
+            .iter()
+            .any(|f| f.id == id && f.accepted.is_empty())
+    };
+    let args: Vec<&clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_positional() && !a.is_hide_set())
+        .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+        .collect();
+    let accepted: BTreeSet<String> = args
+        .iter()
+        .filter(|a| !refused_only(a.get_id().as_str()))
+        .flat_map(|a| spellings(a))
+        .collect();
+    let refused: BTreeSet<String> = args
+        .iter()
+        .filter(|a| {
+            cli::REFUSED_FLAGS
+                .iter()
+                .any(|f| f.id == a.get_id().as_str())
+        })
+        .flat_map(|a| spellings(a))
+        .collect();
+    let known: BTreeSet<String> = args.iter().flat_map(|a| spellings(a)).collect();
+
+    let table: BTreeSet<String> = table_after("## Usage")
+        .iter()
+        .flat_map(|r| flags_in(&r[0]))
+        .collect();
+    assert_eq!(
+        table, accepted,
+        "README's accepted-flag table must list exactly the flags urun accepts (src/client/cli.rs)"
+    );
+
+    let paragraph = README
+        .split("\n\n")
+        .find(|p| p.starts_with("Refused, with exit status 125"))
+        .expect("README's paragraph of refused flags");
+    let named = flags_in(paragraph);
+    let missing: Vec<&String> = refused.difference(&named).collect();
+    assert!(
+        missing.is_empty(),
+        "README does not say these are refused: {missing:?}"
+    );
+    let unknown: Vec<&String> = named.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "README names flags urun does not know: {unknown:?}"
+    );
+}
