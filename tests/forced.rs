@@ -2,7 +2,7 @@
 //! counts: from inside a real container, run by a real user through urun (a probe
 //! script reading /proc, /sys and the mounts), or by an existing end-to-end test that
 //! already proves it with a real run, or marked config-only here with the reason it
-//! cannot be seen from inside. `every_forced_row_is_proven_or_marked_config_only`
+//! cannot be seen from inside and the unit test that checks the built configuration. `every_forced_row_is_proven_or_marked_config_only`
 //! fails for a row with none of these, so a new row needs its proof. The probe is
 //! itself shown to fail against a plain `docker run`, or it would prove nothing.
 
@@ -20,8 +20,9 @@ enum Proof {
     /// An existing end-to-end test (file under tests/, function) that proves it with
     /// a real run by a real user.
     Test(&'static str, &'static str),
-    /// Not visible from inside a container: why, and what checks it instead.
-    ConfigOnly(&'static str),
+    /// Not visible from inside a container: why, and the unit test of
+    /// `policy::forced` (src/policy/forced.rs) that checks the built configuration.
+    ConfigOnly(&'static str, &'static str),
 }
 use Proof::*;
 
@@ -56,8 +57,9 @@ const PROOFS: &[(&str, &[Proof])] = &[
             Test("core.rs", "hardening_is_visible_from_inside"),
             ConfigOnly(
                 "AppArmor/SELinux: kept as the daemon's default, which is none on a host \
-                 without them (this one has only seccomp); the unit tests of \
-                 policy::forced check that SecurityOpt never disables a profile",
+                 without them (this one has only seccomp); SecurityOpt is only \
+                 no-new-privileges, never a profile disabled",
+                "row_security_opt_only_no_new_privileges",
             ),
         ],
     ),
@@ -129,6 +131,7 @@ const PROOFS: &[(&str, &[Proof])] = &[
                 "Userns: never `host`, but without the daemon's userns-remap a container \
                  is in the host's user namespace (README, \"No user namespaces of its \
                  own\"), so there is nothing private to see from inside",
+                "row_namespaces_private",
             ),
         ],
     ),
@@ -197,9 +200,9 @@ const PROOFS: &[(&str, &[Proof])] = &[
     (
         "LogConfig",
         &[ConfigOnly(
-            "where dockerd keeps a container's output is invisible from inside; the unit \
-             tests of policy::forced check LogConfig none, and the output reaching the \
-             caller is every end-to-end test",
+            "where dockerd keeps a container's output is invisible from inside (that the \
+             output reaches the caller is every end-to-end test)",
+            "row_init_log_restart_removal",
         )],
     ),
     (
@@ -211,8 +214,8 @@ const PROOFS: &[(&str, &[Proof])] = &[
                 "client_killed_while_the_container_ignores_its_stdin_leaves_no_container",
             ),
             ConfigOnly(
-                "RestartPolicy no: a restart happens outside the container; the unit tests \
-                 of policy::forced check it",
+                "RestartPolicy no: a restart happens outside the container",
+                "row_init_log_restart_removal",
             ),
         ],
     ),
@@ -220,8 +223,8 @@ const PROOFS: &[(&str, &[Proof])] = &[
         "Labels, name",
         &[
             ConfigOnly(
-                "labels are the container's metadata on the daemon, invisible from inside; \
-                 the unit tests of policy::forced check them",
+                "labels are the container's metadata on the daemon, invisible from inside",
+                "row_labels",
             ),
             Test(
                 "lifecycle.rs",
@@ -416,7 +419,15 @@ fn every_forced_row_is_proven_or_marked_config_only() {
                         wrong.push(format!("{setting}: no test {name} in tests/{file}"));
                     }
                 }
-                ConfigOnly(reason) => assert!(!reason.is_empty()),
+                ConfigOnly(reason, unit) => {
+                    let src = include_str!("../src/policy/forced.rs");
+                    if reason.is_empty() || !src.contains(&format!("fn {unit}()")) {
+                        wrong.push(format!(
+                            "{setting}: config-only needs a reason and a unit test of \
+                             src/policy/forced.rs (no fn {unit})"
+                        ));
+                    }
+                }
             }
         }
     }
