@@ -680,7 +680,8 @@ fn another_users_container_name_does_not_resolve_on_the_isolated_network() {
     d.wait_running(1, Duration::from_secs(20));
     let cid = d.containers()[0].clone();
     // Another user's container: neither the name urun used to give Docker nor the
-    // --name resolves; its short ID (which nobody else knows) shows that DNS works.
+    // --name resolves; its short ID shows that DNS works (another member can learn it
+    // by a reverse lookup of the address: SECURITY.md, "What is not enforced").
     let probe = format!(
         "for n in urun-{}-{name} {name} {}; do nslookup $n >/dev/null 2>&1 && echo RESOLVED $n; done; echo done",
         a.uid,

@@ -453,7 +453,7 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
         vec![
             "sh".into(),
             "-c".into(),
-            "trap '' USR1 HUP; sleep 5; echo done".into(),
+            "trap '' USR1 HUP; sleep 5; stty size; echo done".into(),
         ],
     );
     req.tty = true;
@@ -517,10 +517,10 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
         .filter(|f| f.0 == Kind::Stdout)
         .flat_map(|f| f.1.clone())
         .collect();
-    assert!(
-        String::from_utf8_lossy(&text).contains("done"),
-        "{frames:?}"
-    );
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("done"), "{text:?}");
+    // The latest size is the one the terminal has.
+    assert!(text.contains("31 101"), "{text:?}");
     d.wait_no_containers(Duration::from_secs(10)).unwrap();
     // urund reads the frames as fast as they come (well under a second) and makes
     // at most one round of calls per 100 ms meanwhile: a round is at most one kill
@@ -537,5 +537,5 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
         resizes <= 60,
         "{resizes} resize calls for 50,000 resize frames"
     );
-    assert!(resizes >= 2, "the sizes were not passed on: {resizes}");
+    assert!(resizes >= 1, "the sizes were not passed on: {resizes}");
 }

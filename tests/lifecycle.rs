@@ -224,6 +224,54 @@ fn a_run_of_an_image_carrying_the_instance_label_is_reaped_after_urund_dies() {
     );
 }
 
+/// A run's container whose labels prove nothing (its image carries the installation's
+/// secret, so the label proof refuses it; an image deleted during the run is the other
+/// case) is still urund's: urund recorded its ID in its root-only run directory, so
+/// when urund dies during the run its next start removes it by that record.
+#[test]
+#[serial]
+fn a_run_urund_recorded_is_reaped_after_it_dies_whatever_its_image_labels_say() {
+    let g = TestGroup::new("urg");
+    let u = TestUser::new(&[&g]);
+    let mut d = Daemon::start(&policy_for(&g));
+    let secret = fs::read_to_string(d.state.join("instance")).unwrap();
+    let img = TestImage::build(
+        &format!("urun-test/instance-secret-{}", unique()),
+        &format!(
+            "FROM {}\nLABEL io.urun.instance=\"{}\"\n",
+            image(),
+            secret.trim()
+        ),
+        |_| {},
+    );
+    let mut child = spawn_run(&d, &u, &[&img.0, "sleep", "300"]);
+    d.wait_running(1, Duration::from_secs(20));
+    let cid = d.containers()[0].clone();
+    d.kill9();
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running(&cid), "the run stopped with urund");
+    d.relaunch();
+    if let Err(left) = d.wait_no_containers(Duration::from_secs(20)) {
+        panic!(
+            "left running after urund's restart: {left:?}\n{}",
+            d.log_text()
+        );
+    }
+    assert!(
+        d.log_text()
+            .contains(&format!("removed container {cid}, recorded by run")),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("1 leftover container(s) removed"),
+        "{}",
+        d.log_text()
+    );
+}
+
 /// The positive side of the proof, while urund runs: a container carrying its secret
 /// and socket labels from an image that does not (as urund's own would be if it lost
 /// track of it, e.g. a create whose answer the dying daemon never sent) is removed by

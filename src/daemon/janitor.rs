@@ -70,7 +70,7 @@ pub struct Whose {
 
 impl Whose {
     /// From a container's labels (urund set them; informational only).
-    fn from_labels(l: &HashMap<String, String>) -> Whose {
+    pub(crate) fn from_labels(l: &HashMap<String, String>) -> Whose {
         Whose {
             request: l.get(LABEL_REQUEST).cloned().unwrap_or_default(),
             uid: l.get(LABEL_UID).and_then(|u| u.parse().ok()).unwrap_or(0),

@@ -125,16 +125,19 @@ impl Helper {
         socket: PathBuf,
         activated: Option<std::os::unix::net::UnixListener>,
     ) -> Result<()> {
-        // Leftovers of a urund that died: its containers (proven by the secret label),
-        // then its pinned mounts and per-run files.
-        let reaped = match self.janitor.reconcile().await {
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("urund: clean-up at start: {e:#}; retrying in the background");
-                self.janitor.reconcile_soon();
-                0
-            }
-        };
+        // Leftovers of a urund that died: the containers it recorded in its run
+        // directories, those proven by the secret label, then its pinned mounts and
+        // per-run files.
+        let recorded = self.reap_recorded().await;
+        let reaped = recorded
+            + match self.janitor.reconcile().await {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("urund: clean-up at start: {e:#}; retrying in the background");
+                    self.janitor.reconcile_soon();
+                    0
+                }
+            };
         self.clean_runtime();
         let from_systemd = activated.is_some();
         let std_listener = match activated {
@@ -284,6 +287,52 @@ impl Helper {
         }
         self.clean_runtime();
         self.audit.flush(true);
+    }
+
+    /// Removes the containers a previous urund recorded in the run directories it left
+    /// (`container`, written right after create, in urund's root-only runtime
+    /// directory): urund's own by that record, whatever their labels or their image's
+    /// labels say. Each that still exists is removed (or queued for retry) with a
+    /// `reaped` record.
+    async fn reap_recorded(&self) -> usize {
+        let runs = match self.runtime.leftovers() {
+            Ok((runs, _)) => runs,
+            Err(_) => return 0,
+        };
+        let mut removed = 0;
+        for path in runs {
+            let Some(id) = RunDir::recorded_container(&path) else {
+                continue;
+            };
+            let request = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // The request label is urund's (a container's own labels override its
+            // image's); it narrows the listing, the recorded ID decides.
+            let labels = match self
+                .engine
+                .labelled(&[(crate::policy::forced::LABEL_REQUEST, request.as_str())])
+                .await
+            {
+                Ok(list) => match list.into_iter().find(|c| c.id == id) {
+                    Some(c) => c.labels,
+                    None => continue,
+                },
+                Err(_) => HashMap::from([(
+                    crate::policy::forced::LABEL_REQUEST.to_string(),
+                    request.clone(),
+                )]),
+            };
+            let whose = Whose::from_labels(&labels);
+            if let super::janitor::Removal::Done = self.janitor.remove_container(&id, &whose).await
+            {
+                removed += 1;
+                eprintln!("urund: removed container {id}, recorded by run {request}");
+                self.audit.write(&Record::reaped(&id, &labels));
+            }
+        }
+        removed
     }
 
     /// Unmounts and removes the per-run directories under the runtime directory,

@@ -147,7 +147,8 @@ pub(super) struct ImageFiles {
 }
 
 /// One run's root-only directory `<runtime>/<request id>/`: `passwd`, `group` (0644,
-/// bind-mounted read-only) and `work` (the pinned working directory's mount point).
+/// bind-mounted read-only), `work` (the pinned working directory's mount point) and
+/// `container` (the ID of the run's container, 0600, once it is created).
 /// Dropping it unmounts and removes them, whatever way the run ended (retried by the
 /// janitor until it succeeds).
 pub(super) struct RunDir {
@@ -157,7 +158,8 @@ pub(super) struct RunDir {
 }
 
 impl RunDir {
-    pub(super) const FILES: &'static [&'static str] = &["passwd", "group"];
+    pub(super) const FILES: &'static [&'static str] = &["passwd", "group", Self::CONTAINER];
+    pub(super) const CONTAINER: &'static str = "container";
     pub(super) const WORK: &'static str = "work";
 
     pub(super) fn create(
@@ -189,6 +191,33 @@ impl RunDir {
         f.write_all(text.as_bytes())?;
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         Ok(p)
+    }
+}
+
+impl RunDir {
+    /// Records the run's container: a later urund removes it by this ID
+    /// ([`RunDir::recorded_container`]) if this one dies during the run.
+    pub(super) fn record_container(&self, id: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.path.join(Self::CONTAINER);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .with_context(|| format!("recording the container in {}", p.display()))?;
+        f.write_all(id.as_bytes())
+            .with_context(|| format!("recording the container in {}", p.display()))
+    }
+
+    /// The container recorded in a run directory a previous urund left, if it is a
+    /// full container ID (64 lowercase hex digits).
+    pub(super) fn recorded_container(dir: &std::path::Path) -> Option<String> {
+        let text = std::fs::read_to_string(dir.join(Self::CONTAINER)).ok()?;
+        let id = text.trim();
+        (id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| id.to_string())
     }
 }
 

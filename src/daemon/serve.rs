@@ -117,13 +117,13 @@ impl Helper {
             user: caller.display_name(),
         };
         // 5. How: the network, the run's directory, the forced settings.
-        let (_run, inside) = match self.prepare(caller, &whose, &admitted, &req, dir).await {
+        let (run, inside) = match self.prepare(caller, &whose, &admitted, &req, dir).await {
             Ok(x) => x,
             Err(end) => return end,
         };
         let body = self.configure(caller, &rec.request, &req, &admitted, &inside);
         // 6. Run, and remove whatever happens.
-        self.run(rec, &req, body, &admitted.limits, &whose, rd, out)
+        self.run(rec, &req, body, &admitted.limits, &whose, &run, rd, out)
             .await
     }
 
@@ -278,6 +278,7 @@ impl Helper {
         body: ContainerCreateBody,
         limits: &Limits,
         whose: &Whose,
+        run: &RunDir,
         rd: &mut OwnedReadHalf,
         out: &Outbox,
     ) -> End {
@@ -286,6 +287,11 @@ impl Helper {
             Err(e) => return End::Failed(daemon_error(e)),
         };
         rec.container = Some(id.clone());
+        // Recorded where only urund writes: after a crash its next start removes it
+        // by this ID, whatever its labels or its image's say.
+        if let Err(e) = run.record_container(&id) {
+            eprintln!("urund: {e:#}");
+        }
         // On record before it starts: a run in flight when urund dies is not lost.
         self.audit.write(&rec.admitted(limits));
         self.runs
