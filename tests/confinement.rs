@@ -527,19 +527,42 @@ fn a_missing_working_directory_below_the_mount_is_refused_not_created_as_root() 
     );
     assert_refused(&o, &["workdir"]);
     assert!(!dir.join("a").exists() && !Path::new("/tmp/new").exists());
+    // A path that only the image's symlinks lead into the mount (/lnk -> /work; in a
+    // merged-/usr image /lib/x is /usr/lib/x): with a mount, -w elsewhere is refused.
+    let img = TestImage::build(
+        &format!("urun-test/worklink{}:latest", unique()),
+        &format!(
+            "FROM {}\nRUN ln -s /work /lnk\nWORKDIR /work/app\n",
+            image()
+        ),
+        |_| {},
+    );
+    for w in ["/lnk/a/b", "/srv/x"] {
+        let o = run_in(&d, &u, &dir, &["-v", ".:/work", "-w", w, &img.0, "pwd"]);
+        assert_refused(&o, &["workdir", "must be the mount target /work"]);
+    }
+    // The image's WORKDIR below the target is checked the same way.
+    let o = run_in(&d, &u, &dir, &["-v", ".:/work", &img.0, "pwd"]);
+    assert_refused(&o, &["workdir", "WORKDIR", "app does not exist"]);
+    assert!(!dir.join("a").exists(), "created in the caller's directory");
+    assert!(
+        !dir.join("app").exists(),
+        "created in the caller's directory"
+    );
     assert!(d.containers().is_empty());
-    // An existing directory, the target itself, or a path outside the mount work.
-    fs::create_dir_all(dir.join("a/b")).unwrap();
-    std::os::unix::fs::chown(dir.join("a"), Some(u.uid), Some(u.gid)).unwrap();
-    std::os::unix::fs::chown(dir.join("a/b"), Some(u.uid), Some(u.gid)).unwrap();
-    for (w, want) in [
-        ("/work/a/b", "/work/a/b\n"),
-        ("/work", "/work\n"),
-        ("/srv/x", "/srv/x\n"),
-    ] {
+    // An existing directory or the target itself works; without a mount, -w anywhere.
+    for p in ["a", "a/b", "app"] {
+        fs::create_dir_all(dir.join(p)).unwrap();
+        std::os::unix::fs::chown(dir.join(p), Some(u.uid), Some(u.gid)).unwrap();
+    }
+    for (w, want) in [("/work/a/b", "/work/a/b\n"), ("/work", "/work\n")] {
         let o = run_in(&d, &u, &dir, &["-v", ".:/work", "-w", w, image(), "pwd"]);
         assert_eq!(stdout(&o), want, "{}", stderr(&o));
     }
+    let o = run_in(&d, &u, &dir, &["-v", ".:/work", &img.0, "pwd"]);
+    assert_eq!(stdout(&o), "/work/app\n", "{}", stderr(&o));
+    let o = run_in(&d, &u, &dir, &["-w", "/srv/x", image(), "pwd"]);
+    assert_eq!(stdout(&o), "/srv/x\n", "{}", stderr(&o));
 }
 
 // ───────────────────────────── identity ─────────────────────────────

@@ -157,6 +157,14 @@ impl Helper {
             return Err(End::Refused(r.rule, r.message));
         }
         rec.image_id = Some(image.id.clone());
+        if let (Some(m), Some(fd)) = (&req.mount, dir) {
+            workdir_in_mount(
+                req.workdir.as_deref(),
+                image.working_dir.as_deref(),
+                &m.target,
+                fd,
+            )?;
+        }
         // The policy's network, or none if the user asked for less (the judge refused
         // anything else; the fallback is the safe side).
         let network = match &req.network {
@@ -200,7 +208,6 @@ impl Helper {
         if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
             return Err(End::Refused(r.rule, r.message));
         }
-        workdir_exists(req, &m.target, fd)?;
         test_pause().await;
         Ok(())
     }
@@ -475,14 +482,40 @@ fn record_request(rec: &mut Record, req: &Request) {
         .collect();
 }
 
-/// runc would create a missing `-w` below the mount target as root, in the caller's
-/// directory: it must exist there already (see SECURITY.md).
-fn workdir_exists(req: &Request, target: &str, fd: &OwnedFd) -> Result<(), End> {
-    let below = req
-        .workdir
-        .as_deref()
-        .and_then(|w| crate::policy::mounts::workdir_below_target(target, w));
-    let Some(rel) = below else { return Ok(()) };
+/// The run's working directory against the mounted directory. runc creates a missing
+/// working directory itself, as root, after the mounts: one below the mount target is
+/// created in the caller's host directory. So with a mount, the working directory
+/// (`-w`, else the image's `WORKDIR`) must be the target or an existing directory
+/// below it (looked up on the passed descriptor, see SECURITY.md); a `-w` anywhere
+/// else is refused, because the image's symlinks could lead it into the target
+/// (`/lib/x` is `/usr/lib/x` in a merged-/usr image). The image's own `WORKDIR`
+/// elsewhere is left as it is.
+fn workdir_in_mount(
+    asked: Option<&str>,
+    image: Option<&str>,
+    target: &str,
+    fd: &OwnedFd,
+) -> Result<(), End> {
+    use crate::policy::mounts::{workdir_place, WorkdirPlace};
+    let (w, whose) = match (asked, image) {
+        (Some(w), _) => (w, "working directory"),
+        (None, Some(w)) => (w, "the image's working directory (WORKDIR)"),
+        (None, None) => return Ok(()),
+    };
+    let rel = match workdir_place(target, w) {
+        WorkdirPlace::AtTarget => return Ok(()),
+        WorkdirPlace::Elsewhere if asked.is_none() => return Ok(()),
+        WorkdirPlace::Elsewhere => {
+            return Err(End::Refused(
+                "workdir",
+                format!(
+                    "working directory {w} is refused (workdir): with a mounted directory it \
+                     must be the mount target {target} or a directory below it"
+                ),
+            ))
+        }
+        WorkdirPlace::Below(rel) => rel,
+    };
     let Err(e) = system::existing_subdir(fd.as_fd(), &rel) else {
         return Ok(());
     };
@@ -496,10 +529,8 @@ fn workdir_exists(req: &Request, target: &str, fd: &OwnedFd) -> Result<(), End> 
     Err(End::Refused(
         "workdir",
         format!(
-            "working directory {} is refused (workdir): {} {why} in the \
-             directory you mount, and urun does not create it (create it \
-             first)",
-            req.workdir.as_deref().unwrap_or_default(),
+            "{whose} {w} is refused (workdir): {} {why} in the directory you mount, and \
+             urun does not create it (create it first)",
             rel.display()
         ),
     ))

@@ -99,9 +99,9 @@ impl DockerEngine {
         let Some(id) = img.id else {
             bail!("inspecting image {reference}: the daemon gave no image ID");
         };
-        let mut volumes: Vec<String> = img
-            .config
-            .and_then(|c| c.volumes)
+        let config = img.config.unwrap_or_default();
+        let mut volumes: Vec<String> = config
+            .volumes
             .map(|v| v.into_keys().collect())
             .unwrap_or_default();
         volumes.sort();
@@ -110,6 +110,7 @@ impl DockerEngine {
             repo_tags: img.repo_tags.unwrap_or_default(),
             repo_digests: img.repo_digests.unwrap_or_default(),
             volumes,
+            working_dir: config.working_dir.filter(|w| !w.is_empty()),
         }))
     }
 

@@ -102,6 +102,7 @@ pub fn image(tag: &str) -> ImageFacts {
         repo_tags: vec![tag.to_string()],
         repo_digests: vec![],
         volumes: vec![],
+        working_dir: None,
     }
 }
 

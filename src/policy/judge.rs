@@ -799,6 +799,7 @@ mod tests {
             repo_tags: tags.iter().map(|t| t.to_string()).collect(),
             repo_digests: vec![],
             volumes: volumes.iter().map(|v| v.to_string()).collect(),
+            working_dir: None,
         }
     }
 

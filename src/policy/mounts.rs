@@ -139,14 +139,28 @@ pub fn under(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
 }
 
-/// The part of the working directory `-w` below the mount target, if `-w` is strictly
-/// below it: Docker cleans `-w` (as Go's `filepath.Clean`), then runc creates whatever
-/// of it is missing, as root, after the mounts: below a bind target that is in the
-/// caller's host directory. `None` when `-w` is not below the target (or is it).
-pub fn workdir_below_target(target: &str, workdir: &str) -> Option<PathBuf> {
-    let w = crate::policy::reference::clean_path(workdir)?;
-    let rel = Path::new(&w).strip_prefix(target).ok()?;
-    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
+/// Where a working directory lies with respect to the mount target, cleaned as Docker
+/// cleans it (Go's `filepath.Clean`). runc creates whatever of it is missing, as root,
+/// after the mounts: below a bind target, that is in the caller's host directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkdirPlace {
+    /// The target itself (its mount point exists).
+    AtTarget,
+    /// Below the target: this part of it is in the caller's directory.
+    Below(PathBuf),
+    /// Anywhere else, lexically: the image's symlinks may still lead it into the target.
+    Elsewhere,
+}
+
+pub fn workdir_place(target: &str, workdir: &str) -> WorkdirPlace {
+    let Some(w) = crate::policy::reference::clean_path(workdir) else {
+        return WorkdirPlace::Elsewhere;
+    };
+    match Path::new(&w).strip_prefix(target) {
+        Ok(rel) if rel.as_os_str().is_empty() => WorkdirPlace::AtTarget,
+        Ok(rel) => WorkdirPlace::Below(rel.to_path_buf()),
+        Err(_) => WorkdirPlace::Elsewhere,
+    }
 }
 
 /// The client's rule: the resolved source must be the current directory or below it.
@@ -431,16 +445,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_workdir_below_the_target_is_what_is_below_it_cleaned() {
-        let b = |t, w| workdir_below_target(t, w).map(|p| p.display().to_string());
-        assert_eq!(b("/work", "/work/a/b").as_deref(), Some("a/b"));
-        assert_eq!(b("/work", "/x/../work//a/./b/").as_deref(), Some("a/b"));
-        assert_eq!(b("/work", "/work/a/..").as_deref(), None);
-        assert_eq!(b("/work", "/work"), None);
-        assert_eq!(b("/work", "/workshop"), None);
-        assert_eq!(b("/work", "/"), None);
-        assert_eq!(b("/work", "/work/../etc"), None);
-        assert_eq!(b("/", "/a").as_deref(), Some("a"));
+    fn a_workdir_is_placed_against_the_target_after_cleaning() {
+        use WorkdirPlace::*;
+        let below = |s: &str| Below(PathBuf::from(s));
+        assert_eq!(workdir_place("/work", "/work/a/b"), below("a/b"));
+        assert_eq!(workdir_place("/work", "/x/../work//a/./b/"), below("a/b"));
+        assert_eq!(workdir_place("/work", "/work/a/.."), AtTarget);
+        assert_eq!(workdir_place("/work", "/work"), AtTarget);
+        assert_eq!(workdir_place("/work", "/workshop"), Elsewhere);
+        assert_eq!(workdir_place("/work", "/"), Elsewhere);
+        assert_eq!(workdir_place("/work", "/work/../etc"), Elsewhere);
+        assert_eq!(workdir_place("/work", "relative"), Elsewhere);
+        assert_eq!(workdir_place("/", "/a"), below("a"));
     }
 
     #[test]

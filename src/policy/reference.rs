@@ -320,6 +320,8 @@ pub struct ImageFacts {
     pub repo_digests: Vec<String>,
     /// The paths its configuration declares as `VOLUME`s, as the image has them.
     pub volumes: Vec<String>,
+    /// Its `WORKDIR`: the container's working directory when the request has no `-w`.
+    pub working_dir: Option<String>,
 }
 
 /// Most `VOLUME`s an image may declare.
@@ -515,6 +517,7 @@ mod tests {
             repo_tags: vec!["team/app:v1".into(), "registry.example.org/x:2".into()],
             repo_digests: vec![format!("team/app@sha256:{D}")],
             volumes: vec![],
+            working_dir: None,
         };
         let names = |s: &str| Reference::parse(s).unwrap().names(&img);
         for yes in [
