@@ -57,7 +57,8 @@ pub struct Urun {
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
 
-    /// Working directory inside the container (absolute)
+    /// Working directory inside the container (absolute); with -v, the mount target or
+    /// a directory below it that exists already
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
 
