@@ -157,13 +157,9 @@ impl Helper {
             return Err(End::Refused(r.rule, r.message));
         }
         rec.image_id = Some(image.id.clone());
-        if let (Some(m), Some(fd)) = (&req.mount, dir) {
-            workdir_in_mount(
-                req.workdir.as_deref(),
-                image.working_dir.as_deref(),
-                &m.target,
-                fd,
-            )?;
+        // Without -w (checked with the directory), the image's WORKDIR.
+        if let (Some(m), Some(fd), None) = (&req.mount, dir, &req.workdir) {
+            workdir_in_mount(None, image.working_dir.as_deref(), &m.target, fd)?;
         }
         // The policy's network, or none if the user asked for less (the judge refused
         // anything else; the fallback is the safe side).
@@ -207,6 +203,10 @@ impl Helper {
             .map(|p| format!("workdir {}", p.display()));
         if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
             return Err(End::Refused(r.rule, r.message));
+        }
+        // Before the image is looked up (or pulled): a refusal has no side effects.
+        if req.workdir.is_some() {
+            workdir_in_mount(req.workdir.as_deref(), None, &m.target, fd)?;
         }
         test_pause().await;
         Ok(())
