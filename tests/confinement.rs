@@ -2,10 +2,10 @@
 //! pinned working directory, image references and VOLUMEs (also in the identity
 //! probe), image healthchecks, a working directory runc would create in the mount,
 //! the caller's gid, container names on the isolated network, mounts over the forced
-//! ones, /tmp, /etc/group. Each
-//! runs the real urund and urun as real users against the real Docker daemon, and
-//! fails on the code before its fix. Everything a test creates on the host (mounts,
-//! namespaces, images, networks, users) is removed by a guard, also when it fails.
+//! ones, /tmp, /etc/group. Each runs the real urund and urun as real users against
+//! the real Docker daemon, and fails on the code before its fix. Everything a test
+//! creates on the host (mounts, namespaces, images, networks, users) is removed by a
+//! guard, also when it fails.
 
 mod common;
 
