@@ -288,6 +288,18 @@ async fn a_client_that_goes_away_gets_its_container_removed() {
     let (mut client, task) = h.connect();
     send(&mut client, Kind::Request, &run_request("busybox:latest")).await;
     h.until(|c| matches!(c, Recorded::Start(_))).await;
+    // While it runs, its directory holds the generated identity files.
+    let dirs = h.run_dirs_left();
+    assert_eq!(dirs.len(), 1);
+    let passwd = std::fs::read_to_string(dirs[0].join("passwd")).unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    assert!(
+        passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(&uid.to_string())),
+        "{passwd}"
+    );
+    assert!(dirs[0].join("group").exists());
     drop(client);
     task.await.unwrap();
     h.assert_nothing_left();
