@@ -431,3 +431,42 @@ async fn a_request_that_never_comes_is_refused_without_the_engine() {
     assert_eq!(decisions(&h), ["refused"]);
     assert_eq!(h.audit()[0]["rule"], "protocol");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_and_signals_reach_the_container_and_a_second_interrupt_kills_it() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let (mut client, task) = h.connect();
+    let mut req = Request::new("busybox:latest".into(), vec!["cat".into()]);
+    req.interactive = true;
+    send(&mut client, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let run = h.fake.created()[1].clone();
+    send(&mut client, Kind::Stdin, b"typed\n").await;
+    send(&mut client, Kind::Signal, &wire::Signal::Term.encode()).await;
+    h.until(|c| *c == Recorded::Signal(run.clone(), "SIGTERM"))
+        .await;
+    for _ in 0..500 {
+        if h.fake.stdin() == b"typed\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.fake.stdin(), b"typed\n");
+    // The client's SIGKILL: killed after the attach connection is closed, and the
+    // status Docker reports is the run's.
+    send(&mut client, Kind::Signal, &wire::Signal::Kill.encode()).await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    assert_eq!(last_status(&got), (Kind::Exit, 137));
+    assert!(h
+        .fake
+        .calls()
+        .contains(&Recorded::Signal(run.clone(), "SIGKILL")));
+    h.assert_nothing_left();
+    assert_eq!(h.audit()[1]["bytes_in"], 6);
+}
