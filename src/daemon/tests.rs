@@ -87,6 +87,11 @@ impl Harness {
     /// A client connection served by the helper, as the accept loop would.
     fn connect(&self) -> (UnixStream, tokio::task::JoinHandle<()>) {
         let (client, server) = UnixStream::pair().unwrap();
+        (client, self.serve(server))
+    }
+
+    /// Serves `server` as the accept loop would.
+    fn serve(&self, server: UnixStream) -> tokio::task::JoinHandle<()> {
         let uid = nix::unistd::geteuid().as_raw();
         let table = self.helper.conns.clone();
         table
@@ -94,8 +99,7 @@ impl Harness {
             .unwrap()
             .admit(uid, &self.helper.policy.connections, 100, 1024)
             .unwrap();
-        let task = tokio::spawn(self.helper.clone().serve(server, Ticket::new(table, uid)));
-        (client, task)
+        tokio::spawn(self.helper.clone().serve(server, Ticket::new(table, uid)))
     }
 
     /// The audit log's records, in order.
@@ -469,4 +473,54 @@ async fn stdin_and_signals_reach_the_container_and_a_second_interrupt_kills_it()
         .contains(&Recorded::Signal(run.clone(), "SIGKILL")));
     h.assert_nothing_left();
     assert_eq!(h.audit()[1]["bytes_in"], 6);
+}
+
+/// Whether `path` is a mount point now.
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_directory_is_pinned_during_the_run_and_unmounted_at_its_end() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: pinning a mount needs root");
+        return;
+    }
+    let mine = Scratch::new();
+    std::fs::write(mine.0.join("hello.txt"), "hi").unwrap();
+    let policy = format!("[mounts]\nworkdir = true\nroots = [{:?}]\n", mine.0);
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new(&policy, script);
+    // The client's side: the request, with the directory's descriptor passed along.
+    let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let task = h.serve(UnixStream::from_std(server).unwrap());
+    let mut req = Request::new("busybox:latest".into(), vec!["ls".into()]);
+    req.mount = Some(wire::MountRequest {
+        target: "/work".into(),
+        read_only: true,
+    });
+    let mut frame = Vec::new();
+    wire::write_frame(&mut frame, Kind::Request, &req.encode()).unwrap();
+    let dir = std::fs::File::open(&mine.0).unwrap();
+    crate::system::send_with_fd(&client, &frame, std::os::fd::AsFd::as_fd(&dir)).unwrap();
+    drop(dir);
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let work = h.run_dirs_left()[0].join("work");
+    assert!(mounted(&work));
+    assert_eq!(
+        std::fs::read_to_string(work.join("hello.txt")).unwrap(),
+        "hi"
+    );
+    // The client goes away: the container is removed and the pin unmounted.
+    drop(client);
+    task.await.unwrap();
+    assert!(!mounted(&work));
+    h.assert_nothing_left();
+    assert_eq!(decisions(&h), ["admitted", "allowed"]);
 }
