@@ -524,3 +524,49 @@ async fn a_passed_directory_is_pinned_during_the_run_and_unmounted_at_its_end() 
     h.assert_nothing_left();
     assert_eq!(decisions(&h), ["admitted", "allowed"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_max_concurrent_or_with_a_name_in_use_creates_nothing() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("[limits]\nmax_concurrent = 1\n", script);
+    let mut req = Request::new("busybox:latest".into(), vec!["sleep".into()]);
+    req.name = Some("web".into());
+    let (mut first, first_task) = h.connect();
+    send(&mut first, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let calls = h.fake.calls().len();
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert_eq!(h.fake.calls().len(), calls, "{:?}", h.fake.calls());
+    assert_eq!(h.audit().last().unwrap()["rule"], "limits.max_concurrent");
+    drop(first);
+    first_task.await.unwrap();
+    h.assert_nothing_left();
+
+    // The name, now with room for two runs.
+    let h = Harness::new(
+        "[limits]\nmax_concurrent = 2\n",
+        Script {
+            exit: None,
+            ..Script::default()
+        },
+    );
+    let (mut first, first_task) = h.connect();
+    send(&mut first, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let calls = h.fake.calls().len();
+    let (mut second, second_task) = h.connect();
+    send(&mut second, Kind::Request, &req.encode()).await;
+    let got = frames(&mut second).await;
+    drop(second);
+    second_task.await.unwrap();
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert_eq!(h.fake.calls().len(), calls, "{:?}", h.fake.calls());
+    assert_eq!(h.audit().last().unwrap()["rule"], "name");
+    drop(first);
+    first_task.await.unwrap();
+    h.assert_nothing_left();
+}
