@@ -131,71 +131,91 @@ fn policy_items(p: &Policy) -> Vec<Item> {
 pub async fn gather(docker_host: &str) -> Facts {
     let mut f = Facts::default();
     let sock_path = docker_host.strip_prefix("unix://").unwrap_or(docker_host);
-    if let Ok(m) = std::fs::metadata(sock_path) {
-        let group = nix::unistd::Group::from_gid(m.gid().into()).ok().flatten();
-        let gname = group
-            .as_ref()
-            .map_or_else(|| m.gid().to_string(), |g| g.name.clone());
-        if let Some(g) = &group {
-            f.socket_group_members = g.mem.clone();
-            // users whose primary group it is
-            if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
-                for l in text.lines() {
-                    let p: Vec<&str> = l.split(':').collect();
-                    if p.len() > 3
-                        && p[3] == m.gid().to_string()
-                        && !f.socket_group_members.iter().any(|x| x == p[0])
-                    {
-                        f.socket_group_members.push(p[0].to_string());
-                    }
-                }
-            }
-        }
-        f.socket = Some((sock_path.to_string(), m.uid(), gname, m.mode() & 0o7777));
-    }
-    // dockerd's command line and daemon.json
-    let mut args: Vec<String> = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let p: PathBuf = e.path();
-            if std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "dockerd") {
-                if let Ok(c) = std::fs::read(p.join("cmdline")) {
-                    args.extend(
-                        c.split(|b| *b == 0)
-                            .map(|a| String::from_utf8_lossy(a).into_owned()),
-                    );
-                }
-            }
-        }
-    }
+    socket_facts(sock_path, &mut f);
     let json: serde_json::Value = std::fs::read_to_string("/etc/docker/daemon.json")
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null);
-    let (tcp, tls, nnp) = daemon_settings(&args, &json);
+    let (tcp, tls, nnp) = daemon_settings(&dockerd_args(), &json);
     f.tcp_hosts = tcp;
     f.tlsverify = tls;
     f.no_new_privileges = nnp;
-    match DockerEngine::connect(docker_host).await {
-        Err(e) => f.daemon_error = Some(format!("{e:#}")),
-        Ok(engine) => {
-            match engine.info().await {
-                Ok(i) => {
-                    f.security_options = i.security_options.unwrap_or_default();
-                    f.live_restore = i.live_restore_enabled.unwrap_or(false);
-                    f.server_version = i.server_version.unwrap_or_default();
+    daemon_facts(docker_host, &mut f).await;
+    f
+}
+
+/// The Docker socket's owner, group and mode, and who is in its group (members and
+/// users whose primary group it is).
+fn socket_facts(sock_path: &str, f: &mut Facts) {
+    let Ok(m) = std::fs::metadata(sock_path) else {
+        return;
+    };
+    let group = nix::unistd::Group::from_gid(m.gid().into()).ok().flatten();
+    let gname = group
+        .as_ref()
+        .map_or_else(|| m.gid().to_string(), |g| g.name.clone());
+    if let Some(g) = &group {
+        f.socket_group_members = g.mem.clone();
+        // users whose primary group it is
+        if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
+            for l in text.lines() {
+                let p: Vec<&str> = l.split(':').collect();
+                if p.len() > 3
+                    && p[3] == m.gid().to_string()
+                    && !f.socket_group_members.iter().any(|x| x == p[0])
+                {
+                    f.socket_group_members.push(p[0].to_string());
                 }
-                Err(e) => f.daemon_error = Some(format!("{e:#}")),
-            }
-            if let Ok(Some(opts)) = engine.network_options("bridge").await {
-                f.bridge_icc = Some(opts.get(ICC_OPTION).cloned().unwrap_or("true".into()));
-            }
-            if let Ok(v) = engine.version().await {
-                f.engine_age_days = v.build_time.as_deref().and_then(age_days);
             }
         }
     }
-    f
+    f.socket = Some((sock_path.to_string(), m.uid(), gname, m.mode() & 0o7777));
+}
+
+/// The command line of every running dockerd, one argument each.
+fn dockerd_args() -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return args;
+    };
+    for e in rd.flatten() {
+        let p: PathBuf = e.path();
+        if std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "dockerd") {
+            if let Ok(c) = std::fs::read(p.join("cmdline")) {
+                args.extend(
+                    c.split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned()),
+                );
+            }
+        }
+    }
+    args
+}
+
+/// What the daemon itself says: security options, live restore, version and age,
+/// the default bridge's inter-container communication.
+async fn daemon_facts(docker_host: &str, f: &mut Facts) {
+    let engine = match DockerEngine::connect(docker_host).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            f.daemon_error = Some(format!("{e:#}"));
+            return;
+        }
+    };
+    match engine.info().await {
+        Ok(i) => {
+            f.security_options = i.security_options.unwrap_or_default();
+            f.live_restore = i.live_restore_enabled.unwrap_or(false);
+            f.server_version = i.server_version.unwrap_or_default();
+        }
+        Err(e) => f.daemon_error = Some(format!("{e:#}")),
+    }
+    if let Ok(Some(opts)) = engine.network_options("bridge").await {
+        f.bridge_icc = Some(opts.get(ICC_OPTION).cloned().unwrap_or("true".into()));
+    }
+    if let Ok(v) = engine.version().await {
+        f.engine_age_days = v.build_time.as_deref().and_then(age_days);
+    }
 }
 
 /// From dockerd's arguments and daemon.json: TCP hosts, whether TLS verification

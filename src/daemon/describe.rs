@@ -1,101 +1,187 @@
-//! The text of `urun --policy`.
+//! The text of `urun --policy`: a pure function of the policy and the caller (and
+//! the limits the policy gives them), so what a user is told is exactly what the
+//! judge applies, and is unit-tested.
 
-use super::{Helper, EXIT_MAX_RUNTIME};
+use super::EXIT_MAX_RUNTIME;
 use crate::policy::forced;
-use crate::policy::{NetworkMode, PullMode};
+use crate::policy::{
+    GroupsMode, ImageVolumes, Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode,
+};
 use crate::system::Caller;
+use std::path::Path;
 
-impl Helper {
-    pub(super) fn describe(&self, caller: &Caller) -> String {
-        let p = &self.policy;
-        let l = self.limits_for(caller);
-        let list = |v: &[crate::policy::Pattern]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.iter()
-                    .map(|p| p.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+/// `urun --policy`'s answer to `caller`, whose effective limits are `limits`, from the
+/// policy read at `path`. Pure.
+pub(super) fn describe(policy: &Policy, path: &Path, caller: &Caller, limits: &Limits) -> String {
+    let mut t = format!(
+        "urun policy for {} (uid {}), from {}:\n\nYour limits:\n",
+        caller.display_name(),
+        caller.uid,
+        path.display()
+    );
+    t.push_str(&limits_text(limits));
+    t.push_str(&images_text(policy));
+    t.push_str(&host_text(policy));
+    t.push_str("\nAlways forced, whatever you ask:\n");
+    for (k, v) in forced::FORCED {
+        t.push_str(&format!("  {k}: {v}\n"));
+    }
+    t
+}
+
+/// Patterns as a list, or "none".
+fn list(v: &[Pattern]) -> String {
+    if v.is_empty() {
+        return "none".to_string();
+    }
+    v.iter()
+        .map(|p| p.0.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line per limit.
+fn limits_text(l: &Limits) -> String {
+    let max_runtime = format!(
+        "{} (then killed, exit status {EXIT_MAX_RUNTIME})",
+        l.max_runtime
+    );
+    [
+        ("memory", l.memory.to_string()),
+        ("cpus", l.cpus.0.to_string()),
+        ("pids", l.pids.0.to_string()),
+        ("nofile", l.nofile.0.to_string()),
+        ("nproc", l.nproc.0.to_string()),
+        ("tmpfs_size", l.tmpfs_size.to_string()),
+        ("max_runtime", max_runtime),
+        ("max_concurrent", l.max_concurrent.0.to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("  {k} = {v}\n"))
+    .collect()
+}
+
+/// Which images, their volumes, pulls.
+fn images_text(p: &Policy) -> String {
+    let digest = match p.images.require_digest {
+        true => " (pinned by digest only: NAME@sha256:...)",
+        false => "",
+    };
+    let mut t = format!("\nImages you may run: {}{digest}\n", list(&p.images.allow));
+    t.push_str(match p.images.volumes {
+        ImageVolumes::Tmpfs => {
+            "Image VOLUMEs: each an empty tmpfs of tmpfs_size (never a Docker volume)\n"
+        }
+        ImageVolumes::Refuse => "Images that declare a VOLUME: refused\n",
+    });
+    t.push_str(&match p.pull.mode {
+        PullMode::Never => "Missing images: not pulled (ask your administrator)\n".to_string(),
+        PullMode::Missing => format!("Missing images: pulled from {}\n", list(&p.pull.registries)),
+    });
+    t
+}
+
+/// What of the host a container gets: network, working directory, groups, environment.
+fn host_text(p: &Policy) -> String {
+    let mut t = String::from(match p.network.mode {
+        NetworkMode::None => "Network: none (only lo)\n",
+        NetworkMode::Isolated => {
+            "Network: isolated bridge urun-isolated (containers cannot reach each other)\n"
+        }
+    });
+    t.push_str(&if p.mounts.workdir {
+        format!(
+            "Your working directory (-v \"$PWD\":DIR, --here): may be mounted below {} ({})\n",
+            p.mounts.root_strings().join(", "),
+            match p.mounts.access {
+                MountAccess::Owner => "directories you own",
+                MountAccess::Mode => "directories your permissions allow",
             }
-        };
-        let mut t = format!(
-            "urun policy for {} (uid {}), from {}:\n\nYour limits:\n",
-            caller.display_name(),
-            caller.uid,
-            self.policy_path.display()
+        )
+    } else {
+        "Your working directory (-v, --here): not mounted (policy mounts.workdir = false)\n"
+            .to_string()
+    });
+    t.push_str(match p.identity.groups {
+        GroupsMode::Primary => "Supplementary groups: none\n",
+        GroupsMode::Caller => {
+            "Supplementary groups: yours, minus the denied ones (identity.deny_groups)\n"
+        }
+    });
+    t.push_str(&format!(
+        "Environment variables you may pass: {}\n",
+        list(&p.env.allow)
+    ));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Caller {
+        Caller {
+            uid: 1234,
+            gid: 1234,
+            pid: 1,
+            groups: vec![],
+            name: Some("alice".into()),
+            group: None,
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, Path::new("/etc/urun/policy.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_text_names_the_caller_their_limits_and_every_forced_setting() {
+        let p = policy("[access]\ngroup = \"urun\"\n[limits]\nmax_runtime = \"90s\"\n");
+        let l = p.effective_limits(1234, Some("alice"), |_| false);
+        let t = describe(&p, Path::new("/etc/urun/policy.toml"), &caller(), &l);
+        assert!(t.starts_with("urun policy for alice (uid 1234), from /etc/urun/policy.toml:\n"));
+        assert!(
+            t.contains("  max_runtime = 90s (then killed, exit status 124)\n"),
+            "{t}"
         );
-        for (k, v) in [
-            ("memory", l.memory.to_string()),
-            ("cpus", l.cpus.0.to_string()),
-            ("pids", l.pids.0.to_string()),
-            ("nofile", l.nofile.0.to_string()),
-            ("nproc", l.nproc.0.to_string()),
-            ("tmpfs_size", l.tmpfs_size.to_string()),
-            (
-                "max_runtime",
-                format!(
-                    "{} (then killed, exit status {EXIT_MAX_RUNTIME})",
-                    l.max_runtime
-                ),
-            ),
-            ("max_concurrent", l.max_concurrent.0.to_string()),
-        ] {
-            t.push_str(&format!("  {k} = {v}\n"));
-        }
-        t.push_str(&format!(
-            "\nImages you may run: {}{}\n",
-            list(&p.images.allow),
-            if p.images.require_digest {
-                " (pinned by digest only: NAME@sha256:...)"
-            } else {
-                ""
-            }
-        ));
-        t.push_str(match p.images.volumes {
-            crate::policy::ImageVolumes::Tmpfs => {
-                "Image VOLUMEs: each an empty tmpfs of tmpfs_size (never a Docker volume)\n"
-            }
-            crate::policy::ImageVolumes::Refuse => "Images that declare a VOLUME: refused\n",
-        });
-        t.push_str(&match p.pull.mode {
-            PullMode::Never => "Missing images: not pulled (ask your administrator)\n".to_string(),
-            PullMode::Missing => {
-                format!("Missing images: pulled from {}\n", list(&p.pull.registries))
-            }
-        });
-        t.push_str(match p.network.mode {
-            NetworkMode::None => "Network: none (only lo)\n",
-            NetworkMode::Isolated => {
-                "Network: isolated bridge urun-isolated (containers cannot reach each other)\n"
-            }
-        });
-        t.push_str(&if p.mounts.workdir {
-            format!(
-                "Your working directory (-v \"$PWD\":DIR, --here): may be mounted below {} ({})\n",
-                p.mounts.root_strings().join(", "),
-                match p.mounts.access {
-                    crate::policy::MountAccess::Owner => "directories you own",
-                    crate::policy::MountAccess::Mode => "directories your permissions allow",
-                }
-            )
-        } else {
-            "Your working directory (-v, --here): not mounted (policy mounts.workdir = false)\n"
-                .to_string()
-        });
-        t.push_str(match p.identity.groups {
-            crate::policy::GroupsMode::Primary => "Supplementary groups: none\n",
-            crate::policy::GroupsMode::Caller => {
-                "Supplementary groups: yours, minus the denied ones (identity.deny_groups)\n"
-            }
-        });
-        t.push_str(&format!(
-            "Environment variables you may pass: {}\n\nAlways forced, whatever you ask:\n",
-            list(&p.env.allow)
-        ));
         for (k, v) in forced::FORCED {
-            t.push_str(&format!("  {k}: {v}\n"));
+            assert!(t.contains(&format!("  {k}: {v}\n")), "{k}");
         }
-        t
+    }
+
+    #[test]
+    fn the_text_follows_the_policy_and_says_none_for_empty_lists() {
+        let closed = policy("[images]\nallow = []\n[env]\nallow = []\n");
+        let l = closed.effective_limits(1234, None, |_| false);
+        let t = describe(&closed, Path::new("p"), &caller(), &l);
+        assert!(t.contains("Images you may run: none\n"), "{t}");
+        assert!(
+            t.contains("Environment variables you may pass: none\n"),
+            "{t}"
+        );
+        assert!(t.contains("Missing images: not pulled"), "{t}");
+        assert!(t.contains("Network: none (only lo)\n"), "{t}");
+        let open = policy(
+            "[images]\nallow = [\"debian*\"]\nrequire_digest = true\n\
+             [pull]\nmode = \"missing\"\nregistries = [\"docker.io\"]\n\
+             [network]\nmode = \"isolated\"\n",
+        );
+        let t = describe(&open, Path::new("p"), &caller(), &l);
+        assert!(
+            t.contains("Images you may run: debian* (pinned by digest only"),
+            "{t}"
+        );
+        assert!(t.contains("Missing images: pulled from docker.io\n"), "{t}");
+        assert!(t.contains("Network: isolated bridge urun-isolated"), "{t}");
+    }
+
+    #[test]
+    fn the_limits_shown_are_the_callers_own() {
+        let p = policy("[limits]\nmemory = \"1g\"\n[user.alice.limits]\nmemory = \"2g\"\n");
+        let alice = p.effective_limits(1234, Some("alice"), |_| false);
+        let bob = p.effective_limits(1235, Some("bob"), |_| false);
+        let t = describe(&p, Path::new("p"), &caller(), &alice);
+        assert!(t.contains(&format!("  memory = {}\n", alice.memory)), "{t}");
+        assert_ne!(alice.memory, bob.memory);
     }
 }

@@ -388,15 +388,8 @@ impl Janitor {
         let mut removed = 0;
         for c in listed {
             let whose = Whose::from_labels(&c.labels);
-            {
-                let s = self.0.state.lock().unwrap();
-                let queued = s
-                    .pending
-                    .iter()
-                    .any(|p| p.task == Task::Container(c.id.clone()));
-                if s.live.contains_key(&whose.request) || queued || s.not_ours.contains(&c.id) {
-                    continue;
-                }
+            if self.accounted_for(&c.id, &whose) {
+                continue;
             }
             let image = self.image_labels(&c.image_id).await?;
             let proof = match &image {
@@ -419,25 +412,45 @@ impl Janitor {
             {
                 continue;
             }
-            match self.0.engine.remove(&c.id).await {
-                Ok(()) => {
-                    removed += 1;
-                    eprintln!(
-                        "urund: clean-up: removed container {} (request {}, uid {}): no run tracks it",
-                        c.id, whose.request, whose.uid
-                    );
-                    self.0.audit.write(&Record::reaped(&c.id, &c.labels));
-                }
-                Err(e) => {
-                    let unreachable = engine::is_unreachable(&e);
-                    self.queue(Task::Container(c.id.clone()), &whose, &format!("{e:#}"));
-                    if unreachable {
-                        return Err(e);
-                    }
-                }
+            if self.reap(&c, &whose).await? {
+                removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// A listed container the reconcile pass leaves alone: its run is live, its
+    /// removal is queued already, or it was found not to be ours.
+    fn accounted_for(&self, id: &str, whose: &Whose) -> bool {
+        let s = self.0.state.lock().unwrap();
+        let queued = s
+            .pending
+            .iter()
+            .any(|p| p.task == Task::Container(id.to_string()));
+        s.live.contains_key(&whose.request) || queued || s.not_ours.contains(id)
+    }
+
+    /// Removes a container proven ours that no run tracks, on record; a failed removal
+    /// is queued (`Err` if the daemon does not answer: the pass stops).
+    async fn reap(&self, c: &engine::Listed, whose: &Whose) -> anyhow::Result<bool> {
+        match self.0.engine.remove(&c.id).await {
+            Ok(()) => {
+                eprintln!(
+                    "urund: clean-up: removed container {} (request {}, uid {}): no run tracks it",
+                    c.id, whose.request, whose.uid
+                );
+                self.0.audit.write(&Record::reaped(&c.id, &c.labels));
+                Ok(true)
+            }
+            Err(e) => {
+                let unreachable = engine::is_unreachable(&e);
+                self.queue(Task::Container(c.id.clone()), whose, &format!("{e:#}"));
+                match unreachable {
+                    true => Err(e),
+                    false => Ok(false),
+                }
+            }
+        }
     }
 
     /// An image's own labels, cached by ID; `None` if the image is gone.
@@ -499,5 +512,47 @@ mod tests {
         assert_eq!(got, [500, 1000, 2000, 4000, 8000, 10000, 10000, 10000]);
         assert_eq!(backoff(0), FIRST_RETRY);
         assert_eq!(backoff(u32::MAX), MAX_RETRY);
+    }
+
+    /// A janitor over the recording fake engine, its audit log in `dir`.
+    fn janitor(fake: &crate::engine::fake::Fake, dir: &std::path::Path) -> Janitor {
+        let audit = audit::Sink::with(Some(dir.join("audit.log")), None).unwrap();
+        let owner = Owner {
+            helper: "unit-test".into(),
+            secret: "0".repeat(32),
+        };
+        Janitor::new(Arc::new(fake.clone()), owner, Arc::new(audit))
+    }
+
+    #[tokio::test]
+    async fn a_removal_the_daemon_does_not_answer_is_queued_and_retried_until_it_succeeds() {
+        use crate::engine::fake::{Fake, Op, Script};
+        let dir = std::env::temp_dir().join(format!("urun-janitor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let fake = Fake::new(Script {
+            fail: [(Op::Remove, 0)].into(),
+            unreachable: true,
+            ..Script::default()
+        });
+        let j = janitor(&fake, &dir);
+        let id = fake.create(Default::default()).await.unwrap();
+        let whose = Whose {
+            request: "r".into(),
+            uid: 1000,
+            user: "alice".into(),
+        };
+        assert!(matches!(
+            j.remove_container(&id, &whose).await,
+            Removal::Queued { unreachable: true }
+        ));
+        assert_eq!(j.pending(), 1);
+        assert_eq!(fake.live().len(), 1);
+        // The daemon answers again: the queued removal goes through.
+        fake.script(|s| s.fail.clear());
+        assert_eq!(j.drain(Duration::from_secs(5)).await, 0);
+        assert!(fake.live().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

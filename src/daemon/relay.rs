@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
+use tokio::time::Sleep;
 
 /// How often a client that is not sending anything is checked for having gone away
 /// while its container's stdin is full.
@@ -35,15 +36,9 @@ pub(super) const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
 pub(super) const DETACH_GRACE: Duration = Duration::from_secs(2);
 
 impl Helper {
-    /// Attaches, starts, and relays until the container exits or the client leaves.
-    ///
-    /// Four things run side by side, and none waits for another: the deadline, the
-    /// client's frames ([`pump_client`]: stdin, signals, hang-up), the container's
-    /// output on its way to the client's [`Outbox`] ([`forward_output`], which alone
-    /// waits while the client does not read), and, once the output has ended, the wait
-    /// for the exit status. So `max_runtime` and the client's signals take effect
-    /// whatever the client reads. At the deadline, or when the client asks for SIGKILL,
-    /// the attach connection is closed before the container is killed.
+    /// Attaches, starts, and relays until the container exits or the client leaves
+    /// ([`Helper::side_by_side`]); a container to be killed is killed after its attach
+    /// connection is closed ([`Helper::kill`]).
     pub(super) async fn relay(
         &self,
         id: &str,
@@ -53,77 +48,102 @@ impl Helper {
         rec: &mut Record,
         max_runtime: Duration,
     ) -> End {
-        let Attached { output, input } =
-            match self.engine.attach(id, req.interactive, req.tty).await {
-                Ok(a) => a,
-                Err(e) => return End::Failed(daemon_error(e)),
-            };
+        let attached = match self.engine.attach(id, req.interactive, req.tty).await {
+            Ok(a) => a,
+            Err(e) => return End::Failed(daemon_error(e)),
+        };
         if let Err(e) = self.engine.start(id).await {
             return End::Failed(e);
         }
         if let (true, Some(size)) = (req.tty, req.size) {
             let _ = self.engine.resize(id, size).await;
         }
-        let bytes_in = AtomicU64::new(0);
-        let bytes_out = AtomicU64::new(0);
         let deadline = tokio::time::sleep(max_runtime);
         tokio::pin!(deadline);
-        let stop = {
-            let control = Control {
-                engine: &*self.engine,
-                id,
-                tty: req.tty,
-            };
-            let pump = pump_client(rd, input, &bytes_in, control);
-            tokio::pin!(pump);
-            let forward = forward_output(output, out, &bytes_out);
-            tokio::pin!(forward);
-            let exit = self.exit_status(id, req.tty);
-            tokio::pin!(exit);
-            // The output has ended: wait for the exit status.
-            let mut output_done = false;
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break Stop::Kill,
-                    r = &mut forward, if !output_done => match r {
-                        // The stream ends when the container's output closes: it has
-                        // exited (or, with a TTY, was detached: then it is killed after
-                        // a grace).
-                        Forwarded::Ended => output_done = true,
-                        Forwarded::ClientGone => break Stop::End(End::ClientGone),
-                    },
-                    e = &mut exit, if output_done => break Stop::End(e),
-                    r = &mut pump => break match r {
-                        // The client left or broke the protocol while the container ran.
-                        PumpEnd::Bad(e) => {
-                            Stop::End(End::Refused("protocol", format!("bad frame: {e}")))
-                        }
-                        PumpEnd::Gone => Stop::End(End::ClientGone),
-                        PumpEnd::Killed => Stop::Kill,
-                    },
-                }
-            }
-            // The attach connection closes here. Docker finishes a killed container
-            // only once its output is taken, and a client that does not read would
-            // otherwise hold that up.
-        };
-        rec.bytes_in = bytes_in.load(Ordering::Relaxed);
-        rec.bytes_out = bytes_out.load(Ordering::Relaxed);
-        if let Stop::End(end) = stop {
-            return end;
+        let counts = Counts::default();
+        let stop = self
+            .side_by_side(id, req.tty, rd, attached, out, &counts, deadline.as_mut())
+            .await;
+        rec.bytes_in = counts.input.load(Ordering::Relaxed);
+        rec.bytes_out = counts.output.load(Ordering::Relaxed);
+        match stop {
+            Stop::End(end) => end,
+            Stop::Kill => self.kill(id, deadline, max_runtime).await,
         }
+    }
+
+    /// Four things run side by side, and none waits for another: the deadline, the
+    /// client's frames ([`pump_client`]: stdin, signals, hang-up), the container's
+    /// output on its way to the client's [`Outbox`] ([`forward_output`], which alone
+    /// waits while the client does not read), and, once the output has ended, the wait
+    /// for the exit status. So `max_runtime` and the client's signals take effect
+    /// whatever the client reads. The attach connection is closed on return.
+    #[allow(clippy::too_many_arguments)]
+    async fn side_by_side(
+        &self,
+        id: &str,
+        tty: bool,
+        rd: &mut OwnedReadHalf,
+        attached: Attached,
+        out: &Outbox,
+        counts: &Counts,
+        mut deadline: Pin<&mut Sleep>,
+    ) -> Stop {
+        let control = Control {
+            engine: &*self.engine,
+            id,
+            tty,
+        };
+        let pump = pump_client(rd, attached.input, &counts.input, control);
+        tokio::pin!(pump);
+        let forward = forward_output(attached.output, out, &counts.output);
+        tokio::pin!(forward);
+        let exit = self.exit_status(id, tty);
+        tokio::pin!(exit);
+        // The output has ended: wait for the exit status.
+        let mut output_done = false;
+        loop {
+            tokio::select! {
+                _ = deadline.as_mut() => return Stop::Kill,
+                r = &mut forward, if !output_done => match r {
+                    // The stream ends when the container's output closes: it has
+                    // exited (or, with a TTY, was detached: then it is killed after
+                    // a grace).
+                    Forwarded::Ended => output_done = true,
+                    Forwarded::ClientGone => return Stop::End(End::ClientGone),
+                },
+                e = &mut exit, if output_done => return Stop::End(e),
+                r = &mut pump => return match r {
+                    // The client left or broke the protocol while the container ran.
+                    PumpEnd::Bad(e) => {
+                        Stop::End(End::Refused("protocol", format!("bad frame: {e}")))
+                    }
+                    PumpEnd::Gone => Stop::End(End::ClientGone),
+                    PumpEnd::Killed => Stop::Kill,
+                },
+            }
+        }
+        // The attach connection closes on return. Docker finishes a killed container
+        // only once its output is taken, and a client that does not read would
+        // otherwise hold that up.
+    }
+
+    /// Kills the container (the deadline passed, or the client asked for SIGKILL) and
+    /// says how the run ended.
+    async fn kill(&self, id: &str, mut deadline: Pin<&mut Sleep>, max_runtime: Duration) -> End {
+        let timeout = || End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
         // A kill that fails is not retried here: the removal that follows every run
         // (the janitor's, retried until it succeeds) forces the container down too.
         if let Err(e) = self.engine.signal(id, Signal::Kill).await {
             eprintln!("urund: {e:#}");
         }
         if deadline.is_elapsed() {
-            return End::Timeout(crate::policy::Seconds(max_runtime.as_secs()));
+            return timeout();
         }
         // The client's SIGKILL (its second Ctrl-C): the status Docker reports.
         tokio::select! {
             e = self.exit_status(id, false) => e,
-            _ = &mut deadline => End::Timeout(crate::policy::Seconds(max_runtime.as_secs())),
+            _ = deadline.as_mut() => timeout(),
         }
     }
 
@@ -149,6 +169,13 @@ impl Helper {
             }
         }
     }
+}
+
+/// Bytes relayed each way, for the audit record.
+#[derive(Default)]
+pub(super) struct Counts {
+    input: AtomicU64,
+    output: AtomicU64,
 }
 
 /// Why the client→container pump stopped.

@@ -84,37 +84,7 @@ impl Helper {
             denied,
             system::group_name,
         );
-        let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
-        let name = safe(caller.name.clone());
-        let primary = safe(caller.group.clone());
-        let extra: Vec<(u32, String)> = groups
-            .iter()
-            .filter_map(|&g| safe(system::group_name(g)).map(|n| (g, n)))
-            .collect();
-        let extra_ref: Vec<(u32, &str)> = extra.iter().map(|(g, n)| (*g, n.as_str())).collect();
-        let home = forced::home_dir(caller);
-        let shell = identity::shell(
-            system::user_shell(caller.uid).as_deref(),
-            &files.shells,
-            &files.passwd,
-        );
-        let me = identity::Me {
-            uid: caller.uid,
-            gid: caller.gid,
-            name: name.as_deref(),
-            home: &home,
-            shell: &shell,
-        };
-        let passwd = run.write("passwd", &identity::passwd(&files.passwd, &me))?;
-        let group = run.write(
-            "group",
-            &identity::group(
-                &files.group,
-                primary.as_deref().map(|n| (caller.gid, n)),
-                &extra_ref,
-                name.as_deref(),
-            ),
-        )?;
+        let (passwd, group) = write_identity(&run, caller, &files, &groups)?;
         let work = match (&req.mount, dir) {
             (Some(m), Some(fd)) => {
                 let mp = run.path.join(RunDir::WORK);
@@ -137,6 +107,45 @@ impl Helper {
         };
         Ok((run, inside))
     }
+}
+
+/// Writes the run's `passwd` and `group`: the image's, with the caller's entries
+/// (names only if safe to write into those files) and their supplementary `groups`.
+fn write_identity(
+    run: &RunDir,
+    caller: &Caller,
+    files: &ImageFiles,
+    groups: &[u32],
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
+    let name = safe(caller.name.clone());
+    let primary = safe(caller.group.clone());
+    let extra: Vec<(u32, String)> = groups
+        .iter()
+        .filter_map(|&g| safe(system::group_name(g)).map(|n| (g, n)))
+        .collect();
+    let extra_ref: Vec<(u32, &str)> = extra.iter().map(|(g, n)| (*g, n.as_str())).collect();
+    let home = forced::home_dir(caller);
+    let shell = identity::shell(
+        system::user_shell(caller.uid).as_deref(),
+        &files.shells,
+        &files.passwd,
+    );
+    let me = identity::Me {
+        uid: caller.uid,
+        gid: caller.gid,
+        name: name.as_deref(),
+        home: &home,
+        shell: &shell,
+    };
+    let passwd = run.write("passwd", &identity::passwd(&files.passwd, &me))?;
+    let group = identity::group(
+        &files.group,
+        primary.as_deref().map(|n| (caller.gid, n)),
+        &extra_ref,
+        name.as_deref(),
+    );
+    Ok((passwd, run.write("group", &group)?))
 }
 
 /// Identity files an image ships (empty when absent).

@@ -2,6 +2,7 @@
 //! comment of [`crate::daemon`].
 
 use super::audit::Record;
+use super::describe::describe;
 use super::instance;
 use super::listen::Ticket;
 use super::outbox::Outbox;
@@ -415,7 +416,8 @@ impl Helper {
         if let Decision::Refuse(r) = judge_access(caller, &self.policy, self.group_gid) {
             return End::Refused(r.rule, r.message);
         }
-        let text = self.describe(caller);
+        let limits = self.limits_for(caller);
+        let text = describe(&self.policy, &self.policy_path, caller, &limits);
         rec.bytes_out = text.len() as u64;
         if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
             return End::ClientGone;

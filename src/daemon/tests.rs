@@ -87,6 +87,11 @@ impl Harness {
     /// A client connection served by the helper, as the accept loop would.
     fn connect(&self) -> (UnixStream, tokio::task::JoinHandle<()>) {
         let (client, server) = UnixStream::pair().unwrap();
+        (client, self.serve(server))
+    }
+
+    /// Serves `server` as the accept loop would.
+    fn serve(&self, server: UnixStream) -> tokio::task::JoinHandle<()> {
         let uid = nix::unistd::geteuid().as_raw();
         let table = self.helper.conns.clone();
         table
@@ -94,8 +99,7 @@ impl Harness {
             .unwrap()
             .admit(uid, &self.helper.policy.connections, 100, 1024)
             .unwrap();
-        let task = tokio::spawn(self.helper.clone().serve(server, Ticket::new(table, uid)));
-        (client, task)
+        tokio::spawn(self.helper.clone().serve(server, Ticket::new(table, uid)))
     }
 
     /// The audit log's records, in order.
@@ -288,6 +292,18 @@ async fn a_client_that_goes_away_gets_its_container_removed() {
     let (mut client, task) = h.connect();
     send(&mut client, Kind::Request, &run_request("busybox:latest")).await;
     h.until(|c| matches!(c, Recorded::Start(_))).await;
+    // While it runs, its directory holds the generated identity files.
+    let dirs = h.run_dirs_left();
+    assert_eq!(dirs.len(), 1);
+    let passwd = std::fs::read_to_string(dirs[0].join("passwd")).unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    assert!(
+        passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(&uid.to_string())),
+        "{passwd}"
+    );
+    assert!(dirs[0].join("group").exists());
     drop(client);
     task.await.unwrap();
     h.assert_nothing_left();
@@ -418,4 +434,139 @@ async fn a_request_that_never_comes_is_refused_without_the_engine() {
     assert!(h.fake.calls().is_empty());
     assert_eq!(decisions(&h), ["refused"]);
     assert_eq!(h.audit()[0]["rule"], "protocol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_and_signals_reach_the_container_and_a_second_interrupt_kills_it() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("", script);
+    let (mut client, task) = h.connect();
+    let mut req = Request::new("busybox:latest".into(), vec!["cat".into()]);
+    req.interactive = true;
+    send(&mut client, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let run = h.fake.created()[1].clone();
+    send(&mut client, Kind::Stdin, b"typed\n").await;
+    send(&mut client, Kind::Signal, &wire::Signal::Term.encode()).await;
+    h.until(|c| *c == Recorded::Signal(run.clone(), "SIGTERM"))
+        .await;
+    for _ in 0..500 {
+        if h.fake.stdin() == b"typed\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.fake.stdin(), b"typed\n");
+    // The client's SIGKILL: killed after the attach connection is closed, and the
+    // status Docker reports is the run's.
+    send(&mut client, Kind::Signal, &wire::Signal::Kill.encode()).await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    assert_eq!(last_status(&got), (Kind::Exit, 137));
+    assert!(h
+        .fake
+        .calls()
+        .contains(&Recorded::Signal(run.clone(), "SIGKILL")));
+    h.assert_nothing_left();
+    assert_eq!(h.audit()[1]["bytes_in"], 6);
+}
+
+/// Whether `path` is a mount point now.
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_directory_is_pinned_during_the_run_and_unmounted_at_its_end() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: pinning a mount needs root");
+        return;
+    }
+    let mine = Scratch::new();
+    std::fs::write(mine.0.join("hello.txt"), "hi").unwrap();
+    let policy = format!("[mounts]\nworkdir = true\nroots = [{:?}]\n", mine.0);
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new(&policy, script);
+    // The client's side: the request, with the directory's descriptor passed along.
+    let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let task = h.serve(UnixStream::from_std(server).unwrap());
+    let mut req = Request::new("busybox:latest".into(), vec!["ls".into()]);
+    req.mount = Some(wire::MountRequest {
+        target: "/work".into(),
+        read_only: true,
+    });
+    let mut frame = Vec::new();
+    wire::write_frame(&mut frame, Kind::Request, &req.encode()).unwrap();
+    let dir = std::fs::File::open(&mine.0).unwrap();
+    crate::system::send_with_fd(&client, &frame, std::os::fd::AsFd::as_fd(&dir)).unwrap();
+    drop(dir);
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let work = h.run_dirs_left()[0].join("work");
+    assert!(mounted(&work));
+    assert_eq!(
+        std::fs::read_to_string(work.join("hello.txt")).unwrap(),
+        "hi"
+    );
+    // The client goes away: the container is removed and the pin unmounted.
+    drop(client);
+    task.await.unwrap();
+    assert!(!mounted(&work));
+    h.assert_nothing_left();
+    assert_eq!(decisions(&h), ["admitted", "allowed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_max_concurrent_or_with_a_name_in_use_creates_nothing() {
+    let script = Script {
+        exit: None,
+        ..Script::default()
+    };
+    let h = Harness::new("[limits]\nmax_concurrent = 1\n", script);
+    let mut req = Request::new("busybox:latest".into(), vec!["sleep".into()]);
+    req.name = Some("web".into());
+    let (mut first, first_task) = h.connect();
+    send(&mut first, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let calls = h.fake.calls().len();
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert_eq!(h.fake.calls().len(), calls, "{:?}", h.fake.calls());
+    assert_eq!(h.audit().last().unwrap()["rule"], "limits.max_concurrent");
+    drop(first);
+    first_task.await.unwrap();
+    h.assert_nothing_left();
+
+    // The name, now with room for two runs.
+    let h = Harness::new(
+        "[limits]\nmax_concurrent = 2\n",
+        Script {
+            exit: None,
+            ..Script::default()
+        },
+    );
+    let (mut first, first_task) = h.connect();
+    send(&mut first, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let calls = h.fake.calls().len();
+    let (mut second, second_task) = h.connect();
+    send(&mut second, Kind::Request, &req.encode()).await;
+    let got = frames(&mut second).await;
+    drop(second);
+    second_task.await.unwrap();
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert_eq!(h.fake.calls().len(), calls, "{:?}", h.fake.calls());
+    assert_eq!(h.audit().last().unwrap()["rule"], "name");
+    drop(first);
+    first_task.await.unwrap();
+    h.assert_nothing_left();
 }

@@ -17,6 +17,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -166,33 +167,7 @@ impl DockerEngine {
         }
         attach_status(&head)?;
         let (rd, wr) = s.into_split();
-        let state = (rd, BytesMut::with_capacity(ATTACH_BUFFER));
-        let output = futures_util::stream::unfold(state, move |(mut rd, mut buf)| async move {
-            loop {
-                match cut_output(&mut buf, tty) {
-                    Ok(Some(o)) => return Some((Ok(o), (rd, buf))),
-                    Ok(None) => {}
-                    Err(e) => return Some((Err(e), (rd, buf))),
-                }
-                if buf.capacity() - buf.len() < ATTACH_BUFFER / 4 {
-                    buf.reserve(ATTACH_BUFFER);
-                }
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) if buf.is_empty() => return None,
-                    Ok(0) => {
-                        let e = std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "attach stream ended inside a frame",
-                        );
-                        buf.clear();
-                        return Some((Err(e), (rd, buf)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Some((Err(e), (rd, buf))),
-                }
-            }
-        })
-        .boxed();
+        let output = output_stream(rd, tty);
         Ok(Attached {
             output,
             input: Box::pin(wr),
@@ -499,6 +474,41 @@ impl Engine for DockerEngine {
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>> {
         Box::pin(DockerEngine::image_labels(self, image_id))
     }
+}
+
+/// The container's output from the attach connection: read in large chunks into one
+/// buffer, pieces cut from it without copying ([`cut_output`]).
+fn output_stream(
+    rd: tokio::net::unix::OwnedReadHalf,
+    tty: bool,
+) -> BoxStream<'static, std::io::Result<Output>> {
+    let state = (rd, BytesMut::with_capacity(ATTACH_BUFFER));
+    futures_util::stream::unfold(state, move |(mut rd, mut buf)| async move {
+        loop {
+            match cut_output(&mut buf, tty) {
+                Ok(Some(o)) => return Some((Ok(o), (rd, buf))),
+                Ok(None) => {}
+                Err(e) => return Some((Err(e), (rd, buf))),
+            }
+            if buf.capacity() - buf.len() < ATTACH_BUFFER / 4 {
+                buf.reserve(ATTACH_BUFFER);
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) if buf.is_empty() => return None,
+                Ok(0) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "attach stream ended inside a frame",
+                    );
+                    buf.clear();
+                    return Some((Err(e), (rd, buf)));
+                }
+                Ok(_) => {}
+                Err(e) => return Some((Err(e), (rd, buf))),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Largest response head accepted for the attach upgrade.
