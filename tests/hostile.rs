@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
-use urun::wire::{self, Kind, Request, Signal, WinSize};
+use urun::wire::{Kind, Request, Signal, WinSize};
 
 /// The hostile member's program: holds connections open and counts urund's answers.
 const HOLD: &str = include_str!("../bench/hold-connections.py");
@@ -391,29 +391,6 @@ fn a_second_interrupt_kills_a_container_whose_client_does_not_read_its_output() 
 
 // ── control frames ──
 
-/// The member's flooding client (python3): sends the request, and once the container
-/// runs, `n` times the frames in `unit` (from a thread, as fast as urund reads them);
-/// reads every reply frame to the end and prints them in hex.
-const FLOOD: &str = "import socket,sys,threading,time\n\
-s=socket.socket(socket.AF_UNIX)\n\
-s.connect(sys.argv[1])\n\
-s.sendall(bytes.fromhex(sys.argv[2]))\n\
-def flood():\n time.sleep(1.5)\n try:\n  s.sendall(bytes.fromhex(sys.argv[3])*int(sys.argv[4]))\n except OSError:\n  pass\n\
-threading.Thread(target=flood,daemon=True).start()\n\
-d=b''\n\
-while True:\n b=s.recv(65536)\n if not b: break\n d+=b\n\
-sys.stdout.write(d.hex())\n";
-
-fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    wire::write_frame(&mut v, kind, payload).unwrap();
-    v
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// How many `event` events Docker logged for container `id` between `since` (epoch
 /// seconds) and now.
 fn docker_events(id: &str, event: &str, since: u64) -> usize {
@@ -459,7 +436,7 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
     req.tty = true;
     req.size = Some(WinSize { rows: 24, cols: 80 });
     // 100,000 frames: resizes to two sizes in turn and two signals the command ignores.
-    let mut unit = frame(
+    let mut unit = raw::frame(
         Kind::Resize,
         &WinSize {
             rows: 30,
@@ -467,8 +444,8 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
         }
         .encode(),
     );
-    unit.extend(frame(Kind::Signal, &Signal::Usr1.encode()));
-    unit.extend(frame(
+    unit.extend(raw::frame(Kind::Signal, &Signal::Usr1.encode()));
+    unit.extend(raw::frame(
         Kind::Resize,
         &WinSize {
             rows: 31,
@@ -476,25 +453,23 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
         }
         .encode(),
     ));
-    unit.extend(frame(Kind::Signal, &Signal::Hup.encode()));
+    unit.extend(raw::frame(Kind::Signal, &Signal::Hup.encode()));
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let mut client = u
-        .command("/usr/bin/python3")
-        .args([
-            "-c",
-            FLOOD,
-            d.socket.to_str().unwrap(),
-            &hex(&frame(Kind::Request, &req.encode())),
-            &hex(&unit),
-            "25000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The member's flooding client: the request, then, once the container runs, the
+    // frames of `unit` 25,000 times over, as fast as urund reads them.
+    let mut client = raw::spawn(
+        &d,
+        &u,
+        &raw::frame(Kind::Request, &req.encode()),
+        raw::Then::Send {
+            more: &unit,
+            times: 25000,
+            pause: Duration::from_millis(1500),
+        },
+    );
     d.wait_running(1, Duration::from_secs(20));
     let id = d.containers()[0].clone();
     let status = wait_within(&mut client, Duration::from_secs(60));
@@ -502,15 +477,7 @@ fn a_flood_of_signal_and_resize_frames_costs_docker_a_bounded_number_of_calls() 
     std::io::Read::read_to_string(&mut client.stdout.take().unwrap(), &mut out).unwrap();
     assert_eq!(status, Some(0));
     // The run ended normally: its output and exit status 0.
-    let raw: Vec<u8> = (0..out.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&out[i..i + 2], 16).unwrap())
-        .collect();
-    let mut r = &raw[..];
-    let mut frames = Vec::new();
-    while let Some(f) = wire::read_frame(&mut r).unwrap() {
-        frames.push(f);
-    }
+    let frames = raw::frames(&raw::reply(&out));
     assert_eq!(frames.last(), Some(&(Kind::Exit, vec![0])), "{frames:?}");
     let text: Vec<u8> = frames
         .iter()

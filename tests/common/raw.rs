@@ -3,6 +3,8 @@
 //! parsed, by urun's own wire module.
 
 use super::{stderr, stdout, Daemon, TestUser};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 use urun::wire::{self, Kind};
 
 /// One frame as urun writes it.
@@ -12,11 +14,72 @@ pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// What the client does after its first bytes.
+pub enum Then<'a> {
+    /// Shuts down its writing side.
+    Shut,
+    /// `pause` later, sends `more` `times` times over (from a thread, as fast as
+    /// urund reads them), keeping its writing side open.
+    Send {
+        more: &'a [u8],
+        times: usize,
+        pause: Duration,
+    },
+}
+
+/// The client (python3) as `user`: connects to `d`'s socket, sends `first` (a send
+/// the helper cuts short by closing the connection is not an error), then does
+/// `then`, and reads everything urund sends until it closes the connection; prints
+/// it in hex on stdout (see [`reply`]).
+pub fn spawn(d: &Daemon, user: &TestUser, first: &[u8], then: Then) -> Child {
+    const PY: &str = "import socket,sys,threading,time\n\
+s=socket.socket(socket.AF_UNIX)\n\
+s.connect(sys.argv[1])\n\
+try:\n s.sendall(bytes.fromhex(sys.argv[2]))\nexcept OSError:\n pass\n\
+def more():\n time.sleep(float(sys.argv[5]))\n try:\n  s.sendall(bytes.fromhex(sys.argv[3])*int(sys.argv[4]))\n except OSError:\n  pass\n\
+if sys.argv[3] == 'shut':\n s.shutdown(socket.SHUT_WR)\n\
+else:\n threading.Thread(target=more,daemon=True).start()\n\
+d=b''\n\
+while True:\n b=s.recv(65536)\n if not b: break\n d+=b\n\
+sys.stdout.write(d.hex())\n";
+    let (more, times, pause) = match then {
+        Then::Shut => ("shut".to_string(), 0, 0.0),
+        Then::Send { more, times, pause } => (hex(more), times, pause.as_secs_f64()),
+    };
+    user.command("/usr/bin/python3")
+        .args(["-c", PY, d.socket.to_str().unwrap(), &hex(first), &more])
+        .arg(times.to_string())
+        .arg(pause.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3")
+}
+
+/// What a [`spawn`]ed client read (its stdout, in hex), as bytes.
+pub fn reply(hex_text: &str) -> Vec<u8> {
+    let s = hex_text.trim();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn finish(c: Child) -> Vec<u8> {
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    reply(&stdout(&o))
+}
+
 /// Sends `bytes` to the helper as `user`, shuts down its writing side and returns all
-/// that came back until urund closed the connection. A send the helper cuts short
-/// (it closed the connection on a bad frame) is not an error.
+/// that came back until urund closed the connection.
 pub fn exchange(d: &Daemon, user: &TestUser, bytes: &[u8]) -> Vec<u8> {
-    talk(d, user, bytes, None)
+    finish(spawn(d, user, bytes, Then::Shut))
 }
 
 /// Sends `first` to the helper as `user`, then, `pause` later (a container has
@@ -26,49 +89,14 @@ pub fn exchange_later(
     user: &TestUser,
     first: &[u8],
     more: &[u8],
-    pause: std::time::Duration,
+    pause: Duration,
 ) -> Vec<u8> {
-    talk(d, user, first, Some((more, pause)))
-}
-
-fn talk(
-    d: &Daemon,
-    user: &TestUser,
-    first: &[u8],
-    later: Option<(&[u8], std::time::Duration)>,
-) -> Vec<u8> {
-    const PY: &str = "import socket,sys,time\n\
-s=socket.socket(socket.AF_UNIX)\n\
-s.connect(sys.argv[1])\n\
-try:\n s.sendall(bytes.fromhex(sys.argv[2]))\nexcept OSError:\n pass\n\
-if sys.argv[3] == 'shut':\n s.shutdown(socket.SHUT_WR)\n\
-else:\n time.sleep(float(sys.argv[4]))\n s.sendall(bytes.fromhex(sys.argv[3]))\n\
-d=b''\n\
-while True:\n b=s.recv(65536)\n if not b: break\n d+=b\n\
-sys.stdout.write(d.hex())\n";
-    let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
-    let (more, pause) = match later {
-        Some((more, pause)) => (hex(more), pause.as_secs_f64().to_string()),
-        None => ("shut".to_string(), "0".to_string()),
+    let then = Then::Send {
+        more,
+        times: 1,
+        pause,
     };
-    let o = user
-        .command("/usr/bin/python3")
-        .args([
-            "-c",
-            PY,
-            d.socket.to_str().unwrap(),
-            &hex(first),
-            &more,
-            &pause,
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let s = stdout(&o);
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    finish(spawn(d, user, first, then))
 }
 
 /// The frames of a reply, in order.
