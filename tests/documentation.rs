@@ -3,7 +3,8 @@
 //!   (`policy::forced::FORCED`): the same settings in the same order, and each row's
 //!   values (literals such as `ALL`, `1777`, `core=0`, and every label key) in both;
 //! - the accepted-flag table under "Usage" lists exactly the flags urun's CLI
-//!   accepts (`client::cli`), and the "Refused" paragraph names every flag it refuses.
+//!   accepts (`client::cli`), and the "Refused" paragraph names every flag it refuses;
+//! - every source path README and SECURITY.md name in backticks exists.
 
 use std::collections::BTreeSet;
 use urun::client::cli;
@@ -195,4 +196,29 @@ fn readme_flag_tables_are_the_clis() {
         unknown.is_empty(),
         "README names flags urun does not know: {unknown:?}"
     );
+}
+
+#[test]
+fn every_source_path_the_docs_name_exists() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut missing = vec![];
+    for (doc, text) in [
+        ("README.md", README),
+        ("SECURITY.md", include_str!("../SECURITY.md")),
+    ] {
+        // Every `src/...` or `tests/...` in backticks, up to the closing one.
+        for start in ["`src/", "`tests/"] {
+            for (at, _) in text.match_indices(start) {
+                let rest = &text[at + 1..];
+                let path = rest[..rest.find('`').unwrap_or(rest.len())]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("");
+                if !std::path::Path::new(root).join(path).exists() {
+                    missing.push(format!("{doc}: {path}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "paths that do not exist: {missing:?}");
 }
