@@ -782,6 +782,7 @@ enum Serving {
     /// postinst says): its executable, arguments, environment, working directory and
     /// where its stdout and stderr went.
     Process {
+        pid: u32,
         exe: PathBuf,
         args: Vec<std::ffi::OsString>,
         env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
@@ -824,9 +825,8 @@ fn gone(pid: u32) -> bool {
 }
 
 impl Serving {
-    /// Finds the urund serving the default socket and stops it cleanly (SIGTERM:
-    /// it removes its containers, runtime directory, lock and socket).
-    fn stop() -> Option<Serving> {
+    /// The urund serving the default socket, if any: how it runs (nothing is changed).
+    fn find() -> Option<Serving> {
         if with_systemd() {
             let active: Vec<&'static str> = URUND_UNITS
                 .into_iter()
@@ -837,10 +837,6 @@ impl Serving {
                 })
                 .collect();
             if !active.is_empty() {
-                ok(
-                    &sh("systemctl", &["stop", "urund.socket", "urund.service"]),
-                    "systemctl stop",
-                );
                 return Some(Serving::Systemd(active));
             }
         }
@@ -893,7 +889,8 @@ impl Serving {
                 _ => PathBuf::from("/dev/null"),
             }
         };
-        let serving = Serving::Process {
+        Some(Serving::Process {
+            pid,
             exe,
             args,
             env,
@@ -902,21 +899,33 @@ impl Serving {
             stderr: target(2),
             pid_file: (read(Path::new(PID_FILE)).trim() == pid.to_string())
                 .then(|| fs::metadata(PID_FILE).map_or(0o600, |m| m.mode() & 0o7777)),
-        };
-        ok(
-            &sh("kill", &["-TERM", &pid.to_string()]),
-            "kill -TERM urund",
-        );
-        let t = Instant::now();
-        while !gone(pid) {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "urund (pid {pid}) did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        })
+    }
+
+    /// Stops it cleanly (SIGTERM: urund removes its containers, runtime directory,
+    /// lock and socket).
+    fn stop(&self) {
+        match self {
+            Serving::Systemd(_) => ok(
+                &sh("systemctl", &["stop", "urund.socket", "urund.service"]),
+                "systemctl stop",
+            ),
+            Serving::Process { pid, .. } => {
+                ok(
+                    &sh("kill", &["-TERM", &pid.to_string()]),
+                    "kill -TERM urund",
+                );
+                let t = Instant::now();
+                while !gone(*pid) {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(20),
+                        "urund (pid {pid}) did not stop"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         }
-        assert!(!Path::new(DEFAULT_SOCKET).exists(), "urund left its socket");
-        Some(serving)
+        assert!(!listening(DEFAULT_SOCKET), "urund still listens");
     }
 
     /// Starts it again the way it had been started. Best effort (used in `Drop`):
@@ -940,6 +949,7 @@ impl Serving {
                 stdout: out,
                 stderr: err,
                 pid_file,
+                ..
             } => {
                 // As install.sh does: umask 077, nohup in the background, appending to
                 // the log; the same arguments and environment as before. In a session
@@ -1021,7 +1031,12 @@ struct HostState {
     package: Option<String>,
     /// The package built from this tree, to reinstate `package`.
     reinstate_deb: Option<PathBuf>,
+    /// Whether a package here now is the test's, to be purged on drop (not before
+    /// the one found was recorded and taken away).
+    purge_on_drop: bool,
     install_copy: Option<InstallCopy>,
+    /// Likewise for an install.sh copy.
+    uninstall_on_drop: bool,
     serving: Option<Serving>,
     /// `getent group urun` as found.
     group: Option<String>,
@@ -1042,13 +1057,37 @@ impl HostState {
     /// `extra`: what the test adds to the footprint it compares.
     fn save(extra: &[&str]) -> HostState {
         image();
-        let found = footprint(extra);
-        let run_urun = Path::new("/run/urun").is_dir();
-        let old_runtime = fs::read_dir(OLD_RUNTIME).is_ok_and(|mut d| d.next().is_none());
-        // Stopped first, so that its last words (log, audit summaries) are saved too.
-        let serving = Serving::stop();
         let dir = PathBuf::from(format!("/run/urun-test-pkg-{}", unique()));
         fs::create_dir_all(&dir).unwrap();
+        // Built first and filled step by step, each record before the change it
+        // undoes, so that `Drop` puts back what was changed also when a step fails.
+        let mut host = HostState {
+            found: Found {
+                paths: footprint(extra),
+                package: false,
+            },
+            package: None,
+            reinstate_deb: None,
+            purge_on_drop: false,
+            install_copy: None,
+            uninstall_on_drop: false,
+            serving: None,
+            group: sh("getent", &["group", "urun"])
+                .status
+                .success()
+                .then(|| stdout(&sh("getent", &["group", "urun"])).trim().to_string()),
+            trees: vec![],
+            run_urun: Path::new("/run/urun").is_dir(),
+            old_runtime: fs::read_dir(OLD_RUNTIME).is_ok_and(|mut d| d.next().is_none()),
+            urund: None,
+            user: None,
+            dir,
+        };
+        // Stopped first, so that its last words (log, audit summaries) are saved too.
+        host.serving = Serving::find();
+        if let Some(s) = &host.serving {
+            s.stop();
+        }
 
         let mut trees: Vec<Tree> = ["/etc/urun", STATE_DIR, "/var/log/urund.log"]
             .into_iter()
@@ -1067,62 +1106,47 @@ impl HostState {
             };
             trees.push(Tree::save(p.to_str().unwrap()));
         }
+        host.trees = trees;
 
-        let install_copy = InstallCopy::save();
-        if let Some(c) = &install_copy {
+        host.install_copy = InstallCopy::save();
+        if let Some(c) = &host.install_copy {
             c.remove();
         }
+        // From here on an install.sh copy is the test's.
+        host.uninstall_on_drop = true;
         let _ = fs::remove_file(PID_FILE);
 
         // The package is reinstated from this tree (with the binaries this test was
         // built with): dpkg cannot give back the .deb it was installed from. The
         // administrator's configuration files (/etc/urun) are put back byte for byte
         // afterwards, so only dpkg's own records (the conffile's recorded checksum,
-        // the version) may differ from before.
-        let package = package_state();
-        let reinstate_deb = package.as_ref().map(|_| {
+        // the version, the size) may differ from before.
+        if let Some(state) = package_state() {
             let o = sh(
                 src("packaging/build-deb.sh").to_str().unwrap(),
                 &[
                     "--bin-dir",
                     bin_dir().to_str().unwrap(),
                     "--out",
-                    dir.join("reinstate").to_str().unwrap(),
+                    host.dir.join("reinstate").to_str().unwrap(),
                 ],
             );
             ok(
                 &o,
                 "packaging/build-deb.sh (to reinstate the package afterwards)",
             );
-            PathBuf::from(stdout(&o).trim())
-        });
-        if package.is_some() {
+            host.reinstate_deb = Some(PathBuf::from(stdout(&o).trim()));
+            host.package = Some(state);
+            host.found.package = true;
+            host.purge_on_drop = true;
             ok(
                 &dpkg(&["--purge", "urun"]),
                 "dpkg --purge urun (reinstated afterwards)",
             );
         }
-
-        HostState {
-            found: Found {
-                paths: found,
-                package: package.is_some(),
-            },
-            package,
-            reinstate_deb,
-            install_copy,
-            serving,
-            group: sh("getent", &["group", "urun"])
-                .status
-                .success()
-                .then(|| stdout(&sh("getent", &["group", "urun"])).trim().to_string()),
-            trees,
-            run_urun,
-            old_runtime,
-            urund: None,
-            user: None,
-            dir,
-        }
+        // From here on the package is the test's.
+        host.purge_on_drop = true;
+        host
     }
 
     /// `v` without what urund replaces and removes by design (see `old_runtime`).
@@ -1193,10 +1217,10 @@ impl Drop for HostState {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if package_state().is_some() {
+        if self.purge_on_drop && package_state().is_some() {
             let _ = dpkg(&["--purge", "urun"]);
         }
-        if Path::new(INSTALL_MANIFEST).exists() {
+        if self.uninstall_on_drop && Path::new(INSTALL_MANIFEST).exists() {
             let _ = Command::new(src("packaging/install.sh"))
                 .arg("--uninstall")
                 .output();
