@@ -21,6 +21,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -246,9 +247,33 @@ impl DockerEngine {
         match self.docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
-            // "removal already in progress"
-            Err(e) if is_status(&e, 409) => Ok(()),
+            // "removal already in progress": someone else's removal is not ours done;
+            // only a container that is gone counts as removed.
+            Err(e) if is_status(&e, 409) => self.until_gone(id).await,
             Err(e) => Err(failed(e, format!("removing container {id}"))),
+        }
+    }
+
+    /// Waits (bounded) for a removal already in progress to finish: `Ok` once the
+    /// container no longer exists, an error (the janitor retries) if it still does.
+    async fn until_gone(&self, id: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + REMOVAL_IN_PROGRESS_WAIT;
+        loop {
+            match self
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+            {
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(failed(e, format!("inspecting container {id}"))),
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    bail!("container {id}: a removal already in progress did not finish")
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
 
@@ -512,6 +537,10 @@ fn output_stream(
 }
 
 /// Largest response head accepted for the attach upgrade.
+/// How long a removal finds another removal of the same container in progress before
+/// it gives up (and the janitor retries).
+const REMOVAL_IN_PROGRESS_WAIT: Duration = Duration::from_secs(30);
+
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Checks the response head of the attach upgrade (`head` ends with the blank line):
