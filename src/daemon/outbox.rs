@@ -186,3 +186,60 @@ pub(super) async fn send_frames(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
+
+    async fn frames(client: &mut UnixStream) -> Vec<(Kind, Vec<u8>)> {
+        let mut got = Vec::new();
+        loop {
+            let mut h = [0u8; wire::HEADER];
+            if client.read_exact(&mut h).await.is_err() {
+                return got;
+            }
+            let (kind, len) = wire::parse_header(h).unwrap();
+            let mut payload = vec![0u8; len];
+            client.read_exact(&mut payload).await.unwrap();
+            got.push((kind, payload));
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_and_output_go_out_in_order_then_the_sending_side_closes() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let (_rd, wr) = server.into_split();
+        let out = Outbox::spawn(wr);
+        out.frame(Kind::Progress, b"p".to_vec()).await.unwrap();
+        let turn = out.turn().await;
+        let batch = vec![
+            Output::Stdout(Bytes::from_static(b"out")),
+            Output::Stderr(Bytes::from_static(b"err")),
+        ];
+        out.output(batch, turn).await.unwrap();
+        // A payload over the frame limit is cut into frames of at most MAX_FRAME.
+        let big = vec![7u8; wire::MAX_FRAME + 1];
+        let turn = out.turn().await;
+        out.output(vec![Output::Stdout(Bytes::from(big))], turn)
+            .await
+            .unwrap();
+        let reader = tokio::spawn(async move { frames(&mut client).await });
+        out.finish(Some((Kind::Exit, vec![0]))).await;
+        let got = reader.await.unwrap();
+        let kinds: Vec<(Kind, usize)> = got.iter().map(|(k, p)| (*k, p.len())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::Progress, 1),
+                (Kind::Stdout, 3),
+                (Kind::Stderr, 3),
+                (Kind::Stdout, wire::MAX_FRAME),
+                (Kind::Stdout, 1),
+                (Kind::Exit, 1),
+            ]
+        );
+    }
+}

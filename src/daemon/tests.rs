@@ -570,3 +570,36 @@ async fn a_run_over_max_concurrent_or_with_a_name_in_use_creates_nothing() {
     first_task.await.unwrap();
     h.assert_nothing_left();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_is_created_from_the_resolved_image_as_the_caller_with_the_forced_settings() {
+    let h = Harness::new("", Script::default());
+    let (mut client, task) = h.connect();
+    let mut req = Request::new("busybox:latest".into(), vec!["id".into()]);
+    req.env = vec!["TERM=xterm".into()];
+    send(&mut client, Kind::Request, &req.encode()).await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    assert_eq!(last_status(&got), (Kind::Exit, 0));
+    let bodies = h.fake.bodies();
+    let (probe, run) = (&bodies[0], &bodies[1]);
+    // Both from the ID admission resolved, never from the tag.
+    let id = fake::image("busybox:latest").id;
+    assert_eq!(probe.image.as_deref(), Some(id.as_str()));
+    assert_eq!(run.image.as_deref(), Some(id.as_str()));
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    assert_eq!(run.user, Some(format!("{uid}:{gid}")));
+    assert_eq!(run.cmd, Some(vec!["id".to_string()]));
+    let host = run.host_config.as_ref().unwrap();
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(host.privileged, Some(false));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    // Labelled with this run's request, as the audit record has it.
+    let request = h.audit()[0]["request"].as_str().unwrap().to_string();
+    let labels = run.labels.as_ref().unwrap();
+    assert!(labels.values().any(|v| *v == request), "{labels:?}");
+    // The probe is never started and gets no network.
+    assert_eq!(probe.network_disabled, Some(true));
+}

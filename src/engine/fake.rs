@@ -111,8 +111,10 @@ struct State {
     calls: Vec<Recorded>,
     /// Calls so far per operation.
     counts: BTreeMap<Op, usize>,
-    /// Containers created (successfully), in order, and those not removed.
+    /// Containers created (successfully), in order, with their configuration, and
+    /// those not removed.
     made: Vec<String>,
+    bodies: Vec<ContainerCreateBody>,
     live: BTreeSet<String>,
     next: u64,
     /// What the container read on its stdin.
@@ -135,6 +137,7 @@ impl Fake {
                 calls: vec![],
                 counts: BTreeMap::new(),
                 made: vec![],
+                bodies: vec![],
                 live: BTreeSet::new(),
                 next: 0,
                 stdin: Arc::default(),
@@ -156,6 +159,11 @@ impl Fake {
     /// The IDs of the containers created (a failed create made none), in order.
     pub fn created(&self) -> Vec<String> {
         self.state.lock().unwrap().made.clone()
+    }
+
+    /// The configurations of the containers created, in order.
+    pub fn bodies(&self) -> Vec<ContainerCreateBody> {
+        self.state.lock().unwrap().bodies.clone()
     }
 
     /// What the container read on its stdin so far.
@@ -264,7 +272,7 @@ impl Engine for Fake {
             s.next += 1;
             format!("{:064x}", 0xc0ffee00 + s.next)
         };
-        let image = body.image.unwrap_or_default();
+        let image = body.image.clone().unwrap_or_default();
         let r = self.record(
             Recorded::Create {
                 image,
@@ -275,6 +283,7 @@ impl Engine for Fake {
         if r.is_ok() {
             let mut s = self.state.lock().unwrap();
             s.made.push(id.clone());
+            s.bodies.push(body);
             s.live.insert(id.clone());
             let (tx, _) = tokio::sync::watch::channel(false);
             self.stopped.lock().unwrap().insert(id.clone(), tx);
