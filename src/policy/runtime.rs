@@ -65,8 +65,7 @@ impl RuntimeName {
         !s.is_empty()
             && s.len() <= 64
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     }
 }
@@ -194,6 +193,49 @@ impl Policy {
     }
 }
 
+/// The smallest pids limit a policy that names a sandbox may have. Under gVisor the
+/// container's pids cgroup counts the sandbox's own host threads (its Go runtime, the
+/// gofer, and on the ptrace platform one per task) besides the processes inside: on
+/// this kind of host a sandbox running only `sh` needs about 70, one below about 48
+/// hangs at start, and one that reaches the limit is ended (exit 2) instead of a
+/// fork failing. 512 leaves room for a few hundred processes; inside the sandbox the
+/// number of processes is bounded by `nproc`, which gVisor enforces (fork fails with
+/// EAGAIN).
+pub const SANDBOX_MIN_PIDS: u32 = 512;
+
+/// Why the policy's limits do not work under a sandbox it names (urund refuses to
+/// start): the smallest pids limit, if below [`SANDBOX_MIN_PIDS`]. Pure.
+pub fn sandbox_limits_problem(policy: &Policy) -> Option<String> {
+    let sandbox = policy
+        .runtimes()
+        .into_iter()
+        .find(|n| RuntimeName(n.clone()).is_sandbox())?;
+    let (table, pids) = policy
+        .group
+        .iter()
+        .filter_map(|(g, o)| {
+            o.limits
+                .pids
+                .map(|p| (format!("group.{}.limits", g.0), p.0))
+        })
+        .chain(
+            policy
+                .user
+                .iter()
+                .filter_map(|(u, o)| o.limits.pids.map(|p| (format!("user.{u}.limits"), p.0))),
+        )
+        .chain([("limits".to_string(), policy.limits.pids.0)])
+        .min_by_key(|(_, p)| *p)?;
+    (pids < SANDBOX_MIN_PIDS).then(|| {
+        format!(
+            "policy names the sandbox runtime {sandbox}, whose own threads count against the \
+             pids limit, but [{table}] pids = {pids}: a sandboxed run would hang or be ended; \
+             set every pids limit to at least {SANDBOX_MIN_PIDS} (nproc still bounds the \
+             processes inside the sandbox)"
+        )
+    })
+}
+
 /// The runtimes in `wanted` that `registered` (the daemon's `info` runtimes) lacks.
 /// Pure.
 pub fn missing_runtimes(wanted: &BTreeSet<String>, registered: &[String]) -> Vec<String> {
@@ -281,7 +323,10 @@ mod tests {
         // [runtime] name
         assert_eq!(rt(&p, 1000, "carol", &[], &["debian:12"]), "runc");
         // a group
-        assert_eq!(rt(&p, 1000, "carol", &["students"], &["debian:12"]), "runsc");
+        assert_eq!(
+            rt(&p, 1000, "carol", &["students"], &["debian:12"]),
+            "runsc"
+        );
         // the user table wins over the groups, by name and by uid
         assert_eq!(rt(&p, 1000, "alice", &["students"], &["debian:12"]), "runc");
         assert_eq!(rt(&p, 1234, "dave", &[], &["debian:12"]), "runsc");
@@ -321,6 +366,29 @@ mod tests {
         assert_eq!(rt(&q, 1, "c", &[], &["a/b:1"]), "runsc");
         assert_eq!(rt(&q, 1, "c", &[], &["c/d:1"]), "kata");
         assert_eq!(rt(&q, 1, "c", &[], &[]), "runc");
+    }
+
+    #[test]
+    fn a_sandbox_needs_room_in_every_pids_limit() {
+        assert_eq!(sandbox_limits_problem(&parse("")), None);
+        let low = parse("[group.g.runtime]\nname = \"runsc\"\n");
+        let e = sandbox_limits_problem(&low).unwrap();
+        assert!(
+            e.contains("[limits] pids = 256") && e.contains("512"),
+            "{e}"
+        );
+        let ok = parse("[limits]\npids = 600\n[runtime]\nname = \"runsc\"\n");
+        assert_eq!(sandbox_limits_problem(&ok), None);
+        let one_low = parse(
+            "[limits]\npids = 600\n[runtime]\nname = \"runsc\"\n[user.bob.limits]\npids = 100\n",
+        );
+        let e = sandbox_limits_problem(&one_low).unwrap();
+        assert!(e.contains("[user.bob.limits] pids = 100"), "{e}");
+        // runc only: any pids limit
+        assert_eq!(
+            sandbox_limits_problem(&parse("[limits]\npids = 10\n")),
+            None
+        );
     }
 
     #[test]
