@@ -69,6 +69,10 @@ pub struct Record {
     pub pid: i32,
     pub image: String,
     pub image_id: Option<String>,
+    /// The OCI runtime the run's container was created with (policy `[runtime]`; at
+    /// most 64 bytes, from the policy file only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     pub argv: Vec<String>,
     /// `--entrypoint` as asked (`""`: the image's cleared); `None`: the image's.
     pub entrypoint: Option<String>,
@@ -249,6 +253,7 @@ impl Record {
             pid: self.pid,
             image: clip(&self.image, MAX_FIELD),
             image_id: short(&self.image_id),
+            runtime: short(&self.runtime),
             argv: clip_list(&self.argv, MAX_ARGV, MAX_FIELD),
             entrypoint: self.entrypoint.as_deref().map(|s| clip(s, MAX_PATH)),
             workdir: self.workdir.as_deref().map(|s| clip(s, MAX_PATH)),
@@ -1104,6 +1109,7 @@ mod tests {
             pid: i32::MIN,
             image: big(0),
             image_id: Some(big(0)),
+            runtime: Some(big(0)),
             argv: vec![big(0); 100],
             entrypoint: Some(big(0)),
             workdir: Some(big(0)),
@@ -1360,6 +1366,7 @@ mod tests {
                         pid: i32::MIN,
                         image,
                         image_id: iid.or(Some(id)),
+                        runtime: None,
                         argv,
                         entrypoint,
                         workdir,

@@ -3,7 +3,8 @@
 //! verdicts are a pure function of them ([`evaluate`]), so they are unit-tested.
 
 use crate::engine::{DockerEngine, ICC_OPTION};
-use crate::policy::Policy;
+use crate::policy::runtime::{sandbox_limits_problem, SANDBOX_MIN_PIDS};
+use crate::policy::{Policy, RuntimeName};
 use crate::system;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct Facts {
     pub server_version: String,
     /// Days since the engine was built, if known.
     pub engine_age_days: Option<i64>,
+    /// The runtimes registered with the daemon (`docker info`), if it answered.
+    pub runtimes: Option<Vec<String>>,
 }
 
 /// Runs the check; returns the process exit status (1 when the policy is invalid).
@@ -66,6 +69,11 @@ pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
     let facts = gather(docker_host).await;
     for item in evaluate(&facts) {
         println!("{item}");
+    }
+    if let Ok(p) = Policy::load(policy_path) {
+        for item in runtime_items(&p, facts.runtimes.as_deref()) {
+            println!("{item}");
+        }
     }
     status
 }
@@ -207,6 +215,9 @@ async fn daemon_facts(docker_host: &str, f: &mut Facts) {
             f.security_options = i.security_options.unwrap_or_default();
             f.live_restore = i.live_restore_enabled.unwrap_or(false);
             f.server_version = i.server_version.unwrap_or_default();
+            let mut names: Vec<String> = i.runtimes.unwrap_or_default().into_keys().collect();
+            names.sort();
+            f.runtimes = Some(names);
         }
         Err(e) => f.daemon_error = Some(format!("{e:#}")),
     }
@@ -274,6 +285,64 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146097 + doe - 719468
+}
+
+/// The runtimes the policy names, whether the daemon has each (urund does not start
+/// otherwise), and what a sandbox changes about the forced limits. Pure.
+pub fn runtime_items(p: &Policy, registered: Option<&[String]>) -> Vec<Item> {
+    let mut v = Vec::new();
+    for name in p.runtimes() {
+        v.push(match registered {
+            Some(r) if r.contains(&name) => item(
+                true,
+                "policy runtime",
+                format!("{name} is registered with the Docker daemon"),
+            ),
+            Some(r) => item(
+                false,
+                "policy runtime",
+                format!(
+                    "{name} is named by the policy but not registered with the Docker daemon \
+                     (it has: {}): urund will not start; add it to daemon.json \"runtimes\" \
+                     (see README, \"A sandboxed runtime\")",
+                    r.join(", ")
+                ),
+            ),
+            None => item(
+                false,
+                "policy runtime",
+                format!("{name}: cannot tell whether it is registered (the daemon did not answer)"),
+            ),
+        });
+    }
+    if p.runtimes()
+        .iter()
+        .any(|n| RuntimeName(n.clone()).is_sandbox())
+    {
+        v.push(match sandbox_limits_problem(p) {
+            Some(why) => item(
+                false,
+                "policy runtime limits",
+                format!("{why}: urund will not start"),
+            ),
+            None => item(
+                true,
+                "policy runtime limits",
+                format!(
+                    "under a sandbox the pids limit (at least {SANDBOX_MIN_PIDS}) also counts \
+                     the sandbox's own host threads; nproc bounds the processes inside (gVisor \
+                     enforces it); memory bounds the whole sandbox"
+                ),
+            ),
+        });
+        v.push(item(
+            false,
+            "policy runtime network",
+            "gVisor's runsc needs --network=none in daemon.json on hosts like this one: a \
+             sandboxed container then has only lo, even with network.mode = \"isolated\"",
+        ));
+    }
+    v
 }
 
 /// The verdicts, one named check after the other. Pure.
@@ -571,5 +640,36 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11017);
         assert_eq!(days_from_civil(2024, 2, 29), 19782);
+    }
+
+    #[test]
+    fn runtimes_named_by_the_policy_are_reported_and_a_missing_one_warned() {
+        let p = Policy::parse(
+            "[limits]\npids = 512\n[[runtime.image]]\nmatch = \"u/*\"\nname = \"runsc\"\n",
+            Path::new("/p"),
+        )
+        .unwrap();
+        let has = ["runc".to_string(), "runsc".to_string()];
+        let items = runtime_items(&p, Some(&has));
+        assert!(items
+            .iter()
+            .any(|i| i.ok && i.text.starts_with("runsc is registered")));
+        assert!(items
+            .iter()
+            .any(|i| i.ok && i.name == "policy runtime limits"));
+        let items = runtime_items(&p, Some(&has[..1]));
+        let missing = items.iter().find(|i| i.text.starts_with("runsc")).unwrap();
+        assert!(
+            !missing.ok && missing.text.contains("urund will not start"),
+            "{missing}"
+        );
+        let low = Policy::parse("[runtime]\nname = \"runsc\"\n", Path::new("/p")).unwrap();
+        let items = runtime_items(&low, Some(&has));
+        assert!(items
+            .iter()
+            .any(|i| !i.ok && i.name == "policy runtime limits" && i.text.contains("pids = 256")));
+        // runc only: one line, nothing about sandboxes
+        let plain = Policy::parse("", Path::new("/p")).unwrap();
+        assert_eq!(runtime_items(&plain, Some(&has)).len(), 1);
     }
 }

@@ -6,13 +6,20 @@ use super::EXIT_MAX_RUNTIME;
 use crate::policy::forced;
 use crate::policy::{
     GroupsMode, ImageVolumes, Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode,
+    RuntimeName,
 };
 use crate::system::Caller;
 use std::path::Path;
 
-/// `urun --policy`'s answer to `caller`, whose effective limits are `limits`, from the
-/// policy read at `path`. Pure.
-pub(super) fn describe(policy: &Policy, path: &Path, caller: &Caller, limits: &Limits) -> String {
+/// `urun --policy`'s answer to `caller`, whose effective limits are `limits` and
+/// runtime `runtime` (before any image rule), from the policy read at `path`. Pure.
+pub(super) fn describe(
+    policy: &Policy,
+    path: &Path,
+    caller: &Caller,
+    limits: &Limits,
+    runtime: &RuntimeName,
+) -> String {
     let mut t = format!(
         "urun policy for {} (uid {}), from {}:\n\nYour limits:\n",
         caller.display_name(),
@@ -21,6 +28,7 @@ pub(super) fn describe(policy: &Policy, path: &Path, caller: &Caller, limits: &L
     );
     t.push_str(&limits_text(limits));
     t.push_str(&images_text(policy));
+    t.push_str(&runtime_text(policy, runtime));
     t.push_str(&host_text(policy));
     t.push_str("\nAlways forced, whatever you ask:\n");
     for (k, v) in forced::FORCED {
@@ -81,6 +89,28 @@ fn images_text(p: &Policy) -> String {
     t
 }
 
+/// The runtime the caller's containers run under, and the images that always run
+/// under another.
+fn runtime_text(p: &Policy, runtime: &RuntimeName) -> String {
+    let kind = if runtime.is_sandbox() {
+        "a sandbox: your programs talk to its kernel, not the host's"
+    } else {
+        "the host's kernel"
+    };
+    let mut t = format!("Runtime: {runtime} ({kind})\n");
+    for r in &p.runtime.image {
+        let note = match (r.name.is_sandbox(), runtime.is_sandbox()) {
+            (false, true) => " (yours is stricter and applies)",
+            _ => "",
+        };
+        t.push_str(&format!(
+            "  images matching {}: {}{note}\n",
+            r.pattern, r.name
+        ));
+    }
+    t
+}
+
 /// What of the host a container gets: network, working directory, groups, environment.
 fn host_text(p: &Policy) -> String {
     let mut t = String::from(match p.network.mode {
@@ -138,7 +168,13 @@ mod tests {
     fn the_text_names_the_caller_their_limits_and_every_forced_setting() {
         let p = policy("[access]\ngroup = \"urun\"\n[limits]\nmax_runtime = \"90s\"\n");
         let l = p.effective_limits(1234, Some("alice"), |_| false);
-        let t = describe(&p, Path::new("/etc/urun/policy.toml"), &caller(), &l);
+        let t = describe(
+            &p,
+            Path::new("/etc/urun/policy.toml"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+        );
         assert!(t.starts_with("urun policy for alice (uid 1234), from /etc/urun/policy.toml:\n"));
         assert!(
             t.contains("  max_runtime = 90s (then killed, exit status 124)\n"),
@@ -153,7 +189,13 @@ mod tests {
     fn the_text_follows_the_policy_and_says_none_for_empty_lists() {
         let closed = policy("[images]\nallow = []\n[env]\nallow = []\n");
         let l = closed.effective_limits(1234, None, |_| false);
-        let t = describe(&closed, Path::new("p"), &caller(), &l);
+        let t = describe(
+            &closed,
+            Path::new("p"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+        );
         assert!(t.contains("Images you may run: none\n"), "{t}");
         assert!(
             t.contains("Environment variables you may pass: none\n"),
@@ -166,7 +208,13 @@ mod tests {
              [pull]\nmode = \"missing\"\nregistries = [\"docker.io\"]\n\
              [network]\nmode = \"isolated\"\n",
         );
-        let t = describe(&open, Path::new("p"), &caller(), &l);
+        let t = describe(
+            &open,
+            Path::new("p"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+        );
         assert!(
             t.contains("Images you may run: debian* (pinned by digest only"),
             "{t}"
@@ -180,8 +228,30 @@ mod tests {
         let p = policy("[limits]\nmemory = \"1g\"\n[user.alice.limits]\nmemory = \"2g\"\n");
         let alice = p.effective_limits(1234, Some("alice"), |_| false);
         let bob = p.effective_limits(1235, Some("bob"), |_| false);
-        let t = describe(&p, Path::new("p"), &caller(), &alice);
+        let t = describe(
+            &p,
+            Path::new("p"),
+            &caller(),
+            &alice,
+            &RuntimeName::default(),
+        );
         assert!(t.contains(&format!("  memory = {}\n", alice.memory)), "{t}");
         assert_ne!(alice.memory, bob.memory);
+    }
+
+    #[test]
+    fn the_runtime_shown_is_the_callers_own_with_the_image_rules() {
+        let p = policy(
+            "[[runtime.image]]\nmatch = \"untrusted/*\"\nname = \"runsc\"\n\
+             [user.alice.runtime]\nname = \"runsc\"\n",
+        );
+        let l = p.effective_limits(1234, Some("alice"), |_| false);
+        let alice = p.caller_runtime(1234, Some("alice"), |_| false);
+        let t = describe(&p, Path::new("p"), &caller(), &l, alice);
+        assert!(t.contains("Runtime: runsc (a sandbox"), "{t}");
+        assert!(t.contains("  images matching untrusted/*: runsc\n"), "{t}");
+        let bob = p.caller_runtime(1235, Some("bob"), |_| false);
+        let t = describe(&p, Path::new("p"), &caller(), &l, bob);
+        assert!(t.contains("Runtime: runc (the host's kernel)\n"), "{t}");
     }
 }

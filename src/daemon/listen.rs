@@ -53,6 +53,7 @@ pub async fn run(opts: Options) -> Result<()> {
         );
     }
     let engine: Arc<dyn Engine> = Arc::new(DockerEngine::connect(&opts.docker_host).await?);
+    check_runtimes(&policy, engine.as_ref()).await?;
     if policy.network.mode == NetworkMode::Isolated {
         engine
             .ensure_isolated_network(ISOLATED_NETWORK)
@@ -89,6 +90,30 @@ pub async fn run(opts: Options) -> Result<()> {
     result
 }
 
+/// Every runtime the policy names (`[runtime]`, `[[runtime.image]]`, the override
+/// tables) must be registered with the daemon: else urund does not start, rather than
+/// refuse (or worse, fall back for) the runs that would use it.
+pub(super) async fn check_runtimes(policy: &Policy, engine: &dyn Engine) -> Result<()> {
+    let registered = engine
+        .runtimes()
+        .await
+        .context("asking the Docker daemon which runtimes it has (docker info)")?;
+    let missing = crate::policy::runtime::missing_runtimes(&policy.runtimes(), &registered);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "policy [runtime] names runtime {} that the Docker daemon does not have \
+             (registered: {}): register it in dockerd's daemon.json \"runtimes\" and restart \
+             dockerd, or change the policy",
+            missing.join(", "),
+            registered.join(", ")
+        );
+    }
+    if let Some(why) = crate::policy::runtime::sandbox_limits_problem(policy) {
+        anyhow::bail!("{why}");
+    }
+    Ok(())
+}
+
 /// The gid of the policy's `access.group` (which must exist), and those of the groups
 /// named by `[group.NAME]` override tables (one missing is warned about and ignored).
 fn group_ids(policy: &Policy) -> Result<(u32, HashMap<String, u32>)> {
@@ -109,7 +134,7 @@ fn group_ids(policy: &Policy) -> Result<(u32, HashMap<String, u32>)> {
             }
             _ => eprintln!(
                 "urund: warning: group {:?} of policy table [group.{}] does not exist; \
-                 its limits apply to nobody",
+                 its limits and runtime apply to nobody",
                 g.0, g.0
             ),
         }

@@ -7,6 +7,7 @@ use crate::daemon::janitor::{Janitor, Whose};
 use crate::policy::forced::{self, Inside, WorkMount};
 use crate::policy::identity;
 use crate::policy::reference::ImageFacts;
+use crate::policy::RuntimeName;
 use crate::system::{self, Caller};
 use crate::wire::Request;
 use anyhow::Context;
@@ -24,6 +25,7 @@ impl Helper {
         &self,
         found: &ImageFacts,
         whose: &Whose,
+        runtime: &RuntimeName,
     ) -> anyhow::Result<Arc<ImageFiles>> {
         let image_id = found.id.as_str();
         if let Some(f) = self.image_files.lock().unwrap().get(image_id) {
@@ -32,7 +34,7 @@ impl Helper {
         let volumes =
             crate::policy::reference::volume_paths(&found.volumes).map_err(anyhow::Error::msg)?;
         let labels = self.janitor.owner().labels(&whose.request);
-        let probe = forced::probe_config(image_id, labels, &volumes);
+        let probe = forced::probe_config(image_id, labels, &volumes, runtime);
         let id = self
             .engine
             .create(probe)
@@ -66,6 +68,7 @@ impl Helper {
 
     /// Step 5's preparation: the run's directory with the generated identity files
     /// and, if asked, the pinned working directory; and the supplementary groups.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn prepare_inside(
         &self,
         caller: &Caller,
@@ -74,8 +77,9 @@ impl Helper {
         req: &Request,
         dir: Option<&OwnedFd>,
         denied: &identity::DeniedGroups,
+        runtime: &RuntimeName,
     ) -> anyhow::Result<(RunDir, Inside)> {
-        let files = self.image_files(found, whose).await?;
+        let files = self.image_files(found, whose, runtime).await?;
         let run = RunDir::create(&self.runtime, whose, self.janitor.clone())?;
         let groups = identity::supplementary(
             self.policy.identity.groups,

@@ -17,7 +17,7 @@ use crate::policy::judge::{
     self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
 };
 use crate::policy::reference::{ImageFacts, Reference};
-use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
+use crate::policy::{Limits, NetworkMode, RuntimeName, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
 use crate::wire::{self, Kind, Request};
 use anyhow::Result;
@@ -158,6 +158,8 @@ impl Helper {
             return Err(End::Refused(r.rule, r.message));
         }
         rec.image_id = Some(image.id.clone());
+        let runtime = self.runtime_for(caller, req, &image);
+        rec.runtime = Some(runtime.0.clone());
         // Without -w (checked with the directory), the image's WORKDIR.
         if let (Some(m), Some(fd), None) = (&req.mount, dir, &req.workdir) {
             workdir_in_mount(None, image.working_dir.as_deref(), &m.target, fd)?;
@@ -173,6 +175,7 @@ impl Helper {
             denied,
             image,
             network,
+            runtime,
             _name: name,
         })
     }
@@ -238,6 +241,7 @@ impl Helper {
                 req,
                 dir.as_ref(),
                 &admitted.denied,
+                &admitted.runtime,
             )
             .await;
         prepared.map_err(|e| match e {
@@ -273,6 +277,7 @@ impl Helper {
             labels,
             admitted.network,
             inside,
+            &admitted.runtime,
         )
     }
 
@@ -324,14 +329,44 @@ impl Helper {
         }
     }
 
+    /// The runtime of this caller's run of `image`: the policy's `[runtime]` rules on
+    /// the caller and on every name of the image (the reference as judged and the
+    /// names Docker has for it), never the request.
+    pub(super) fn runtime_for(
+        &self,
+        caller: &Caller,
+        req: &Request,
+        image: &ImageFacts,
+    ) -> RuntimeName {
+        let judged = Reference::parse(&req.image).map(|r| r.familiar()).ok();
+        let names: Vec<&str> = judged
+            .iter()
+            .map(String::as_str)
+            .chain(image.repo_tags.iter().map(String::as_str))
+            .chain(image.repo_digests.iter().map(String::as_str))
+            .collect();
+        self.policy.effective_runtime(
+            caller.uid,
+            caller.name.as_deref(),
+            |g| self.member_of(caller, g),
+            &names,
+        )
+    }
+
     /// The caller's effective limits: the policy's override tables, never the request.
     pub(super) fn limits_for(&self, caller: &Caller) -> Limits {
         self.policy
             .effective_limits(caller.uid, caller.name.as_deref(), |g| {
-                self.override_gids
-                    .get(g)
-                    .is_some_and(|gid| caller.in_group(*gid))
+                self.member_of(caller, g)
             })
+    }
+
+    /// Whether the caller is in group `g`, one of those the policy's override tables
+    /// name (resolved at start).
+    fn member_of(&self, caller: &Caller, g: &str) -> bool {
+        self.override_gids
+            .get(g)
+            .is_some_and(|gid| caller.in_group(*gid))
     }
 
     /// Counts one more run for `uid`, or refuses it (`limits.max_concurrent`). The
@@ -417,7 +452,12 @@ impl Helper {
             return End::Refused(r.rule, r.message);
         }
         let limits = self.limits_for(caller);
-        let text = describe(&self.policy, &self.policy_path, caller, &limits);
+        let runtime = self
+            .policy
+            .caller_runtime(caller.uid, caller.name.as_deref(), |g| {
+                self.member_of(caller, g)
+            });
+        let text = describe(&self.policy, &self.policy_path, caller, &limits, runtime);
         rec.bytes_out = text.len() as u64;
         if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
             return End::ClientGone;
@@ -548,6 +588,8 @@ pub(super) struct Admitted<'a> {
     /// The image, resolved to its ID and judged on what Docker found.
     pub(super) image: ImageFacts,
     pub(super) network: NetworkMode,
+    /// The OCI runtime the policy chose for this caller and image.
+    pub(super) runtime: RuntimeName,
     /// The run's `--name`, reserved among the caller's runs while this lives.
     pub(super) _name: Option<NameHold<'a>>,
 }

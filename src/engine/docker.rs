@@ -349,6 +349,14 @@ impl DockerEngine {
         self.docker.info().await.context("docker info")
     }
 
+    /// The names of the runtimes registered with the daemon (`docker info`).
+    pub async fn runtimes(&self) -> Result<Vec<String>> {
+        let info = self.info().await?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The daemon's `docker version`.
     pub async fn version(&self) -> Result<bollard::models::SystemVersion> {
         self.docker.version().await.context("docker version")
@@ -451,6 +459,9 @@ impl DockerEngine {
 impl Engine for DockerEngine {
     fn api_version(&self) -> String {
         DockerEngine::api_version(self)
+    }
+    fn runtimes(&self) -> Call<'_, Vec<String>> {
+        Box::pin(DockerEngine::runtimes(self))
     }
     fn inspect_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<ImageFacts>> {
         Box::pin(DockerEngine::inspect_image(self, reference))

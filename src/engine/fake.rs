@@ -74,6 +74,8 @@ pub struct Script {
     pub exit: Option<i64>,
     /// `wait` never returns, even once the container is killed.
     pub wait_hangs: bool,
+    /// The runtimes registered with the "daemon".
+    pub runtimes: Vec<String>,
 }
 
 impl Default for Script {
@@ -91,6 +93,7 @@ impl Default for Script {
             output: vec![],
             exit: Some(0),
             wait_hangs: false,
+            runtimes: vec!["io.containerd.runc.v2".into(), "runc".into()],
         }
     }
 }
@@ -111,6 +114,8 @@ struct State {
     calls: Vec<Recorded>,
     /// Calls so far per operation.
     counts: BTreeMap<Op, usize>,
+    /// The runtime each creation asked for (`None`: the daemon's default), in order.
+    runtimes: Vec<Option<String>>,
     /// Containers created (successfully), in order, with their configuration, and
     /// those not removed.
     made: Vec<String>,
@@ -136,6 +141,7 @@ impl Fake {
                 script,
                 calls: vec![],
                 counts: BTreeMap::new(),
+                runtimes: vec![],
                 made: vec![],
                 bodies: vec![],
                 live: BTreeSet::new(),
@@ -164,6 +170,11 @@ impl Fake {
     /// The configurations of the containers created, in order.
     pub fn bodies(&self) -> Vec<ContainerCreateBody> {
         self.state.lock().unwrap().bodies.clone()
+    }
+
+    /// The runtime each creation (probe or run) asked for, in order.
+    pub fn create_runtimes(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().runtimes.clone()
     }
 
     /// What the container read on its stdin so far.
@@ -226,6 +237,11 @@ impl Engine for Fake {
         "fake".into()
     }
 
+    fn runtimes(&self) -> Call<'_, Vec<String>> {
+        let r = self.state.lock().unwrap().script.runtimes.clone();
+        Box::pin(async move { Ok(r) })
+    }
+
     fn inspect_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<ImageFacts>> {
         let r = self.record(
             Recorded::InspectImage(reference.into()),
@@ -272,6 +288,8 @@ impl Engine for Fake {
             s.next += 1;
             format!("{:064x}", 0xc0ffee00 + s.next)
         };
+        let runtime = body.host_config.as_ref().and_then(|h| h.runtime.clone());
+        self.state.lock().unwrap().runtimes.push(runtime);
         let image = body.image.clone().unwrap_or_default();
         let r = self.record(
             Recorded::Create {

@@ -33,6 +33,11 @@ pub trait Engine: Send + Sync + 'static {
     /// The API version spoken with the daemon (for urund's start-up line).
     fn api_version(&self) -> String;
 
+    /// Start-up and `urund check`: the names of the OCI runtimes registered with the
+    /// daemon (`docker info` `Runtimes`), so that every runtime the policy names is
+    /// known to exist before anyone is served.
+    fn runtimes(&self) -> Call<'_, Vec<String>>;
+
     /// Step 4: what the daemon resolves a reference to, locally only (`Ok(None)`: not
     /// present).
     fn inspect_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<ImageFacts>>;

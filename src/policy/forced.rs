@@ -8,7 +8,7 @@
 
 use crate::daemon::instance::Owner;
 use crate::policy::Caller;
-use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
+use crate::policy::{Limits, NetworkMode, RuntimeName, ISOLATED_NETWORK};
 use crate::wire::Request;
 use bollard::models::{
     ContainerCreateBody, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
@@ -81,6 +81,11 @@ pub const FORCED: &[(&str, &str)] = &[
     (
         "GroupAdd",
         "none, or with policy identity.groups = \"caller\" your groups minus the denied ones",
+    ),
+    (
+        "Runtime",
+        "from policy [runtime] (runc, or a sandbox such as gVisor's runsc, by user, group \
+         or image), also for the identity-file probe; never from the request",
     ),
     ("Init", "docker-init as PID 1 (signals and zombies handled)"),
     (
@@ -171,6 +176,7 @@ pub fn probe_config(
     image_id: &str,
     labels: HashMap<String, String>,
     volumes: &[String],
+    runtime: &RuntimeName,
 ) -> ContainerCreateBody {
     let tmpfs = volumes
         .iter()
@@ -191,6 +197,7 @@ pub fn probe_config(
                 config: None,
             }),
             tmpfs: Some(tmpfs),
+            runtime: Some(runtime.0.clone()),
             ..Default::default()
         }),
         ..Default::default()
@@ -216,7 +223,9 @@ pub fn labels(
 }
 
 /// Builds the container configuration. `image_id` is the image ID resolved at
-/// admission, so a tag moved afterwards cannot change what runs.
+/// admission, so a tag moved afterwards cannot change what runs; `runtime` is the one
+/// the policy chose for this caller and image.
+#[allow(clippy::too_many_arguments)]
 pub fn container_config(
     caller: &Caller,
     limits: &Limits,
@@ -225,6 +234,7 @@ pub fn container_config(
     labels: HashMap<String, String>,
     network: NetworkMode,
     inside: &Inside,
+    runtime: &RuntimeName,
 ) -> ContainerCreateBody {
     let network_name = match network {
         NetworkMode::None => "none",
@@ -313,7 +323,7 @@ pub fn container_config(
         sysctls: None,
         group_add: (!inside.groups.is_empty())
             .then(|| inside.groups.iter().map(|g| g.to_string()).collect()),
-        runtime: None,
+        runtime: Some(runtime.0.clone()),
         // ── lifecycle ──
         init: Some(true),
         log_config: Some(HostConfigLogConfig {
@@ -405,6 +415,7 @@ mod tests {
             labels(&caller(), "rq1", &owner(), Some("web")),
             NetworkMode::None,
             &Inside::default(),
+            &RuntimeName::default(),
         )
     }
 
@@ -418,6 +429,7 @@ mod tests {
             HashMap::new(),
             NetworkMode::None,
             inside,
+            &RuntimeName::default(),
         )
     }
 
@@ -498,7 +510,12 @@ mod tests {
 
     #[test]
     fn probe_never_runs_anything() {
-        let p = probe_config("sha256:feed", HashMap::new(), &["/data".into()]);
+        let p = probe_config(
+            "sha256:feed",
+            HashMap::new(),
+            &["/data".into()],
+            &RuntimeName::default(),
+        );
         assert_eq!(
             p.entrypoint,
             Some(vec!["/urun-probe-is-never-started".to_string()])
@@ -585,6 +602,7 @@ mod tests {
             HashMap::new(),
             NetworkMode::None,
             &i,
+            &RuntimeName::default(),
         );
         assert!(c.volumes.is_none());
         let h = c.host_config.unwrap();
@@ -675,6 +693,7 @@ mod tests {
             HashMap::new(),
             NetworkMode::None,
             &Inside::default(),
+            &RuntimeName::default(),
         );
         let h = c.host_config.unwrap();
         assert_eq!(
@@ -698,6 +717,7 @@ mod tests {
             HashMap::new(),
             NetworkMode::Isolated,
             &Inside::default(),
+            &RuntimeName::default(),
         );
         let h = c.host_config.unwrap();
         assert_eq!(h.network_mode.as_deref(), Some("urun-isolated"));
@@ -729,9 +749,31 @@ mod tests {
             assert_eq!(h.binds, Some(vec![]));
             assert_eq!(h.mounts, Some(vec![]));
             assert!(c.volumes.is_none());
-            assert!(h.sysctls.is_none() && h.runtime.is_none() && h.group_add.is_none());
+            assert!(h.sysctls.is_none() && h.group_add.is_none());
+            // the policy's runtime (the default here), never the request's
+            assert_eq!(h.runtime.as_deref(), Some("runc"));
             assert_eq!(h.extra_hosts, Some(vec![]));
         });
+    }
+
+    #[test]
+    fn row_runtime_from_policy_for_the_run_and_the_probe() {
+        let runsc = RuntimeName("runsc".into());
+        for r in hostile_requests() {
+            let c = container_config(
+                &caller(),
+                &Limits::default(),
+                "x",
+                &r,
+                HashMap::new(),
+                NetworkMode::None,
+                &inside(),
+                &runsc,
+            );
+            assert_eq!(c.host_config.unwrap().runtime.as_deref(), Some("runsc"));
+        }
+        let p = probe_config("x", HashMap::new(), &[], &runsc);
+        assert_eq!(p.host_config.unwrap().runtime.as_deref(), Some("runsc"));
     }
 
     #[test]
@@ -804,7 +846,7 @@ mod tests {
 
     #[test]
     fn every_row_is_documented() {
-        assert_eq!(FORCED.len(), 21);
+        assert_eq!(FORCED.len(), 22);
         assert!(FORCED.iter().all(|(k, v)| !k.is_empty() && !v.is_empty()));
     }
 }

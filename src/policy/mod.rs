@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod names;
 pub mod reference;
 pub mod rule;
+pub mod runtime;
 pub mod units;
 
 pub use caller::Caller;

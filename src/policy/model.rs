@@ -11,6 +11,7 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::policy::runtime::{Runtime, RuntimeName, RuntimeOverride};
 pub use crate::policy::units::{Bytes, Seconds};
 
 pub const DEFAULT_PATH: &str = "/etc/urun/policy.toml";
@@ -32,6 +33,8 @@ pub struct Policy {
     pub identity: Identity,
     pub mounts: Mounts,
     pub connections: Connections,
+    /// `[runtime]`: the OCI runtime containers run under (see [`crate::policy::runtime`]).
+    pub runtime: Runtime,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -270,11 +273,13 @@ impl Default for Limits {
     }
 }
 
-/// An override table: `[group.NAME.limits]` or `[user.NAME.limits]`.
+/// An override table: `[group.NAME.limits]` or `[user.NAME.limits]`, and
+/// `[group.NAME.runtime]` or `[user.NAME.runtime]`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Override {
     pub limits: LimitsOverride,
+    pub runtime: Option<RuntimeOverride>,
 }
 
 /// Limits an override table sets; the others come from a less specific table.
