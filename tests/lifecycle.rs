@@ -418,7 +418,17 @@ fn a_socket_activated_urund_beside_a_running_one_exits_before_touching_its_runs(
     // socket checks; the first connection starts it.
     std::os::unix::fs::chown(&other, None, Some(g.gid)).unwrap();
     fs::set_permissions(&other, fs::Permissions::from_mode(0o660)).unwrap();
-    let _conn = std::os::unix::net::UnixStream::connect(&other).unwrap();
+    // The socket file exists from bind(); connections are refused until listen().
+    let t = Instant::now();
+    let _conn = loop {
+        match std::os::unix::net::UnixStream::connect(&other) {
+            Ok(c) => break c,
+            Err(_) if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("connecting to {}: {e}", other.display()),
+        }
+    };
     let st = wait_exit(&mut second, Duration::from_secs(20));
     if st.is_none() {
         let _ = second.kill();
