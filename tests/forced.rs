@@ -734,6 +734,23 @@ fn forced_settings_hold_under_gvisor() {
     );
     assert!(stdout(&o).contains("images matching urun-test/untrusted:*: runsc"));
     assert!(d.containers().is_empty());
+    drop(d);
+    // network.mode = "isolated": runsc registered with --network=none (what works on
+    // this host) gives a sandboxed container only lo; a runc one gets the bridge.
+    let d = Daemon::start_on(
+        &format!("{policy}[network]\nmode = \"isolated\"\n"),
+        &engine,
+    );
+    let links = |user: &TestUser| {
+        let o = d.run(user, &[image(), "ls", "/sys/class/net"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(links(&u), ["lo"]);
+    assert!(links(&v).len() == 2, "{:?}", links(&v));
 }
 
 /// The probe checks gVisor hides, proven from the host or by behaviour.
