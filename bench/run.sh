@@ -3,6 +3,14 @@
 #
 #   bench/run.sh            full run (a few minutes), writes bench/RESULTS.md
 #   QUICK=1 bench/run.sh    small sizes, to check the script itself (no RESULTS.md)
+#   RUNSC=1 bench/run.sh    also urun under gVisor's runsc beside runc (below)
+#   RUNSC=only bench/run.sh only that, replacing its section of RESULTS.md
+#
+# runsc: the machine's main dockerd is never reconfigured, so tests/bench_runsc.rs
+# starts an extra dockerd with runsc registered (tests/common/engine.rs, removed
+# afterwards) and one urund on it, and times two users, one whose group the policy puts
+# under runsc and one under runc, alternating (latency of `IMAGE true`, stdout and
+# stdin throughput; RUNSC_MIB MiB, default 256).
 #
 # Needs root (creates 4 users and a group, starts a private urund). The two commands
 # alternate run by run so machine noise hits both alike; every figure is a median.
@@ -20,6 +28,43 @@ IMAGE=urun-test/busybox:latest
 
 tests/setup.sh
 cargo build --release --locked --quiet
+
+# The runsc table (markdown), from tests/bench_runsc.rs.
+runsc_table() {
+  local mib=${RUNSC_MIB:-$([ -n "$QUICK" ] && echo 32 || echo 256)}
+  echo "runsc beside runc: extra dockerd, $N x 'IMAGE true', 3 x $mib MiB each way" >&2
+  BENCH_N=$N BENCH_MIB=$mib \
+    cargo test --release --locked --quiet --test bench_runsc -- --ignored --nocapture \
+    --test-threads=1 2>/dev/null | grep '^|'
+}
+# Its section of RESULTS.md.
+runsc_section() {
+  echo "<!-- runsc: begin (written by bench/run.sh with RUNSC=1 or RUNSC=only) -->"
+  echo "## Under gVisor (runsc) beside runc"
+  echo
+  echo "Produced by \`RUNSC=${RUNSC} bench/run.sh\` on $(date -u +%Y-%m-%d) (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)),"
+  echo "same machine, runsc $(runsc --version 2>/dev/null | awk 'NR == 1 {print $3}'). urun (release build) on an extra"
+  echo "dockerd with \`runsc\` registered (\`--network=none --oci-seccomp\`); two members, one"
+  echo "whose group the policy puts under runsc (\`[group.NAME.runtime]\`), alternating."
+  echo
+  echo "$1"
+  echo "<!-- runsc: end -->"
+}
+if [ "${RUNSC:-}" = only ]; then
+  table=$(runsc_table)
+  echo "$table"
+  if [ -z "$QUICK" ]; then
+    {
+      sed '/^<!-- runsc: begin/,/^<!-- runsc: end -->/d' bench/RESULTS.md |
+        awk '{ a[NR] = $0 } END { n = NR; while (n > 0 && a[n] == "") n--; for (i = 1; i <= n; i++) print a[i] }'
+      echo
+      runsc_section "$table"
+    } >bench/RESULTS.md.new
+    mv bench/RESULTS.md.new bench/RESULTS.md
+    echo "wrote bench/RESULTS.md" >&2
+  fi
+  exit 0
+fi
 
 work=$(mktemp -d /run/urun-bench.XXXXXX)
 chmod 755 "$work"
@@ -153,6 +198,8 @@ conc_docker=$(conc docker)
 bad_urun=$(cat "$work/conc.urun.bad")
 bad_docker=$(cat "$work/conc.docker.bad")
 left=$(docker ps -aq --filter "label=io.urun.helper=$SOCK" | wc -l)
+rtable=
+[ -n "${RUNSC:-}" ] && rtable=$(runsc_table)
 
 # ── report ──
 lat_u=$(col "$work/lat.urun" 1); lat_d=$(col "$work/lat.docker" 1)
@@ -183,6 +230,7 @@ EOF
 )
 echo
 echo "$table"
+[ -n "$rtable" ] && { echo; echo "$rtable"; }
 
 if [ -z "$QUICK" ]; then
   {
@@ -205,6 +253,13 @@ if [ -z "$QUICK" ]; then
     # The section bench/stress-connections.sh wrote stays.
     sed -n '/^<!-- stress-connections: begin/,/^<!-- stress-connections: end -->/p' \
       bench/RESULTS.md 2>/dev/null | sed '1s/^/\n/'
+    # The runsc section: this run's, or the one a RUNSC=only run wrote.
+    if [ -n "$rtable" ]; then
+      echo
+      runsc_section "$rtable"
+    else
+      sed -n '/^<!-- runsc: begin/,/^<!-- runsc: end -->/p' bench/RESULTS.md 2>/dev/null | sed '1s/^/\n/'
+    fi
   } >bench/RESULTS.md.new
   mv bench/RESULTS.md.new bench/RESULTS.md
   echo "wrote bench/RESULTS.md" >&2

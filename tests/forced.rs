@@ -5,6 +5,10 @@
 //! cannot be seen from inside and the unit test that checks the built configuration. `every_forced_row_is_proven_or_marked_config_only`
 //! fails for a row with none of these, so a new row needs its proof. The probe is
 //! itself shown to fail against a plain `docker run`, or it would prove nothing.
+//! The same probe runs under gVisor's `runsc` (an extra dockerd with runsc registered,
+//! urund forcing it by group and by image): every check passes there except those gVisor
+//! hides from inside (`GVISOR_UNSEEN`), each proven another way, from the host or by
+//! behaviour.
 
 mod common;
 
@@ -180,6 +184,16 @@ const PROOFS: &[(&str, &[Proof])] = &[
             Test(
                 "identity.rs",
                 "groups_caller_passes_a_test_group_never_a_denied_one_and_primary_passes_none",
+            ),
+        ],
+    ),
+    (
+        "Runtime",
+        &[
+            Test("forced.rs", "forced_settings_hold_under_gvisor"),
+            Test(
+                "forced.rs",
+                "urund_refuses_to_start_when_a_runtime_of_the_policy_is_not_registered",
             ),
         ],
     ),
@@ -516,5 +530,479 @@ fn the_forced_settings_probe_fails_against_a_plain_docker_run() {
             failed.iter().any(|f| f == item),
             "{item} passed in a plain docker run:\n{out}"
         );
+    }
+}
+
+/// Probe checks that cannot be seen from inside gVisor, and how the test below proves
+/// each instead: (check, why it is unseen, the replacement proof).
+const GVISOR_UNSEEN: &[(&str, &str, &str)] = &[
+    (
+        "CapAmb",
+        "gVisor's /proc/self/status has no CapAmb line",
+        "CapPrm and CapEff 0 inside (ambient is a subset of permitted and inheritable, both 0)",
+    ),
+    (
+        "NoNewPrivs",
+        "gVisor's /proc/self/status has no NoNewPrivs line",
+        "a setuid-root binary in the image does not raise the caller's euid (the same binary \
+         does under runc without no-new-privileges; gVisor ignores setuid bits on exec, so \
+         under runsc the setting is config-only with nothing left for it to stop)",
+    ),
+    (
+        "tmp-tmpfs",
+        "gVisor's /proc/mounts lists only rw,noexec for a tmpfs",
+        "tmpfs with noexec inside; nosuid,nodev in the container's configuration on the host; \
+         gVisor lets mknod make a node there, but a node of the host's memory or disk opens \
+         nothing (gVisor has only its own emulated devices)",
+    ),
+    ("home-tmpfs", "as tmp-tmpfs", "as tmp-tmpfs"),
+    (
+        "memory",
+        "gVisor shows no cgroup files inside",
+        "the sandbox's host cgroup: memory.limit_in_bytes (and a hog is killed)",
+    ),
+    ("pids", "as memory", "the sandbox's host cgroup: pids.max"),
+    (
+        "cpus",
+        "as memory",
+        "the sandbox's host cgroup: cpu.cfs_quota_us / cpu.cfs_period_us",
+    ),
+    (
+        "ns-ipc",
+        "gVisor shows no /proc/self/ns links but net and pid",
+        "the sandbox process's namespaces on the host differ from the host's",
+    ),
+    ("ns-uts", "as ns-ipc", "as ns-ipc"),
+    (
+        "ns-cgroup",
+        "as ns-ipc",
+        "runsc keeps the sandbox process in the host's cgroup namespace, but inside no \
+         cgroup file system is mounted and /proc/self/cgroup names none of the host's \
+         cgroups (not the container's ID)",
+    ),
+    ("ns-mnt", "as ns-ipc", "as ns-ipc"),
+];
+
+/// A static program that prints its effective uid (no libc: raw system calls).
+const EUID_C: &str = r#"
+static long sys(long n, long a, long b, long c) {
+  long r;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+  return r;
+}
+void _start(void) {
+  long e = sys(107, 0, 0, 0);
+  char buf[24];
+  int i = 23;
+  buf[i] = '\n';
+  do { buf[--i] = '0' + e % 10; e /= 10; } while (e);
+  sys(1, 1, (long)(buf + i), 24 - i);
+  sys(60, 0, 0, 0);
+}
+"#;
+
+/// The runsc registration that works on this host (README, "A sandboxed runtime").
+fn runsc() -> common::engine::Runtime {
+    common::engine::Runtime {
+        name: "runsc".into(),
+        path: "/usr/bin/runsc".into(),
+        args: vec!["--network=none".into(), "--oci-seccomp".into()],
+    }
+}
+
+/// The limits for runs under gVisor: pids at least `SANDBOX_MIN_PIDS`.
+const GVISOR_LIMITS: &str = "[limits]\nmemory = \"96m\"\ncpus = 0.5\npids = 600\nnofile = 333\nnproc = 55\ntmpfs_size = \"12m\"\n";
+
+fn gvisor_wants(uid: u32, gid: u32, home: &str) -> String {
+    wants(uid, gid, home).replace("WANT_PIDS=77", "WANT_PIDS=600")
+}
+
+/// The cgroup directories (v1 controllers or v2) of container `id` on the host.
+fn host_cgroup_file(id: &str, controller: &str, file: &str) -> Option<String> {
+    for root in [
+        format!("/sys/fs/cgroup/{controller}"),
+        "/sys/fs/cgroup".to_string(),
+    ] {
+        let o = sh(
+            "find",
+            &[
+                &root,
+                "-maxdepth",
+                "4",
+                "-type",
+                "d",
+                "-name",
+                &format!("*{id}*"),
+            ],
+        );
+        for dir in stdout(&o).lines() {
+            if let Ok(v) = fs::read_to_string(format!("{dir}/{file}")) {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+#[serial]
+fn forced_settings_hold_under_gvisor() {
+    let engine = common::engine::ExtraEngine::start(common::engine::EngineConfig {
+        runtimes: vec![runsc()],
+        ..Default::default()
+    });
+    engine.load_image(image());
+    // Another image (its own ID) for the image rule: a commit of the test image.
+    let c = engine.must(&["create", image(), "true"]).trim().to_string();
+    engine.must(&["commit", &c, "urun-test/untrusted:1"]);
+    engine.must(&["rm", &c]);
+    let untrusted_id = engine
+        .must(&["image", "inspect", "-f", "{{.Id}}", "urun-test/untrusted:1"])
+        .trim()
+        .to_string();
+    let g = TestGroup::new("urg");
+    let sandboxed = TestGroup::new("urs");
+    let u = TestUser::new(&[&g, &sandboxed]);
+    let v = TestUser::new(&[&g]);
+    let policy = format!(
+        "{}{GVISOR_LIMITS}[mounts]\nworkdir = true\nroots = [\"/home\"]\n\
+         [[runtime.image]]\nmatch = \"urun-test/untrusted:*\"\nname = \"runsc\"\n\
+         [group.{}.runtime]\nname = \"runsc\"\n",
+        policy_for(&g),
+        sandboxed.name
+    );
+    let d = Daemon::start_on(&policy, &engine);
+    let host_version = fs::read_to_string("/proc/version").unwrap();
+    let version = |user: &TestUser, img: &str| {
+        let o = d.run(user, &[img, "cat", "/proc/version"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // The kernel seen from inside: gVisor's, not the host's, for the group's member;
+    // the host's for the other user, unless the image rule puts them in the sandbox.
+    let inside = version(&u, image());
+    println!("inside gVisor: {inside}");
+    assert_ne!(inside, host_version);
+    assert!(inside.starts_with("Linux version 4.4.0"), "{inside}");
+    assert_eq!(version(&v, image()), host_version);
+    assert_eq!(version(&v, "urun-test/untrusted:1"), inside);
+    // by its ID too: the rule matches every name the image has
+    assert_eq!(version(&v, &untrusted_id), inside);
+    // The probe of every forced row.
+    let script = format!(
+        "{}; {PROBE}",
+        gvisor_wants(u.uid, u.gid, &format!("/home/{}", u.name))
+    );
+    let o = d.run(&u, &[image(), "sh", "-c", &script], b"");
+    let out = stdout(&o);
+    println!("{out}");
+    let got = results(&out);
+    // Every check ran; the unseen ones are shown to fail (so they are not proven by
+    // accident), every other passes.
+    let mut names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
+    names.sort();
+    let mut want: Vec<String> = CHECKS.iter().map(|c| c.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want.iter().collect::<Vec<_>>(), "{out}");
+    let failed: Vec<&String> = got
+        .iter()
+        .filter(|(n, p)| !p && !GVISOR_UNSEEN.iter().any(|(c, _, _)| c == n))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(failed.is_empty(), "{out}{}", stderr(&o));
+    assert!(
+        o.status.code() == Some(1),
+        "only the unseen checks fail: {out}"
+    );
+    gvisor_unseen_proven_otherwise(&engine, &d, &u);
+    gvisor_runs_like_runc(&d, &u);
+    // The audit record names the runtime; `urun --policy` shows the caller's.
+    let log = d.log_text();
+    assert!(log.contains("\"runtime\":\"runsc\""), "{log}");
+    assert!(log.contains("\"runtime\":\"runc\""), "{log}");
+    let o = d.run(&u, &["--policy"], b"");
+    assert!(
+        stdout(&o).contains("Runtime: runsc (a sandbox"),
+        "{}",
+        stdout(&o)
+    );
+    let o = d.run(&v, &["--policy"], b"");
+    assert!(
+        stdout(&o).contains("Runtime: runc (the host's kernel)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("images matching urun-test/untrusted:*: runsc"));
+    assert!(d.containers().is_empty());
+    drop(d);
+    // network.mode = "isolated": runsc registered with --network=none (what works on
+    // this host) gives a sandboxed container only lo; a runc one gets the bridge.
+    let d = Daemon::start_on(
+        &format!("{policy}[network]\nmode = \"isolated\"\n"),
+        &engine,
+    );
+    let links = |user: &TestUser| {
+        let o = d.run(user, &[image(), "ls", "/sys/class/net"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(links(&u), ["lo"]);
+    assert!(links(&v).len() == 2, "{:?}", links(&v));
+}
+
+/// The probe checks gVisor hides, proven from the host or by behaviour.
+fn gvisor_unseen_proven_otherwise(engine: &common::engine::ExtraEngine, d: &Daemon, u: &TestUser) {
+    // Inside: no capability at all, exec from the scratch space refused, no device
+    // node can be made, a memory hog is killed.
+    let o = d.run(
+        u,
+        &[
+            image(),
+            "sh",
+            "-c",
+            "grep -E '^Cap(Prm|Eff):' /proc/self/status; cp /bin/true /tmp/t; /tmp/t && echo exec-ok; \
+             mknod /tmp/m c 1 1 2>/dev/null; head -c 1 /tmp/m >/dev/null 2>&1 && echo mem-read; \
+             mknod /tmp/k b 8 0 2>/dev/null; head -c 1 /tmp/k >/dev/null 2>&1 && echo disk-read; echo done",
+        ],
+        b"",
+    );
+    assert_eq!(
+        stdout(&o),
+        "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\ndone\n",
+        "{}",
+        stderr(&o)
+    );
+    let o = d.run(
+        u,
+        &[
+            image(),
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; ls /sys/fs/cgroup 2>&1 | head -3; grep cgroup /proc/mounts",
+        ],
+        b"",
+    );
+    println!("cgroups inside gVisor:\n{}", stdout(&o));
+    let inside_cgroups = stdout(&o);
+    let o = d.run(
+        u,
+        &[
+            image(),
+            "sh",
+            "-c",
+            "head -c 300m /dev/zero | tail -n 1 >/dev/null; echo survived",
+        ],
+        b"",
+    );
+    assert!(
+        !stdout(&o).contains("survived") && !o.status.success(),
+        "memory hog: {:?} {}",
+        o.status,
+        stdout(&o)
+    );
+    // From the host, while a sandboxed run is going on: its cgroup limits, its
+    // namespaces, its tmpfs options.
+    let mut c = d
+        .urun(u, &[image(), "sleep", "30"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let id = loop {
+        if let Some(id) = d.containers().first() {
+            if engine
+                .must(&["inspect", "-f", "{{.State.Running}}", id])
+                .trim()
+                == "true"
+            {
+                break id.clone();
+            }
+        }
+        assert!(t.elapsed().as_secs() < 30, "no running container");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let pid = engine
+        .must(&["inspect", "-f", "{{.State.Pid}}", &id])
+        .trim()
+        .to_string();
+    // (runsc leaves the sandbox process in the host's cgroup namespace: the cgroups
+    // seen inside are gVisor's own, checked below.)
+    for ns in ["ipc", "uts", "mnt"] {
+        let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let sandbox = fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(
+            host, sandbox,
+            "the sandbox shares the host's {ns} namespace"
+        );
+    }
+    let cg = |ctl: &str, file: &str| {
+        host_cgroup_file(&id, ctl, file).unwrap_or_else(|| panic!("no {ctl}/{file} for {id}"))
+    };
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (96u64 << 20).to_string()
+    );
+    assert_eq!(cg("pids", "pids.max"), "600");
+    assert!(
+        !inside_cgroups.contains(&id[..12]) && !inside_cgroups.contains("docker"),
+        "{inside_cgroups}"
+    );
+    let quota: f64 = cg("cpu", "cpu.cfs_quota_us").parse().unwrap();
+    let period: f64 = cg("cpu", "cpu.cfs_period_us").parse().unwrap();
+    assert_eq!(quota / period, 0.5);
+    let tmpfs = engine.must(&["inspect", "-f", "{{json .HostConfig.Tmpfs}}", &id]);
+    assert!(
+        tmpfs.contains("/tmp\":\"rw,nosuid,nodev,noexec,"),
+        "{tmpfs}"
+    );
+    assert_eq!(
+        engine
+            .must(&["inspect", "-f", "{{.HostConfig.Runtime}}", &id])
+            .trim(),
+        "runsc"
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(d
+        .wait_no_containers(std::time::Duration::from_secs(30))
+        .is_ok());
+    // no-new-privileges: what it stops is a setuid-root binary raising the euid
+    // (a static one that prints its euid: busybox drops setuid privileges itself).
+    let _suid = TestImage::build(
+        "urun-test/suid:gvisor",
+        &format!(
+            "FROM {}\nCOPY euid /suid/euid\nRUN chmod 4755 /suid/euid\n",
+            image()
+        ),
+        |dir| {
+            fs::write(dir.join("euid.c"), EUID_C).unwrap();
+            let o = std::process::Command::new("gcc")
+                .args(["-static", "-nostdlib", "-O2", "-fno-stack-protector", "-o"])
+                .arg(dir.join("euid"))
+                .arg(dir.join("euid.c"))
+                .output()
+                .expect("gcc");
+            assert!(o.status.success(), "gcc: {}", stderr(&o));
+        },
+    );
+    engine.load_image("urun-test/suid:gvisor");
+    let plain = |runtime: &str| {
+        engine.must(&[
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "--network",
+            "none",
+            "-u",
+            "1000:1000",
+            "urun-test/suid:gvisor",
+            "/suid/euid",
+        ])
+    };
+    let under_runc = plain("runc");
+    let under_runsc = plain("runsc");
+    println!(
+        "setuid-root without no-new-privileges: euid {} under runc, {} under runsc",
+        under_runc.trim(),
+        under_runsc.trim()
+    );
+    assert_eq!(
+        under_runc.trim(),
+        "0",
+        "the setuid control did not work under runc"
+    );
+    let o = d.run(u, &["urun-test/suid:gvisor", "/suid/euid"], b"");
+    assert_eq!(stdout(&o).trim(), u.uid.to_string(), "{}", stderr(&o));
+    engine.must(&["rmi", "urun-test/suid:gvisor"]);
+}
+
+/// Exit statuses, signals, stdin/stdout byte for byte, the working directory and the
+/// identity files, under runsc.
+fn gvisor_runs_like_runc(d: &Daemon, u: &TestUser) {
+    let o = d.run(u, &[image(), "sh", "-c", "exit 42"], b"");
+    assert_eq!(o.status.code(), Some(42));
+    let o = d.run(u, &[image(), "sh", "-c", "kill -TERM $$"], b"");
+    assert_eq!(o.status.code(), Some(143));
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let o = d.run(u, &["-i", image(), "cat"], &data);
+    assert!(
+        o.stdout == data,
+        "stdin/stdout not byte-exact: {} bytes back",
+        o.stdout.len()
+    );
+    // A signal to urun reaches the container's process.
+    let mut c = d
+        .urun(
+            u,
+            &[
+                image(),
+                "sh",
+                "-c",
+                "trap 'echo got-USR1; exit 7' USR1; echo ready; while :; do sleep 0.1; done",
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    sh("kill", &["-USR1", &c.id().to_string()]);
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "got-USR1\n");
+    assert_eq!(c.wait().unwrap().code(), Some(7));
+    // The working directory, written through the mount, owned by the caller on the host.
+    let proj = std::path::PathBuf::from(format!("/home/{}/proj", u.name));
+    fs::create_dir_all(&proj).unwrap();
+    std::os::unix::fs::chown(&proj, Some(u.uid), Some(u.gid)).unwrap();
+    let mut cmd = d.urun(
+        u,
+        &[
+            "--here",
+            image(),
+            "sh",
+            "-c",
+            "echo x > made; id -un; grep -c \"^$(id -un):x:$(id -u):$(id -g):\" /etc/passwd",
+        ],
+    );
+    cmd.current_dir(&proj);
+    let o = run_with_input(cmd, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{}\n1\n", u.name));
+    let m = std::os::unix::fs::MetadataExt::uid(&fs::metadata(proj.join("made")).unwrap());
+    assert_eq!(m, u.uid);
+}
+
+#[test]
+#[serial]
+fn urund_refuses_to_start_when_a_runtime_of_the_policy_is_not_registered() {
+    // The machine's main dockerd has no runtime of this name.
+    let g = TestGroup::new("urg");
+    for table in [
+        "[runtime]\nname = \"urun-no-such-runtime\"\n",
+        "[user.nobody.runtime]\nname = \"urun-no-such-runtime\"\n",
+        "[[runtime.image]]\nmatch = \"x/*\"\nname = \"urun-no-such-runtime\"\n",
+    ] {
+        let d = Daemon::prepare(&format!("{}{table}", policy_for(&g)));
+        let st = d.urund_command(&[]).status().unwrap();
+        assert_eq!(st.code(), Some(1), "{table}");
+        let log = d.log_text();
+        assert!(
+            log.contains("names runtime urun-no-such-runtime that the Docker daemon does not have")
+                && log.contains("daemon.json"),
+            "{log}"
+        );
+        assert_eq!(log.trim_end().lines().count(), 1, "one line: {log}");
+        assert!(!d.socket.exists());
     }
 }

@@ -26,7 +26,7 @@ apt_install() {
   }
 }
 
-apt_install busybox-static util-linux passwd python3 tmux procps docker-registry zsh systemd init-system-helpers binutils strace runsc
+apt_install busybox-static util-linux passwd python3 tmux procps docker-registry zsh systemd init-system-helpers binutils strace runsc gcc
 
 if ! docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null 2>&1 || apt_install docker.io

@@ -670,3 +670,56 @@ async fn the_run_is_created_from_the_resolved_image_as_the_caller_with_the_force
     // The probe is never started and gets no network.
     assert_eq!(probe.network_disabled, Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_runtime_reaches_the_probe_and_the_run_and_the_audit_record() {
+    // busybox:latest matches the image rule: runsc for the probe and the run, whatever
+    // the caller's own runtime (runc); the records name it.
+    let h = Harness::new(
+        "[[runtime.image]]\nmatch = \"busybox:*\"\nname = \"runsc\"\n",
+        Script::default(),
+    );
+    let got = run_to_end(&h, "busybox:latest").await;
+    assert_eq!(last_status(&got), (Kind::Exit, 0));
+    assert_eq!(
+        h.fake.create_runtimes(),
+        [Some("runsc".to_string()), Some("runsc".to_string())]
+    );
+    let audit = h.audit();
+    assert!(audit.iter().all(|r| r["runtime"] == "runsc"), "{audit:?}");
+    // Without a rule: the default, runc, named explicitly.
+    let h = Harness::new("", Script::default());
+    run_to_end(&h, "busybox:latest").await;
+    assert_eq!(
+        h.fake.create_runtimes(),
+        [Some("runc".to_string()), Some("runc".to_string())]
+    );
+    assert_eq!(h.audit()[1]["runtime"], "runc");
+}
+
+#[tokio::test]
+async fn start_up_refuses_a_runtime_the_daemon_lacks_or_a_sandbox_with_few_pids() {
+    use super::listen::check_runtimes;
+    let fake = Fake::new(Script::default());
+    assert!(check_runtimes(&policy(""), &fake).await.is_ok());
+    let e = check_runtimes(&policy("[user.x.runtime]\nname = \"runsc\"\n"), &fake)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("names runtime runsc that the Docker daemon does not have")
+            && e.contains("registered: io.containerd.runc.v2, runc"),
+        "{e}"
+    );
+    fake.script(|s| s.runtimes.push("runsc".into()));
+    let e = check_runtimes(&policy("[user.x.runtime]\nname = \"runsc\"\n"), &fake)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[limits] pids = 256") && e.contains("512"),
+        "{e}"
+    );
+    let ok = policy("[limits]\npids = 512\n[user.x.runtime]\nname = \"runsc\"\n");
+    assert!(check_runtimes(&ok, &fake).await.is_ok());
+}

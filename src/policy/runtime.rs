@@ -196,9 +196,9 @@ impl Policy {
 /// The smallest pids limit a policy that names a sandbox may have. Under gVisor the
 /// container's pids cgroup counts the sandbox's own host threads (its Go runtime, the
 /// gofer, and on the ptrace platform one per task) besides the processes inside: on
-/// this kind of host a sandbox running only `sh` needs about 70, one below about 48
-/// hangs at start, and one that reaches the limit is ended (exit 2) instead of a
-/// fork failing. 512 leaves room for a few hundred processes; inside the sandbox the
+/// this kind of host a sandbox running only `sh` hung at start with pids 32, was ended
+/// (exit 2) with 48 and 64, ran with 96; one that reaches the limit is ended instead
+/// of a fork failing. 512 leaves room for a few hundred processes; inside the sandbox the
 /// number of processes is bounded by `nproc`, which gVisor enforces (fork fails with
 /// EAGAIN).
 pub const SANDBOX_MIN_PIDS: u32 = 512;
