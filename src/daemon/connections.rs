@@ -15,7 +15,7 @@
 //! [`Refusal`] it returns.
 #![forbid(unsafe_code)]
 
-use crate::policy::judge::Refusal;
+use crate::policy::rule::{Refusal, Rule};
 use crate::policy::Connections;
 use std::collections::HashMap;
 
@@ -62,7 +62,7 @@ impl Table {
         let mine = self.idle_by_uid.get(&uid).copied().unwrap_or(0);
         if mine >= caps.per_user.0 {
             return Err(Refusal {
-                rule: "connections.per_user",
+                rule: Rule::ConnectionsPerUser,
                 message: format!(
                     "you have {mine} connections to urund that are not running a container \
                      (waiting to send a request or for its answer), the most allowed \
@@ -73,7 +73,7 @@ impl Table {
         }
         if self.idle >= caps.total.0 {
             return Err(Refusal {
-                rule: "connections.total",
+                rule: Rule::ConnectionsTotal,
                 message: format!(
                     "urund has {} connections that are not running a container, the most \
                      allowed (policy connections.total = {}); try again in a few seconds",
@@ -83,7 +83,7 @@ impl Table {
         }
         if self.open >= max_open {
             return Err(Refusal {
-                rule: "connections.descriptors",
+                rule: Rule::ConnectionsDescriptors,
                 message: format!(
                     "urund has {} connections open, the most its open-files limit of \
                      {nofile} leaves room for (connections.descriptors; LimitNOFILE= of \
@@ -159,7 +159,7 @@ mod tests {
             t.admit(1001, &c, 1000, 65536).unwrap();
         }
         let r = t.admit(1001, &c, 1000, 65536).unwrap_err();
-        assert_eq!(r.rule, "connections.per_user");
+        assert_eq!(r.rule, Rule::ConnectionsPerUser);
         assert!(
             r.message.contains("connections.per_user = 3"),
             "{}",
@@ -183,7 +183,7 @@ mod tests {
         t.admit(1, &c, 1000, 65536).unwrap();
         t.admit(2, &c, 1000, 65536).unwrap();
         let r = t.admit(3, &c, 1000, 65536).unwrap_err();
-        assert_eq!(r.rule, "connections.total");
+        assert_eq!(r.rule, Rule::ConnectionsTotal);
         assert!(r.message.contains("connections.total = 3"), "{}", r.message);
         t.not_idle(2);
         t.admit(3, &c, 1000, 65536).unwrap();
@@ -200,7 +200,7 @@ mod tests {
         // all five are running now: none is idle, but they hold descriptors
         assert_eq!((t.open(), t.idle()), (5, 0));
         let r = t.admit(9, &c, 5, 158).unwrap_err();
-        assert_eq!(r.rule, "connections.descriptors");
+        assert_eq!(r.rule, Rule::ConnectionsDescriptors);
         assert!(
             r.message.contains("open-files limit of 158"),
             "{}",

@@ -2,13 +2,13 @@
 //! the limits the policy gives them), so what a user is told is exactly what the
 //! judge applies, and is unit-tested.
 
-use super::EXIT_MAX_RUNTIME;
 use crate::policy::forced;
 use crate::policy::{
     GroupsMode, ImageVolumes, Limits, MountAccess, NetworkMode, Pattern, Policy, PullMode,
     RuntimeName,
 };
 use crate::system::Caller;
+use crate::wire::status::MAX_RUNTIME as EXIT_MAX_RUNTIME;
 use std::path::Path;
 
 /// `urun --policy`'s answer to `caller`, whose effective limits are `limits` and

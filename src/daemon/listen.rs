@@ -8,9 +8,10 @@ use super::{audit, connections, instance};
 use super::{Helper, Options, Parts};
 use crate::daemon::janitor::Whose;
 use crate::engine::{DockerEngine, Engine};
+use crate::policy::rule::{Refusal, Rule};
 use crate::policy::{NetworkMode, Policy, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
-use crate::wire::{self, Kind};
+use crate::wire::{self, status, Kind};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -252,7 +253,7 @@ impl Helper {
                 let ticket = Ticket::new(self.conns.clone(), peer.uid);
                 tokio::spawn(self.serve(stream, ticket));
             }
-            Err(r) => self.refuse_at_once(&stream, &peer, r.rule, &r.message),
+            Err(r) => self.refuse_at_once(&stream, &peer, &r),
         }
     }
 
@@ -269,7 +270,11 @@ impl Helper {
                 self.nofile
             );
             match system::peer_ids(stream.as_fd()) {
-                Ok(peer) => self.refuse_at_once(&stream, &peer, "connections.descriptors", &msg),
+                Ok(peer) => self.refuse_at_once(
+                    &stream,
+                    &peer,
+                    &Refusal::new(Rule::ConnectionsDescriptors, msg),
+                ),
                 Err(_) => send_at_once(&stream, &msg),
             }
         }
@@ -280,19 +285,13 @@ impl Helper {
     /// (rate-limited per uid like every record of a request that got no container, so
     /// a flood of connections is summed up, never written one by one). The peer is
     /// known by its ids alone: no user-database lookup at this rate.
-    pub(super) fn refuse_at_once(
-        &self,
-        stream: &UnixStream,
-        peer: &Caller,
-        rule: &str,
-        message: &str,
-    ) {
-        send_at_once(stream, message);
+    pub(super) fn refuse_at_once(&self, stream: &UnixStream, peer: &Caller, refusal: &Refusal) {
+        send_at_once(stream, &refusal.message);
         let mut rec = Record::new(&self.request_id(), peer);
         rec.decision = "refused";
-        rec.rule = Some(rule.to_string());
-        rec.message = Some(message.to_string());
-        rec.status = Some(125);
+        rec.rule = Some(refusal.rule.id().to_string());
+        rec.message = Some(refusal.message.clone());
+        rec.status = Some(status::REFUSED);
         self.audit.write(&rec);
     }
 
@@ -427,12 +426,12 @@ impl Drop for Ticket {
     }
 }
 
-/// One error frame (status 125) to a connection refused at `accept`, if the socket
+/// One error frame ([`status::REFUSED`]) to a connection refused at `accept`, if the socket
 /// takes it now (a fresh socket always has room); the connection is closed after.
 /// Never waits: the accept loop must not. (urun reads the frame even when urund
 /// closed before urun had sent its request.)
 pub(super) fn send_at_once(stream: &UnixStream, message: &str) {
-    let payload = wire::encode_error(125, message);
+    let payload = wire::encode_error(status::REFUSED, message);
     let mut frame = wire::header(Kind::Error, payload.len()).to_vec();
     frame.extend_from_slice(&payload);
     let _ = stream.try_write(&frame);

@@ -74,10 +74,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-/// Exit status of a run killed because it exceeded `limits.max_runtime` (as GNU
-/// `timeout` has it).
-pub const EXIT_MAX_RUNTIME: u8 = 124;
-
 pub struct Options {
     pub socket: PathBuf,
     pub policy: PathBuf,

@@ -10,8 +10,9 @@ use super::serve::daemon_error;
 use super::serve::End;
 use super::Helper;
 use crate::engine::{Attached, Engine, Output, RunError};
+use crate::policy::rule::{Refusal, Rule};
 use crate::system;
-use crate::wire::{Kind, ProtocolError, Request, Signal, WinSize};
+use crate::wire::{status, Kind, ProtocolError, Request, Signal, WinSize};
 use futures_util::StreamExt;
 use std::os::fd::AsFd;
 use std::pin::Pin;
@@ -116,7 +117,10 @@ impl Helper {
                 r = &mut pump => return match r {
                     // The client left or broke the protocol while the container ran.
                     PumpEnd::Bad(e) => {
-                        Stop::End(End::Refused("protocol", format!("bad frame: {e}")))
+                        Stop::End(End::Refused(Refusal::new(
+                            Rule::Protocol,
+                            format!("bad frame: {e}"),
+                        )))
                     }
                     PumpEnd::Gone => Stop::End(End::ClientGone),
                     PumpEnd::Killed => Stop::Kill,
@@ -155,13 +159,13 @@ impl Helper {
             false => Ok(self.engine.wait(id).await),
         };
         match wait {
-            Ok(Ok(code)) => End::Exit(u8::try_from(code).unwrap_or(125)),
+            Ok(Ok(code)) => End::Exit(u8::try_from(code).unwrap_or(status::REFUSED)),
             Ok(Err(e)) if crate::engine::is_unreachable(&e) => End::DaemonGone,
             Ok(Err(e)) => End::Failed(daemon_error(e)),
             Err(_) => {
                 let _ = self.engine.signal(id, Signal::Kill).await;
                 End::Failed(RunError {
-                    status: 137,
+                    status: status::KILLED,
                     message: "detached (ctrl-p ctrl-q): urun has no detach, so the \
                               container was killed"
                         .into(),

@@ -4,12 +4,10 @@
 use super::instance::RuntimeDir;
 use super::Helper;
 use crate::daemon::janitor::{Janitor, Whose};
+use crate::policy::admission::{Admission, AdmittedImage, Identity};
 use crate::policy::forced::{self, Inside, WorkMount};
 use crate::policy::identity;
-use crate::policy::reference::ImageFacts;
-use crate::policy::RuntimeName;
-use crate::system::{self, Caller};
-use crate::wire::Request;
+use crate::system;
 use anyhow::Context;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -19,22 +17,19 @@ impl Helper {
     /// The image's `/etc/passwd`, `/etc/group` and `/etc/shells`, read once per image
     /// ID without running it.
     /// The probe container is labelled like the run (`whose`), which is tracked, and
-    /// removed through the janitor; each image `VOLUME` is a tmpfs in it, so Docker
-    /// creates (and fills) no volume for it.
+    /// removed through the janitor; each image `VOLUME` (as admitted) is a tmpfs in
+    /// it, so Docker creates (and fills) no volume for it.
     pub(super) async fn image_files(
         &self,
-        found: &ImageFacts,
+        image: &AdmittedImage,
         whose: &Whose,
-        runtime: &RuntimeName,
     ) -> anyhow::Result<Arc<ImageFiles>> {
-        let image_id = found.id.as_str();
+        let image_id = image.id.as_str();
         if let Some(f) = self.image_files.lock().unwrap().get(image_id) {
             return Ok(f.clone());
         }
-        let volumes =
-            crate::policy::reference::volume_paths(&found.volumes).map_err(anyhow::Error::msg)?;
         let labels = self.janitor.owner().labels(&whose.request);
-        let probe = forced::probe_config(image_id, labels, &volumes, runtime);
+        let probe = forced::probe_config(image_id, labels, &image.volumes, &image.runtime);
         let id = self
             .engine
             .create(probe)
@@ -66,30 +61,20 @@ impl Helper {
         Ok(files)
     }
 
-    /// Step 5's preparation: the run's directory with the generated identity files
-    /// and, if asked, the pinned working directory; and the supplementary groups.
-    #[allow(clippy::too_many_arguments)]
+    /// Step 5's preparation, as admitted: the run's directory with the identity files
+    /// generated for `who` and, if admitted, the pinned working directory.
     pub(super) async fn prepare_inside(
         &self,
-        caller: &Caller,
         whose: &Whose,
-        found: &ImageFacts,
-        req: &Request,
+        admission: &Admission,
+        image: &AdmittedImage,
         dir: Option<&OwnedFd>,
-        denied: &identity::DeniedGroups,
-        runtime: &RuntimeName,
     ) -> anyhow::Result<(RunDir, Inside)> {
-        let files = self.image_files(found, whose, runtime).await?;
+        let files = self.image_files(image, whose).await?;
         let run = RunDir::create(&self.runtime, whose, self.janitor.clone())?;
-        let groups = identity::supplementary(
-            self.policy.identity.groups,
-            caller.gid,
-            &caller.groups,
-            denied,
-            system::group_name,
-        );
-        let (passwd, group) = write_identity(&run, caller, &files, &groups)?;
-        let work = match (&req.mount, dir) {
+        let who = &admission.identity;
+        let (passwd, group) = identity_files(&run, who, &files)?;
+        let work = match (&admission.mount, dir) {
             (Some(m), Some(fd)) => {
                 let mp = run.path.join(RunDir::WORK);
                 system::pin_dir(fd.as_fd(), &mp, m.read_only)?;
@@ -103,53 +88,48 @@ impl Helper {
         let inside = Inside {
             passwd: Some(passwd),
             group: Some(group),
-            groups,
+            groups: who.groups.clone(),
             work,
-            // Judged already (judge_resolved); checked again rather than trusted.
-            volumes: crate::policy::reference::volume_paths(&found.volumes)
-                .map_err(anyhow::Error::msg)?,
+            volumes: image.volumes.clone(),
         };
         Ok((run, inside))
     }
 }
 
-/// Writes the run's `passwd` and `group`: the image's, with the caller's entries
-/// (names only if safe to write into those files) and their supplementary `groups`.
-fn write_identity(
+/// Writes the run's passwd and group: the image's, with the caller's identity.
+fn identity_files(
     run: &RunDir,
-    caller: &Caller,
+    who: &Identity,
     files: &ImageFiles,
-    groups: &[u32],
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let safe = |n: Option<String>| n.filter(|n| identity::safe_name(n));
-    let name = safe(caller.name.clone());
-    let primary = safe(caller.group.clone());
-    let extra: Vec<(u32, String)> = groups
-        .iter()
-        .filter_map(|&g| safe(system::group_name(g)).map(|n| (g, n)))
-        .collect();
-    let extra_ref: Vec<(u32, &str)> = extra.iter().map(|(g, n)| (*g, n.as_str())).collect();
-    let home = forced::home_dir(caller);
     let shell = identity::shell(
-        system::user_shell(caller.uid).as_deref(),
+        system::user_shell(who.uid).as_deref(),
         &files.shells,
         &files.passwd,
     );
     let me = identity::Me {
-        uid: caller.uid,
-        gid: caller.gid,
-        name: name.as_deref(),
-        home: &home,
+        uid: who.uid,
+        gid: who.gid,
+        name: who.name.as_deref(),
+        home: &who.home,
         shell: &shell,
     };
     let passwd = run.write("passwd", &identity::passwd(&files.passwd, &me))?;
-    let group = identity::group(
-        &files.group,
-        primary.as_deref().map(|n| (caller.gid, n)),
-        &extra_ref,
-        name.as_deref(),
-    );
-    Ok((passwd, run.write("group", &group)?))
+    let extra: Vec<(u32, &str)> = who
+        .named_groups
+        .iter()
+        .map(|(g, n)| (*g, n.as_str()))
+        .collect();
+    let group = run.write(
+        "group",
+        &identity::group(
+            &files.group,
+            who.primary.as_deref().map(|n| (who.gid, n)),
+            &extra,
+            who.name.as_deref(),
+        ),
+    )?;
+    Ok((passwd, group))
 }
 
 /// Identity files an image ships (empty when absent).

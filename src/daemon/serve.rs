@@ -8,19 +8,18 @@ use super::listen::Ticket;
 use super::outbox::Outbox;
 use super::request::{linger, read_first, First};
 use super::rundir::RunDir;
-use super::{Helper, EXIT_MAX_RUNTIME};
+use super::Helper;
 use crate::daemon::janitor::{Removal, Whose};
 use crate::engine::RunError;
+use crate::policy::admission::{self, Admission, AdmittedImage, Facts, Pull};
 use crate::policy::forced::{self, Inside};
 use crate::policy::identity;
-use crate::policy::judge::{
-    self, judge, judge_access, judge_concurrency, judge_dir, judge_pull, judge_resolved, Decision,
-};
-use crate::policy::reference::{ImageFacts, Reference};
-use crate::policy::{Limits, NetworkMode, RuntimeName, ISOLATED_NETWORK};
+use crate::policy::mounts;
+use crate::policy::reference::ImageFacts;
+use crate::policy::rule::{Refusal, Rule};
+use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
 use crate::system::{self, Caller};
-use crate::wire::{self, Kind, Request};
-use anyhow::Result;
+use crate::wire::{self, status, Kind, Request};
 use bollard::models::ContainerCreateBody;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -99,7 +98,7 @@ impl Helper {
         let (req, dir) = match read_first(rd).await {
             Ok(First::Run(r, dir)) => (*r, dir),
             Ok(First::Query) => return self.answer_query(caller, rec, out).await,
-            Err(message) => return End::Refused("protocol", message),
+            Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
         };
         record_request(rec, &req);
         // 3 and 4. May they, with which limits, which image, which network.
@@ -118,21 +117,29 @@ impl Helper {
             user: caller.display_name(),
         };
         // 5. How: the network, the run's directory, the forced settings.
-        let (run, inside) = match self.prepare(caller, &whose, &admitted, &req, dir).await {
+        let (run, inside) = match self.prepare(&whose, &admitted, dir).await {
             Ok(x) => x,
             Err(end) => return end,
         };
         let body = self.configure(caller, &rec.request, &req, &admitted, &inside);
         // 6. Run, and remove whatever happens.
-        self.run(rec, &req, body, &admitted.limits, &whose, &run, rd, out)
-            .await
+        self.run(
+            rec,
+            &req,
+            body,
+            &admitted.admission.limits,
+            &whose,
+            &run,
+            rd,
+            out,
+        )
+        .await
     }
 
-    /// Steps 3 and 4, admission: everything decided about this request, or the rule
-    /// that refuses it. The access judge, the caller's limits and one more run
-    /// (`max_concurrent`, held in `slot`), their `--name`, the passed directory, the
-    /// image (pulled if missing and allowed, then judged again on what Docker found),
-    /// the network.
+    /// Steps 3 and 4, admission: one decision (see `policy::admission`) from the
+    /// facts urund knows, with the run's place in `max_concurrent` (held in `slot`) and
+    /// its `--name` taken under the locks they were counted under; then the image
+    /// (pulled if missing and admitted), judged again on what Docker found.
     pub(super) async fn admit<'a>(
         &'a self,
         caller: &Caller,
@@ -142,78 +149,76 @@ impl Helper {
         out: &Outbox,
         slot: &mut Option<Slot<'a>>,
     ) -> Result<Admitted<'a>, End> {
-        let denied = self.denied_groups();
-        if let Decision::Refuse(r) = judge(caller, &self.policy, self.group_gid, &denied, req) {
-            return Err(End::Refused(r.rule, r.message));
+        let (admission, taken, name) =
+            self.admit_request(caller, req, dir).map_err(End::Refused)?;
+        *slot = Some(taken);
+        rec.name = admission.name.clone();
+        if let Some(m) = &admission.mount {
+            rec.message = m.path.as_ref().map(|p| format!("workdir {}", p.display()));
+            test_pause().await;
         }
-        let limits = self.limits_for(caller);
-        *slot = Some(self.take_slot(caller.uid, &limits)?);
-        rec.name = req.name.clone();
-        let name = self.take_name(caller.uid, req.name.as_deref())?;
-        self.admit_dir(caller, rec, req, dir).await?;
         // 4. Which image: exactly this ID, whatever the tag points to later, and only
         //    if what Docker found carries the name that was judged.
-        let image = self.find_image(req, out).await?;
-        if let Decision::Refuse(r) = judge_resolved(&self.policy, req, &image) {
-            return Err(End::Refused(r.rule, r.message));
-        }
-        rec.image_id = Some(image.id.clone());
-        let runtime = self.runtime_for(caller, req, &image);
-        rec.runtime = Some(runtime.0.clone());
-        // Without -w (checked with the directory), the image's WORKDIR.
-        if let (Some(m), Some(fd), None) = (&req.mount, dir, &req.workdir) {
-            workdir_in_mount(None, image.working_dir.as_deref(), &m.target, fd)?;
-        }
-        // The policy's network, or none if the user asked for less (the judge refused
-        // anything else; the fallback is the safe side).
-        let network = match &req.network {
-            Some(asked) => judge::network_mode(&self.policy, asked).unwrap_or(NetworkMode::None),
-            None => self.policy.network.mode,
+        let found = self.find_image(req, &admission, out).await?;
+        // Without -w (checked with the directory), the image's WORKDIR below the target.
+        let image_workdir = match (&admission.mount, &admission.workdir) {
+            (Some(m), None) => below_target(&m.target, found.working_dir.as_deref(), dir),
+            _ => None,
         };
+        let image =
+            admission::admit_image(caller, &self.policy, &admission, &found, &image_workdir)
+                .map_err(End::Refused)?;
+        rec.image_id = Some(image.id.clone());
+        rec.runtime = Some(image.runtime.0.clone());
         Ok(Admitted {
-            limits,
-            denied,
+            admission,
             image,
-            network,
-            runtime,
             _name: name,
         })
     }
 
-    /// The passed working directory, judged from what the kernel says of the
-    /// descriptor (never from a path in the request); a mount needs one and one needs a
-    /// mount.
-    async fn admit_dir(
+    /// Step 3: the facts (groups, the caller's runs and names in progress, the passed
+    /// directory's), the admission, and on success the run's place in
+    /// `max_concurrent` and its `--name`, taken under the locks the counts were read
+    /// under.
+    fn admit_request(
         &self,
         caller: &Caller,
-        rec: &mut Record,
         req: &Request,
         dir: Option<&OwnedFd>,
-    ) -> Result<(), End> {
-        let refused = |m: &str| Err(End::Refused("protocol", m.to_string()));
-        let (m, fd) = match (&req.mount, dir) {
-            (Some(m), Some(fd)) => (m, fd),
-            (None, None) => return Ok(()),
-            (Some(_), None) => {
-                return refused("a mount was requested without passing the directory")
-            }
-            (None, Some(_)) => return refused("a directory was passed without a mount request"),
+    ) -> Result<(Admission, Slot<'_>, Option<NameHold<'_>>), Refusal> {
+        let mut facts = Facts {
+            access_gid: self.group_gid,
+            denied: self.denied_groups(),
+            override_gids: self.override_gids.clone(),
+            dir: dir.map(|fd| system::dir_facts(fd.as_fd()).map_err(|e| e.to_string())),
+            workdir_below: req
+                .mount
+                .as_ref()
+                .and_then(|m| below_target(&m.target, req.workdir.as_deref(), dir)),
+            group_names: group_names(caller),
+            ..Facts::default()
         };
-        let facts = system::dir_facts(fd.as_fd())
-            .map_err(|e| End::Refused("mounts.workdir", format!("passed directory: {e}")))?;
-        rec.message = facts
-            .path
-            .as_ref()
-            .map(|p| format!("workdir {}", p.display()));
-        if let Decision::Refuse(r) = judge_dir(caller, &self.policy, &facts, m.read_only) {
-            return Err(End::Refused(r.rule, r.message));
-        }
-        // Before the image is looked up (or pulled): a refusal has no side effects.
-        if req.workdir.is_some() {
-            workdir_in_mount(req.workdir.as_deref(), None, &m.target, fd)?;
-        }
-        test_pause().await;
-        Ok(())
+        let mut per_user = self.per_user.lock().unwrap();
+        let mut names = self.names.lock().unwrap();
+        let running = per_user.get(&caller.uid).copied().unwrap_or(0);
+        let key = req.name.as_ref().map(|n| (caller.uid, n.clone()));
+        facts.running = running;
+        facts.name_in_use = key.as_ref().is_some_and(|k| names.contains(k));
+        let admission = admission::admit_request(caller, &self.policy, req, &facts)?;
+        per_user.insert(caller.uid, running + 1);
+        let slot = Slot {
+            map: &self.per_user,
+            uid: caller.uid,
+        };
+        let name = key.map(|key| {
+            names.insert(key.clone());
+            NameHold {
+                set: &self.names,
+                key,
+            }
+        });
+        Ok((admission, slot, name))
     }
 
     /// Step 5, preparation: the isolated network if this run uses it, then the run's
@@ -221,33 +226,23 @@ impl Helper {
     /// (the descriptor is closed once it is pinned).
     async fn prepare(
         &self,
-        caller: &Caller,
         whose: &Whose,
         admitted: &Admitted<'_>,
-        req: &Request,
         dir: Option<OwnedFd>,
     ) -> Result<(RunDir, Inside), End> {
-        if admitted.network == NetworkMode::Isolated {
+        if admitted.admission.network == NetworkMode::Isolated {
             let _guard = self.network_lock.lock().await;
             if let Err(e) = self.engine.ensure_isolated_network(ISOLATED_NETWORK).await {
                 return Err(End::Failed(daemon_error(e)));
             }
         }
         let prepared = self
-            .prepare_inside(
-                caller,
-                whose,
-                &admitted.image,
-                req,
-                dir.as_ref(),
-                &admitted.denied,
-                &admitted.runtime,
-            )
+            .prepare_inside(whose, &admitted.admission, &admitted.image, dir.as_ref())
             .await;
         prepared.map_err(|e| match e {
             e if crate::engine::is_unreachable(&e) => End::Failed(daemon_error(e)),
             e => End::Failed(RunError {
-                status: 125,
+                status: status::REFUSED,
                 message: format!("preparing the container: {e:#}"),
             }),
         })
@@ -263,21 +258,18 @@ impl Helper {
         admitted: &Admitted<'_>,
         inside: &Inside,
     ) -> ContainerCreateBody {
-        let labels = forced::labels(
-            caller,
-            request_id,
-            self.janitor.owner(),
-            req.name.as_deref(),
-        );
+        let admission = &admitted.admission;
+        let owner = self.janitor.owner();
+        let labels = forced::labels(caller, request_id, owner, admission.name.as_deref());
         forced::container_config(
             caller,
-            &admitted.limits,
+            &admission.limits,
             &admitted.image.id,
             req,
             labels,
-            admitted.network,
+            admission.network,
             inside,
-            &admitted.runtime,
+            &admitted.image.runtime,
         )
     }
 
@@ -329,82 +321,31 @@ impl Helper {
         }
     }
 
-    /// The runtime of this caller's run of `image`: the policy's `[runtime]` rules on
-    /// the caller and on every name of the image (the reference as judged and the
-    /// names Docker has for it), never the request.
-    pub(super) fn runtime_for(
-        &self,
-        caller: &Caller,
-        req: &Request,
-        image: &ImageFacts,
-    ) -> RuntimeName {
-        let judged = Reference::parse(&req.image).map(|r| r.familiar()).ok();
-        let names: Vec<&str> = judged
-            .iter()
-            .map(String::as_str)
-            .chain(image.repo_tags.iter().map(String::as_str))
-            .chain(image.repo_digests.iter().map(String::as_str))
-            .collect();
-        self.policy.effective_runtime(
-            caller.uid,
-            caller.name.as_deref(),
-            |g| self.member_of(caller, g),
-            &names,
-        )
-    }
-
-    /// The caller's effective limits: the policy's override tables, never the request.
-    pub(super) fn limits_for(&self, caller: &Caller) -> Limits {
-        self.policy
-            .effective_limits(caller.uid, caller.name.as_deref(), |g| {
-                self.member_of(caller, g)
-            })
-    }
-
-    /// Whether the caller is in group `g`, one of those the policy's override tables
-    /// name (resolved at start).
-    fn member_of(&self, caller: &Caller, g: &str) -> bool {
-        self.override_gids
-            .get(g)
-            .is_some_and(|gid| caller.in_group(*gid))
-    }
-
-    /// Counts one more run for `uid`, or refuses it (`limits.max_concurrent`). The
-    /// count drops when the returned slot does.
-    pub(super) fn take_slot(&self, uid: u32, limits: &Limits) -> Result<Slot<'_>, End> {
-        let mut m = self.per_user.lock().unwrap();
-        let n = m.get(&uid).copied().unwrap_or(0);
-        if let Decision::Refuse(r) = judge_concurrency(limits, n) {
-            return Err(End::Refused(r.rule, r.message));
-        }
-        m.insert(uid, n + 1);
-        Ok(Slot {
-            map: &self.per_user,
-            uid,
-        })
-    }
-
     /// What the request's image reference resolves to, locally; a missing image is
-    /// pulled first if the request and the judge allow it.
-    pub(super) async fn find_image(&self, req: &Request, out: &Outbox) -> Result<ImageFacts, End> {
+    /// pulled first if the admission allows it.
+    pub(super) async fn find_image(
+        &self,
+        req: &Request,
+        admission: &Admission,
+        out: &Outbox,
+    ) -> Result<ImageFacts, End> {
         let missing = |what: &str| {
             End::Failed(RunError {
-                status: 125,
+                status: status::REFUSED,
                 message: format!("Unable to find image '{}' locally{what}", req.image),
             })
         };
         match self.engine.inspect_image(&req.image).await {
             Ok(Some(found)) => return Ok(found),
-            Ok(None) if req.never_pull => return Err(missing(" (--pull never)")),
             Ok(None) => {}
             Err(e) => return Err(End::Failed(daemon_error(e))),
         }
-        if let Decision::Refuse(r) = judge_pull(&self.policy, &req.image) {
-            return Err(End::Refused(r.rule, r.message));
-        }
-        let reference =
-            Reference::parse(&req.image).map_err(|e| End::Refused("images.reference", e.0))?;
-        if let Err(e) = self.pull(&reference, out).await {
+        let reference = match &admission.pull {
+            Pull::NotAsked => return Err(missing(" (--pull never)")),
+            Pull::Refused(r) => return Err(End::Refused(r.clone())),
+            Pull::Allowed(reference) => reference,
+        };
+        if let Err(e) = self.pull(reference, out).await {
             return Err(End::Failed(daemon_error(e)));
         }
         match self.engine.inspect_image(&req.image).await {
@@ -412,31 +353,6 @@ impl Helper {
             Ok(None) => Err(missing(" after the pull")),
             Err(e) => Err(End::Failed(daemon_error(e))),
         }
-    }
-
-    /// Reserves the run's `--name` among the caller's runs in progress, or refuses it
-    /// as docker does a name in use. The name is only a label (see
-    /// [`forced::LABEL_NAME`]), so this check is urund's; it ends with the guard.
-    pub(super) fn take_name(
-        &self,
-        uid: u32,
-        name: Option<&str>,
-    ) -> Result<Option<NameHold<'_>>, End> {
-        let Some(name) = name else { return Ok(None) };
-        let key = (uid, name.to_string());
-        if !self.names.lock().unwrap().insert(key.clone()) {
-            return Err(End::Refused(
-                "name",
-                format!(
-                    "Conflict. The container name \"/{name}\" is already in use by another \
-                     of your runs; end it or choose another name"
-                ),
-            ));
-        }
-        Ok(Some(NameHold {
-            set: &self.names,
-            key,
-        }))
     }
 
     /// `urun --policy`: the caller's effective policy, computed here from the
@@ -448,15 +364,18 @@ impl Helper {
         out: &Outbox,
     ) -> End {
         rec.argv = vec!["--policy".into()];
-        if let Decision::Refuse(r) = judge_access(caller, &self.policy, self.group_gid) {
-            return End::Refused(r.rule, r.message);
+        if let Err(r) = admission::admit_query(caller, &self.policy, self.group_gid) {
+            return End::Refused(r);
         }
-        let limits = self.limits_for(caller);
+        let limits = admission::limits_for(caller, &self.policy, &self.override_gids);
+        let member_of = |g: &str| {
+            self.override_gids
+                .get(g)
+                .is_some_and(|gid| caller.in_group(*gid))
+        };
         let runtime = self
             .policy
-            .caller_runtime(caller.uid, caller.name.as_deref(), |g| {
-                self.member_of(caller, g)
-            });
+            .caller_runtime(caller.uid, caller.name.as_deref(), member_of);
         let text = describe(&self.policy, &self.policy_path, caller, &limits, runtime);
         rec.bytes_out = text.len() as u64;
         if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
@@ -503,7 +422,7 @@ pub(super) enum End {
     Exit(u8),
     /// Killed for exceeding `limits.max_runtime`.
     Timeout(crate::policy::Seconds),
-    Refused(&'static str, String),
+    Refused(Refusal),
     Failed(RunError),
     ClientGone,
     /// The Docker daemon stopped (or restarted) while the container ran.
@@ -524,72 +443,39 @@ fn record_request(rec: &mut Record, req: &Request) {
         .collect();
 }
 
-/// The run's working directory against the mounted directory. runc creates a missing
-/// working directory itself, as root, after the mounts: one below the mount target is
-/// created in the caller's host directory. So with a mount, the working directory
-/// (`-w`, else the image's `WORKDIR`) must be the target or an existing directory
-/// below it (looked up on the passed descriptor, see SECURITY.md); a `-w` anywhere
-/// else is refused, because the image's symlinks could lead it into the target
-/// (`/lib/x` is `/usr/lib/x` in a merged-/usr image). The image's own `WORKDIR`
-/// elsewhere is left as it is.
-fn workdir_in_mount(
-    asked: Option<&str>,
-    image: Option<&str>,
-    target: &str,
-    fd: &OwnedFd,
-) -> Result<(), End> {
-    use crate::policy::mounts::{workdir_place, WorkdirPlace};
-    let (w, whose) = match (asked, image) {
-        (Some(w), _) => (w, "working directory"),
-        (None, Some(w)) => (w, "the image's working directory (WORKDIR)"),
-        (None, None) => return Ok(()),
+/// A working directory `w` below the mount `target`, looked up in the passed
+/// directory (see [`admission::Below`]); nothing is created.
+fn below_target(target: &str, w: Option<&str>, dir: Option<&OwnedFd>) -> admission::Below {
+    let (w, fd) = (w?, dir?);
+    let mounts::WorkdirPlace::Below(rel) = mounts::workdir_place(target, w) else {
+        return None;
     };
-    let rel = match workdir_place(target, w) {
-        WorkdirPlace::AtTarget => return Ok(()),
-        WorkdirPlace::Elsewhere if asked.is_none() => return Ok(()),
-        WorkdirPlace::Elsewhere => {
-            return Err(End::Refused(
-                "workdir",
-                format!(
-                    "working directory {w} is refused (workdir): with a mounted directory it \
-                     must be the mount target {target} or a directory below it"
-                ),
-            ))
-        }
-        WorkdirPlace::Below(rel) => rel,
-    };
-    let Err(e) = system::existing_subdir(fd.as_fd(), &rel) else {
-        return Ok(());
-    };
-    let why = match e.raw_os_error() {
+    let found = system::existing_subdir(fd.as_fd(), &rel).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => "does not exist".to_string(),
         Some(libc::ENOTDIR) => "is not a directory".to_string(),
         Some(libc::ELOOP) => "goes through a symlink".to_string(),
         Some(libc::EXDEV) => "crosses another mount".to_string(),
         _ => e.to_string(),
-    };
-    Err(End::Refused(
-        "workdir",
-        format!(
-            "{whose} {w} is refused (workdir): {} {why} in the directory you mount, and \
-             urun does not create it (create it first)",
-            rel.display()
-        ),
-    ))
+    });
+    Some((rel, found))
+}
+
+/// The names of the caller's groups in the user database (for the group file and the
+/// denied groups), looked up now.
+fn group_names(caller: &Caller) -> HashMap<u32, String> {
+    std::iter::once(caller.gid)
+        .chain(caller.groups.iter().copied())
+        .filter_map(|g| system::group_name(g).map(|n| (g, n)))
+        .collect()
 }
 
 /// Everything admission decided about one run: what the later steps use, never
 /// re-derived from the request.
 pub(super) struct Admitted<'a> {
-    /// The caller's effective limits.
-    pub(super) limits: Limits,
-    /// Groups never given to the container.
-    pub(super) denied: identity::DeniedGroups,
+    /// The terms of the run: limits, network, mount, identity, name.
+    pub(super) admission: Admission,
     /// The image, resolved to its ID and judged on what Docker found.
-    pub(super) image: ImageFacts,
-    pub(super) network: NetworkMode,
-    /// The OCI runtime the policy chose for this caller and image.
-    pub(super) runtime: RuntimeName,
+    pub(super) image: AdmittedImage,
     /// The run's `--name`, reserved among the caller's runs while this lives.
     pub(super) _name: Option<NameHold<'a>>,
 }
@@ -608,30 +494,31 @@ pub(super) fn record_end(rec: &mut Record, end: &End) -> (Kind, Vec<u8>) {
             rec.status = Some(*s);
             (Kind::Exit, wire::encode_exit(*s).to_vec())
         }
-        End::Refused(rule, msg) => {
+        End::Refused(r) => {
             rec.decision = "refused";
-            rec.rule = Some(rule.to_string());
-            error(rec, 125, msg)
+            rec.rule = Some(r.rule.id().to_string());
+            error(rec, status::REFUSED, &r.message)
         }
         End::Failed(e) => error(rec, e.status, &e.message),
         End::Timeout(limit) => {
             rec.decision = "allowed";
-            rec.rule = Some("limits.max_runtime".into());
+            rec.rule = Some(Rule::MaxRuntime.id().into());
             let msg = format!(
-                "container killed after {limit} (policy limits.max_runtime); exit status {EXIT_MAX_RUNTIME}"
+                "container killed after {limit} (policy limits.max_runtime); exit status {}",
+                status::MAX_RUNTIME
             );
-            error(rec, EXIT_MAX_RUNTIME, &msg)
+            error(rec, status::MAX_RUNTIME, &msg)
         }
         End::DaemonGone => {
-            rec.rule = Some("docker".into());
-            error(rec, 125, DAEMON_GONE)
+            rec.rule = Some(Rule::Docker.id().into());
+            error(rec, status::REFUSED, DAEMON_GONE)
         }
         End::ClientGone => {
             rec.decision = "allowed";
             rec.message = Some("client went away; container removed".into());
             // A client that only shut down its sending side still reads this.
             let msg = "connection closed by urun, so the container was killed";
-            (Kind::Error, wire::encode_error(137, msg))
+            (Kind::Error, wire::encode_error(status::KILLED, msg))
         }
     }
 }
@@ -652,19 +539,19 @@ pub(super) async fn test_pause() {
     }
 }
 
-/// A failed daemon call as the user's one line (status 125). A daemon that does not
+/// A failed daemon call as the user's one line ([`status::REFUSED`]). A daemon that does not
 /// answer gets the same clear line whatever urund was doing; the detail goes to
 /// urund's log.
 pub(super) fn daemon_error(e: anyhow::Error) -> RunError {
     if crate::engine::is_unreachable(&e) {
         eprintln!("urund: {e:#}");
         return RunError {
-            status: 125,
+            status: status::REFUSED,
             message: crate::engine::NOT_ANSWERING.into(),
         };
     }
     RunError {
-        status: 125,
+        status: status::REFUSED,
         message: format!("docker daemon: {e:#}"),
     }
 }

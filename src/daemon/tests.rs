@@ -360,7 +360,10 @@ async fn the_deadline_kills_and_removes_the_container() {
     };
     let h = Harness::new("[limits]\nmax_runtime = \"1s\"\n", script);
     let got = run_to_end(&h, "busybox:latest").await;
-    assert_eq!(last_status(&got), (Kind::Error, super::EXIT_MAX_RUNTIME));
+    assert_eq!(
+        last_status(&got),
+        (Kind::Error, crate::wire::status::MAX_RUNTIME)
+    );
     let run = h.fake.created()[1].clone();
     assert!(h.fake.calls().contains(&Recorded::Signal(run, "SIGKILL")));
     h.assert_nothing_left();
@@ -379,7 +382,10 @@ async fn a_wait_that_never_returns_is_ended_by_the_deadline() {
     };
     let h = Harness::new("[limits]\nmax_runtime = \"1s\"\n", script);
     let got = run_to_end(&h, "busybox:latest").await;
-    assert_eq!(last_status(&got), (Kind::Error, super::EXIT_MAX_RUNTIME));
+    assert_eq!(
+        last_status(&got),
+        (Kind::Error, crate::wire::status::MAX_RUNTIME)
+    );
     h.assert_nothing_left();
 }
 

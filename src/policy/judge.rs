@@ -1,10 +1,13 @@
-//! The policy judge: one pure function from (caller, policy, request) to a decision.
-//! It reads nothing and changes nothing; `urund` acts on what it returns.
+//! The policy's checks, each a pure function naming the [`Rule`] that refuses: who may
+//! use urun, the image reference, the `docker run` options a request may carry, the
+//! working directory, pulls, concurrency. [`crate::policy::admission`] composes them
+//! into the one decision urund acts on; nothing here reads or changes anything.
 #![forbid(unsafe_code)]
 
 use crate::policy::identity::DeniedGroups;
 use crate::policy::mounts::{self, DirFacts};
 use crate::policy::reference::{self, ImageFacts, Reference};
+use crate::policy::rule::{refuse, Refusal, Rule};
 use crate::policy::Caller;
 use crate::policy::{
     ImageVolumes, Limits, NetworkMode, Pattern, Policy, PullMode, ISOLATED_NETWORK,
@@ -12,84 +15,62 @@ use crate::policy::{
 use crate::wire::Request;
 use std::path::Path;
 
-/// Why a request was refused: the policy rule (as named in the policy file or in
-/// SECURITY.md) and a one-line message for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub rule: &'static str,
-    pub message: String,
-}
+/// One check's outcome: allowed, or the refusal naming its rule.
+pub type Check = Result<(), Refusal>;
 
-#[must_use]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Refuse(Refusal),
-}
-
-fn refuse(rule: &'static str, message: String) -> Decision {
-    Decision::Refuse(Refusal { rule, message })
-}
-
-/// Decides whether `caller` may make `req` under `policy`. `group_gid` is the gid of
-/// `policy.access.group` and `denied` the groups never passed to a container, both
-/// resolved by the caller of this function.
+/// The checks that need nothing but the caller, the policy and the request: access,
+/// the run's gid, the image reference, the `docker run` options, the mount's shape.
+/// `group_gid` is the gid of `policy.access.group` and `denied` the groups never passed
+/// to a container, both resolved by the caller of this function. The first refusal.
 pub fn judge(
     caller: &Caller,
     policy: &Policy,
     group_gid: u32,
     denied: &DeniedGroups,
     req: &Request,
-) -> Decision {
-    if let d @ Decision::Refuse(_) = judge_access(caller, policy, group_gid) {
-        return d;
-    }
-    if let d @ Decision::Refuse(_) = judge_gid(caller, denied) {
-        return d;
-    }
-    if let d @ Decision::Refuse(_) = judge_image(policy, &req.image) {
-        return d;
-    }
-    if let Some(r) = check_dropin(caller, policy, req) {
-        return Decision::Refuse(r);
-    }
+) -> Check {
+    judge_access(caller, policy, group_gid)?;
+    judge_gid(caller, denied)?;
+    judge_image(policy, &req.image)?;
+    check_dropin(caller, policy, req)?;
     judge_mounts(policy, req)
 }
 
 /// Whether the request's working-directory mount is allowed in shape:
 /// `mounts.workdir` and the container-side target. The passed directory itself is
-/// judged by [`judge_dir`]. Pure.
-pub fn judge_mounts(policy: &Policy, req: &Request) -> Decision {
+/// judged by [`judge_dir`].
+pub fn judge_mounts(policy: &Policy, req: &Request) -> Check {
     if let Some(m) = &req.mount {
         if !policy.mounts.workdir {
             return refuse(
-                "mounts.workdir",
-                "mounting your working directory is not enabled here (policy mounts.workdir = false)"
-                    .into(),
+                Rule::MountsWorkdir,
+                "mounting your working directory is not enabled here (policy mounts.workdir = false)",
             );
         }
         if let Err(e) = mounts::validate_target(&m.target) {
-            return refuse("mounts.target", format!("-v target: {e} (mounts.target)"));
+            return refuse(
+                Rule::MountsTarget,
+                format!("-v target: {e} (mounts.target)"),
+            );
         }
     }
-    Decision::Allow
+    Ok(())
 }
 
 /// Whether `caller` may use urun at all: `access.allow_root`, `access.group`,
-/// `access.users`. Pure.
-pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Decision {
+/// `access.users`.
+pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Check {
     if caller.uid == 0 && !policy.access.allow_root {
         return refuse(
-            "access.allow_root",
+            Rule::AllowRoot,
             "root may not run containers through urun (policy access.allow_root = false); \
-             root can use docker directly"
-                .into(),
+             root can use docker directly",
         );
     }
     let allowed_root = caller.uid == 0 && policy.access.allow_root;
     if !(caller.in_group(group_gid) || allowed_root) {
         return refuse(
-            "access.group",
+            Rule::AccessGroup,
             format!(
                 "you ({} uid {}) are not a member of group {:?} (policy access.group); \
                  ask your administrator to add you, then log in again",
@@ -106,7 +87,7 @@ pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Decisio
             .any(|u| Some(u.as_str()) == caller.name.as_deref() || *u == caller.uid.to_string())
     {
         return refuse(
-            "access.users",
+            Rule::AccessUsers,
             format!(
                 "you ({} uid {}) are not in the list of users allowed to use urun \
                  (policy access.users); ask your administrator",
@@ -115,18 +96,18 @@ pub fn judge_access(caller: &Caller, policy: &Policy, group_gid: u32) -> Decisio
             ),
         );
     }
-    Decision::Allow
+    Ok(())
 }
 
 /// Whether the gid the run would get, the caller's effective gid as the kernel
 /// reported it, is allowed: never a denied group (`identity.deny_groups`, the built-in
 /// list, the access group, by name and gid), which a member could otherwise get into a
-/// container with `sg GROUP` or `newgrp`. Root, where allowed, is exempt. Pure.
-pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Decision {
+/// container with `sg GROUP` or `newgrp`. Root, where allowed, is exempt.
+pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Check {
     if caller.uid != 0 && denied.denies(caller.gid, caller.group.as_deref()) {
         let name = caller.group.as_deref().unwrap_or("without a name");
         return refuse(
-            "identity.deny_groups",
+            Rule::DenyGroups,
             format!(
                 "your current group {name} (gid {}) is never given to a container \
                  (policy identity.deny_groups); run urun with your own primary group, not \
@@ -135,20 +116,17 @@ pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Decision {
             ),
         );
     }
-    Decision::Allow
+    Ok(())
 }
 
 /// Whether the image reference is well-formed and allowed: `images.require_digest`,
 /// `images.allow` (on the reference in Docker's familiar form, see
-/// [`reference::Reference::familiar`]). Pure.
-pub fn judge_image(policy: &Policy, image: &str) -> Decision {
-    let reference = match Reference::parse(image) {
-        Ok(r) => r,
-        Err(e) => return refuse("images.reference", format!("{e} (images.reference)")),
-    };
+/// [`reference::Reference::familiar`]). The parsed reference.
+pub fn judge_image(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
+    let reference = parse_reference(image)?;
     if policy.images.require_digest && !reference.is_pinned() {
         return refuse(
-            "images.require_digest",
+            Rule::RequireDigest,
             format!(
                 "image {:?} is not pinned by digest (policy images.require_digest): \
                  use NAME@sha256:DIGEST",
@@ -159,7 +137,7 @@ pub fn judge_image(policy: &Policy, image: &str) -> Decision {
     let full = reference.familiar();
     if !policy.images.allow.iter().any(|p| p.matches(&full)) {
         return refuse(
-            "images.allow",
+            Rule::ImagesAllow,
             format!(
                 "image {full:?} is not allowed (policy images.allow: {}); \
                  ask your administrator",
@@ -167,44 +145,47 @@ pub fn judge_image(policy: &Policy, image: &str) -> Decision {
             ),
         );
     }
-    Decision::Allow
+    Ok(reference)
+}
+
+/// An image reference as typed, or `images.reference`.
+pub fn parse_reference(image: &str) -> Result<Reference, Refusal> {
+    Reference::parse(image)
+        .map_err(|e| Refusal::new(Rule::ImageReference, format!("{e} (images.reference)")))
 }
 
 /// What was judged before the image was looked up must be what Docker found: the
-/// image must carry the reference as one of its names (a tag, a repository digest, or
+/// image must carry `reference` as one of its names (a tag, a repository digest, or
 /// its full ID), not merely match it as an ID prefix (`images.reference`). Its
 /// `VOLUME`s must be acceptable and allowed (`images.volumes`), and the working
-/// directory's target may not be, hold or lie in one of them (`mounts.target`). Pure.
-pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Decision {
-    let Ok(reference) = Reference::parse(&req.image) else {
-        return refuse(
-            "images.reference",
-            format!("{:?} is not a valid image reference", req.image),
-        );
-    };
+/// directory's `target` may not be, hold or lie in one of them (`mounts.target`).
+/// The image's checked volume paths.
+pub fn judge_resolved(
+    policy: &Policy,
+    reference: &Reference,
+    target: Option<&str>,
+    found: &ImageFacts,
+) -> Result<Vec<String>, Refusal> {
     if !reference.names(found) {
         return refuse(
-            "images.reference",
+            Rule::ImageReference,
             format!(
                 "{:?} is not a name of the image Docker found for it (Docker matched the \
                  start of an image ID); name the image by a tag, a digest or its full ID \
                  sha256:<64 hex> (images.reference)",
-                req.image
+                reference.to_string()
             ),
         );
     }
-    let volumes = match reference::volume_paths(&found.volumes) {
-        Ok(v) => v,
-        Err(e) => {
-            return refuse(
-                "images.volumes",
-                format!("image {reference} is refused (images.volumes): {e}"),
-            )
-        }
-    };
+    let volumes = reference::volume_paths(&found.volumes).map_err(|e| {
+        Refusal::new(
+            Rule::ImageVolumes,
+            format!("image {reference} is refused (images.volumes): {e}"),
+        )
+    })?;
     if !volumes.is_empty() && policy.images.volumes == ImageVolumes::Refuse {
         return refuse(
-            "images.volumes",
+            Rule::ImageVolumes,
             format!(
                 "image {reference} declares VOLUME {}, and images with volumes are refused \
                  here (policy images.volumes = \"refuse\")",
@@ -212,67 +193,70 @@ pub fn judge_resolved(policy: &Policy, req: &Request, found: &ImageFacts) -> Dec
             ),
         );
     }
-    if let Some(m) = &req.mount {
-        let target = Path::new(&m.target);
-        if let Some(v) = volumes.iter().find(|v| {
-            let v = Path::new(v.as_str());
-            mounts::under(target, v) || mounts::under(v, target)
-        }) {
-            return refuse(
-                "mounts.target",
-                format!(
-                    "-v target {}: the image declares VOLUME {v}, which urun mounts a tmpfs \
-                     on; choose a target that neither is, holds nor lies in it (mounts.target)",
-                    m.target
-                ),
-            );
-        }
+    if let Some(target) = target {
+        judge_target_clear(target, &volumes)?;
     }
-    Decision::Allow
+    Ok(volumes)
 }
 
-/// Whether a missing image may be pulled: `pull.mode` and `pull.registries`. Pure.
-pub fn judge_pull(policy: &Policy, reference: &str) -> Decision {
+/// The working directory's target neither is, holds nor lies in an image volume.
+fn judge_target_clear(target: &str, volumes: &[String]) -> Check {
+    let t = Path::new(target);
+    match volumes.iter().find(|v| {
+        let v = Path::new(v.as_str());
+        mounts::under(t, v) || mounts::under(v, t)
+    }) {
+        Some(v) => refuse(
+            Rule::MountsTarget,
+            format!(
+                "-v target {target}: the image declares VOLUME {v}, which urun mounts a tmpfs \
+                 on; choose a target that neither is, holds nor lies in it (mounts.target)"
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Whether a missing image may be pulled: `pull.mode` and `pull.registries`. The
+/// reference to pull.
+pub fn judge_pull(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
     if policy.pull.mode == PullMode::Never {
         return refuse(
-            "pull.mode",
+            Rule::PullMode,
             format!(
-                "Unable to find image '{reference}' locally, and urund does not pull \
+                "Unable to find image '{image}' locally, and urund does not pull \
                  (policy pull.mode = \"never\"); ask your administrator to provide it"
             ),
         );
     }
-    let parsed = match Reference::parse(reference) {
-        Ok(r) => r,
-        Err(e) => return refuse("images.reference", format!("{e} (images.reference)")),
-    };
+    let parsed = parse_reference(image)?;
     let Some(reg) = parsed.registry() else {
         return refuse(
-            "pull.mode",
+            Rule::PullMode,
             format!(
-                "no image with ID '{reference}' is present; an image ID cannot be pulled: \
+                "no image with ID '{image}' is present; an image ID cannot be pulled: \
                  use NAME@sha256:DIGEST"
             ),
         );
     };
     if !policy.pull.registries.iter().any(|p| p.matches(reg)) {
         return refuse(
-            "pull.registries",
+            Rule::PullRegistries,
             format!(
-                "image '{reference}' is not present and registry {reg:?} is not one urund \
+                "image '{image}' is not present and registry {reg:?} is not one urund \
                  pulls from (policy pull.registries: {})",
                 list(&policy.pull.registries)
             ),
         );
     }
-    Decision::Allow
+    Ok(parsed)
 }
 
-/// Whether one more run is allowed for a user who has `running` runs. Pure.
-pub fn judge_concurrency(limits: &Limits, running: u32) -> Decision {
+/// Whether one more run is allowed for a user who has `running` runs.
+pub fn judge_concurrency(limits: &Limits, running: u32) -> Check {
     if running >= limits.max_concurrent.0 {
         return refuse(
-            "limits.max_concurrent",
+            Rule::MaxConcurrent,
             format!(
                 "you already have {running} run(s) in progress, the most allowed at once \
                  (policy limits.max_concurrent = {}); wait for one to finish",
@@ -280,16 +264,32 @@ pub fn judge_concurrency(limits: &Limits, running: u32) -> Decision {
             ),
         );
     }
-    Decision::Allow
+    Ok(())
+}
+
+/// Whether the `--name` is free among the caller's runs in progress; refused as docker
+/// refuses a name in use.
+pub fn judge_name_free(name: &str, in_use: bool) -> Check {
+    if in_use {
+        return refuse(
+            Rule::Name,
+            format!(
+                "Conflict. The container name \"/{name}\" is already in use by another \
+                 of your runs; end it or choose another name"
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Whether an environment variable named `name` may be passed: it must match one of
-/// the `env.allow` patterns. Pure.
+/// the `env.allow` patterns.
 pub fn env_allowed(allow: &[Pattern], name: &str) -> bool {
     allow.iter().any(|p| p.matches(name))
 }
 
-fn list(p: &[Pattern]) -> String {
+/// The patterns for a message: `a, b`, or `none`.
+pub fn list(p: &[Pattern]) -> String {
     if p.is_empty() {
         return "none".into();
     }
@@ -304,18 +304,17 @@ pub const FORCED_ENV: &[&str] = &["HOME"];
 
 /// The `docker run` options a request may carry that need a decision: environment
 /// (`env.allow`), `-u`, `--network` (`network.mode`), `--name`. The first one refused.
-fn check_dropin(caller: &Caller, policy: &Policy, req: &Request) -> Option<Refusal> {
-    let r = |rule, message| Some(Refusal { rule, message });
+fn check_dropin(caller: &Caller, policy: &Policy, req: &Request) -> Check {
     for entry in &req.env {
         let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
         if let Some(m) = env_refusal(name, &policy.env.allow) {
-            return r("env.allow", m);
+            return refuse(Rule::EnvAllow, m);
         }
     }
     if let Some(u) = &req.user {
         if !is_caller(caller, u) {
-            return r(
-                "user",
+            return refuse(
+                Rule::User,
                 format!(
                     "-u/--user {u} is not allowed: containers always run as you \
                      (uid {}, gid {}); only -u {}:{} is accepted",
@@ -325,24 +324,12 @@ fn check_dropin(caller: &Caller, policy: &Policy, req: &Request) -> Option<Refus
         }
     }
     if let Some(n) = &req.network {
-        if network_mode(policy, n).is_none() {
-            let allowed = match policy.network.mode {
-                NetworkMode::None => "none".to_string(),
-                NetworkMode::Isolated => format!("none or {ISOLATED_NETWORK}"),
-            };
-            return r(
-                "network.mode",
-                format!(
-                    "--network {n} is not allowed: containers get no network or the \
-                     isolated one the policy sets (only --network {allowed})"
-                ),
-            );
-        }
+        network_mode(policy, n)?;
     }
     if let Some(n) = &req.name {
-        if !valid_name(n) {
-            return r(
-                "name",
+        if !crate::policy::names::container_name(n) {
+            return refuse(
+                Rule::Name,
                 format!(
                     "--name {n:?} is not allowed: use 1 to 64 letters, digits and _ . - \
                      starting with a letter or digit"
@@ -350,17 +337,29 @@ fn check_dropin(caller: &Caller, policy: &Policy, req: &Request) -> Option<Refus
             );
         }
     }
-    None
+    Ok(())
 }
 
 /// The network a run gets when the user asked for `--network asked`: `none` always
 /// (less than the policy gives is fine), the policy's isolated bridge by its name when
-/// the policy has it; `None` (refused) for anything else. Pure.
-pub fn network_mode(policy: &Policy, asked: &str) -> Option<NetworkMode> {
+/// the policy has it; refused (`network.mode`) for anything else.
+pub fn network_mode(policy: &Policy, asked: &str) -> Result<NetworkMode, Refusal> {
     match (asked, policy.network.mode) {
-        ("none", _) => Some(NetworkMode::None),
-        (ISOLATED_NETWORK, NetworkMode::Isolated) => Some(NetworkMode::Isolated),
-        _ => None,
+        ("none", _) => Ok(NetworkMode::None),
+        (ISOLATED_NETWORK, NetworkMode::Isolated) => Ok(NetworkMode::Isolated),
+        _ => {
+            let allowed = match policy.network.mode {
+                NetworkMode::None => "none".to_string(),
+                NetworkMode::Isolated => format!("none or {ISOLATED_NETWORK}"),
+            };
+            refuse(
+                Rule::NetworkMode,
+                format!(
+                    "--network {asked} is not allowed: containers get no network or the \
+                     isolated one the policy sets (only --network {allowed})"
+                ),
+            )
+        }
     }
 }
 
@@ -390,28 +389,19 @@ fn is_caller(caller: &Caller, spec: &str) -> bool {
     user_ok && group_ok
 }
 
-/// A `--name` as the user types it (urund adds its own prefix): docker's charset.
-pub fn valid_name(n: &str) -> bool {
-    crate::policy::names::container_name(n)
-}
-
 /// Decides whether the directory the caller passed (described by `facts`, from the
-/// kernel) may be mounted: see [`mounts::check_dir`]. Called only for requests that
-/// [`judge`] allowed with a mount.
-pub fn judge_dir(caller: &Caller, policy: &Policy, facts: &DirFacts, read_only: bool) -> Decision {
+/// kernel) may be mounted: see [`mounts::check_dir`].
+pub fn judge_dir(caller: &Caller, policy: &Policy, facts: &DirFacts, read_only: bool) -> Check {
     let mut gids = caller.groups.clone();
     gids.push(caller.gid);
-    match mounts::check_dir(
+    mounts::check_dir(
         facts,
         caller.uid,
         &gids,
         read_only,
         &policy.mounts.root_strings(),
         policy.mounts.access,
-    ) {
-        Ok(()) => Decision::Allow,
-        Err(r) => refuse(r.rule.id(), r.message),
-    }
+    )
 }
 
 #[cfg(test)]
@@ -443,7 +433,7 @@ mod tests {
             c.group = name.map(String::from);
             judge(&c, &p, 500, &d, &req("busybox"))
         };
-        assert_eq!(run(1001, Some("alice")), Decision::Allow);
+        assert_eq!(run(1001, Some("alice")), Ok(()));
         for (gid, name) in [
             (500, Some("urun")),   // sg urun: the access group
             (44, Some("video")),   // identity.deny_groups, by gid
@@ -453,9 +443,7 @@ mod tests {
         ] {
             let d = run(gid, name);
             assert_eq!(rule(d.clone()), "identity.deny_groups", "{gid}");
-            let Decision::Refuse(r) = d else {
-                unreachable!()
-            };
+            let Err(r) = d else { unreachable!() };
             assert!(
                 r.message.contains(&format!("gid {gid}")) && r.message.contains("sg"),
                 "{}",
@@ -466,7 +454,7 @@ mod tests {
         let mut p = p.clone();
         p.access.allow_root = true;
         let root = caller(0, 0, vec![0]);
-        assert_eq!(judge(&root, &p, 500, &d, &req("busybox")), Decision::Allow);
+        assert_eq!(judge(&root, &p, 500, &d, &req("busybox")), Ok(()));
     }
 
     fn req(image: &str) -> Request {
@@ -484,13 +472,13 @@ mod tests {
                 &denied(),
                 &req("busybox")
             ),
-            Decision::Allow
+            Ok(())
         );
         // membership by the primary group counts too, but a run may not have the
         // access group as its gid (see below)
         assert_eq!(
             judge_access(&caller(1001, 1001, vec![500]), &p, 500),
-            Decision::Allow
+            Ok(())
         );
     }
 
@@ -504,8 +492,8 @@ mod tests {
             &req("busybox"),
         );
         match d {
-            Decision::Refuse(r) => {
-                assert_eq!(r.rule, "access.group");
+            Err(r) => {
+                assert_eq!(r.rule.id(), "access.group");
                 assert!(
                     r.message.contains("\"urun\"") && r.message.contains("1001"),
                     "{}",
@@ -522,34 +510,29 @@ mod tests {
         let root = caller(0, 0, vec![0, 500]);
         assert!(matches!(
             judge(&root, &p, 500, &denied(), &req("busybox")),
-            Decision::Refuse(Refusal {
-                rule: "access.allow_root",
+            Err(Refusal {
+                rule: Rule::AllowRoot,
                 ..
             })
         ));
         p.access.allow_root = true;
-        assert_eq!(
-            judge(&root, &p, 500, &denied(), &req("busybox")),
-            Decision::Allow
-        );
+        assert_eq!(judge(&root, &p, 500, &denied(), &req("busybox")), Ok(()));
         // an allowed root need not be in the group
         assert_eq!(
             judge(&caller(0, 0, vec![]), &p, 500, &denied(), &req("busybox")),
-            Decision::Allow
+            Ok(())
         );
     }
 
     fn refusal(req: &Request) -> Option<Refusal> {
-        match judge(
+        judge(
             &caller(1001, 1002, vec![500]),
             &Policy::default(),
             500,
             &denied(),
             req,
-        ) {
-            Decision::Allow => None,
-            Decision::Refuse(r) => Some(r),
-        }
+        )
+        .err()
     }
 
     #[test]
@@ -561,7 +544,7 @@ mod tests {
             r.env = vec!["LANG=C".into(), bad.into()];
             let f = refusal(&r).unwrap_or_else(|| panic!("{bad} allowed"));
             let name = bad.split('=').next().unwrap();
-            assert_eq!(f.rule, "env.allow");
+            assert_eq!(f.rule.id(), "env.allow");
             assert!(
                 f.message.starts_with(&format!("-e {name} is not allowed")),
                 "{}",
@@ -578,7 +561,7 @@ mod tests {
         r.env = vec!["FOO_BAR=1".into()];
         assert_eq!(
             judge(&caller(1001, 1001, vec![500]), &p, 500, &denied(), &r),
-            Decision::Allow
+            Ok(())
         );
         r.env = vec!["TERM=x".into()];
         assert_eq!(
@@ -603,7 +586,7 @@ mod tests {
         for bad in ["0", "root", "0:0", "1001:0", "1002", "1001:", "bob", ""] {
             r.user = Some(bad.into());
             let f = refusal(&r).unwrap_or_else(|| panic!("{bad} allowed"));
-            assert_eq!(f.rule, "user");
+            assert_eq!(f.rule.id(), "user");
             assert!(f.message.contains("uid 1001"), "{}", f.message);
         }
     }
@@ -615,15 +598,12 @@ mod tests {
         assert_eq!(refusal(&r), None);
         for bad in ["host", "bridge", "container:x", "urun-isolated"] {
             r.network = Some(bad.into());
-            assert_eq!(refusal(&r).unwrap().rule, "network.mode");
+            assert_eq!(refusal(&r).unwrap().rule.id(), "network.mode");
         }
         let p = policy("[network]\nmode = \"isolated\"\n");
-        assert_eq!(network_mode(&p, "none"), Some(NetworkMode::None));
-        assert_eq!(
-            network_mode(&p, "urun-isolated"),
-            Some(NetworkMode::Isolated)
-        );
-        assert_eq!(network_mode(&p, "host"), None);
+        assert_eq!(network_mode(&p, "none"), Ok(NetworkMode::None));
+        assert_eq!(network_mode(&p, "urun-isolated"), Ok(NetworkMode::Isolated));
+        assert_eq!(rule(network_mode(&p, "host")), "network.mode");
         let mut r = req("busybox");
         for ok in ["web", "a.b-c_1", "9"] {
             r.name = Some(ok.into());
@@ -631,7 +611,7 @@ mod tests {
         }
         for bad in ["", "-x", "a/b", "a b", &"x".repeat(65)] {
             r.name = Some(bad.into());
-            assert_eq!(refusal(&r).unwrap().rule, "name", "{bad}");
+            assert_eq!(refusal(&r).unwrap().rule.id(), "name", "{bad}");
         }
     }
 
@@ -644,10 +624,7 @@ mod tests {
             target: "/work".into(),
             read_only: false,
         });
-        let rule = |d: Decision| match d {
-            Decision::Refuse(r) => r.rule,
-            Decision::Allow => "allow",
-        };
+
         assert_eq!(rule(judge(&c, &p, 500, &denied(), &r)), "mounts.workdir");
         p.mounts.workdir = true;
         assert_eq!(rule(judge(&c, &p, 500, &denied(), &r)), "allow");
@@ -673,11 +650,17 @@ mod tests {
         Policy::parse(text, std::path::Path::new("p.toml")).unwrap()
     }
 
-    fn rule(d: Decision) -> &'static str {
+    fn rule<T>(d: Result<T, Refusal>) -> &'static str {
         match d {
-            Decision::Refuse(r) => r.rule,
-            Decision::Allow => "allow",
+            Err(r) => r.rule.id(),
+            Ok(_) => "allow",
         }
+    }
+
+    fn resolved(p: &Policy, r: &Request, img: &ImageFacts) -> Check {
+        let reference = parse_reference(&r.image)?;
+        let target = r.mount.as_ref().map(|m| m.target.as_str());
+        judge_resolved(p, &reference, target, img).map(|_| ())
     }
 
     #[test]
@@ -685,17 +668,13 @@ mod tests {
         let p = policy("[images]\nallow = [\"debian:*\", \"registry.example.org/team/*\"]\n");
         let c = caller(1001, 1001, vec![500]);
         for ok in ["debian:12", "debian", "registry.example.org/team/x:1"] {
-            assert_eq!(
-                judge(&c, &p, 500, &denied(), &req(ok)),
-                Decision::Allow,
-                "{ok}"
-            );
+            assert_eq!(judge(&c, &p, 500, &denied(), &req(ok)), Ok(()), "{ok}");
         }
         for bad in ["ubuntu:22.04", "registry.example.org/other/x", "busybox"] {
             let d = judge(&c, &p, 500, &denied(), &req(bad));
             match d {
-                Decision::Refuse(r) => {
-                    assert_eq!(r.rule, "images.allow");
+                Err(r) => {
+                    assert_eq!(r.rule.id(), "images.allow");
                     assert!(r.message.contains("debian:*"), "{}", r.message);
                 }
                 d => panic!("{bad}: {d:?}"),
@@ -704,7 +683,7 @@ mod tests {
         // the default allows every local image
         assert_eq!(
             judge(&c, &Policy::default(), 500, &denied(), &req("x/y:z")),
-            Decision::Allow
+            Ok(())
         );
     }
 
@@ -715,9 +694,9 @@ mod tests {
         let d = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(
             judge(&c, &p, 500, &denied(), &req(&format!("debian@{d}"))),
-            Decision::Allow
+            Ok(())
         );
-        assert_eq!(judge(&c, &p, 500, &denied(), &req(&d)), Decision::Allow);
+        assert_eq!(judge(&c, &p, 500, &denied(), &req(&d)), Ok(()));
         assert_eq!(
             rule(judge(&c, &p, 500, &denied(), &req("debian:12"))),
             "images.require_digest"
@@ -740,11 +719,11 @@ mod tests {
                 &denied(),
                 &req("x")
             ),
-            Decision::Allow
+            Ok(())
         );
         let mut bob = caller(2000, 2000, vec![500]);
         bob.name = Some("bob".into());
-        assert_eq!(judge(&bob, &p, 500, &denied(), &req("x")), Decision::Allow);
+        assert_eq!(judge(&bob, &p, 500, &denied(), &req("x")), Ok(()));
         bob.uid = 2001;
         assert_eq!(
             rule(judge(&bob, &p, 500, &denied(), &req("x"))),
@@ -757,8 +736,8 @@ mod tests {
         assert_eq!(rule(judge_pull(&Policy::default(), "debian")), "pull.mode");
         let p =
             policy("[pull]\nmode = \"missing\"\nregistries = [\"127.0.0.1:*\", \"docker.io\"]\n");
-        assert_eq!(judge_pull(&p, "127.0.0.1:5000/x:1"), Decision::Allow);
-        assert_eq!(judge_pull(&p, "debian"), Decision::Allow);
+        assert_eq!(judge_pull(&p, "127.0.0.1:5000/x:1").map(|_| ()), Ok(()));
+        assert_eq!(judge_pull(&p, "debian").map(|_| ()), Ok(()));
         assert_eq!(rule(judge_pull(&p, "quay.io/x/y")), "pull.registries");
         assert_eq!(rule(judge_pull(&p, "localhost:5000/x")), "pull.registries");
         let id = format!("sha256:{}", "ab".repeat(32));
@@ -771,11 +750,7 @@ mod tests {
         let p = policy("[images]\nallow = [\"debian:*\", \"*:latest\"]\n");
         let c = caller(1001, 1001, vec![500]);
         for ok in ["docker.io/library/debian:12", "library/debian:12", "team/x"] {
-            assert_eq!(
-                judge(&c, &p, 500, &denied(), &req(ok)),
-                Decision::Allow,
-                "{ok}"
-            );
+            assert_eq!(judge(&c, &p, 500, &denied(), &req(ok)), Ok(()), "{ok}");
         }
         for (bad, want) in [
             ("sha256:a667ef", "images.reference"),
@@ -807,19 +782,13 @@ mod tests {
     fn what_docker_found_must_carry_the_name_typed() {
         let p = Policy::default();
         let img = found(&["team/app:v1"], &[]);
-        assert_eq!(
-            judge_resolved(&p, &req("team/app:v1"), &img),
-            Decision::Allow
-        );
-        assert_eq!(
-            judge_resolved(&p, &req("docker.io/team/app:v1"), &img),
-            Decision::Allow
-        );
-        assert_eq!(judge_resolved(&p, &req(&img.id), &img), Decision::Allow);
+        assert_eq!(resolved(&p, &req("team/app:v1"), &img), Ok(()));
+        assert_eq!(resolved(&p, &req("docker.io/team/app:v1"), &img), Ok(()));
+        assert_eq!(resolved(&p, &req(&img.id), &img), Ok(()));
         // "abababababab" resolved by docker as a prefix of the image's ID
         for bad in ["abababababab", "team/app", "team/app:v2"] {
             assert_eq!(
-                rule(judge_resolved(&p, &req(bad), &img)),
+                rule(resolved(&p, &req(bad), &img)),
                 "images.reference",
                 "{bad}"
             );
@@ -831,22 +800,20 @@ mod tests {
         let tmpfs = Policy::default();
         let refuse = policy("[images]\nvolumes = \"refuse\"\n");
         let img = found(&["x:1"], &["/data/", "/cache"]);
-        assert_eq!(judge_resolved(&tmpfs, &req("x:1"), &img), Decision::Allow);
-        let d = judge_resolved(&refuse, &req("x:1"), &img);
+        assert_eq!(resolved(&tmpfs, &req("x:1"), &img), Ok(()));
+        let d = resolved(&refuse, &req("x:1"), &img);
         assert_eq!(rule(d.clone()), "images.volumes");
-        let Decision::Refuse(r) = d else {
-            unreachable!()
-        };
+        let Err(r) = d else { unreachable!() };
         assert!(r.message.contains("/cache, /data"), "{}", r.message);
         // no volumes: nothing to refuse
         assert_eq!(
-            judge_resolved(&refuse, &req("x:1"), &found(&["x:1"], &[])),
-            Decision::Allow
+            resolved(&refuse, &req("x:1"), &found(&["x:1"], &[])),
+            Ok(())
         );
         // volumes that would hide a forced mount, or too many of them
         for bad in [&["/etc"][..], &["/sbin"], &["/proc/x"], &["rel"]] {
             assert_eq!(
-                rule(judge_resolved(&tmpfs, &req("x:1"), &found(&["x:1"], bad))),
+                rule(resolved(&tmpfs, &req("x:1"), &found(&["x:1"], bad))),
                 "images.volumes",
                 "{bad:?}"
             );
@@ -854,7 +821,7 @@ mod tests {
         let many: Vec<String> = (0..40).map(|i| format!("/v{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(
-            rule(judge_resolved(&tmpfs, &req("x:1"), &found(&["x:1"], &many))),
+            rule(resolved(&tmpfs, &req("x:1"), &found(&["x:1"], &many))),
             "images.volumes"
         );
         // the working directory may not be, hold or lie in a volume
@@ -870,7 +837,7 @@ mod tests {
                 target: target.into(),
                 read_only: false,
             });
-            assert_eq!(rule(judge_resolved(&tmpfs, &r, &img)), want, "{target}");
+            assert_eq!(rule(resolved(&tmpfs, &r, &img)), want, "{target}");
         }
     }
 
@@ -880,7 +847,7 @@ mod tests {
             max_concurrent: crate::policy::Count(2),
             ..Limits::default()
         };
-        assert_eq!(judge_concurrency(&l, 1), Decision::Allow);
+        assert_eq!(judge_concurrency(&l, 1), Ok(()));
         assert_eq!(rule(judge_concurrency(&l, 2)), "limits.max_concurrent");
     }
 

@@ -6,6 +6,7 @@
 //! anything: urund gathers the facts and carries out the decisions.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod caller;
 pub mod dockerfile;
 pub mod forced;

@@ -28,6 +28,8 @@ pub enum Rule {
     MountsRoots,
     MountsAccess,
     MountsReadonly,
+    /// A `-w` below the mount target that does not exist in the caller's directory.
+    Workdir,
     PullMode,
     PullRegistries,
     MaxConcurrent,
@@ -41,7 +43,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 26] = [
+    pub const ALL: [Rule; 27] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
@@ -60,6 +62,7 @@ impl Rule {
         Rule::MountsRoots,
         Rule::MountsAccess,
         Rule::MountsReadonly,
+        Rule::Workdir,
         Rule::PullMode,
         Rule::PullRegistries,
         Rule::MaxConcurrent,
@@ -91,6 +94,7 @@ impl Rule {
             Rule::MountsRoots => "mounts.roots",
             Rule::MountsAccess => "mounts.access",
             Rule::MountsReadonly => "mounts.readonly",
+            Rule::Workdir => "workdir",
             Rule::PullMode => "pull.mode",
             Rule::PullRegistries => "pull.registries",
             Rule::MaxConcurrent => "limits.max_concurrent",
