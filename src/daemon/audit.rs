@@ -22,6 +22,7 @@
 use crate::policy::forced::{LABEL_NAME, LABEL_REQUEST, LABEL_UID, LABEL_USER};
 use crate::policy::Caller;
 use crate::policy::Limits;
+use crate::system::{owner_and_mode, Owner};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::{Mode, SFlag};
@@ -742,8 +743,7 @@ fn open_log(path: &Path) -> io::Result<File> {
             kind_name(kind)
         ))));
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if st.st_uid != me {
+    if owner_and_mode(st.st_uid, st.st_mode, Owner::Us, 0).is_err() {
         return Err(ctx(io::Error::other(format!(
             "owned by uid {}, not by urund's user: chown root it",
             st.st_uid
@@ -779,7 +779,6 @@ fn kind_name(kind: SFlag) -> &'static str {
 /// Opens `dir` (absolute) for [`open_log`]: from `/`, one component at a time, never
 /// following a symlink, creating missing components 0700, checking each (see there).
 fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
-    let me = nix::unistd::geteuid().as_raw();
     let oflag = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut comps = dir.components();
     if comps.next() != Some(Component::RootDir) {
@@ -824,7 +823,8 @@ fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
         let mode = st.st_mode & 0o7777;
         let last = i == names.len();
         if last {
-            if st.st_uid != me {
+            let found = owner_and_mode(st.st_uid, mode, Owner::Us, 0o022);
+            if found.is_err_and(|u| u.bad_owner) {
                 return Err(io::Error::other(format!(
                     "its directory {} is owned by uid {}, not by urund's user: \
                      chown root {0}, or use another directory",
@@ -832,7 +832,7 @@ fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
                     st.st_uid
                 )));
             }
-            if mode & 0o022 != 0 {
+            if found.is_err() {
                 return Err(io::Error::other(format!(
                     "its directory {} is writable by group or others (mode {mode:o}): \
                      chmod go-w {0}",
@@ -840,7 +840,7 @@ fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
                 )));
             }
         } else {
-            if st.st_uid != 0 && st.st_uid != me {
+            if owner_and_mode(st.st_uid, mode, Owner::RootOrUs, 0).is_err() {
                 return Err(io::Error::other(format!(
                     "{} (above the audit directory) is owned by uid {}, not root",
                     at.display(),

@@ -54,7 +54,7 @@ pub struct Facts {
 /// Runs the check; returns the process exit status (1 when the policy is invalid).
 pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
     let mut status = 0;
-    match Policy::load(policy_path) {
+    match system::load_policy(policy_path) {
         Ok(p) => {
             println!("OK   policy: {} is valid", policy_path.display());
             for line in policy_items(&p) {

@@ -10,10 +10,9 @@
 //! image and no other user can know.
 #![forbid(unsafe_code)]
 
-use crate::policy::forced::{LABEL_HELPER, LABEL_INSTANCE, LABEL_REQUEST};
+use crate::system::{self, meta_owner_and_mode as trusted};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -60,7 +59,7 @@ impl Lock {
                 .open(&path)
                 .with_context(|| format!("opening the lock file {}", path.display()))?;
             let meta = file.metadata()?;
-            if !meta.file_type().is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+            if !meta.file_type().is_file() || trusted(&meta, system::Owner::Us, 0).is_err() {
                 bail!(
                     "lock file {}: not a regular file owned by urund's user; remove it",
                     path.display()
@@ -151,7 +150,7 @@ impl RuntimeDir {
             }
             match read_small(&path.join(MARKER), me) {
                 Ok(text) if text == MARKER_TEXT => {
-                    if m.uid() != me || m.mode() & 0o077 != 0 {
+                    if trusted(&m, system::Owner::Us, 0o077).is_err() {
                         return Err(refuse(format!(
                             "has owner uid {} and mode {:o}, not urund's (uid {me}, 0700)",
                             m.uid(),
@@ -264,52 +263,7 @@ pub fn is_request_id(s: &str) -> bool {
     matches!(parts[..], [b, p, n] if digits(b, true, 16) && digits(p, false, 10) && digits(n, false, 20))
 }
 
-/// What proves a container is this urund's: its socket path and the installation's
-/// secret, as labels urund sets at create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    /// The socket path: which urund of the installation (several may share a secret).
-    pub helper: String,
-    /// The installation's secret ([`load_or_create_secret`]).
-    pub secret: String,
-}
-
-impl Owner {
-    /// The labels urund puts on every container it creates (runs and probes).
-    pub fn labels(&self, request: &str) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_HELPER.to_string(), self.helper.clone()),
-            (LABEL_INSTANCE.to_string(), self.secret.clone()),
-            (LABEL_REQUEST.to_string(), request.to_string()),
-        ])
-    }
-
-    /// Whether a container is proven to be one urund created: its labels carry this
-    /// helper's socket and the secret, and its image's own labels do not carry the
-    /// secret (an image that does was made from one of urund's containers, or by
-    /// someone who knows it: a container of it has the secret without its creator
-    /// knowing it). An image's instance label with any other value proves nothing
-    /// either way: Docker gives a container its creator's value for a key both set, so
-    /// the secret on the container came from its creator. (Refusing every image with
-    /// the key made any image labelled `io.urun.instance=x` one whose runs urund never
-    /// reaped after a crash, so they outlived `max_runtime`.) `Err` says why not. Pure.
-    pub fn proves(
-        &self,
-        container: &HashMap<String, String>,
-        image: &HashMap<String, String>,
-    ) -> Result<(), &'static str> {
-        if container.get(LABEL_INSTANCE) != Some(&self.secret) {
-            return Err("it does not carry this installation's secret label");
-        }
-        if container.get(LABEL_HELPER) != Some(&self.helper) {
-            return Err("it belongs to another urund (another socket)");
-        }
-        if image.get(LABEL_INSTANCE) == Some(&self.secret) {
-            return Err("its image carries the instance label itself");
-        }
-        Ok(())
-    }
-}
+pub use crate::policy::forced::Owner;
 
 /// The per-installation secret in `<state dir>/instance`: every container urund
 /// creates carries it as a label, and clean-up removes only containers that do (and
@@ -322,7 +276,7 @@ pub fn load_or_create_secret(state_dir: &Path) -> Result<String> {
     };
     if let Some(parent) = state_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         let m = std::fs::metadata(parent).map_err(|e| fail(format!("its parent: {e}")))?;
-        if (m.uid() != 0 && m.uid() != me) || m.mode() & 0o022 != 0 {
+        if trusted(&m, system::Owner::RootOrUs, 0o022).is_err() {
             return Err(fail(format!(
                 "its parent {} must be owned by root and not writable by group or others",
                 parent.display()
@@ -335,7 +289,7 @@ pub fn load_or_create_secret(state_dir: &Path) -> Result<String> {
         Err(e) => return Err(fail(format!("cannot create it: {e}"))),
     }
     let m = std::fs::symlink_metadata(state_dir).map_err(|e| fail(e.to_string()))?;
-    if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+    if !m.file_type().is_dir() || trusted(&m, system::Owner::Us, 0o022).is_err() {
         return Err(fail(format!(
             "must be a directory owned by urund's user (uid {me}) and not writable by group \
              or others (owner {}, mode {:o})",
@@ -404,7 +358,7 @@ fn read_small(path: &Path, uid: u32) -> std::io::Result<String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)?;
     let m = f.metadata()?;
-    if !m.file_type().is_file() || m.uid() != uid || m.mode() & 0o077 != 0 {
+    if !m.file_type().is_file() || trusted(&m, system::Owner::Uid(uid), 0o077).is_err() {
         return Err(std::io::Error::other(format!(
             "{} must be a regular file owned by uid {uid} with mode 0600 (owner {}, mode {:o})",
             path.display(),
@@ -420,7 +374,9 @@ fn read_small(path: &Path, uid: u32) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::forced::{LABEL_HELPER, LABEL_INSTANCE};
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     #[test]
     fn request_ids_are_recognised_and_nothing_else() {

@@ -39,7 +39,7 @@ pub async fn run(opts: Options) -> Result<()> {
         eprintln!("urund: warning: cannot raise the open-files limit to its hard limit: {e}");
         system::nofile_limit().unwrap_or(1024)
     });
-    let policy = Policy::load(&opts.policy)?;
+    let policy = system::load_policy(&opts.policy)?;
     let (group_gid, override_gids) = group_ids(&policy)?;
     let audit = Arc::new(audit::Sink::open(&policy.audit).context("opening the audit log")?);
     let activated = opts.activated.is_some();

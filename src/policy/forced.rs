@@ -6,7 +6,6 @@
 //! configuration.
 #![forbid(unsafe_code)]
 
-use crate::daemon::instance::Owner;
 use crate::policy::Caller;
 use crate::policy::{Limits, NetworkMode, RuntimeName, ISOLATED_NETWORK};
 use crate::wire::Request;
@@ -30,6 +29,53 @@ pub const LABEL_NAME: &str = "io.urun.name";
 /// The installation's secret (see [`crate::daemon::instance`]): what proves to the clean-up
 /// that urund created the container. No image and no other user can know it.
 pub const LABEL_INSTANCE: &str = "io.urun.instance";
+
+/// What proves a container is this urund's: its socket path and the installation's
+/// secret, as labels urund sets at create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The socket path: which urund of the installation (several may share a secret).
+    pub helper: String,
+    /// The installation's secret (`crate::daemon::instance::load_or_create_secret`).
+    pub secret: String,
+}
+
+impl Owner {
+    /// The labels urund puts on every container it creates (runs and probes).
+    pub fn labels(&self, request: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_HELPER.to_string(), self.helper.clone()),
+            (LABEL_INSTANCE.to_string(), self.secret.clone()),
+            (LABEL_REQUEST.to_string(), request.to_string()),
+        ])
+    }
+
+    /// Whether a container is proven to be one urund created: its labels carry this
+    /// helper's socket and the secret, and its image's own labels do not carry the
+    /// secret (an image that does was made from one of urund's containers, or by
+    /// someone who knows it: a container of it has the secret without its creator
+    /// knowing it). An image's instance label with any other value proves nothing
+    /// either way: Docker gives a container its creator's value for a key both set, so
+    /// the secret on the container came from its creator. (Refusing every image with
+    /// the key made any image labelled `io.urun.instance=x` one whose runs urund never
+    /// reaped after a crash, so they outlived `max_runtime`.) `Err` says why not. Pure.
+    pub fn proves(
+        &self,
+        container: &HashMap<String, String>,
+        image: &HashMap<String, String>,
+    ) -> Result<(), &'static str> {
+        if container.get(LABEL_INSTANCE) != Some(&self.secret) {
+            return Err("it does not carry this installation's secret label");
+        }
+        if container.get(LABEL_HELPER) != Some(&self.helper) {
+            return Err("it belongs to another urund (another socket)");
+        }
+        if image.get(LABEL_INSTANCE) == Some(&self.secret) {
+            return Err("its image carries the instance label itself");
+        }
+        Ok(())
+    }
+}
 
 /// The forced settings in words: (setting, value). Printed by `urun --help`.
 pub const FORCED: &[(&str, &str)] = &[

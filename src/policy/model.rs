@@ -8,7 +8,6 @@
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub use crate::policy::runtime::{Runtime, RuntimeName, RuntimeOverride};
@@ -542,52 +541,6 @@ impl Policy {
             }
         })
     }
-
-    /// Loads the policy from `path`: built-in defaults if the file does not exist;
-    /// an error if it cannot be read, is not owned by root (or by the user running
-    /// urund), or is writable by group or others (the file or its directory).
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let err = |m: String| PolicyError {
-            file: path.to_path_buf(),
-            line: None,
-            key: None,
-            message: m,
-        };
-        let meta = match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
-            Err(e) => return Err(err(format!("cannot read: {e}"))),
-            Ok(m) => m,
-        };
-        if !meta.file_type().is_file() {
-            return Err(err(
-                "is not a regular file (symlinks are not followed)".into()
-            ));
-        }
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let dir_meta = std::fs::metadata(dir.unwrap_or(Path::new(".")))
-            .map_err(|e| err(format!("cannot inspect its directory: {e}")))?;
-        trusted_owner_and_mode(&meta, "the file").map_err(&err)?;
-        trusted_owner_and_mode(&dir_meta, "its directory").map_err(&err)?;
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Policy::parse(&text, path)
-    }
-}
-
-fn trusted_owner_and_mode(meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{what} is owned by uid {}, not root: chown root {what}",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{what} is writable by group or others (mode {:o}): chmod go-w",
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
 }
 
 /// Finds the 1-based line of byte offset `at` and the dotted key defined on it

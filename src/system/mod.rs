@@ -3,6 +3,7 @@
 //! and the pinned working-directory mounts. The only module with `unsafe`.
 
 use crate::policy::mounts::DirFacts;
+use crate::policy::{Policy, PolicyError};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::sockopt::{AcceptConn, PeerCredentials, SockType};
 use nix::sys::socket::{getsockname, getsockopt, SockaddrStorage};
@@ -260,6 +261,98 @@ pub fn socket_from_systemd() -> io::Result<Option<UnixListener>> {
     Ok(Some(UnixListener::from(fd)))
 }
 
+/// Who may own a file or directory urund trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// root, or the user urund runs as.
+    RootOrUs,
+    /// The user urund runs as.
+    Us,
+    /// This uid.
+    Uid(u32),
+}
+
+/// What [`owner_and_mode`] found wrong: the owner, the mode (`& 0o7777`), and which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Untrusted {
+    pub uid: u32,
+    pub mode: u32,
+    /// The owner is not the one asked for (else a `forbidden` mode bit is set).
+    pub bad_owner: bool,
+}
+
+/// The one owner/mode check of what urund trusts: owned as `owner` says, and none of
+/// the `forbidden` mode bits set (`0o022`: not writable by group or others). Callers
+/// word their own message from the [`Untrusted`] it returns.
+pub fn owner_and_mode(uid: u32, mode: u32, owner: Owner, forbidden: u32) -> Result<(), Untrusted> {
+    let me = nix::unistd::geteuid().as_raw();
+    let owner_ok = match owner {
+        Owner::RootOrUs => uid == 0 || uid == me,
+        Owner::Us => uid == me,
+        Owner::Uid(u) => uid == u,
+    };
+    if owner_ok && mode & forbidden == 0 {
+        return Ok(());
+    }
+    Err(Untrusted {
+        uid,
+        mode: mode & 0o7777,
+        bad_owner: !owner_ok,
+    })
+}
+
+/// [`owner_and_mode`] of what `meta` describes.
+pub fn meta_owner_and_mode(
+    meta: &std::fs::Metadata,
+    owner: Owner,
+    forbidden: u32,
+) -> Result<(), Untrusted> {
+    owner_and_mode(meta.uid(), meta.mode(), owner, forbidden)
+}
+
+/// Loads the policy from `path`: built-in defaults if the file does not exist;
+/// an error if it cannot be read, is not owned by root (or by the user running
+/// urund), or is writable by group or others (the file or its directory).
+pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
+    let err = |m: String| PolicyError {
+        file: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: m,
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Policy::default()),
+        Err(e) => return Err(err(format!("cannot read: {e}"))),
+        Ok(m) => m,
+    };
+    if !meta.file_type().is_file() {
+        return Err(err(
+            "is not a regular file (symlinks are not followed)".into()
+        ));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir_meta = std::fs::metadata(dir.unwrap_or(Path::new(".")))
+        .map_err(|e| err(format!("cannot inspect its directory: {e}")))?;
+    trusted_policy_file(&meta, "the file").map_err(&err)?;
+    trusted_policy_file(&dir_meta, "its directory").map_err(&err)?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    Policy::parse(&text, path)
+}
+
+fn trusted_policy_file(meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
+    match meta_owner_and_mode(meta, Owner::RootOrUs, 0o022) {
+        Ok(()) => Ok(()),
+        Err(u) if u.bad_owner => Err(format!(
+            "{what} is owned by uid {}, not root: chown root {what}",
+            u.uid
+        )),
+        Err(u) => Err(format!(
+            "{what} is writable by group or others (mode {:o}): chmod go-w",
+            u.mode
+        )),
+    }
+}
+
 /// Checks a socket urund did not create itself (socket activation): bound to `path`,
 /// a socket file owned by root (or us) with group `gid` and mode 0660 or stricter, in a
 /// directory only root can write to. urund does not change it: whoever created it
@@ -277,12 +370,11 @@ pub fn check_inherited_socket(listener: &UnixListener, path: &Path, gid: u32) ->
     }
     check_socket_dir(path).map_err(fail)?;
     let meta = std::fs::symlink_metadata(path).map_err(|e| fail(format!("cannot stat it: {e}")))?;
-    let me = nix::unistd::geteuid().as_raw();
     let mode = meta.mode() & 0o7777;
     if !meta.file_type().is_socket() {
         return Err(fail("is not a socket".into()));
     }
-    if meta.uid() != 0 && meta.uid() != me {
+    if meta_owner_and_mode(&meta, Owner::RootOrUs, 0).is_err() {
         return Err(fail(format!("is owned by uid {}, not root", meta.uid())));
     }
     if meta.gid() != gid {
@@ -307,17 +399,15 @@ fn check_socket_dir(path: &Path) -> Result<(), String> {
         .filter(|d| !d.as_os_str().is_empty())
         .ok_or_else(|| "needs an absolute path".to_string())?;
     let meta = std::fs::metadata(dir).map_err(|e| format!("directory {}: {e}", dir.display()))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
-        return Err(format!(
+    meta_owner_and_mode(&meta, Owner::RootOrUs, 0o022).map_err(|u| {
+        format!(
             "directory {} must be owned by root and not writable by group or others \
              (owner {}, mode {:o})",
             dir.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
+            u.uid,
+            u.mode
+        )
+    })
 }
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`).
@@ -491,11 +581,11 @@ pub fn root_only_dir(path: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let m = std::fs::symlink_metadata(path)?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !m.file_type().is_dir() || m.uid() != me {
+    if !m.file_type().is_dir() || meta_owner_and_mode(&m, Owner::Us, 0).is_err() {
         return Err(io::Error::other(format!(
-            "{} must be a directory owned by uid {me}",
-            path.display()
+            "{} must be a directory owned by uid {}",
+            path.display(),
+            nix::unistd::geteuid().as_raw()
         )));
     }
     if m.mode() & 0o077 != 0 {
