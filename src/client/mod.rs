@@ -122,9 +122,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         // The directory travels as an open descriptor with the request: urund mounts
         // what we opened, never a path.
         Some(d) => {
-            let payload = req.encode();
-            let mut frame = wire::header(Kind::Request, payload.len()).to_vec();
-            frame.extend_from_slice(&payload);
+            let frame = wire::encode_frame(Kind::Request, &req.encode());
             crate::system::send_with_fd(&writer, &frame, d.as_fd())
         }
         None => wire::write_frame(&mut writer, Kind::Request, &req.encode()),

@@ -70,7 +70,7 @@ pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
     for item in evaluate(&facts) {
         println!("{item}");
     }
-    if let Ok(p) = Policy::load(policy_path) {
+    if let Ok(p) = system::load_policy(policy_path) {
         for item in runtime_items(&p, facts.runtimes.as_deref()) {
             println!("{item}");
         }

@@ -432,9 +432,7 @@ impl Drop for Ticket {
 /// closed before urun had sent its request.)
 pub(super) fn send_at_once(stream: &UnixStream, message: &str) {
     let payload = wire::encode_error(status::REFUSED, message);
-    let mut frame = wire::header(Kind::Error, payload.len()).to_vec();
-    frame.extend_from_slice(&payload);
-    let _ = stream.try_write(&frame);
+    let _ = stream.try_write(&wire::encode_frame(Kind::Error, &payload));
 }
 
 /// How long shutdown keeps retrying removals that fail (the daemon restarting).

@@ -95,10 +95,7 @@ pub(super) async fn read_frame(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(FrameError::Io(e)),
     }
-    let (kind, len) = wire::parse_header(h).map_err(FrameError::Protocol)?;
-    if !kind.from_client() {
-        return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
-    }
+    let (kind, len) = wire::parse_client_header(h).map_err(FrameError::Protocol)?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await.map_err(FrameError::Io)?;
     Ok(Some((kind, payload)))
@@ -157,10 +154,7 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
             }
         }
     }
-    let (kind, len) = wire::parse_header(h).map_err(FrameError::Protocol)?;
-    if !matches!(kind, Kind::Request | Kind::Query) || (kind == Kind::Query && !fds.is_empty()) {
-        return Err(FrameError::Protocol(ProtocolError::UnexpectedKind(kind)));
-    }
+    let (kind, len) = wire::parse_first_header(h, !fds.is_empty()).map_err(FrameError::Protocol)?;
     let mut payload = vec![0u8; len];
     rd.read_exact(&mut payload).await.map_err(FrameError::Io)?;
     match kind {

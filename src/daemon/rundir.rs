@@ -5,7 +5,7 @@ use super::instance::RuntimeDir;
 use super::Helper;
 use crate::daemon::janitor::{Janitor, Whose};
 use crate::policy::admission::{Admission, AdmittedImage, Identity};
-use crate::policy::forced::{self, Inside, WorkMount};
+use crate::policy::forced::{Inside, WorkMount};
 use crate::policy::identity;
 use crate::system;
 use anyhow::Context;
@@ -29,7 +29,8 @@ impl Helper {
             return Ok(f.clone());
         }
         let labels = self.janitor.owner().labels(&whose.request);
-        let probe = forced::probe_config(image_id, labels, &image.volumes, &image.runtime);
+        let probe =
+            crate::engine::config::probe_config(image_id, labels, &image.volumes, &image.runtime);
         let id = self
             .engine
             .create(probe)

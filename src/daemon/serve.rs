@@ -261,7 +261,7 @@ impl Helper {
         let admission = &admitted.admission;
         let owner = self.janitor.owner();
         let labels = forced::labels(caller, request_id, owner, admission.name.as_deref());
-        forced::container_config(
+        crate::engine::config::container_config(
             caller,
             &admission.limits,
             &admitted.image.id,

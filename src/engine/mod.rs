@@ -7,6 +7,7 @@
 //! Types here turn Docker's answers into what urund needs (an image ID, an exit
 //! status, a docker-compatible error status).
 
+pub mod config;
 pub mod docker;
 #[cfg(test)]
 pub mod fake;

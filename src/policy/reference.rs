@@ -57,86 +57,29 @@ impl Reference {
     /// any form but the full `sha256:<64 hex>`: Docker reads a bare hexadecimal string
     /// or `sha256:<prefix>` as a prefix of some image's ID.
     pub fn parse(s: &str) -> Result<Reference, RefError> {
-        let bad = |why: &str| {
-            Err(RefError(format!(
-                "{s:?} is not a valid image reference: {why}"
-            )))
-        };
+        let bad = |why: &str| RefError(format!("{s:?} is not a valid image reference: {why}"));
         if s.is_empty() {
-            return bad("it is empty");
+            return Err(bad("it is empty"));
         }
         if s.len() > MAX_REFERENCE {
-            return bad("it is too long");
+            return Err(bad("it is too long"));
         }
-        if let Some(hex) = s.strip_prefix("sha256:") {
-            return if is_hex64(hex) {
-                Ok(Reference::Id(s.to_string()))
-            } else {
-                Err(RefError(format!(
-                    "{s:?}: image IDs must be given in full (sha256: and 64 hexadecimal digits), \
-                     never a prefix"
-                )))
-            };
-        }
-        if is_hex64(s) {
-            return Err(RefError(format!(
-                "{s:?}: an image ID must be written sha256:{s}"
-            )));
+        if let Some(id) = parse_id(s)? {
+            return Ok(id);
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => match d.strip_prefix("sha256:") {
                 Some(hex) if is_hex64(hex) => (r, Some(d.to_string())),
-                _ => return bad("the digest must be sha256: and 64 lower-case hexadecimal digits"),
+                _ => {
+                    return Err(bad(
+                        "the digest must be sha256: and 64 lower-case hexadecimal digits",
+                    ))
+                }
             },
             None => (s, None),
         };
-        // The tag is after the last ':' that follows the last '/' (a ':' before it is
-        // a registry port).
-        let slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[slash..].rfind(':') {
-            Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
-            None => (rest, None),
-        };
-        if let Some(t) = tag {
-            if !valid_tag(t) {
-                return bad("a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'");
-            }
-        }
-        if name.is_empty() || name.len() > MAX_NAME {
-            return bad("the name must be 1 to 255 characters");
-        }
-        let (registry, remainder) = match name.split_once('/') {
-            Some((first, r)) if first.contains(['.', ':']) || first == "localhost" => (first, r),
-            _ => (DOCKER_HUB, name),
-        };
-        if registry != DOCKER_HUB && !valid_registry(registry) {
-            return bad("the registry must be a lower-case host name with an optional :port");
-        }
-        // Docker reads the legacy Hub name as the Hub.
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB
-        } else {
-            registry
-        };
-        if remainder.is_empty() || !remainder.split('/').all(valid_component) {
-            return bad(
-                "repository names are lower-case letters and digits separated by '/', \
-                 '.', '_', '__' or '-'",
-            );
-        }
-        // A Hub repository whose first component looks like a registry could not be
-        // written in the familiar form without naming another registry.
-        if registry == DOCKER_HUB {
-            let first = remainder.split('/').next().unwrap_or_default();
-            if remainder.contains('/') && (first.contains('.') || first == "localhost") {
-                return bad("a Docker Hub namespace cannot contain '.' or be localhost");
-            }
-        }
-        let path = if registry == DOCKER_HUB && !remainder.contains('/') {
-            format!("{OFFICIAL}/{remainder}")
-        } else {
-            remainder.to_string()
-        };
+        let (name, tag) = split_tag(rest).map_err(bad)?;
+        let (registry, path) = parse_name(name).map_err(bad)?;
         Ok(Reference::Named {
             registry: registry.to_string(),
             tag: match digest {
@@ -247,6 +190,83 @@ impl fmt::Display for Reference {
 
 fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// An image ID: only in full, `sha256:<64 hex>`; `None` if `s` is not ID-like.
+fn parse_id(s: &str) -> Result<Option<Reference>, RefError> {
+    if let Some(hex) = s.strip_prefix("sha256:") {
+        return if is_hex64(hex) {
+            Ok(Some(Reference::Id(s.to_string())))
+        } else {
+            Err(RefError(format!(
+                "{s:?}: image IDs must be given in full (sha256: and 64 hexadecimal digits), \
+                 never a prefix"
+            )))
+        };
+    }
+    if is_hex64(s) {
+        return Err(RefError(format!(
+            "{s:?}: an image ID must be written sha256:{s}"
+        )));
+    }
+    Ok(None)
+}
+
+/// The name and the tag: the tag is after the last ':' that follows the last '/' (a
+/// ':' before it is a registry port).
+fn split_tag(rest: &str) -> Result<(&str, Option<&str>), &'static str> {
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[slash..].rfind(':') {
+        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+        None => (rest, None),
+    };
+    if tag.is_some_and(|t| !valid_tag(t)) {
+        return Err(
+            "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+        );
+    }
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err("the name must be 1 to 255 characters");
+    }
+    Ok((name, tag))
+}
+
+/// The registry (Docker Hub if the name names none) and the repository path (with
+/// `library/` for an official Hub image).
+fn parse_name(name: &str) -> Result<(&str, String), &'static str> {
+    let (registry, remainder) = match name.split_once('/') {
+        Some((first, r)) if first.contains(['.', ':']) || first == "localhost" => (first, r),
+        _ => (DOCKER_HUB, name),
+    };
+    if registry != DOCKER_HUB && !valid_registry(registry) {
+        return Err("the registry must be a lower-case host name with an optional :port");
+    }
+    // Docker reads the legacy Hub name as the Hub.
+    let registry = if registry == "index.docker.io" {
+        DOCKER_HUB
+    } else {
+        registry
+    };
+    if remainder.is_empty() || !remainder.split('/').all(valid_component) {
+        return Err(
+            "repository names are lower-case letters and digits separated by '/', \
+             '.', '_', '__' or '-'",
+        );
+    }
+    // A Hub repository whose first component looks like a registry could not be
+    // written in the familiar form without naming another registry.
+    if registry == DOCKER_HUB {
+        let first = remainder.split('/').next().unwrap_or_default();
+        if remainder.contains('/') && (first.contains('.') || first == "localhost") {
+            return Err("a Docker Hub namespace cannot contain '.' or be localhost");
+        }
+    }
+    let path = if registry == DOCKER_HUB && !remainder.contains('/') {
+        format!("{OFFICIAL}/{remainder}")
+    } else {
+        remainder.to_string()
+    };
+    Ok((registry, path))
 }
 
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.

@@ -133,6 +133,26 @@ pub fn parse_header(h: [u8; HEADER]) -> Result<(Kind, usize), ProtocolError> {
     Ok((kind, len))
 }
 
+/// The header of a frame from a client after its first: a client's kind.
+pub fn parse_client_header(h: [u8; HEADER]) -> Result<(Kind, usize), ProtocolError> {
+    let (kind, len) = parse_header(h)?;
+    if !kind.from_client() {
+        return Err(ProtocolError::UnexpectedKind(kind));
+    }
+    Ok((kind, len))
+}
+
+/// The header of a connection's first frame: a `Request`, or a `Query` with no
+/// descriptor passed (`with_fd`).
+pub fn parse_first_header(h: [u8; HEADER], with_fd: bool) -> Result<(Kind, usize), ProtocolError> {
+    let (kind, len) = parse_header(h)?;
+    match kind {
+        Kind::Request => Ok((kind, len)),
+        Kind::Query if !with_fd => Ok((kind, len)),
+        _ => Err(ProtocolError::UnexpectedKind(kind)),
+    }
+}
+
 /// Encodes a frame header.
 pub fn header(kind: Kind, len: usize) -> [u8; HEADER] {
     debug_assert!(len <= MAX_FRAME);
@@ -140,12 +160,17 @@ pub fn header(kind: Kind, len: usize) -> [u8; HEADER] {
     [kind as u8, l[0], l[1], l[2], l[3]]
 }
 
-/// Writes one frame (header and payload in one `write_all` where it is small).
-pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
+/// Encodes one whole frame: header, then payload.
+pub fn encode_frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HEADER + payload.len());
     buf.extend_from_slice(&header(kind, payload.len()));
     buf.extend_from_slice(payload);
-    w.write_all(&buf)
+    buf
+}
+
+/// Writes one frame (header and payload in one `write_all`).
+pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
+    w.write_all(&encode_frame(kind, payload))
 }
 
 /// Reads one frame. `Ok(None)` on a clean end of stream before a header.
@@ -333,57 +358,66 @@ impl Request {
         }
         let req: Request = serde_json::from_slice(payload)
             .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
-        if req.command.len() > MAX_ARGS {
-            return Err(ProtocolError::TooManyArgs(req.command.len()));
+        req.check_bounds()?;
+        req.check_strings()?;
+        Ok(req)
+    }
+
+    /// Counts: command words and environment entries.
+    fn check_bounds(&self) -> Result<(), ProtocolError> {
+        if self.command.len() > MAX_ARGS {
+            return Err(ProtocolError::TooManyArgs(self.command.len()));
         }
-        if req.env.len() > MAX_ENV {
+        if self.env.len() > MAX_ENV {
             return Err(ProtocolError::BadRequest(format!(
                 "{} environment entries exceed the limit of {MAX_ENV}",
-                req.env.len()
+                self.env.len()
             )));
         }
+        Ok(())
+    }
+
+    /// Strings: no NUL byte, bounded (command words only by the request size, for
+    /// long `sh -c` scripts), environment entries `NAME=VALUE`, an absolute `-w`.
+    fn check_strings(&self) -> Result<(), ProtocolError> {
+        let bad = |m: String| Err(ProtocolError::BadRequest(m));
         let optional = [
-            &req.workdir,
-            &req.entrypoint,
-            &req.name,
-            &req.user,
-            &req.network,
+            &self.workdir,
+            &self.entrypoint,
+            &self.name,
+            &self.user,
+            &self.network,
         ];
-        // Command words are bounded only by the request size (long `sh -c` scripts).
-        let has_nul = std::iter::once(&req.image)
-            .chain(req.command.iter())
+        let has_nul = std::iter::once(&self.image)
+            .chain(self.command.iter())
             .any(|s| s.contains('\0'));
-        let bad_string = req
+        let bad_string = self
             .env
             .iter()
             .chain(optional.into_iter().flatten())
             .any(|s| s.contains('\0') || s.len() > MAX_STRING);
         if has_nul || bad_string {
-            return Err(ProtocolError::BadRequest(format!(
+            return bad(format!(
                 "NUL byte or a string longer than {MAX_STRING} bytes"
-            )));
+            ));
         }
-        if let Some(bad) = req.env.iter().find(|e| !valid_env_entry(e)) {
-            return Err(ProtocolError::BadRequest(format!(
-                "environment entry {:?} is not NAME=VALUE",
-                bad.chars().take(64).collect::<String>()
-            )));
+        if let Some(e) = self.env.iter().find(|e| !valid_env_entry(e)) {
+            let e: String = e.chars().take(64).collect();
+            return bad(format!("environment entry {e:?} is not NAME=VALUE"));
         }
-        if let Some(m) = &req.mount {
+        if let Some(m) = &self.mount {
             if m.target.contains('\0') || m.target.len() > MAX_STRING {
-                return Err(ProtocolError::BadRequest(format!(
+                return bad(format!(
                     "mount target: NUL byte or longer than {MAX_STRING} bytes"
-                )));
+                ));
             }
         }
-        if let Some(w) = &req.workdir {
-            if !w.starts_with('/') {
-                return Err(ProtocolError::BadRequest(format!(
-                    "working directory {w:?} is not an absolute path"
-                )));
+        match &self.workdir {
+            Some(w) if !w.starts_with('/') => {
+                bad(format!("working directory {w:?} is not an absolute path"))
             }
+            _ => Ok(()),
         }
-        Ok(req)
     }
 }
 
@@ -588,6 +622,35 @@ mod tests {
         };
         assert_eq!(WinSize::decode(&w.encode()), Ok(w));
         assert!(WinSize::decode(&[0, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn which_kinds_a_client_may_send_first_and_after() {
+        let h = |k: Kind| header(k, 3);
+        assert_eq!(
+            parse_first_header(h(Kind::Request), true),
+            Ok((Kind::Request, 3))
+        );
+        assert_eq!(
+            parse_first_header(h(Kind::Query), false),
+            Ok((Kind::Query, 3))
+        );
+        for (k, fd) in [
+            (Kind::Query, true),
+            (Kind::Stdin, false),
+            (Kind::Exit, false),
+        ] {
+            assert_eq!(
+                parse_first_header(h(k), fd),
+                Err(ProtocolError::UnexpectedKind(k))
+            );
+        }
+        assert_eq!(parse_client_header(h(Kind::Stdin)), Ok((Kind::Stdin, 3)));
+        assert_eq!(
+            parse_client_header(h(Kind::Stdout)),
+            Err(ProtocolError::UnexpectedKind(Kind::Stdout))
+        );
+        assert_eq!(encode_frame(Kind::Stdin, b"abc")[..HEADER], h(Kind::Stdin));
     }
 
     #[test]
