@@ -889,8 +889,191 @@ fn strip_onbuild(original: &str) -> String {
 
 /// Docker's `ParseInstruction` for one node.
 pub fn instruction(node: &Node) -> Result<Instruction, String> {
-    let no_flags = |n: &Node| parse_flags(&n.flags, &[]);
     let kind = match node.command.as_str() {
+        "add" | "copy" => kind_add_or_copy(node)?,
+        "from" => kind_from(node)?,
+        "onbuild" => kind_onbuild(node)?,
+        "run" => kind_run(node)?,
+        "healthcheck" => kind_healthcheck(node)?,
+        "arg" => kind_arg(node)?,
+        "shell" => kind_shell(node)?,
+        "volume" => kind_volume(node)?,
+        _ => kind_simple(node)?,
+    };
+    Ok(Instruction {
+        kind,
+        start_line: node.start_line,
+        end_line: node.end_line,
+        original: node.original.clone(),
+    })
+}
+
+/// `ADD` and `COPY`: at least a source and a destination; their flags.
+fn kind_add_or_copy(node: &Node) -> Result<Kind, String> {
+    let add = node.command == "add";
+    let name = if add { "ADD" } else { "COPY" };
+    if node.args.len() < 2 {
+        return Err(format!(
+            "{name} requires at least two arguments, but only one was provided. \
+             Destination could not be determined."
+        ));
+    }
+    let specs = if add { ADD_FLAGS } else { COPY_FLAGS };
+    let flags = parse_flags(&node.flags, specs)?;
+    let buildkit = buildkit_flags(specs, &flags);
+    let paths = node.args.clone();
+    Ok(if add {
+        Kind::Add {
+            flags,
+            buildkit,
+            paths,
+        }
+    } else {
+        Kind::Copy {
+            flags,
+            buildkit,
+            paths,
+        }
+    })
+}
+
+/// `FROM image [AS name]`: a stage name Docker accepts; `--platform`.
+fn kind_from(node: &Node) -> Result<Kind, String> {
+    let name = match node.args.len() {
+        3 if node.args[1].eq_ignore_ascii_case("as") => {
+            let raw = &node.args[2];
+            let n = raw.to_ascii_lowercase();
+            let valid = n.starts_with(|c: char| c.is_ascii_lowercase())
+                && n.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                });
+            if !valid {
+                return Err(format!(
+                    "invalid name for build stage: {raw:?}, name can't start with a \
+                     number or contain symbols"
+                ));
+            }
+            Some(n)
+        }
+        1 => None,
+        _ => return Err("FROM requires either one or three arguments".into()),
+    };
+    let flags = parse_flags(&node.flags, FROM_FLAGS)?;
+    Ok(Kind::From {
+        image: node.args[0].clone(),
+        name,
+        platform: flags.get("platform").map(str::to_string),
+    })
+}
+
+/// `ONBUILD`: its trigger, never `ONBUILD`, `MAINTAINER` or `FROM`.
+fn kind_onbuild(node: &Node) -> Result<Kind, String> {
+    let no_flags = |n: &Node| parse_flags(&n.flags, &[]);
+    if node.args.is_empty() {
+        return Err("ONBUILD requires at least one argument".into());
+    }
+    no_flags(node)?;
+    let trigger = node.args[0].trim().to_ascii_uppercase();
+    match trigger.as_str() {
+        "ONBUILD" => return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()),
+        "MAINTAINER" | "FROM" => {
+            return Err(format!("{trigger} isn't allowed as an ONBUILD trigger"))
+        }
+        _ => {}
+    }
+    Ok(Kind::Onbuild {
+        expression: strip_onbuild(&node.original),
+        trigger,
+    })
+}
+
+/// `RUN`: its flags (BuildKit ones kept for the checks), its arguments.
+fn kind_run(node: &Node) -> Result<Kind, String> {
+    let flags = parse_flags(&node.flags, RUN_FLAGS)?;
+    let buildkit = buildkit_flags(RUN_FLAGS, &flags);
+    Ok(Kind::Run {
+        flags,
+        buildkit,
+        args: node.args.clone(),
+        json: node.json,
+    })
+}
+
+/// `HEALTHCHECK NONE` or `HEALTHCHECK [flags] CMD command`.
+fn kind_healthcheck(node: &Node) -> Result<Kind, String> {
+    if node.args.is_empty() {
+        return Err("HEALTHCHECK requires at least one argument".into());
+    }
+    let typ = node.args[0].to_ascii_uppercase();
+    Ok(if typ == "NONE" {
+        if node.args.len() != 1 {
+            return Err("HEALTHCHECK NONE takes no arguments".into());
+        }
+        Kind::Healthcheck { none: true }
+    } else {
+        parse_flags(&node.flags, HEALTH_FLAGS)?;
+        if typ != "CMD" {
+            return Err(format!(
+                "Unknown type {:?} in HEALTHCHECK (try CMD)",
+                node.args[0].to_ascii_uppercase()
+            ));
+        }
+        if node.args.len() < 2 {
+            return Err("Missing command after HEALTHCHECK CMD".into());
+        }
+        Kind::Healthcheck { none: false }
+    })
+}
+
+/// `VOLUME`: at least one, none empty.
+fn kind_volume(node: &Node) -> Result<Kind, String> {
+    let no_flags = |n: &Node| parse_flags(&n.flags, &[]);
+    if node.args.is_empty() {
+        return Err("VOLUME requires at least one argument".into());
+    }
+    no_flags(node)?;
+    if node.args.iter().any(|v| v.trim().is_empty()) {
+        return Err("VOLUME specified can not be an empty string".into());
+    }
+    Ok(Kind::Volume)
+}
+
+/// `ARG name[=default] ...`: names never blank.
+fn kind_arg(node: &Node) -> Result<Kind, String> {
+    if node.args.is_empty() {
+        return Err("ARG requires at least one argument".into());
+    }
+    let mut pairs = Vec::new();
+    for a in &node.args {
+        match a.split_once('=') {
+            Some(("", _)) => return Err("ARG names can not be blank".into()),
+            Some((k, v)) => pairs.push((k.to_string(), Some(v.to_string()))),
+            None => pairs.push((a.clone(), None)),
+        }
+    }
+    Ok(Kind::Arg(pairs))
+}
+
+/// `SHELL ["executable", ...]`: JSON form only.
+fn kind_shell(node: &Node) -> Result<Kind, String> {
+    let no_flags = |n: &Node| parse_flags(&n.flags, &[]);
+    no_flags(node)?;
+    if node.args.is_empty() {
+        return Err("SHELL requires at least one argument".into());
+    }
+    if !node.json {
+        return Err(format!(
+            "SHELL requires the arguments to be in JSON form: {}",
+            node.original
+        ));
+    }
+    Ok(Kind::Shell)
+}
+
+/// The instructions with no more than a count of arguments and no flags.
+fn kind_simple(node: &Node) -> Result<Kind, String> {
+    let no_flags = |n: &Node| parse_flags(&n.flags, &[]);
+    Ok(match node.command.as_str() {
         "env" => {
             no_flags(node)?;
             Kind::Env(kvps(node, "ENV")?)
@@ -904,96 +1087,10 @@ pub fn instruction(node: &Node) -> Result<Instruction, String> {
             no_flags(node)?;
             Kind::Maintainer
         }
-        "add" | "copy" => {
-            let add = node.command == "add";
-            let name = if add { "ADD" } else { "COPY" };
-            if node.args.len() < 2 {
-                return Err(format!(
-                    "{name} requires at least two arguments, but only one was provided. \
-                     Destination could not be determined."
-                ));
-            }
-            let specs = if add { ADD_FLAGS } else { COPY_FLAGS };
-            let flags = parse_flags(&node.flags, specs)?;
-            let buildkit = buildkit_flags(specs, &flags);
-            let paths = node.args.clone();
-            if add {
-                Kind::Add {
-                    flags,
-                    buildkit,
-                    paths,
-                }
-            } else {
-                Kind::Copy {
-                    flags,
-                    buildkit,
-                    paths,
-                }
-            }
-        }
-        "from" => {
-            let name = match node.args.len() {
-                3 if node.args[1].eq_ignore_ascii_case("as") => {
-                    let raw = &node.args[2];
-                    let n = raw.to_ascii_lowercase();
-                    let valid = n.starts_with(|c: char| c.is_ascii_lowercase())
-                        && n.chars().all(|c| {
-                            c.is_ascii_lowercase()
-                                || c.is_ascii_digit()
-                                || matches!(c, '-' | '_' | '.')
-                        });
-                    if !valid {
-                        return Err(format!(
-                            "invalid name for build stage: {raw:?}, name can't start with a \
-                             number or contain symbols"
-                        ));
-                    }
-                    Some(n)
-                }
-                1 => None,
-                _ => return Err("FROM requires either one or three arguments".into()),
-            };
-            let flags = parse_flags(&node.flags, FROM_FLAGS)?;
-            Kind::From {
-                image: node.args[0].clone(),
-                name,
-                platform: flags.get("platform").map(str::to_string),
-            }
-        }
-        "onbuild" => {
-            if node.args.is_empty() {
-                return Err("ONBUILD requires at least one argument".into());
-            }
-            no_flags(node)?;
-            let trigger = node.args[0].trim().to_ascii_uppercase();
-            match trigger.as_str() {
-                "ONBUILD" => {
-                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
-                }
-                "MAINTAINER" | "FROM" => {
-                    return Err(format!("{trigger} isn't allowed as an ONBUILD trigger"))
-                }
-                _ => {}
-            }
-            Kind::Onbuild {
-                expression: strip_onbuild(&node.original),
-                trigger,
-            }
-        }
         "workdir" => {
             let p = exactly_one(node, "WORKDIR")?;
             no_flags(node)?;
             Kind::Workdir(p)
-        }
-        "run" => {
-            let flags = parse_flags(&node.flags, RUN_FLAGS)?;
-            let buildkit = buildkit_flags(RUN_FLAGS, &flags);
-            Kind::Run {
-                flags,
-                buildkit,
-                args: node.args.clone(),
-                json: node.json,
-            }
         }
         "cmd" => {
             no_flags(node)?;
@@ -1002,30 +1099,6 @@ pub fn instruction(node: &Node) -> Result<Instruction, String> {
         "entrypoint" => {
             no_flags(node)?;
             Kind::Entrypoint
-        }
-        "healthcheck" => {
-            if node.args.is_empty() {
-                return Err("HEALTHCHECK requires at least one argument".into());
-            }
-            let typ = node.args[0].to_ascii_uppercase();
-            if typ == "NONE" {
-                if node.args.len() != 1 {
-                    return Err("HEALTHCHECK NONE takes no arguments".into());
-                }
-                Kind::Healthcheck { none: true }
-            } else {
-                parse_flags(&node.flags, HEALTH_FLAGS)?;
-                if typ != "CMD" {
-                    return Err(format!(
-                        "Unknown type {:?} in HEALTHCHECK (try CMD)",
-                        node.args[0].to_ascii_uppercase()
-                    ));
-                }
-                if node.args.len() < 2 {
-                    return Err("Missing command after HEALTHCHECK CMD".into());
-                }
-                Kind::Healthcheck { none: false }
-            }
         }
         "expose" => {
             if node.args.is_empty() {
@@ -1039,46 +1112,9 @@ pub fn instruction(node: &Node) -> Result<Instruction, String> {
             no_flags(node)?;
             Kind::User(u)
         }
-        "volume" => {
-            if node.args.is_empty() {
-                return Err("VOLUME requires at least one argument".into());
-            }
-            no_flags(node)?;
-            if node.args.iter().any(|v| v.trim().is_empty()) {
-                return Err("VOLUME specified can not be an empty string".into());
-            }
-            Kind::Volume
-        }
         "stopsignal" => {
             exactly_one(node, "STOPSIGNAL")?;
             Kind::StopSignal
-        }
-        "arg" => {
-            if node.args.is_empty() {
-                return Err("ARG requires at least one argument".into());
-            }
-            let mut pairs = Vec::new();
-            for a in &node.args {
-                match a.split_once('=') {
-                    Some(("", _)) => return Err("ARG names can not be blank".into()),
-                    Some((k, v)) => pairs.push((k.to_string(), Some(v.to_string()))),
-                    None => pairs.push((a.clone(), None)),
-                }
-            }
-            Kind::Arg(pairs)
-        }
-        "shell" => {
-            no_flags(node)?;
-            if node.args.is_empty() {
-                return Err("SHELL requires at least one argument".into());
-            }
-            if !node.json {
-                return Err(format!(
-                    "SHELL requires the arguments to be in JSON form: {}",
-                    node.original
-                ));
-            }
-            Kind::Shell
         }
         other => {
             return Err(format!(
@@ -1086,12 +1122,6 @@ pub fn instruction(node: &Node) -> Result<Instruction, String> {
                 other.to_ascii_uppercase()
             ))
         }
-    };
-    Ok(Instruction {
-        kind,
-        start_line: node.start_line,
-        end_line: node.end_line,
-        original: node.original.clone(),
     })
 }
 
