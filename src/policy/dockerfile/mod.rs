@@ -71,7 +71,7 @@ pub mod lex;
 pub mod parse;
 
 use lex::{Expanded, Lookup};
-use parse::{Instruction, Kind};
+use parse::{Flags, Instruction, Kind};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -1030,149 +1030,17 @@ impl Checker<'_, '_> {
         let line = o.line;
         let p = o.prefix();
         match &ins.kind {
-            Kind::Env(pairs) => {
-                let mut out = Vec::new();
-                for (k, v) in pairs {
-                    match (self.expand(st, k), self.expand(st, v)) {
-                        (Err(e), _) | (_, Err(e)) => {
-                            return self.report(Rule::ParseError, line, format!("{p}{e}"))
-                        }
-                        (Ok(k), Ok(v)) => out.push((k, v)),
-                    }
-                }
-                for (k, v) in out {
-                    let entry = match (k, v) {
-                        (Expanded::Unknown(why), _) => {
-                            st.env.push(EnvEntry::Poison(why));
-                            continue;
-                        }
-                        (Expanded::Known(k), Expanded::Known(v)) => {
-                            EnvEntry::Known(format!("{k}={v}"))
-                        }
-                        (Expanded::Known(k), Expanded::Unknown(why)) => {
-                            EnvEntry::UnknownValue { key: k, why }
-                        }
-                    };
-                    let key = match &entry {
-                        EnvEntry::Known(s) => env_key(s).to_string(),
-                        EnvEntry::UnknownValue { key, .. } => key.clone(),
-                        EnvEntry::Poison(_) => unreachable!(),
-                    };
-                    let slot = st.env.iter_mut().find(|e| match e {
-                        EnvEntry::Known(s) => env_key(s) == key,
-                        EnvEntry::UnknownValue { key: k, .. } => *k == key,
-                        EnvEntry::Poison(_) => false,
-                    });
-                    match slot {
-                        Some(s) => *s = entry,
-                        None => st.env.push(entry),
-                    }
-                }
-            }
-            Kind::Arg(pairs) => {
-                let mut out = Vec::new();
-                for (k, v) in pairs {
-                    let key = self.expand(st, k);
-                    let value = v.as_ref().map(|v| self.expand(st, v)).transpose();
-                    match (key, value) {
-                        (Err(e), _) | (_, Err(e)) => {
-                            return self.report(Rule::ParseError, line, format!("{p}{e}"))
-                        }
-                        (Ok(k), Ok(v)) => out.push((k, v)),
-                    }
-                }
-                for (k, v) in out {
-                    match k {
-                        Expanded::Known(k) => {
-                            st.allowed.insert(k, v);
-                        }
-                        Expanded::Unknown(why) => st.allowed_poison = Some(why),
-                    }
-                }
-            }
+            Kind::Env(pairs) => self.dispatch_env(st, pairs, line, &p),
+            Kind::Arg(pairs) => self.dispatch_arg(st, pairs, line, &p),
             Kind::User(u) => match self.expand(st, u) {
                 Err(e) => self.report(Rule::ParseError, line, format!("{p}{e}")),
                 Ok(value) => st.user = Some(UserSet { value, line }),
             },
             Kind::Run {
                 flags, args, json, ..
-            } => {
-                for m in flags.all("mount") {
-                    let typ = m
-                        .split(',')
-                        .filter_map(|f| f.split_once('='))
-                        .find(|(k, _)| k.eq_ignore_ascii_case("type"))
-                        .map_or("bind", |(_, v)| v);
-                    self.report(
-                        Rule::RunMount,
-                        line,
-                        format!(
-                            "{p}RUN --mount={m}: {typ} mounts are not allowed (cache, secret and ssh \
-                             mounts share state or secrets between builds; the legacy builder \
-                             urun uses runs no RUN --mount)"
-                        ),
-                    );
-                }
-                if let Some(n) = flags.get("network") {
-                    self.report(Rule::RunNetwork, line, format!("{p}RUN --network={n}: a RUN step cannot choose its network (the build's network is set by the policy)"));
-                }
-                if let Some(s) = flags.get("security") {
-                    self.report(
-                        Rule::RunSecurity,
-                        line,
-                        format!(
-                            "{p}RUN --security={s}: a RUN step cannot change its security settings"
-                        ),
-                    );
-                }
-                if !json && args.first().is_some_and(|c| has_heredoc(c)) {
-                    self.report(Rule::Heredoc, line, format!("{p}{HEREDOC}"));
-                }
-            }
-            Kind::Add {
-                flags,
-                buildkit,
-                paths,
-            }
-            | Kind::Copy {
-                flags,
-                buildkit,
-                paths,
-            } => {
-                let add = matches!(ins.kind, Kind::Add { .. });
-                let name = if add { "ADD" } else { "COPY" };
-                for f in buildkit {
-                    self.report(
-                        Rule::FlagBuildkit,
-                        line,
-                        format!("{p}{name} --{f} needs BuildKit; the legacy builder urun uses refuses it"),
-                    );
-                }
-                let sources = &paths[..paths.len() - 1];
-                if sources.iter().any(|s| s.starts_with("<<")) {
-                    self.report(Rule::Heredoc, line, format!("{p}{HEREDOC}"));
-                }
-                if add {
-                    for s in sources {
-                        match self.expand(st, s) {
-                            Err(e) => {
-                                return self.report(Rule::ParseError, line, format!("{p}{e}"))
-                            }
-                            Ok(Expanded::Known(v)) => {
-                                if let (Some(kind), false) = (url_kind(&v), self.input.network) {
-                                    self.report(
-                                        Rule::AddUrl,
-                                        line,
-                                        format!("{p}ADD {v}: this build has no network, so a {kind} cannot be fetched; download it into the context first"),
-                                    );
-                                }
-                            }
-                            Ok(Expanded::Unknown(_)) => {}
-                        }
-                    }
-                } else if let Some(from) = flags.get("from").filter(|f| !f.is_empty()) {
-                    self.copy_from(index, line, from, &p);
-                }
+            } => self.dispatch_run(flags, args, *json, line, &p),
+            Kind::Add { .. } | Kind::Copy { .. } => {
+                self.dispatch_add_copy(st, index, ins, line, &p)
             }
             Kind::Onbuild { expression, .. } => {
                 self.report(
@@ -1190,6 +1058,170 @@ impl Checker<'_, '_> {
                 st.health = if *none { Health::No } else { Health::Yes };
             }
             _ => {}
+        }
+    }
+
+    /// `ENV`: each pair expanded, later ones replacing earlier ones of that name.
+    fn dispatch_env(
+        &mut self,
+        st: &mut StageState,
+        pairs: &[(String, String)],
+        line: usize,
+        p: &str,
+    ) {
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            match (self.expand(st, k), self.expand(st, v)) {
+                (Err(e), _) | (_, Err(e)) => {
+                    return self.report(Rule::ParseError, line, format!("{p}{e}"))
+                }
+                (Ok(k), Ok(v)) => out.push((k, v)),
+            }
+        }
+        for (k, v) in out {
+            let entry = match (k, v) {
+                (Expanded::Unknown(why), _) => {
+                    st.env.push(EnvEntry::Poison(why));
+                    continue;
+                }
+                (Expanded::Known(k), Expanded::Known(v)) => EnvEntry::Known(format!("{k}={v}")),
+                (Expanded::Known(k), Expanded::Unknown(why)) => {
+                    EnvEntry::UnknownValue { key: k, why }
+                }
+            };
+            let key = match &entry {
+                EnvEntry::Known(s) => env_key(s).to_string(),
+                EnvEntry::UnknownValue { key, .. } => key.clone(),
+                EnvEntry::Poison(_) => unreachable!(),
+            };
+            let slot = st.env.iter_mut().find(|e| match e {
+                EnvEntry::Known(s) => env_key(s) == key,
+                EnvEntry::UnknownValue { key: k, .. } => *k == key,
+                EnvEntry::Poison(_) => false,
+            });
+            match slot {
+                Some(s) => *s = entry,
+                None => st.env.push(entry),
+            }
+        }
+    }
+
+    /// `ARG`: the names a later `${...}` may use.
+    fn dispatch_arg(
+        &mut self,
+        st: &mut StageState,
+        pairs: &[(String, Option<String>)],
+        line: usize,
+        p: &str,
+    ) {
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            let key = self.expand(st, k);
+            let value = v.as_ref().map(|v| self.expand(st, v)).transpose();
+            match (key, value) {
+                (Err(e), _) | (_, Err(e)) => {
+                    return self.report(Rule::ParseError, line, format!("{p}{e}"))
+                }
+                (Ok(k), Ok(v)) => out.push((k, v)),
+            }
+        }
+        for (k, v) in out {
+            match k {
+                Expanded::Known(k) => {
+                    st.allowed.insert(k, v);
+                }
+                Expanded::Unknown(why) => st.allowed_poison = Some(why),
+            }
+        }
+    }
+
+    /// `RUN`: no `--mount`, `--network`, `--security`, heredoc.
+    fn dispatch_run(&mut self, flags: &Flags, args: &[String], json: bool, line: usize, p: &str) {
+        for m in flags.all("mount") {
+            let typ = m
+                .split(',')
+                .filter_map(|f| f.split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("type"))
+                .map_or("bind", |(_, v)| v);
+            self.report(
+                Rule::RunMount,
+                line,
+                format!(
+                    "{p}RUN --mount={m}: {typ} mounts are not allowed (cache, secret and ssh \
+                     mounts share state or secrets between builds; the legacy builder \
+                     urun uses runs no RUN --mount)"
+                ),
+            );
+        }
+        if let Some(n) = flags.get("network") {
+            self.report(Rule::RunNetwork, line, format!("{p}RUN --network={n}: a RUN step cannot choose its network (the build's network is set by the policy)"));
+        }
+        if let Some(s) = flags.get("security") {
+            self.report(
+                Rule::RunSecurity,
+                line,
+                format!("{p}RUN --security={s}: a RUN step cannot change its security settings"),
+            );
+        }
+        if !json && args.first().is_some_and(|c| has_heredoc(c)) {
+            self.report(Rule::Heredoc, line, format!("{p}{HEREDOC}"));
+        }
+    }
+
+    /// `ADD` and `COPY`: no BuildKit flags or heredocs, no URL without a network, a
+    /// `COPY --from` that is allowed.
+    fn dispatch_add_copy(
+        &mut self,
+        st: &mut StageState,
+        index: usize,
+        ins: &Instruction,
+        line: usize,
+        p: &str,
+    ) {
+        let (Kind::Add {
+            flags,
+            buildkit,
+            paths,
+        }
+        | Kind::Copy {
+            flags,
+            buildkit,
+            paths,
+        }) = &ins.kind
+        else {
+            return;
+        };
+        let add = matches!(ins.kind, Kind::Add { .. });
+        let name = if add { "ADD" } else { "COPY" };
+        for f in buildkit {
+            self.report(
+                Rule::FlagBuildkit,
+                line,
+                format!("{p}{name} --{f} needs BuildKit; the legacy builder urun uses refuses it"),
+            );
+        }
+        let sources = &paths[..paths.len() - 1];
+        if sources.iter().any(|s| s.starts_with("<<")) {
+            self.report(Rule::Heredoc, line, format!("{p}{HEREDOC}"));
+        }
+        if add {
+            for s in sources {
+                match self.expand(st, s) {
+                    Err(e) => return self.report(Rule::ParseError, line, format!("{p}{e}")),
+                    Ok(Expanded::Known(v)) => {
+                        if let (Some(kind), false) = (url_kind(&v), self.input.network) {
+                            self.report(
+                                Rule::AddUrl,
+                                line,
+                                format!("{p}ADD {v}: this build has no network, so a {kind} cannot be fetched; download it into the context first"),
+                            );
+                        }
+                    }
+                    Ok(Expanded::Unknown(_)) => {}
+                }
+            }
+        } else if let Some(from) = flags.get("from").filter(|f| !f.is_empty()) {
+            self.copy_from(index, line, from, p);
         }
     }
 
