@@ -853,6 +853,43 @@ impl Checker<'_, '_> {
     /// `FROM`: resolves the base, checks it against the policy, starts the stage from
     /// the base's state and runs the base's `ONBUILD` triggers.
     fn begin_stage(&mut self, index: usize, from: &Instruction) -> Option<StageState> {
+        let Kind::From { image, name, .. } = &from.kind else {
+            unreachable!("a stage starts with FROM")
+        };
+        let line = from.start_line;
+        let resolved = self.resolve_from(from)?;
+        let stage_ix = resolved.is_ascii().then(|| {
+            let lower = resolved.to_ascii_lowercase();
+            self.done
+                .iter()
+                .position(|s| s.name.as_deref() == Some(&lower))
+        });
+        let (base, mut st, triggers) = if let Some(Some(j)) = stage_ix {
+            let mut st = self.done[j].clone();
+            let triggers = std::mem::take(&mut st.onbuild);
+            (BaseRef::Stage(j), st, triggers)
+        } else {
+            self.base_image(index, line, image, &resolved)
+        };
+        st.name = name.clone();
+        st.allowed.clear();
+        st.allowed_poison = None;
+        self.facts.stages.push(StageFact {
+            index,
+            name: name.clone(),
+            line,
+            from: image.clone(),
+            base,
+        });
+        for t in triggers {
+            self.run_trigger(&mut st, index, &t);
+        }
+        Some(st)
+    }
+
+    /// The `FROM` line's image with the global `ARG`s expanded, or `None` (reported)
+    /// for a stage name used twice, a bad platform or a blank image.
+    fn resolve_from(&mut self, from: &Instruction) -> Option<String> {
         let Kind::From {
             image,
             name,
@@ -898,94 +935,75 @@ impl Checker<'_, '_> {
             );
             return None;
         }
-        let stage_ix = resolved.is_ascii().then(|| {
-            let lower = resolved.to_ascii_lowercase();
-            self.done
-                .iter()
-                .position(|s| s.name.as_deref() == Some(&lower))
-        });
-        let mut triggers = Vec::new();
-        let (base, mut st) = if let Some(Some(j)) = stage_ix {
-            let mut st = self.done[j].clone();
-            triggers = std::mem::take(&mut st.onbuild);
-            (BaseRef::Stage(j), st)
-        } else {
-            let mut st = StageState {
-                name: None,
-                root: None,
-                base_env_known: true,
-                env: Vec::new(),
-                user: None,
-                onbuild: Vec::new(),
-                health: Health::No,
-                allowed: BTreeMap::new(),
-                allowed_poison: None,
-            };
-            if resolved == "scratch" {
-                (BaseRef::Scratch, st)
-            } else {
-                let allowed = resolved.is_ascii() && (self.input.image_allowed)(&resolved);
-                if !allowed {
-                    self.report(
-                        Rule::FromNotAllowed,
-                        line,
-                        if resolved == *image {
-                            format!("FROM {resolved}: the policy does not allow this image")
-                        } else {
-                            format!(
-                                "FROM {image} (= {resolved}): the policy does not allow this image"
-                            )
-                        },
-                    );
-                }
-                self.facts.images.push(ImageUse {
-                    line,
-                    stage: index,
-                    reference: resolved.clone(),
-                    via: Via::From,
-                    allowed,
-                });
-                st.root = Some(resolved.clone());
-                match (self.input.base_image)(&resolved) {
-                    Some(b) => {
-                        st.env = b.env.into_iter().map(EnvEntry::Known).collect();
-                        st.health = if b.healthcheck {
-                            Health::Yes
-                        } else {
-                            Health::No
-                        };
-                        triggers = b
-                            .onbuild
-                            .into_iter()
-                            .map(|expression| Trigger {
-                                expression,
-                                line,
-                                from_image: true,
-                            })
-                            .collect();
-                    }
-                    None => {
-                        st.base_env_known = false;
-                        st.health = Health::Unknown;
-                    }
-                }
-                (BaseRef::Image(resolved.clone()), st)
-            }
+        Some(resolved)
+    }
+
+    /// A stage on an image (or `scratch`): allowed by the policy, its environment,
+    /// healthcheck and `ONBUILD` triggers as far as they are known.
+    fn base_image(
+        &mut self,
+        index: usize,
+        line: usize,
+        image: &str,
+        resolved: &str,
+    ) -> (BaseRef, StageState, Vec<Trigger>) {
+        let resolved = resolved.to_string();
+        let mut st = StageState {
+            name: None,
+            root: None,
+            base_env_known: true,
+            env: Vec::new(),
+            user: None,
+            onbuild: Vec::new(),
+            health: Health::No,
+            allowed: BTreeMap::new(),
+            allowed_poison: None,
         };
-        st.name = name.clone();
-        st.allowed.clear();
-        st.allowed_poison = None;
-        self.facts.stages.push(StageFact {
-            index,
-            name: name.clone(),
-            line,
-            from: image.clone(),
-            base,
-        });
-        for t in triggers {
-            self.run_trigger(&mut st, index, &t);
+        if resolved == "scratch" {
+            return (BaseRef::Scratch, st, Vec::new());
         }
-        Some(st)
+        let allowed = resolved.is_ascii() && (self.input.image_allowed)(&resolved);
+        if !allowed {
+            let message = if resolved == image {
+                format!("FROM {resolved}: the policy does not allow this image")
+            } else {
+                format!("FROM {image} (= {resolved}): the policy does not allow this image")
+            };
+            self.report(Rule::FromNotAllowed, line, message);
+        }
+        self.facts.images.push(ImageUse {
+            line,
+            stage: index,
+            reference: resolved.clone(),
+            via: Via::From,
+            allowed,
+        });
+        st.root = Some(resolved.clone());
+        let mut triggers = Vec::new();
+        match (self.input.base_image)(&resolved) {
+            Some(b) => {
+                st.env = b.env.into_iter().map(EnvEntry::Known).collect();
+                st.health = if b.healthcheck {
+                    Health::Yes
+                } else {
+                    Health::No
+                };
+                triggers = b
+                    .onbuild
+                    .into_iter()
+                    .map(|expression| Trigger {
+                        expression,
+                        line,
+                        from_image: true,
+                    })
+                    .collect();
+            }
+            None => {
+                st.base_env_known = false;
+                st.health = Health::Unknown;
+            }
+        }
+        (BaseRef::Image(resolved), st, triggers)
     }
 
     /// Docker's `dispatchTriggeredOnBuild` for one trigger.
