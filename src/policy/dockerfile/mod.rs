@@ -783,29 +783,8 @@ impl Checker<'_, '_> {
                     .into(),
             );
         }
-        // Global ARGs (Docker's processMetaArg): substitute every pair with the
-        // global args seen so far, then declare them all.
-        for ins in &df.meta_args {
-            let Kind::Arg(pairs) = &ins.kind else {
-                continue;
-            };
-            let mut expanded = Vec::new();
-            for (k, v) in pairs {
-                let key = self.expand_meta(k);
-                let value = v.as_ref().map(|v| self.expand_meta(v)).transpose();
-                match (key, value) {
-                    (Ok(Expanded::Known(k)), Ok(v)) => {
-                        expanded.push((k, v.map(|v| v.known().unwrap_or_default().to_string())))
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        return self.report(Rule::ParseError, ins.start_line, e);
-                    }
-                    (Ok(Expanded::Unknown(_)), _) => unreachable!("global args are known"),
-                }
-            }
-            for (k, v) in expanded {
-                self.meta.insert(k, v);
-            }
+        if !self.meta_args(df) {
+            return;
         }
         if df.stages.is_empty() {
             return self.report(
@@ -848,6 +827,35 @@ impl Checker<'_, '_> {
             self.done.push(st);
         }
         self.finish(last, df.stages[last].from.start_line);
+    }
+
+    /// Global ARGs (Docker's `processMetaArg`): every pair substituted with the global
+    /// args seen so far, then all declared. `false`: one could not be (reported).
+    fn meta_args(&mut self, df: &parse::Dockerfile) -> bool {
+        for ins in &df.meta_args {
+            let Kind::Arg(pairs) = &ins.kind else {
+                continue;
+            };
+            let mut expanded = Vec::new();
+            for (k, v) in pairs {
+                let key = self.expand_meta(k);
+                let value = v.as_ref().map(|v| self.expand_meta(v)).transpose();
+                match (key, value) {
+                    (Ok(Expanded::Known(k)), Ok(v)) => {
+                        expanded.push((k, v.map(|v| v.known().unwrap_or_default().to_string())))
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        self.report(Rule::ParseError, ins.start_line, e);
+                        return false;
+                    }
+                    (Ok(Expanded::Unknown(_)), _) => unreachable!("global args are known"),
+                }
+            }
+            for (k, v) in expanded {
+                self.meta.insert(k, v);
+            }
+        }
+        true
     }
 
     /// `FROM`: resolves the base, checks it against the policy, starts the stage from

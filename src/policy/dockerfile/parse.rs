@@ -221,12 +221,8 @@ fn scan_lines(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Parses a whole Dockerfile (Docker's `parser.Parse`). The text is refused if it
-/// holds a NUL or a byte-order mark other than a leading one, or a line longer than
-/// Docker reads.
-pub fn parse(text: &str) -> Result<Parsed, ParseError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines = scan_lines(text);
+/// No NUL, no byte-order mark inside, no line longer than Docker reads.
+fn check_lines(lines: &[&str]) -> Result<(), ParseError> {
     for (i, l) in lines.iter().enumerate() {
         if l.contains('\0') {
             return err(i + 1, "the Dockerfile contains a NUL character");
@@ -244,6 +240,46 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
             );
         }
     }
+    Ok(())
+}
+
+/// The continuation lines of an instruction, appended to `line` until one does not
+/// end with the escape character (comments skipped). Whether an empty continuation
+/// line was among them.
+fn continue_line<'t>(
+    it: &mut impl Iterator<Item = &'t str>,
+    d: &mut Directives,
+    current: &mut usize,
+    line: &mut String,
+) -> Result<bool, ParseError> {
+    let mut empty = false;
+    for raw in it {
+        d.possible(raw, *current + 1)?;
+        let processed = if raw.starts_with('#') { "" } else { raw };
+        *current += 1;
+        if is_comment(raw) {
+            continue;
+        }
+        if processed.trim_start_matches(go_space).is_empty() {
+            empty = true;
+            continue;
+        }
+        let (cont, end) = trim_continuation(processed, d.escape);
+        line.push_str(&cont);
+        if end {
+            break;
+        }
+    }
+    Ok(empty)
+}
+
+/// Parses a whole Dockerfile (Docker's `parser.Parse`). The text is refused if it
+/// holds a NUL or a byte-order mark other than a leading one, or a line longer than
+/// Docker reads.
+pub fn parse(text: &str) -> Result<Parsed, ParseError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = scan_lines(text);
+    check_lines(&lines)?;
     let mut d = Directives {
         escape: '\\',
         done: false,
@@ -263,27 +299,11 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
         };
         current += 1;
         let start = current;
-        let (mut line, mut end) = trim_continuation(processed, d.escape);
+        let (mut line, end) = trim_continuation(processed, d.escape);
         if end && line.is_empty() {
             continue;
         }
-        let mut empty = false;
-        while !end {
-            let Some(raw) = it.next() else { break };
-            d.possible(raw, current + 1)?;
-            let processed = if raw.starts_with('#') { "" } else { raw };
-            current += 1;
-            if is_comment(raw) {
-                continue;
-            }
-            if processed.trim_start_matches(go_space).is_empty() {
-                empty = true;
-                continue;
-            }
-            let (cont, e) = trim_continuation(processed, d.escape);
-            line.push_str(&cont);
-            end = e;
-        }
+        let empty = !end && continue_line(&mut it, &mut d, &mut current, &mut line)?;
         if empty {
             empty_continuations.push(start);
         }
