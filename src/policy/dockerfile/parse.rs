@@ -395,188 +395,199 @@ fn byte_space(b: u8) -> bool {
 /// and may even take part of a character for a space).
 fn extract_builder_flags(line: &str) -> Result<(String, Vec<String>), String> {
     let b = line.as_bytes();
-    let mut words = Vec::new();
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let mut phase = Phase::Spaces;
-    let mut word = String::new();
-    let mut quote = 0u8;
-    let mut blank_ok = false;
-    let non_ascii =
-        || Err("non-ASCII characters in instruction flags are not supported".to_string());
+    let mut f = Flags_::default();
     let mut pos = 0;
-    while pos <= b.len() {
-        let ch = if pos < b.len() { b[pos] } else { 0 };
-        if phase == Phase::Spaces {
-            if pos == b.len() {
-                break;
-            }
-            if byte_space(ch) {
-                if !ch.is_ascii() {
-                    return non_ascii();
-                }
-                pos += 1;
-                continue;
-            }
-            if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
-                return Ok((line[pos..].to_string(), words));
-            }
-            phase = Phase::Word;
+    while pos < b.len() {
+        // Only the arguments after the flags may hold other bytes.
+        let starts_args = f.phase == Phase::Spaces
+            && !byte_space(b[pos])
+            && (b[pos] != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-');
+        if !starts_args && !b[pos].is_ascii() {
+            return Err("non-ASCII characters in instruction flags are not supported".into());
         }
-        if pos == b.len() {
-            if word != "--" && (blank_ok || !word.is_empty()) {
-                words.push(word);
+        let next = match f.phase {
+            Phase::Spaces if byte_space(b[pos]) => Some(pos + 1),
+            Phase::Spaces if b[pos] != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' => None,
+            Phase::Spaces => {
+                f.phase = Phase::Word;
+                Some(pos)
             }
-            break;
+            Phase::Word => f.in_word(b, pos)?,
+            Phase::Quote => Some(f.in_quote(b, pos)?),
+        };
+        match next {
+            Some(n) => pos = n,
+            None => return Ok((line[pos..].to_string(), f.words)),
         }
-        if !ch.is_ascii() {
-            return non_ascii();
-        }
-        if phase == Phase::Word {
-            if byte_space(ch) {
-                phase = Phase::Spaces;
-                if word == "--" {
-                    return Ok((line[pos..].to_string(), words));
-                }
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
-                pos += 1;
-                continue;
-            }
-            if ch == b'\'' || ch == b'"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-                pos += 1;
-                continue;
-            }
-            let mut c = ch;
-            if c == b'\\' {
-                if pos + 1 == b.len() {
-                    pos += 1;
-                    continue;
-                }
-                pos += 1;
-                c = b[pos];
-                if !c.is_ascii() {
-                    return non_ascii();
-                }
-            }
-            word.push(c as char);
-            pos += 1;
-            continue;
-        }
-        // in a quote
-        if ch == quote {
-            phase = Phase::Word;
-            pos += 1;
-            continue;
-        }
-        let mut c = ch;
-        if c == b'\\' {
-            if pos + 1 == b.len() {
-                phase = Phase::Word;
-                pos += 1;
-                continue;
-            }
-            pos += 1;
-            c = b[pos];
-            if !c.is_ascii() {
-                return non_ascii();
-            }
-        }
-        word.push(c as char);
-        pos += 1;
     }
-    Ok((String::new(), words))
+    if f.phase != Phase::Spaces && f.word != "--" && (f.blank_ok || !f.word.is_empty()) {
+        f.words.push(f.word);
+    }
+    Ok((String::new(), f.words))
+}
+
+/// [`extract_builder_flags`]' state (bytes, all ASCII).
+#[derive(Default)]
+#[allow(non_camel_case_types)]
+struct Flags_ {
+    phase: Phase,
+    quote: u8,
+    blank_ok: bool,
+    word: String,
+    words: Vec<String>,
+}
+
+impl Flags_ {
+    /// One byte of a flag word; the next position, or `None` where the arguments
+    /// start (after a lone `--`).
+    fn in_word(&mut self, b: &[u8], mut pos: usize) -> Result<Option<usize>, String> {
+        let ch = b[pos];
+        if byte_space(ch) {
+            self.phase = Phase::Spaces;
+            if self.word == "--" {
+                return Ok(None);
+            }
+            if self.blank_ok || !self.word.is_empty() {
+                self.words.push(std::mem::take(&mut self.word));
+            }
+            self.blank_ok = false;
+            return Ok(Some(pos + 1));
+        }
+        if ch == b'\'' || ch == b'"' {
+            self.quote = ch;
+            self.blank_ok = true;
+            self.phase = Phase::Quote;
+            return Ok(Some(pos + 1));
+        }
+        if ch == b'\\' {
+            if pos + 1 == b.len() {
+                return Ok(Some(pos + 1));
+            }
+            pos += 1;
+        }
+        self.push(b[pos])?;
+        Ok(Some(pos + 1))
+    }
+
+    /// One byte in a quote; the next position.
+    fn in_quote(&mut self, b: &[u8], mut pos: usize) -> Result<usize, String> {
+        let ch = b[pos];
+        if ch == self.quote {
+            self.phase = Phase::Word;
+            return Ok(pos + 1);
+        }
+        if ch == b'\\' {
+            if pos + 1 == b.len() {
+                self.phase = Phase::Word;
+                return Ok(pos + 1);
+            }
+            pos += 1;
+        }
+        self.push(b[pos])?;
+        Ok(pos + 1)
+    }
+
+    fn push(&mut self, c: u8) -> Result<(), String> {
+        if !c.is_ascii() {
+            return Err("non-ASCII characters in instruction flags are not supported".into());
+        }
+        self.word.push(c as char);
+        Ok(())
+    }
 }
 
 /// `parseWords`: space-separated words, quotes and escapes kept for the substitution.
 pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
     let chars: Vec<char> = rest.chars().collect();
-    let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut word = String::new();
-    let mut quote = '\0';
-    let mut blank_ok = false;
+    let mut w = Words {
+        escape,
+        ..Words::default()
+    };
     let mut pos = 0;
-    while pos <= chars.len() {
-        let at_end = pos == chars.len();
-        let mut ch = if at_end { '\0' } else { chars[pos] };
-        if phase == Phase::Spaces {
-            if at_end {
-                break;
+    while pos < chars.len() {
+        pos = match w.phase {
+            Phase::Spaces if go_space(chars[pos]) => pos + 1,
+            Phase::Spaces => {
+                w.phase = Phase::Word;
+                pos
             }
-            if go_space(ch) {
-                pos += 1;
-                continue;
+            Phase::Word => w.in_word(&chars, pos),
+            Phase::Quote => w.in_quote(&chars, pos),
+        };
+    }
+    if w.phase != Phase::Spaces && (w.blank_ok || !w.word.is_empty()) {
+        w.words.push(w.word);
+    }
+    w.words
+}
+
+/// Where a word scanner is: between words, in a word, in a quote.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Spaces,
+    Word,
+    Quote,
+}
+
+/// [`parse_words`]' state.
+#[derive(Default)]
+struct Words {
+    escape: char,
+    phase: Phase,
+    quote: char,
+    blank_ok: bool,
+    word: String,
+    words: Vec<String>,
+}
+
+impl Words {
+    /// One character of a word (quotes and escapes kept); the next position.
+    fn in_word(&mut self, chars: &[char], mut pos: usize) -> usize {
+        let mut ch = chars[pos];
+        if go_space(ch) {
+            self.phase = Phase::Spaces;
+            if self.blank_ok || !self.word.is_empty() {
+                self.words.push(std::mem::take(&mut self.word));
             }
-            phase = Phase::Word;
+            self.blank_ok = false;
+            return pos + 1;
         }
-        if at_end {
-            if blank_ok || !word.is_empty() {
-                words.push(word);
-            }
-            break;
+        if ch == '\'' || ch == '"' {
+            self.quote = ch;
+            self.blank_ok = true;
+            self.phase = Phase::Quote;
         }
-        if phase == Phase::Word {
-            if go_space(ch) {
-                phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
-                pos += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-            }
-            if ch == escape {
-                if pos + 1 == chars.len() {
-                    pos += 1;
-                    continue;
-                }
-                word.push(ch);
-                pos += 1;
-                ch = chars[pos];
-            }
-            word.push(ch);
-            pos += 1;
-            continue;
-        }
-        // in a quote
-        if ch == quote {
-            phase = Phase::Word;
-        }
-        if ch == escape && quote != '\'' {
+        if ch == self.escape {
             if pos + 1 == chars.len() {
-                phase = Phase::Word;
-                pos += 1;
-                continue;
+                return pos + 1;
             }
+            self.word.push(ch);
             pos += 1;
-            word.push(ch);
             ch = chars[pos];
         }
-        word.push(ch);
-        pos += 1;
+        self.word.push(ch);
+        pos + 1
     }
-    words
+
+    /// One character in a quote; the next position.
+    fn in_quote(&mut self, chars: &[char], mut pos: usize) -> usize {
+        let mut ch = chars[pos];
+        if ch == self.quote {
+            self.phase = Phase::Word;
+        }
+        if ch == self.escape && self.quote != '\'' {
+            if pos + 1 == chars.len() {
+                self.phase = Phase::Word;
+                return pos + 1;
+            }
+            pos += 1;
+            self.word.push(ch);
+            ch = chars[pos];
+        }
+        self.word.push(ch);
+        pos + 1
+    }
 }
 
 /// `parseNameVal` (`ENV`, `LABEL`): `key=value ...`, or the old `KEY value` form.
