@@ -395,7 +395,7 @@ fn byte_space(b: u8) -> bool {
 /// and may even take part of a character for a space).
 fn extract_builder_flags(line: &str) -> Result<(String, Vec<String>), String> {
     let b = line.as_bytes();
-    let mut f = Flags_::default();
+    let mut f = FlagWords::default();
     let mut pos = 0;
     while pos < b.len() {
         // Only the arguments after the flags may hold other bytes.
@@ -428,8 +428,7 @@ fn extract_builder_flags(line: &str) -> Result<(String, Vec<String>), String> {
 
 /// [`extract_builder_flags`]' state (bytes, all ASCII).
 #[derive(Default)]
-#[allow(non_camel_case_types)]
-struct Flags_ {
+struct FlagWords {
     phase: Phase,
     quote: u8,
     blank_ok: bool,
@@ -437,7 +436,7 @@ struct Flags_ {
     words: Vec<String>,
 }
 
-impl Flags_ {
+impl FlagWords {
     /// One byte of a flag word; the next position, or `None` where the arguments
     /// start (after a lone `--`).
     fn in_word(&mut self, b: &[u8], mut pos: usize) -> Result<Option<usize>, String> {
