@@ -259,14 +259,7 @@ mod tests {
     use crate::policy::{Bytes, Count, Cpus};
 
     fn caller() -> Caller {
-        Caller {
-            uid: 1001,
-            gid: 1002,
-            pid: 4242,
-            groups: vec![1002, 27],
-            name: Some("alice".into()),
-            group: Some("alice".into()),
-        }
+        Caller::example()
     }
 
     /// Requests that try everything a request can carry.

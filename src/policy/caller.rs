@@ -28,3 +28,18 @@ impl Caller {
         self.gid == gid || self.groups.contains(&gid)
     }
 }
+
+#[cfg(test)]
+impl Caller {
+    /// alice, uid 1001, gid 1002, also in group 27: for unit tests.
+    pub fn example() -> Caller {
+        Caller {
+            uid: 1001,
+            gid: 1002,
+            pid: 4242,
+            groups: vec![1002, 27],
+            name: Some("alice".into()),
+            group: Some("alice".into()),
+        }
+    }
+}

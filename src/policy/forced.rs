@@ -212,14 +212,7 @@ mod tests {
     use super::*;
 
     fn caller() -> Caller {
-        Caller {
-            uid: 1001,
-            gid: 1002,
-            pid: 4242,
-            groups: vec![1002, 27],
-            name: Some("alice".into()),
-            group: Some("alice".into()),
-        }
+        Caller::example()
     }
 
     #[test]

@@ -769,13 +769,7 @@ mod tests {
     }
 
     fn found(tags: &[&str], volumes: &[&str]) -> ImageFacts {
-        ImageFacts {
-            id: format!("sha256:{}", "ab".repeat(32)),
-            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
-            repo_digests: vec![],
-            volumes: volumes.iter().map(|v| v.to_string()).collect(),
-            working_dir: None,
-        }
+        ImageFacts::example(tags, volumes)
     }
 
     #[test]

@@ -344,6 +344,20 @@ pub struct ImageFacts {
     pub working_dir: Option<String>,
 }
 
+#[cfg(test)]
+impl ImageFacts {
+    /// An image with ID `sha256:abab...`, these tags and `VOLUME`s: for unit tests.
+    pub fn example(tags: &[&str], volumes: &[&str]) -> ImageFacts {
+        ImageFacts {
+            id: format!("sha256:{}", "ab".repeat(32)),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: vec![],
+            volumes: volumes.iter().map(|v| v.to_string()).collect(),
+            working_dir: None,
+        }
+    }
+}
+
 /// Most `VOLUME`s an image may declare.
 pub const MAX_VOLUMES: usize = 32;
 

@@ -122,53 +122,49 @@ impl Unit {
     }
 }
 
-/// A byte size: an integer, or a string with a binary suffix as docker takes it
-/// (`"512m"`, `"1g"`, `"64k"`, `"100b"`). At least 4 MiB, at most 1 TiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Bytes(pub u64);
+/// A quantity type over a [`Unit`]: `parse`, `Display` in the largest unit from
+/// `$largest` down that divides it, `Deserialize` from an integer or a string.
+macro_rules! quantity {
+    ($(#[$doc:meta])* $name:ident, $unit:ident, $largest:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub struct $name(pub u64);
 
-impl Bytes {
-    pub const MIN: u64 = SIZE.min;
-    pub const MAX: u64 = SIZE.max;
+        impl $name {
+            pub const MIN: u64 = $unit.min;
+            pub const MAX: u64 = $unit.max;
 
-    pub fn parse(s: &str) -> Result<Bytes, String> {
-        SIZE.parse(s).map(Bytes)
-    }
+            pub fn parse(s: &str) -> Result<$name, String> {
+                $unit.parse(s).map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                $unit.format(self.0, $largest, f)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $unit.deserialize(d).map($name)
+            }
+        }
+    };
 }
 
-impl fmt::Display for Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SIZE.format(self.0, 'g', f)
-    }
-}
+quantity!(
+    /// A byte size: an integer, or a string with a binary suffix as docker takes it
+    /// (`"512m"`, `"1g"`, `"64k"`, `"100b"`). At least 4 MiB, at most 1 TiB.
+    Bytes,
+    SIZE,
+    'g'
+);
 
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SIZE.deserialize(d).map(Bytes)
-    }
-}
-
-/// A duration in whole seconds: an integer, or a string with a unit (`"90s"`,
-/// `"30m"`, `"2h"`, `"1d"`). At least 1 second, at most 30 days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Seconds(pub u64);
-
-impl Seconds {
-    pub const MAX: u64 = DURATION.max;
-
-    pub fn parse(s: &str) -> Result<Seconds, String> {
-        DURATION.parse(s).map(Seconds)
-    }
-}
-
-impl fmt::Display for Seconds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        DURATION.format(self.0, 'd', f)
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        DURATION.deserialize(d).map(Seconds)
-    }
-}
+quantity!(
+    /// A duration in whole seconds: an integer, or a string with a unit (`"90s"`,
+    /// `"30m"`, `"2h"`, `"1d"`). At least 1 second, at most 30 days.
+    Seconds,
+    DURATION,
+    'd'
+);

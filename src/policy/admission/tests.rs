@@ -215,13 +215,7 @@ fn missing_image_workdir(m: &Policy) -> Result<(), Refusal> {
 }
 
 fn found(tags: &[&str], volumes: &[&str]) -> ImageFacts {
-    ImageFacts {
-        id: format!("sha256:{}", "ab".repeat(32)),
-        repo_tags: tags.iter().map(|t| t.to_string()).collect(),
-        repo_digests: vec![],
-        volumes: volumes.iter().map(|v| v.to_string()).collect(),
-        working_dir: None,
-    }
+    ImageFacts::example(tags, volumes)
 }
 
 fn image_refusals() -> Vec<(Rule, Result<(), Refusal>)> {
