@@ -195,7 +195,7 @@ impl DockerEngine {
             .map_err(|e| {
                 if transport_failure(&e) {
                     return RunError {
-                        status: 125,
+                        status: crate::wire::status::REFUSED,
                         message: NOT_ANSWERING.into(),
                     };
                 }

@@ -15,7 +15,7 @@ pub mod fake;
 pub use docker::{DockerEngine, DEFAULT_HOST};
 
 use crate::policy::reference::{ImageFacts, Reference};
-use crate::wire::{Progress, Signal, WinSize};
+use crate::wire::{status, Progress, Signal, WinSize};
 use anyhow::{bail, Result};
 use bollard::models::ContainerCreateBody;
 use bytes::Bytes;
@@ -196,11 +196,11 @@ pub fn start_error_status(message: &str) -> u8 {
     if message.contains("executable file not found")
         || message.contains("no such file or directory")
     {
-        127
+        status::NOT_FOUND
     } else if message.contains("permission denied") || message.contains("is a directory") {
-        126
+        status::NOT_EXECUTABLE
     } else {
-        125
+        status::REFUSED
     }
 }
 
