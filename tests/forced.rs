@@ -25,7 +25,7 @@ enum Proof {
     /// a real run by a real user.
     Test(&'static str, &'static str),
     /// Not visible from inside a container: why, and the unit test of
-    /// `policy::forced` (src/policy/forced.rs) that checks the built configuration.
+    /// `engine::config` (src/engine/config.rs) that checks the built configuration.
     ConfigOnly(&'static str, &'static str),
 }
 use Proof::*;
@@ -434,11 +434,11 @@ fn every_forced_row_is_proven_or_marked_config_only() {
                     }
                 }
                 ConfigOnly(reason, unit) => {
-                    let src = include_str!("../src/policy/forced.rs");
+                    let src = include_str!("../src/engine/config.rs");
                     if reason.is_empty() || !src.contains(&format!("fn {unit}()")) {
                         wrong.push(format!(
                             "{setting}: config-only needs a reason and a unit test of \
-                             src/policy/forced.rs (no fn {unit})"
+                             src/engine/config.rs (no fn {unit})"
                         ));
                     }
                 }
