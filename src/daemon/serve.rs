@@ -152,7 +152,6 @@ impl Helper {
         let (admission, taken, name) =
             self.admit_request(caller, req, dir).map_err(End::Refused)?;
         *slot = Some(taken);
-        rec.name = admission.name.clone();
         if let Some(m) = &admission.mount {
             rec.message = m.path.as_ref().map(|p| format!("workdir {}", p.display()));
             test_pause().await;
@@ -429,10 +428,11 @@ pub(super) enum End {
     DaemonGone,
 }
 
-/// What the request asked for, on its audit record: the image, the command, the
+/// What the request asked for, on its audit record: the image, the command, the `--name`, the
 /// entrypoint and `-w`, the environment's names (never the values: one may be a secret).
 fn record_request(rec: &mut Record, req: &Request) {
     rec.image = req.image.clone();
+    rec.name = req.name.clone();
     rec.argv = req.command.clone();
     rec.entrypoint = req.entrypoint.clone();
     rec.workdir = req.workdir.clone();

@@ -636,6 +636,7 @@ async fn a_run_over_max_concurrent_or_with_a_name_in_use_creates_nothing() {
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert_eq!(h.fake.calls().len(), calls, "{:?}", h.fake.calls());
     assert_eq!(h.audit().last().unwrap()["rule"], "name");
+    assert_eq!(h.audit().last().unwrap()["name"], "web");
     drop(first);
     first_task.await.unwrap();
     h.assert_nothing_left();
