@@ -428,8 +428,9 @@ pub(super) enum End {
     DaemonGone,
 }
 
-/// What the request asked for, on its audit record: the image, the command, the `--name`, the
-/// entrypoint and `-w`, the environment's names (never the values: one may be a secret).
+/// What the request asked for, on its audit record: the image, the command, the
+/// `--name`, the entrypoint and `-w`, the environment's names (never the values: one
+/// may be a secret).
 fn record_request(rec: &mut Record, req: &Request) {
     rec.image = req.image.clone();
     rec.name = req.name.clone();
