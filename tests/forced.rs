@@ -928,6 +928,22 @@ fn gvisor_runs_like_runc(d: &Daemon, u: &TestUser) {
     assert_eq!(o.status.code(), Some(42));
     let o = d.run(u, &[image(), "sh", "-c", "kill -TERM $$"], b"");
     assert_eq!(o.status.code(), Some(143));
+    // -t: the container's stdin and stdout are a terminal (gVisor's, backed by the
+    // host's pty: `tty` finds no /dev/pts name for it, as with `docker run -t
+    // --runtime runsc`), raw output passes intact.
+    let o = d.run(
+        u,
+        &[
+            "-t",
+            image(),
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && printf 'tty\\001\\000\\377x'",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"tty\x01\x00\xffx", "{:?}", o.stdout);
     let data: Vec<u8> = (0..(1u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();

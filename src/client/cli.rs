@@ -226,7 +226,10 @@ pub const REFUSED_FLAGS: &[RefusedFlag] = &[
     refused("add_host", NO_NETWORK),
     refused("link", NO_NETWORK),
     refused("group_add", "containers run with your own uid and gid only (uid {uid})"),
-    refused("runtime", "the daemon's default runtime is always used"),
+    refused(
+        "runtime",
+        "the runtime is the policy's ([runtime]; urun --policy shows yours)",
+    ),
     refused("log_driver", NO_LOG),
     refused("log_opt", NO_LOG),
     refused("restart", "containers are never restarted; they end when urun does"),

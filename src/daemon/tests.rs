@@ -680,6 +680,9 @@ async fn the_run_is_created_from_the_resolved_image_as_the_caller_with_the_force
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_runtime_reaches_the_probe_and_the_run_and_the_audit_record() {
+    if cannot_serve() {
+        return;
+    }
     // busybox:latest matches the image rule: runsc for the probe and the run, whatever
     // the caller's own runtime (runc); the records name it.
     let h = Harness::new(
