@@ -110,6 +110,15 @@ fn run_inner(args: &Urun) -> Result<Finished> {
     if args.tty {
         req.size = terminal_size();
     }
+    // With -i and no -t, a stdin urund can read without waiting (a pipe, a socket, a
+    // regular file on a local filesystem) goes to it as a descriptor: the bytes then
+    // skip this process and its socket. Anything else (a terminal, /dev/null, no
+    // stdin at all) is copied as `Stdin` frames, as before.
+    let pass_stdin = args.interactive
+        && !args.tty
+        && !stdin_tty
+        && crate::system::check_passed_stdin(io::stdin().as_fd()).is_ok();
+    req.stdin_fd = pass_stdin;
     // Before any other thread exists, so that every thread inherits the mask and the
     // signals are only ever taken by the forwarding thread.
     let signals = forwarded_signals();
@@ -118,17 +127,25 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         .context("blocking signals for forwarding")?;
     let sock = connect(&args.socket)?;
     let mut writer = sock.try_clone().context("socket")?;
-    let sent = match &dir {
-        // The directory travels as an open descriptor with the request: urund mounts
-        // what we opened, never a path.
-        Some(d) => {
+    // The directory travels as an open descriptor with the request: urund mounts what
+    // we opened, never a path. A passed stdin comes after it.
+    let stdin = io::stdin();
+    let fds: Vec<_> = dir
+        .as_ref()
+        .map(|d| d.as_fd())
+        .into_iter()
+        .chain(pass_stdin.then(|| stdin.as_fd()))
+        .collect();
+    let sent = match fds.is_empty() {
+        false => {
             let payload = req.encode();
             let mut frame = wire::header(Kind::Request, payload.len()).to_vec();
             frame.extend_from_slice(&payload);
-            crate::system::send_with_fd(&writer, &frame, d.as_fd())
+            crate::system::send_with_fds(&writer, &frame, &fds)
         }
-        None => wire::write_frame(&mut writer, Kind::Request, &req.encode()),
+        true => wire::write_frame(&mut writer, Kind::Request, &req.encode()),
     };
+    drop(fds);
     if sent.is_err() {
         return refused_or(sent, sock, "sending the request to urund");
     }
@@ -147,7 +164,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         let tty = args.tty;
         std::thread::spawn(move || forward_signals(signals, &w, &shut, tty));
     }
-    if args.interactive {
+    if args.interactive && !pass_stdin {
         let w = writer.clone();
         std::thread::spawn(move || pump_stdin(&w));
     }

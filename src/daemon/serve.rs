@@ -8,6 +8,7 @@ use super::listen::Ticket;
 use super::outbox::Outbox;
 use super::request::{linger, read_first, First};
 use super::rundir::RunDir;
+use super::stdin::PassedStdin;
 use super::{Helper, EXIT_MAX_RUNTIME};
 use crate::daemon::janitor::{Removal, Whose};
 use crate::engine::RunError;
@@ -96,9 +97,14 @@ impl Helper {
     ) -> End {
         // 2. What: one bounded request and the directory passed with it (or a
         //    question about the policy).
-        let (req, dir) = match read_first(rd).await {
-            Ok(First::Run(r, dir)) => (*r, dir),
+        let (req, dir, stdin) = match read_first(rd).await {
+            Ok(First::Run(r, dir, stdin)) => (*r, dir, stdin),
             Ok(First::Query) => return self.answer_query(caller, rec, out).await,
+            Err(message) => return End::Refused("protocol", message),
+        };
+        // A passed stdin: checked before anything else is done for the request.
+        let stdin = match stdin.map(PassedStdin::check).transpose() {
+            Ok(s) => s,
             Err(message) => return End::Refused("protocol", message),
         };
         record_request(rec, &req);
@@ -124,8 +130,18 @@ impl Helper {
         };
         let body = self.configure(caller, &rec.request, &req, &admitted, &inside);
         // 6. Run, and remove whatever happens.
-        self.run(rec, &req, body, &admitted.limits, &whose, &run, rd, out)
-            .await
+        self.run(
+            rec,
+            &req,
+            body,
+            &admitted.limits,
+            &whose,
+            &run,
+            rd,
+            stdin,
+            out,
+        )
+        .await
     }
 
     /// Steps 3 and 4, admission: everything decided about this request, or the rule
@@ -293,6 +309,7 @@ impl Helper {
         whose: &Whose,
         run: &RunDir,
         rd: &mut OwnedReadHalf,
+        stdin: Option<PassedStdin>,
         out: &Outbox,
     ) -> End {
         let id = match self.engine.create(body).await {
@@ -312,7 +329,7 @@ impl Helper {
             .unwrap()
             .insert(rec.request.clone(), (id.clone(), whose.clone()));
         let max_runtime = Duration::from_secs(limits.max_runtime.0);
-        let end = match self.relay(&id, req, rd, out, rec, max_runtime).await {
+        let end = match self.relay(&id, req, rd, stdin, out, rec, max_runtime).await {
             End::Timeout(_) => End::Timeout(limits.max_runtime),
             e => e,
         };
