@@ -40,6 +40,7 @@ impl Helper {
     /// Attaches, starts, and relays until the container exits or the client leaves
     /// ([`Helper::side_by_side`]); a container to be killed is killed after its attach
     /// connection is closed ([`Helper::kill`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn relay(
         &self,
         id: &str,
