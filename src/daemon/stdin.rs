@@ -6,8 +6,10 @@
 //! checked from what the kernel says of it ([`system::check_passed_stdin`]), only ever
 //! read, never changed (its file description, with its `O_NONBLOCK` flag and its file
 //! position, is shared with the client), and read only in ways that never wait on the
-//! event loop: `RWF_NOWAIT` reads, epoll for pipes and sockets, and for a regular file
-//! whose data is not in memory yet one bounded read on tokio's blocking pool.
+//! event loop: epoll for pipes and sockets, then `RWF_NOWAIT` reads (sockets, files)
+//! or `splice(SPLICE_F_NONBLOCK)` into urund's own pipe (pipes and FIFOs), and for a
+//! regular file whose data is not in memory yet one bounded read on tokio's blocking
+//! pool.
 
 use crate::system::{self, StdinKind};
 use std::os::fd::{AsFd, OwnedFd};
