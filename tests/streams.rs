@@ -403,3 +403,34 @@ fn a_passed_stdin_that_cannot_be_read_safely_is_refused_with_one_line() {
     assert_eq!(stdout(&o).trim(), "3");
     assert!(d.containers().is_empty(), "container left behind");
 }
+
+#[test]
+#[serial]
+fn with_a_passed_stdin_one_interrupt_reaches_a_container_whose_stdin_is_full() {
+    // urund moves the piped stdin beside the client's frames, so a signal is not
+    // queued behind stdin the container does not read: SIGINT ends `sleep` (130), as
+    // with docker's sig-proxy.
+    let (_g, u, d) = setup("");
+    let mut c = spawn_flooding_stdin(
+        d.urun(&u, &["-i", image(), "sleep", "1000"]),
+        Stdio::piped(),
+    );
+    d.wait_running(1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "urun still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    d.wait_no_containers(Duration::from_secs(5))
+        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+}
