@@ -141,8 +141,8 @@ mod tests {
 
     #[test]
     fn the_budget_keeps_the_reserve_and_room_for_each_connections_run() {
-        assert_eq!(budget(1024), (1024 - 128) / 6);
-        assert_eq!(budget(65536), (65536 - 128) / 6);
+        assert_eq!(budget(1024), (1024 - 128) / 9);
+        assert_eq!(budget(65536), (65536 - 128) / 9);
         for n in [1024u64, 4096, 65536, 524288] {
             assert!(u64::from(budget(n)) * PER_CONNECTION + RESERVE <= n);
         }
