@@ -456,12 +456,17 @@ fn a_second_interrupt_kills_a_container_that_ignores_the_first() {
 #[serial]
 fn a_second_interrupt_kills_even_a_container_that_does_not_read_its_full_stdin() {
     // urund is blocked writing stdin the container never reads, so it cannot read the
-    // signal frames queued behind it; the client then closes its sending side.
+    // signal frames queued behind it; the client then closes its sending side. The
+    // endless stdin is a device, which urun copies as `Stdin` frames (a pipe would be
+    // passed to urund, which then reads the signal frames all along: tests/streams.rs).
     let (_g, u, d) = setup();
-    let mut c = spawn_flooding_stdin(
-        d.urun(&u, &["-i", image(), "sleep", "1000"]),
-        Stdio::piped(),
-    );
+    let mut c = d
+        .urun(&u, &["-i", image(), "sleep", "1000"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     d.wait_running(1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     kill(&c, "INT");

@@ -110,6 +110,15 @@ fn run_inner(args: &Urun) -> Result<Finished> {
     if args.tty {
         req.size = terminal_size();
     }
+    // With -i and no -t, a stdin urund can read without waiting (a pipe, a socket, a
+    // regular file on a local filesystem) goes to it as a descriptor: the bytes then
+    // skip this process and its socket. Anything else (a terminal, /dev/null, no
+    // stdin at all) is copied as `Stdin` frames, as before.
+    let pass_stdin = args.interactive
+        && !args.tty
+        && !stdin_tty
+        && crate::system::check_passed_stdin(io::stdin().as_fd()).is_ok();
+    req.stdin_fd = pass_stdin;
     // Before any other thread exists, so that every thread inherits the mask and the
     // signals are only ever taken by the forwarding thread.
     let signals = forwarded_signals();
@@ -118,15 +127,23 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         .context("blocking signals for forwarding")?;
     let sock = connect(&args.socket)?;
     let mut writer = sock.try_clone().context("socket")?;
-    let sent = match &dir {
-        // The directory travels as an open descriptor with the request: urund mounts
-        // what we opened, never a path.
-        Some(d) => {
+    // The directory travels as an open descriptor with the request: urund mounts what
+    // we opened, never a path. A passed stdin comes after it.
+    let stdin = io::stdin();
+    let fds: Vec<_> = dir
+        .as_ref()
+        .map(|d| d.as_fd())
+        .into_iter()
+        .chain(pass_stdin.then(|| stdin.as_fd()))
+        .collect();
+    let sent = match fds.is_empty() {
+        false => {
             let frame = wire::encode_frame(Kind::Request, &req.encode());
-            crate::system::send_with_fd(&writer, &frame, d.as_fd())
+            crate::system::send_with_fds(&writer, &frame, &fds)
         }
-        None => wire::write_frame(&mut writer, Kind::Request, &req.encode()),
+        true => wire::write_frame(&mut writer, Kind::Request, &req.encode()),
     };
+    drop(fds);
     if sent.is_err() {
         return refused_or(sent, sock, "sending the request to urund");
     }
@@ -145,7 +162,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         let tty = args.tty;
         std::thread::spawn(move || forward_signals(signals, &w, &shut, tty));
     }
-    if args.interactive {
+    if args.interactive && !pass_stdin {
         let w = writer.clone();
         std::thread::spawn(move || pump_stdin(&w));
     }
@@ -396,17 +413,21 @@ fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
     // Unbuffered handles on fds 1 and 2 (std's stdout is line-buffered).
     let mut out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
     let mut err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
-    let mut r = io::BufReader::with_capacity(256 * 1024, sock);
+    let mut r = Frames::new(sock);
     let mut pull = PullView::new(io::stderr().is_terminal());
     let done = |status, message| Ok(Finished { status, message });
     loop {
-        let frame = wire::read_frame(&mut r).context("reading from urund")?;
+        let frame = r.next().context("reading from urund")?;
         if !matches!(frame, Some((Kind::Progress, _))) {
             pull.finish(&mut err);
         }
-        match frame {
-            Some((Kind::Progress, p)) => {
-                if let Ok(ev) = serde_json::from_slice::<Progress>(&p) {
+        let Some((kind, range)) = frame else {
+            anyhow::bail!("urund closed the connection without an exit status")
+        };
+        let p = &r.buf[range.clone()];
+        match kind {
+            Kind::Progress => {
+                if let Ok(ev) = serde_json::from_slice::<Progress>(p) {
                     if let Some(text) = pull.update(ev) {
                         let text = match raw {
                             true => text.replace('\n', "\r\n"),
@@ -416,8 +437,20 @@ fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
                     }
                 }
             }
-            Some((Kind::Stdout, p)) => {
-                if let Err(e) = out.write_all(&p) {
+            Kind::Stdout => {
+                // This frame and the stdout frames already read behind it, in one
+                // vectored write, straight from the read buffer.
+                let mut ranges = vec![range];
+                while ranges.len() < MAX_WRITE_FRAMES {
+                    match r.complete() {
+                        Ok(Some((Kind::Stdout, next))) => {
+                            r.start = next.end;
+                            ranges.push(next);
+                        }
+                        _ => break,
+                    }
+                }
+                if let Err(e) = write_all_ranges(&mut out, &r.buf, &ranges) {
                     // Like a process killed by SIGPIPE when our reader has gone.
                     if e.kind() == io::ErrorKind::BrokenPipe {
                         return done(141, None);
@@ -425,18 +458,110 @@ fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
                     return Err(e).context("writing to stdout");
                 }
             }
-            Some((Kind::Stderr, p)) => {
-                let _ = err.write_all(&p);
+            Kind::Stderr => {
+                let _ = err.write_all(p);
             }
-            Some((Kind::Exit, p)) => return done(wire::decode_exit(&p)?, None),
-            Some((Kind::Error, p)) => {
-                let (status, msg) = wire::decode_error(&p)?;
+            Kind::Exit => return done(wire::decode_exit(p)?, None),
+            Kind::Error => {
+                let (status, msg) = wire::decode_error(p)?;
                 return done(status, Some(msg));
             }
-            Some((k, _)) => anyhow::bail!("urund sent an unexpected {k:?} frame"),
-            None => anyhow::bail!("urund closed the connection without an exit status"),
+            k => anyhow::bail!("urund sent an unexpected {k:?} frame"),
         }
     }
+}
+
+/// Most stdout frames written in one vectored write (well under IOV_MAX).
+const MAX_WRITE_FRAMES: usize = 256;
+
+/// urund's frames, read in large chunks into one buffer and handed out as ranges of it
+/// (no copy per frame). The buffer holds the largest frame urund sends whole.
+struct Frames {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    /// The unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Frames {
+    fn new(sock: UnixStream) -> Frames {
+        Frames {
+            sock,
+            // Zeroed by the allocator: pages are touched only as reads fill them.
+            buf: vec![0u8; wire::HEADER + wire::MAX_FRAME + 256 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next frame (kind and payload range in `buf`), reading as needed; `None` on
+    /// a clean end of the stream between frames.
+    fn next(&mut self) -> io::Result<Option<(Kind, std::ops::Range<usize>)>> {
+        loop {
+            if let Some((kind, range)) = self.complete()? {
+                self.start = range.end;
+                return Ok(Some((kind, range)));
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = loop {
+                match self.sock.read(&mut self.buf[self.end..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            if n == 0 {
+                return match self.end {
+                    0 => Ok(None),
+                    _ => Err(io::ErrorKind::UnexpectedEof.into()),
+                };
+            }
+            self.end += n;
+        }
+    }
+
+    /// The frame at the front if it is all in the buffer (not consumed).
+    fn complete(&self) -> io::Result<Option<(Kind, std::ops::Range<usize>)>> {
+        let have = &self.buf[self.start..self.end];
+        let Some(h) = have.first_chunk::<{ wire::HEADER }>() else {
+            return Ok(None);
+        };
+        let (kind, len) =
+            wire::parse_header(*h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if have.len() < wire::HEADER + len {
+            return Ok(None);
+        }
+        let first = self.start + wire::HEADER;
+        Ok(Some((kind, first..first + len)))
+    }
+}
+
+/// Writes the ranges of `buf`, in order, with as few vectored writes as the kernel
+/// takes.
+fn write_all_ranges(
+    out: &mut File,
+    buf: &[u8],
+    ranges: &[std::ops::Range<usize>],
+) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = ranges
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| io::IoSlice::new(&buf[r.clone()]))
+        .collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// What the client shows of a pull urund does for it: on a terminal one line,

@@ -61,6 +61,7 @@ mod relay;
 mod request;
 mod rundir;
 mod serve;
+mod stdin;
 
 pub use listen::run;
 

@@ -8,6 +8,7 @@ use super::request::read_frame;
 use super::request::FrameError;
 use super::serve::daemon_error;
 use super::serve::End;
+use super::stdin::{move_stdin, PassedStdin};
 use super::Helper;
 use crate::engine::{Attached, Engine, Output, RunError};
 use crate::policy::rule::{Refusal, Rule};
@@ -40,11 +41,13 @@ impl Helper {
     /// Attaches, starts, and relays until the container exits or the client leaves
     /// ([`Helper::side_by_side`]); a container to be killed is killed after its attach
     /// connection is closed ([`Helper::kill`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn relay(
         &self,
         id: &str,
         req: &Request,
         rd: &mut OwnedReadHalf,
+        stdin: Option<PassedStdin>,
         out: &Outbox,
         rec: &mut Record,
         max_runtime: Duration,
@@ -63,7 +66,16 @@ impl Helper {
         tokio::pin!(deadline);
         let counts = Counts::default();
         let stop = self
-            .side_by_side(id, req.tty, rd, attached, out, &counts, deadline.as_mut())
+            .side_by_side(
+                id,
+                req.tty,
+                rd,
+                stdin,
+                attached,
+                out,
+                &counts,
+                deadline.as_mut(),
+            )
             .await;
         rec.bytes_in = counts.input.load(Ordering::Relaxed);
         rec.bytes_out = counts.output.load(Ordering::Relaxed);
@@ -74,7 +86,8 @@ impl Helper {
     }
 
     /// Four things run side by side, and none waits for another: the deadline, the
-    /// client's frames ([`pump_client`]: stdin, signals, hang-up), the container's
+    /// client's frames ([`pump_client`]: stdin, signals, hang-up, and a passed stdin
+    /// moved beside them), the container's
     /// output on its way to the client's [`Outbox`] ([`forward_output`], which alone
     /// waits while the client does not read), and, once the output has ended, the wait
     /// for the exit status. So `max_runtime` and the client's signals take effect
@@ -85,6 +98,7 @@ impl Helper {
         id: &str,
         tty: bool,
         rd: &mut OwnedReadHalf,
+        stdin: Option<PassedStdin>,
         attached: Attached,
         out: &Outbox,
         counts: &Counts,
@@ -95,7 +109,7 @@ impl Helper {
             id,
             tty,
         };
-        let pump = pump_client(rd, attached.input, &counts.input, control);
+        let pump = pump_client(rd, attached.input, stdin, &counts.input, control);
         tokio::pin!(pump);
         let forward = forward_output(attached.output, out, &counts.output);
         tokio::pin!(forward);
@@ -279,27 +293,42 @@ impl Control<'_> {
 /// signals (only those [`Signal`] lists), terminal resizes (those two coalesced and
 /// passed on by [`Control::deliver`] beside the frames). After `StdinEof` the
 /// container's stdin is closed and the pump keeps watching the connection, so a
-/// vanished client is noticed at once.
+/// vanished client is noticed at once. With a passed stdin, [`move_stdin`] writes the
+/// container's stdin beside the frames (`Stdin` frames are then dropped), and the
+/// connection is watched all along.
 pub(super) async fn pump_client(
     rd: &mut OwnedReadHalf,
     input: Pin<Box<dyn AsyncWrite + Send>>,
+    stdin: Option<PassedStdin>,
     bytes_in: &AtomicU64,
     control: Control<'_>,
 ) -> PumpEnd {
     let pending = Pending::default();
+    let Some(stdin) = stdin else {
+        return tokio::select! {
+            end = pump_frames(rd, Some(input), bytes_in, &pending) => end,
+            never = control.deliver(&pending) => match never {},
+        };
+    };
+    let moved = async {
+        move_stdin(stdin, input, bytes_in).await;
+        std::future::pending::<PumpEnd>().await
+    };
     tokio::select! {
-        end = pump_frames(rd, input, bytes_in, &pending) => end,
+        end = pump_frames(rd, None, bytes_in, &pending) => end,
+        end = moved => end,
         never = control.deliver(&pending) => match never {},
     }
 }
 
 async fn pump_frames(
     rd: &mut OwnedReadHalf,
-    mut input: Pin<Box<dyn AsyncWrite + Send>>,
+    mut input: Option<Pin<Box<dyn AsyncWrite + Send>>>,
     bytes_in: &AtomicU64,
     pending: &Pending,
 ) -> PumpEnd {
-    let mut stdin_open = true;
+    // `None`: stdin was passed as a descriptor, and any `Stdin` frame is dropped.
+    let mut stdin_open = input.is_some();
     // Buffered: a frame's header and payload (and often several frames) in one read.
     let mut rd = tokio::io::BufReader::with_capacity(CLIENT_BUFFER, rd);
     loop {
@@ -311,6 +340,9 @@ async fn pump_frames(
         };
         match kind {
             Kind::Stdin if stdin_open => {
+                let Some(input) = input.as_mut() else {
+                    continue;
+                };
                 bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
                 let write = input.write_all(&payload);
                 tokio::pin!(write);
@@ -326,7 +358,9 @@ async fn pump_frames(
                 }
             }
             Kind::StdinEof if stdin_open => {
-                let _ = input.shutdown().await;
+                if let Some(input) = input.as_mut() {
+                    let _ = input.shutdown().await;
+                }
                 stdin_open = false;
             }
             // Stdin after EOF, or for a container whose stdin is closed: dropped.

@@ -44,8 +44,9 @@ pub(super) async fn read_first(rd: &mut OwnedReadHalf) -> Result<First, String> 
 
 /// The first frame of a connection.
 pub(super) enum First {
-    /// A run, with the working directory's descriptor if one was passed.
-    Run(Box<Request>, Option<OwnedFd>),
+    /// A run, with the working directory's descriptor and the client's stdin
+    /// descriptor ([`Request::stdin_fd`]) if they were passed.
+    Run(Box<Request>, Option<OwnedFd>, Option<OwnedFd>),
     Query,
 }
 
@@ -119,9 +120,9 @@ pub(super) async fn first_byte(rd: &OwnedReadHalf) {
 }
 
 /// The first frame must be a request or a query. Its header is read with `recvmsg`,
-/// so a directory descriptor sent with a request (SCM_RIGHTS) is received; at most
-/// one is accepted, and none with a query. Descriptors sent with any later byte are
-/// discarded by the kernel.
+/// so descriptors sent with a request (SCM_RIGHTS) are received: at most a directory
+/// and, if the request says [`Request::stdin_fd`], the client's stdin after it; none
+/// with a query. Descriptors sent with any later byte are discarded by the kernel.
 pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
     let mut h = [0u8; wire::HEADER];
     let mut got = 0;
@@ -138,7 +139,7 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
                 Ok((n, f)) => {
                     got += n;
                     fds.extend(f);
-                    if fds.len() > 1 {
+                    if fds.len() > system::MAX_PASSED_FDS {
                         return Err(FrameError::Protocol(ProtocolError::BadPayload(
                             Kind::Request,
                         )));
@@ -158,9 +159,26 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
     let mut payload = vec![0u8; len];
     rd.read_exact(&mut payload).await.map_err(FrameError::Io)?;
     match kind {
-        Kind::Request => Request::decode(&payload)
-            .map(|r| First::Run(Box::new(r), fds.pop()))
-            .map_err(FrameError::Protocol),
+        Kind::Request => {
+            let req = Request::decode(&payload).map_err(FrameError::Protocol)?;
+            let bad = |m: &str| FrameError::Protocol(ProtocolError::BadRequest(m.to_string()));
+            // The stdin descriptor is the last one sent.
+            let stdin = match req.stdin_fd {
+                true => Some(
+                    fds.pop()
+                        .ok_or_else(|| bad("stdin_fd without a descriptor"))?,
+                ),
+                false => None,
+            };
+            if req.stdin_fd && (!req.interactive || req.tty) {
+                return Err(bad("stdin_fd is only for -i without -t"));
+            }
+            let dir = fds.pop();
+            if !fds.is_empty() {
+                return Err(bad("two descriptors, and stdin_fd not set"));
+            }
+            Ok(First::Run(Box::new(req), dir, stdin))
+        }
         _ => Query::decode(&payload)
             .map(|_| First::Query)
             .map_err(FrameError::Protocol),

@@ -8,6 +8,7 @@ use super::listen::Ticket;
 use super::outbox::Outbox;
 use super::request::{linger, read_first, First};
 use super::rundir::RunDir;
+use super::stdin::PassedStdin;
 use super::Helper;
 use crate::daemon::janitor::{Removal, Whose};
 use crate::engine::RunError;
@@ -95,9 +96,14 @@ impl Helper {
     ) -> End {
         // 2. What: one bounded request and the directory passed with it (or a
         //    question about the policy).
-        let (req, dir) = match read_first(rd).await {
-            Ok(First::Run(r, dir)) => (*r, dir),
+        let (req, dir, stdin) = match read_first(rd).await {
+            Ok(First::Run(r, dir, stdin)) => (*r, dir, stdin),
             Ok(First::Query) => return self.answer_query(caller, rec, out).await,
+            Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
+        };
+        // A passed stdin: checked before anything else is done for the request.
+        let stdin = match stdin.map(PassedStdin::check).transpose() {
+            Ok(s) => s,
             Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
         };
         record_request(rec, &req);
@@ -131,6 +137,7 @@ impl Helper {
             &whose,
             &run,
             rd,
+            stdin,
             out,
         )
         .await
@@ -284,6 +291,7 @@ impl Helper {
         whose: &Whose,
         run: &RunDir,
         rd: &mut OwnedReadHalf,
+        stdin: Option<PassedStdin>,
         out: &Outbox,
     ) -> End {
         let id = match self.engine.create(body).await {
@@ -303,7 +311,7 @@ impl Helper {
             .unwrap()
             .insert(rec.request.clone(), (id.clone(), whose.clone()));
         let max_runtime = Duration::from_secs(limits.max_runtime.0);
-        let end = match self.relay(&id, req, rd, out, rec, max_runtime).await {
+        let end = match self.relay(&id, req, rd, stdin, out, rec, max_runtime).await {
             End::Timeout(_) => End::Timeout(limits.max_runtime),
             e => e,
         };

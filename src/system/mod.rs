@@ -460,9 +460,15 @@ pub fn group_name(gid: u32) -> Option<String> {
 /// Sends `data` with `fd` attached (SCM_RIGHTS) on a blocking stream socket. The
 /// descriptor travels with the first bytes; the rest follows as plain data.
 pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    send_with_fds(sock, data, &[fd])
+}
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS, in this order) on a blocking stream
+/// socket. The descriptors travel with the first bytes; the rest follows as plain data.
+pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::io::Write;
-    let fds = [fd.as_raw_fd()];
+    let fds: Vec<std::os::fd::RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [io::IoSlice::new(data)];
     let n = loop {
@@ -474,9 +480,12 @@ pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::R
     (&*sock).write_all(&data[n..])
 }
 
-/// One non-blocking `recvmsg` into `buf`, accepting at most one passed descriptor
-/// (close-on-exec). Returns the byte count and the descriptor received; more than one
-/// is an error (all are closed).
+/// Most descriptors a request may carry: the working directory and stdin.
+pub const MAX_PASSED_FDS: usize = 2;
+
+/// One non-blocking `recvmsg` into `buf`, accepting at most [`MAX_PASSED_FDS`] passed
+/// descriptors (close-on-exec). Returns the byte count and the descriptors received, in
+/// the order sent; more is an error (all are closed).
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::FromRawFd;
@@ -515,13 +524,158 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
     if let Some(why) = bad {
         return Err(io::Error::new(io::ErrorKind::InvalidData, why));
     }
-    if fds.len() > 1 {
+    if fds.len() > MAX_PASSED_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "more than one descriptor passed",
+            "more than two descriptors passed",
         ));
     }
     Ok((bytes, fds))
+}
+
+// ── a passed stdin ──
+
+/// What a client's stdin descriptor is, for the ways urund reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinKind {
+    /// A pipe or FIFO: waited on with epoll.
+    Pipe,
+    /// A socket: waited on with epoll.
+    Socket,
+    /// A regular file: always "ready"; a read that would wait for the disk is done off
+    /// the event loop.
+    File,
+}
+
+/// Why a passed stdin descriptor is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdinRefused(pub String);
+
+/// Checks a descriptor a client passed as its stdin, from what the kernel says of it
+/// (never changing it: its file description is shared with the client): it must be
+/// open for reading (not `O_PATH`, not write-only), a pipe/FIFO, a socket or a regular
+/// file, and a read of it must be able to not wait (`RWF_NOWAIT`: a file on a
+/// filesystem that cannot say so, FUSE or NFS, could block a reader for ever).
+pub fn check_passed_stdin(fd: BorrowedFd<'_>) -> Result<StdinKind, StdinRefused> {
+    let refuse = |m: &str| Err(StdinRefused(m.to_string()));
+    let flags = match fcntl(fd, FcntlArg::F_GETFL) {
+        Ok(f) => f,
+        Err(e) => return refuse(&format!("cannot read its flags: {e}")),
+    };
+    if flags & libc::O_PATH != 0 {
+        return refuse("opened with O_PATH");
+    }
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return refuse("not open for reading");
+    }
+    let st = match nix::sys::stat::fstat(fd) {
+        Ok(st) => st,
+        Err(e) => return refuse(&format!("cannot stat it: {e}")),
+    };
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => StdinKind::Pipe,
+        libc::S_IFSOCK => StdinKind::Socket,
+        libc::S_IFREG => StdinKind::File,
+        _ => return refuse("not a pipe, a socket or a regular file"),
+    };
+    if kind == StdinKind::File {
+        // A one-byte read at offset 0 (the shared file position does not move):
+        // EOPNOTSUPP if the filesystem cannot do RWF_NOWAIT, checked before it is asked.
+        let mut b = [0u8; 1];
+        match read_nowait(fd, &mut b, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                return refuse("a file on a filesystem whose reads cannot be made non-blocking")
+            }
+            _ => {}
+        }
+    }
+    Ok(kind)
+}
+
+/// One read of at most `buf.len()` bytes that never waits (`preadv2` with
+/// `RWF_NOWAIT`), whatever `O_NONBLOCK` says of the shared file description: `EAGAIN`
+/// if nothing is there yet (for a regular file: not in the page cache). `offset` -1
+/// reads at (and moves) the file position.
+pub fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    loop {
+        // SAFETY: `iov` describes `buf`, which is valid and exclusively borrowed for
+        // the call; `fd` is a valid open descriptor for the life of the borrow.
+        let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Registers a passed pipe or socket with the event loop's epoll for readability. The
+/// descriptor is not changed (registration sets nothing on the file description, which
+/// the client shares); epoll fails for a regular file, which is always ready.
+pub fn watch_readable(
+    fd: std::sync::Arc<OwnedFd>,
+) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<OwnedFd>>> {
+    // SAFETY: `fd` is an open descriptor owned by the `Arc` that the `AsyncFd` holds
+    // for its whole life, so it stays open and names the same file description until
+    // the `AsyncFd` is dropped, and `as_raw_fd` of an `Arc<OwnedFd>` never changes.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// A pipe of urund's own (both ends non-blocking, 1 MiB if the kernel allows) that a
+/// passed FIFO's bytes are spliced into: a named FIFO cannot do `RWF_NOWAIT`, and its
+/// `O_NONBLOCK` is the client's, but `splice` with `SPLICE_F_NONBLOCK` never waits
+/// on a pipe at either end.
+pub fn staging_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(1 << 20));
+    Ok((r, w))
+}
+
+/// Moves at most `len` bytes from the pipe `from` into the pipe `to` without waiting
+/// on either (`SPLICE_F_NONBLOCK`): `EAGAIN` if `from` is empty (or `to` full), 0 at
+/// end of file.
+pub fn splice_nowait(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: both descriptors are open for the life of their borrows; null offsets
+        // (pipes have none); splice reads and writes no memory of ours.
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// One ordinary (possibly waiting) read at the file position: for a regular file on a
+/// filesystem that can do `RWF_NOWAIT`, after it said the data is not in memory yet.
+/// Never called on the event loop.
+pub fn read_waiting(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
 }
 
 // ── the working-directory mount ──

@@ -232,6 +232,12 @@ pub struct Request {
     /// The request names only the container side: the host side is the descriptor.
     #[serde(default)]
     pub mount: Option<MountRequest>,
+    /// With `-i` and no `-t`: the client's stdin comes as a descriptor with this frame
+    /// (SCM_RIGHTS, after the directory's if there is one), read by urund itself, and
+    /// no `Stdin`/`StdinEof` frame follows. Not sent when false, so a request without
+    /// it is what it was before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_fd: bool,
 }
 
 /// A terminal size in character cells.
@@ -818,6 +824,7 @@ mod prop {
                         network,
                         never_pull,
                         mount: mount.map(|(target, read_only)| MountRequest { target, read_only }),
+                        stdin_fd: interactive && never_pull,
                     }
                 },
             )

@@ -1,0 +1,436 @@
+//! The streams end to end, byte for byte, whatever the client's stdin is: a pipe, a
+//! FIFO, a socket or a regular file (passed to urund as a descriptor, which reads it
+//! itself), /dev/null (copied by the client as before); stdin ended early, stdout
+//! closed early by its reader; the deadline and a hang-up while urund moves stdin;
+//! descriptors a hostile client passes as its stdin. Real urund, real urun run as real
+//! users, real Docker daemon.
+
+mod common;
+
+use common::*;
+use serial_test::serial;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn setup(limits: &str) -> (TestGroup, TestUser, Daemon) {
+    let g = TestGroup::new("urs");
+    let u = TestUser::new(&[&g]);
+    let d = Daemon::start(&format!("{}{limits}", policy_for(&g)));
+    (g, u, d)
+}
+
+/// `n` bytes that no compression or pattern could fake (xorshift, seeded per call).
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Runs `cmd` with `stdin`, collecting stdout and stderr.
+fn output_with(mut cmd: Command, stdin: impl Into<Stdio>) -> Output {
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running urun")
+}
+
+/// A scratch directory the test removes.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let p = std::env::temp_dir().join(format!("urun-streams-{}", unique()));
+        std::fs::create_dir(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
+#[test]
+#[serial]
+fn a_quarter_gib_of_random_bytes_through_a_piped_stdin_comes_back_byte_exact() {
+    let (_g, u, d) = setup("");
+    let data = random_bytes(256 << 20, 0x5eed_0001);
+    let t = Instant::now();
+    let o = d.run(&u, &["-i", image(), "cat"], &data);
+    eprintln!("256 MiB each way in {:?}", t.elapsed());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data, "stdout");
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    assert!(d.containers().is_empty(), "container left behind");
+}
+
+#[test]
+#[serial]
+fn a_regular_file_on_stdin_is_read_from_its_current_position_byte_exact() {
+    let (_g, u, d) = setup("");
+    let dir = Scratch::new();
+    let path = dir.0.join("input");
+    let data = random_bytes(64 << 20, 0x5eed_0002);
+    std::fs::write(&path, &data).unwrap();
+    let o = output_with(
+        d.urun(&u, &["-i", image(), "cat"]),
+        std::fs::File::open(&path).unwrap(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data, "whole file");
+    // As with docker: what the container gets starts where the file position is.
+    let mut f = std::fs::File::open(&path).unwrap();
+    f.seek(std::io::SeekFrom::Start(12345)).unwrap();
+    let o = output_with(d.urun(&u, &["-i", image(), "cat"]), f);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data[12345..], "from offset 12345");
+    // An empty file: the container sees end of file at once.
+    std::fs::write(&path, b"").unwrap();
+    let o = output_with(
+        d.urun(&u, &["-i", image(), "wc", "-c"]),
+        std::fs::File::open(&path).unwrap(),
+    );
+    assert_eq!(stdout(&o).trim(), "0", "{}", stderr(&o));
+}
+
+#[test]
+#[serial]
+fn a_fifo_a_socket_and_dev_null_on_stdin_arrive_byte_exact() {
+    let (_g, u, d) = setup("");
+    let data = random_bytes(24 << 20, 0x5eed_0003);
+    // A FIFO, written by a thread of ours.
+    let dir = Scratch::new();
+    let fifo = dir.0.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer = {
+        let (fifo, data) = (fifo.clone(), data.clone());
+        std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            w.write_all(&data).unwrap();
+        })
+    };
+    let r = std::fs::File::open(&fifo).unwrap();
+    let o = output_with(d.urun(&u, &["-i", image(), "cat"]), r);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data, "FIFO");
+    writer.join().unwrap();
+    // A socket, shut down for writing once everything is sent.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            let mut s = ours;
+            s.write_all(&data).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let o = output_with(
+        d.urun(&u, &["-i", image(), "cat"]),
+        std::os::fd::OwnedFd::from(theirs),
+    );
+    writer.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data, "socket");
+    // /dev/null (a device: copied by the client as before).
+    let o = output_with(d.urun(&u, &["-i", image(), "wc", "-c"]), Stdio::null());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "0");
+    assert!(d.containers().is_empty(), "container left behind");
+}
+
+#[test]
+#[serial]
+fn stdin_ended_early_by_its_writer_gives_the_container_exactly_what_was_written() {
+    let (_g, u, d) = setup("");
+    let data = random_bytes(3 << 20, 0x5eed_0004);
+    let mut child = d
+        .urun(&u, &["-i", image(), "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    // Part of it, a pause (the container is reading), the rest cut short by closing.
+    w.write_all(&data[..1 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    w.write_all(&data[1 << 20..(2 << 20) + 7]).unwrap();
+    drop(w);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data[..(2 << 20) + 7], "prefix");
+}
+
+#[test]
+#[serial]
+fn stdout_closed_early_by_its_reader_ends_the_run_as_sigpipe_and_leaves_no_container() {
+    let (_g, u, d) = setup("");
+    let mut child = d
+        .urun(&u, &[image(), "cat", "/dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    out.read_exact(&mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0), "stdout is not what cat wrote");
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "urun's status");
+    d.wait_no_containers(Duration::from_secs(5))
+        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+    // The same with urund reading a passed stdin at the same time.
+    let mut child = d
+        .urun(&u, &["-i", image(), "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 16];
+        while w.write_all(&chunk).is_ok() {}
+    });
+    let mut out = child.stdout.take().unwrap();
+    out.read_exact(&mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 7), "stdout is not stdin");
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "urun's status");
+    feeder.join().unwrap();
+    d.wait_no_containers(Duration::from_secs(5))
+        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+}
+
+/// A stdin that never ends: a FIFO whose writer stays open and silent, and a huge
+/// sparse file that is always ready.
+fn endless_stdins(dir: &Scratch) -> Vec<(&'static str, std::fs::File, Option<std::fs::File>)> {
+    let fifo = dir.0.join("silent");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Back to blocking for the client, as a shell would give it.
+    nix::fcntl::fcntl(
+        &r,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .unwrap();
+    let sparse = dir.0.join("sparse");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(1 << 40).unwrap();
+    vec![
+        ("a silent FIFO", r, Some(w)),
+        (
+            "a 1 TiB sparse file",
+            std::fs::File::open(&sparse).unwrap(),
+            None,
+        ),
+    ]
+}
+
+#[test]
+#[serial]
+fn the_deadline_ends_a_run_while_urund_moves_an_endless_stdin() {
+    let (_g, u, d) = setup("[limits]\nmax_runtime = \"3s\"\n");
+    let dir = Scratch::new();
+    for (what, stdin, _writer) in endless_stdins(&dir) {
+        let t = Instant::now();
+        let o = output_with(
+            d.urun(&u, &["-i", image(), "sh", "-c", "cat >/dev/null"]),
+            stdin,
+        );
+        let took = t.elapsed();
+        assert_eq!(o.status.code(), Some(124), "{what}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("limits.max_runtime"),
+            "{what}: {}",
+            stderr(&o)
+        );
+        assert!(took < Duration::from_secs(20), "{what}: took {took:?}");
+        d.wait_no_containers(Duration::from_secs(5))
+            .unwrap_or_else(|left| panic!("{what}: containers left: {left:?}"));
+    }
+}
+
+#[test]
+#[serial]
+fn a_client_killed_while_urund_moves_its_stdin_leaves_no_container() {
+    let (_g, u, d) = setup("");
+    let dir = Scratch::new();
+    for (what, stdin, _writer) in endless_stdins(&dir) {
+        let mut child = d
+            .urun(&u, &["-i", image(), "sh", "-c", "cat >/dev/null"])
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        d.wait_running(1, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        d.wait_no_containers(Duration::from_secs(3))
+            .unwrap_or_else(|left| panic!("{what}: containers left after 3 s: {left:?}"));
+    }
+    // And a container that never reads the file it is given.
+    let sparse = dir.0.join("sparse");
+    let mut child = d
+        .urun(&u, &["-i", image(), "sleep", "1000"])
+        .stdin(std::fs::File::open(&sparse).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_running(1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.wait_no_containers(Duration::from_secs(3))
+        .unwrap_or_else(|left| panic!("not reading: containers left after 3 s: {left:?}"));
+}
+
+/// A client that passes, as its stdin, a descriptor it opens in the given way.
+const PASS_STDIN: &str = r#"
+import json, os, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+how, path = sys.argv[3], sys.argv[4]
+flags = {"path": os.O_PATH, "wronly": os.O_WRONLY, "rdonly": os.O_RDONLY,
+         "dir": os.O_RDONLY | os.O_DIRECTORY}[how]
+fd = os.open(path, flags)
+p = json.dumps({"version": 1, "image": sys.argv[2], "command": ["wc", "-c"],
+                "interactive": True, "stdin_fd": True}).encode()
+s.sendmsg([struct.pack(">BI", 1, len(p)) + p], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+while data:
+    k, n = struct.unpack(">BI", data[:5])
+    body, data = data[5:5 + n], data[5 + n:]
+    if k == 0x81:
+        sys.stdout.write(body.decode())
+    if k == 0x83:
+        sys.exit(body[0])
+    if k == 0x84:
+        sys.stderr.write(body[1:].decode() + "\n")
+        sys.exit(body[0])
+"#;
+
+#[test]
+#[serial]
+fn a_passed_stdin_that_cannot_be_read_safely_is_refused_with_one_line() {
+    let (_g, u, d) = setup("");
+    let dir = Scratch::new();
+    let file = dir.0.join("mine");
+    std::fs::write(&file, b"abc").unwrap();
+    // The user's own file, for the cases that depend only on how it is opened.
+    nix::unistd::chown(&dir.0, Some(nix::unistd::Uid::from_raw(u.uid)), None).unwrap();
+    nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(u.uid)), None).unwrap();
+    let f = file.to_str().unwrap();
+    for (how, path, why) in [
+        ("path", f, "O_PATH"),
+        ("wronly", f, "not open for reading"),
+        (
+            "rdonly",
+            "/dev/zero",
+            "not a pipe, a socket or a regular file",
+        ),
+        ("dir", "/", "not a pipe, a socket or a regular file"),
+    ] {
+        let o = u
+            .command("/usr/bin/python3")
+            .args([
+                "-c",
+                PASS_STDIN,
+                d.socket.to_str().unwrap(),
+                image(),
+                how,
+                path,
+            ])
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{how} {path}: {e}");
+        assert!(
+            e.contains("passed stdin refused") && e.contains(why),
+            "{how} {path}: {e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // Read-only, a regular file: taken, and read.
+    let o = u
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            PASS_STDIN,
+            d.socket.to_str().unwrap(),
+            image(),
+            "rdonly",
+            f,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "3");
+    assert!(d.containers().is_empty(), "container left behind");
+}
+
+#[test]
+#[serial]
+fn with_a_passed_stdin_one_interrupt_reaches_a_container_whose_stdin_is_full() {
+    // urund moves the piped stdin beside the client's frames, so a signal is not
+    // queued behind stdin the container does not read: SIGINT ends `sleep` (130), as
+    // with docker's sig-proxy.
+    let (_g, u, d) = setup("");
+    let mut c = spawn_flooding_stdin(
+        d.urun(&u, &["-i", image(), "sleep", "1000"]),
+        Stdio::piped(),
+    );
+    d.wait_running(1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "urun still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    d.wait_no_containers(Duration::from_secs(5))
+        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+}
