@@ -779,7 +779,34 @@ fn kind_name(kind: SFlag) -> &'static str {
 /// Opens `dir` (absolute) for [`open_log`]: from `/`, one component at a time, never
 /// following a symlink, creating missing components 0700, checking each (see there).
 fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
-    let oflag = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let names = plain_components(dir)?;
+    let mut fd = nix::fcntl::open("/", DIR_FLAGS, Mode::empty())?;
+    let mut at = PathBuf::from("/");
+    if names.is_empty() {
+        check_audit_dir(&fd, &at)?;
+        return Ok(fd);
+    }
+    check_above(&fd, &at)?;
+    for (i, name) in names.iter().enumerate() {
+        at.push(name);
+        fd = open_or_create(&fd, name, &at)?;
+        if i + 1 == names.len() {
+            check_audit_dir(&fd, &at)?;
+        } else {
+            check_above(&fd, &at)?;
+        }
+    }
+    Ok(fd)
+}
+
+/// How each directory on the way is opened: never through a symlink.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// The names of an absolute path without `.` or `..`.
+fn plain_components(dir: &Path) -> io::Result<Vec<&OsStr>> {
     let mut comps = dir.components();
     if comps.next() != Some(Component::RootDir) {
         return Err(io::Error::other(format!(
@@ -787,7 +814,7 @@ fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
             dir.display()
         )));
     }
-    let names: Vec<&OsStr> = comps
+    comps
         .map(|c| match c {
             Component::Normal(n) => Ok(n),
             _ => Err(io::Error::other(format!(
@@ -795,67 +822,66 @@ fn open_private_dir(dir: &Path) -> io::Result<OwnedFd> {
                 dir.display()
             ))),
         })
-        .collect::<io::Result<_>>()?;
-    let mut fd = nix::fcntl::open("/", oflag, Mode::empty())?;
-    let mut at = PathBuf::from("/");
-    for (i, name) in std::iter::once(None)
-        .chain(names.iter().map(Some))
-        .enumerate()
-    {
-        if let Some(name) = name {
-            at.push(name);
-            fd = match nix::fcntl::openat(&fd, *name, oflag, Mode::empty()) {
-                Ok(f) => f,
-                Err(Errno::ENOENT) => {
-                    match nix::sys::stat::mkdirat(&fd, *name, Mode::from_bits_truncate(0o700)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => {
-                            return Err(io::Error::other(format!("creating {}: {e}", at.display())))
-                        }
-                    }
-                    nix::fcntl::openat(&fd, *name, oflag, Mode::empty())
-                        .map_err(|e| dir_error(&at, e))?
-                }
-                Err(e) => return Err(dir_error(&at, e)),
-            };
+        .collect()
+}
+
+/// One step down from `fd` to `name` (the path so far is `at`), created 0700 if missing.
+fn open_or_create(fd: &OwnedFd, name: &OsStr, at: &Path) -> io::Result<OwnedFd> {
+    match nix::fcntl::openat(fd, name, DIR_FLAGS, Mode::empty()) {
+        Ok(f) => Ok(f),
+        Err(Errno::ENOENT) => {
+            match nix::sys::stat::mkdirat(fd, name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io::Error::other(format!("creating {}: {e}", at.display()))),
+            }
+            nix::fcntl::openat(fd, name, DIR_FLAGS, Mode::empty()).map_err(|e| dir_error(at, e))
         }
-        let st = nix::sys::stat::fstat(&fd)?;
-        let mode = st.st_mode & 0o7777;
-        let last = i == names.len();
-        if last {
-            let found = owner_and_mode(st.st_uid, mode, Owner::Us, 0o022);
-            if found.is_err_and(|u| u.bad_owner) {
-                return Err(io::Error::other(format!(
-                    "its directory {} is owned by uid {}, not by urund's user: \
-                     chown root {0}, or use another directory",
-                    at.display(),
-                    st.st_uid
-                )));
-            }
-            if found.is_err() {
-                return Err(io::Error::other(format!(
-                    "its directory {} is writable by group or others (mode {mode:o}): \
-                     chmod go-w {0}",
-                    at.display()
-                )));
-            }
-        } else {
-            if owner_and_mode(st.st_uid, mode, Owner::RootOrUs, 0).is_err() {
-                return Err(io::Error::other(format!(
-                    "{} (above the audit directory) is owned by uid {}, not root",
-                    at.display(),
-                    st.st_uid
-                )));
-            }
-            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-                return Err(io::Error::other(format!(
-                    "{} (above the audit directory) is writable by everyone (mode {mode:o})",
-                    at.display()
-                )));
-            }
-        }
+        Err(e) => Err(dir_error(at, e)),
     }
-    Ok(fd)
+}
+
+/// The audit directory itself: urund's, not writable by group or others.
+fn check_audit_dir(fd: &OwnedFd, at: &Path) -> io::Result<()> {
+    let st = nix::sys::stat::fstat(fd)?;
+    let mode = st.st_mode & 0o7777;
+    let found = owner_and_mode(st.st_uid, mode, Owner::Us, 0o022);
+    if found.is_err_and(|u| u.bad_owner) {
+        return Err(io::Error::other(format!(
+            "its directory {} is owned by uid {}, not by urund's user: \
+             chown root {0}, or use another directory",
+            at.display(),
+            st.st_uid
+        )));
+    }
+    if found.is_err() {
+        return Err(io::Error::other(format!(
+            "its directory {} is writable by group or others (mode {mode:o}): \
+             chmod go-w {0}",
+            at.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A directory above the audit directory: root's (or urund's), and not writable by
+/// everyone unless sticky.
+fn check_above(fd: &OwnedFd, at: &Path) -> io::Result<()> {
+    let st = nix::sys::stat::fstat(fd)?;
+    let mode = st.st_mode & 0o7777;
+    if owner_and_mode(st.st_uid, mode, Owner::RootOrUs, 0).is_err() {
+        return Err(io::Error::other(format!(
+            "{} (above the audit directory) is owned by uid {}, not root",
+            at.display(),
+            st.st_uid
+        )));
+    }
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(io::Error::other(format!(
+            "{} (above the audit directory) is writable by everyone (mode {mode:o})",
+            at.display()
+        )));
+    }
+    Ok(())
 }
 
 fn dir_error(at: &Path, e: Errno) -> io::Error {
