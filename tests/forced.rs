@@ -1020,5 +1020,26 @@ fn urund_refuses_to_start_when_a_runtime_of_the_policy_is_not_registered() {
         );
         assert_eq!(log.trim_end().lines().count(), 1, "one line: {log}");
         assert!(!d.socket.exists());
+        // `urund check` lists the runtime and warns that urund will not start.
+        let o = std::process::Command::new(URUND)
+            .args(["check", "--policy"])
+            .arg(&d.policy)
+            .output()
+            .unwrap();
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.contains("policy runtime: urun-no-such-runtime"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.starts_with("WARN ") && line.contains("urund will not start"),
+            "{line}"
+        );
+        if !table.starts_with("[runtime]") {
+            assert!(
+                out.contains("OK   policy runtime: runc is registered"),
+                "{out}"
+            );
+        }
     }
 }
