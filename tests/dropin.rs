@@ -163,9 +163,13 @@ fn interactive_tty_session_through_a_real_terminal() {
     let o = t.tmux(&["resize-window", "-t", "s", "-x", "120", "-y", "40"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t0 = Instant::now();
-    loop {
-        let s = t.run("stty size; echo SZ-$((1+2))", "SZ-3");
-        let out = between(&s, "echo SZ-", "SZ-3");
+    for i in 0.. {
+        // A marker of its own per try: an earlier try's output is still on the screen.
+        let s = t.run(
+            &format!("stty size; echo SZ{i}-$((1+2))"),
+            &format!("SZ{i}-3"),
+        );
+        let out = between(&s, &format!("echo SZ{i}-"), &format!("SZ{i}-3"));
         if out == ["40 120"] {
             break;
         }
