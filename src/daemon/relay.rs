@@ -62,6 +62,9 @@ impl Helper {
         if let (true, Some(size)) = (req.tty, req.size) {
             let _ = self.engine.resize(id, size).await;
         }
+        // Room in the kernel for a whole batch of output (BATCH_BYTES) on its way to
+        // the client: one write per batch (bench/NOTES.md).
+        let _ = system::set_send_buffer(peer_socket(rd), CLIENT_SEND_BUFFER);
         let deadline = tokio::time::sleep(max_runtime);
         tokio::pin!(deadline);
         let counts = Counts::default();
@@ -386,6 +389,16 @@ async fn pump_frames(
 pub(super) fn peer_hung_up(rd: &OwnedReadHalf) -> bool {
     let sock: &UnixStream = rd.as_ref();
     system::peer_done_writing(sock.as_fd())
+}
+
+/// The kernel's send buffer for a client's connection once its run has started
+/// (doubled by the kernel for its overhead): a full batch of output
+/// ([`BATCH_BYTES`]) with its headers fits.
+pub(super) const CLIENT_SEND_BUFFER: usize = BATCH_BYTES + (256 << 10);
+
+fn peer_socket(rd: &OwnedReadHalf) -> std::os::fd::BorrowedFd<'_> {
+    let sock: &UnixStream = rd.as_ref();
+    sock.as_fd()
 }
 
 /// Read buffer for a client's frames once its run has started.
