@@ -27,6 +27,16 @@ impl Drop for Containers {
     }
 }
 
+/// A process a test started, killed and reaped on drop (also when the test fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn docker_ok(args: &[&str]) -> String {
     let o = sh("docker", args);
     assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
@@ -397,18 +407,20 @@ fn a_socket_activated_urund_beside_a_running_one_exits_before_touching_its_runs(
     assert_eq!(run_dirs.len(), 1);
 
     let other = d.socket.with_file_name("other.sock");
-    let mut second = Command::new("systemd-socket-activate")
-        .args(["-l", other.to_str().unwrap(), URUND])
-        .args(
-            d.urund_args()
-                .iter()
-                .map(|a| a.replace(d.socket.to_str().unwrap(), other.to_str().unwrap())),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate (Debian package systemd)");
+    let mut second = KillOnDrop(
+        Command::new("systemd-socket-activate")
+            .args(["-l", other.to_str().unwrap(), URUND])
+            .args(
+                d.urund_args()
+                    .iter()
+                    .map(|a| a.replace(d.socket.to_str().unwrap(), other.to_str().unwrap())),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("systemd-socket-activate (Debian package systemd)"),
+    );
     let t = Instant::now();
     while !other.exists() {
         assert!(t.elapsed() < Duration::from_secs(10));
@@ -429,13 +441,13 @@ fn a_socket_activated_urund_beside_a_running_one_exits_before_touching_its_runs(
             Err(e) => panic!("connecting to {}: {e}", other.display()),
         }
     };
-    let st = wait_exit(&mut second, Duration::from_secs(20));
+    let st = wait_exit(&mut second.0, Duration::from_secs(20));
     if st.is_none() {
-        let _ = second.kill();
-        let _ = second.wait();
+        let _ = second.0.kill();
+        let _ = second.0.wait();
     }
     let mut said = String::new();
-    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut said).unwrap();
+    std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut said).unwrap();
     let _ = fs::remove_file(&other);
     assert_eq!(
         mounts_under(&runtime),
