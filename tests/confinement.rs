@@ -740,44 +740,11 @@ fn another_users_container_name_does_not_resolve_on_the_isolated_network() {
 
 // ───────────────────────────── forced mounts ─────────────────────────────
 
-/// A client that speaks the protocol itself: mounts `argv[2]` (opened here) at the
-/// target `argv[4]`, whatever the real client would check.
-const CRAFTED: &str = r#"
-import json, os, socket, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
-p = json.dumps({"version": 1, "image": sys.argv[3], "command": ["true"],
-                "mount": {"target": sys.argv[4], "read_only": False}}).encode()
-s.sendmsg([struct.pack(">BI", 1, len(p)) + p],
-          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    data += b
-while data:
-    k, n = struct.unpack(">BI", data[:5])
-    body, data = data[5:5 + n], data[5 + n:]
-    if k == 0x83:
-        sys.exit(body[0])
-    if k == 0x84:
-        sys.stderr.write(body[1:].decode() + "\n")
-        sys.exit(body[0])
-"#;
-
-/// Runs [`CRAFTED`] as `u`: `dir` mounted at `target`.
+/// A crafted client (whatever the real client would check): `dir` mounted at `target`.
 fn crafted_run(d: &Daemon, u: &TestUser, dir: &Path, target: &str) -> Output {
-    let script = d.dir.join("crafted.py");
-    write_mode(&script, CRAFTED.as_bytes(), 0o644);
-    let mut c = u.command("/usr/bin/python3");
-    c.arg(&script)
-        .arg(&d.socket)
-        .arg(dir)
-        .arg(image())
-        .arg(target);
-    run_with_input(c, b"")
+    let request = serde_json::json!({"version": 1, "image": image(), "command": ["true"],
+        "mount": {"target": target, "read_only": false}});
+    common::raw::crafted(d, u, &request, &[("dir", dir)])
 }
 
 #[test]

@@ -392,34 +392,6 @@ fn a_directory_outside_roots_is_refused() {
     assert!(d.containers().is_empty());
 }
 
-/// A client that speaks the protocol itself and passes whatever directory it opens.
-const CRAFTED: &str = r#"
-import json, os, socket, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
-p = json.dumps({"version": 1, "image": sys.argv[3], "command": ["cat", "/work/marker"],
-                "mount": {"target": "/work", "read_only": True}}).encode()
-fds = [] if sys.argv[4:] == ["nofd"] else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
-s.sendmsg([struct.pack(">BI", 1, len(p)) + p], fds)
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    data += b
-while data:
-    k, n = struct.unpack(">BI", data[:5])
-    body, data = data[5:5 + n], data[5 + n:]
-    if k == 0x81:
-        sys.stdout.write(body.decode())
-    if k == 0x83:
-        sys.exit(body[0])
-    if k == 0x84:
-        sys.stderr.write(body[1:].decode() + "\n")
-        sys.exit(body[0])
-"#;
-
 #[test]
 #[serial]
 fn another_users_directory_is_refused_by_the_client_and_by_the_helper() {
@@ -438,18 +410,14 @@ fn another_users_directory_is_refused_by_the_client_and_by_the_helper() {
     // refuses (policy mounts.access = "owner"), and a system directory by its roots.
     let public = user_dir(&other, &home(&other).join("pub"), "theirs");
     fs::set_permissions(home(&other), fs::Permissions::from_mode(0o711)).unwrap();
-    let crafted = d.dir.join("crafted.py");
-    write_mode(&crafted, CRAFTED.as_bytes(), 0o644);
-    let craft_with = |dir: &Path, extra: &[&str]| {
-        let mut c = u.command("/usr/bin/python3");
-        c.arg(&crafted)
-            .arg(&d.socket)
-            .arg(dir)
-            .arg(image())
-            .args(extra);
-        run_with_input(c, b"")
+    // A crafted client that passes whatever directory it opens (or none).
+    let request = serde_json::json!({"version": 1, "image": image(), "command": ["cat", "/work/marker"],
+        "mount": {"target": "/work", "read_only": true}});
+    let craft_with = |dir: &Path, pass: bool| {
+        let fds: &[(&str, &Path)] = if pass { &[("dir", dir)] } else { &[] };
+        common::raw::crafted(&d, &u, &request, fds)
     };
-    let craft = |dir: &Path| craft_with(dir, &[]);
+    let craft = |dir: &Path| craft_with(dir, true);
     let o = craft(&public);
     assert_refused(&o, &["mounts.access", "not owned by you"]);
     assert!(!stdout(&o).contains("theirs"));
@@ -459,7 +427,7 @@ fn another_users_directory_is_refused_by_the_client_and_by_the_helper() {
     // the helper's checks, not a broken client.
     let proj = user_dir(&u, &home(&u).join("proj"), "mine");
     // A mount request without a descriptor is a protocol error, not a path lookup.
-    let o = craft_with(&proj, &["nofd"]);
+    let o = craft_with(&proj, false);
     assert_refused(&o, &["without passing the directory"]);
     let o = craft(&proj);
     assert_eq!(

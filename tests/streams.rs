@@ -12,6 +12,7 @@ use serial_test::serial;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -315,35 +316,13 @@ fn a_client_killed_while_urund_moves_its_stdin_leaves_no_container() {
         .unwrap_or_else(|left| panic!("not reading: containers left after 3 s: {left:?}"));
 }
 
-/// A client that passes, as its stdin, a descriptor it opens in the given way.
-const PASS_STDIN: &str = r#"
-import json, os, socket, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-how, path = sys.argv[3], sys.argv[4]
-flags = {"path": os.O_PATH, "wronly": os.O_WRONLY, "rdonly": os.O_RDONLY,
-         "dir": os.O_RDONLY | os.O_DIRECTORY}[how]
-fd = os.open(path, flags)
-p = json.dumps({"version": 1, "image": sys.argv[2], "command": ["wc", "-c"],
-                "interactive": True, "stdin_fd": True}).encode()
-s.sendmsg([struct.pack(">BI", 1, len(p)) + p], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    data += b
-while data:
-    k, n = struct.unpack(">BI", data[:5])
-    body, data = data[5:5 + n], data[5 + n:]
-    if k == 0x81:
-        sys.stdout.write(body.decode())
-    if k == 0x83:
-        sys.exit(body[0])
-    if k == 0x84:
-        sys.stderr.write(body[1:].decode() + "\n")
-        sys.exit(body[0])
-"#;
+/// A crafted client that passes, as its stdin, `path` opened `how` (see
+/// [`common::raw::crafted`]), to `wc -c`.
+fn pass_stdin(d: &Daemon, u: &TestUser, how: &str, path: &Path) -> Output {
+    let request = serde_json::json!({"version": 1, "image": image(), "command": ["wc", "-c"],
+        "interactive": true, "stdin_fd": true});
+    common::raw::crafted(d, u, &request, &[(how, path)])
+}
 
 #[test]
 #[serial]
@@ -366,18 +345,7 @@ fn a_passed_stdin_that_cannot_be_read_safely_is_refused_with_one_line() {
         ),
         ("dir", "/", "not a pipe, a socket or a regular file"),
     ] {
-        let o = u
-            .command("/usr/bin/python3")
-            .args([
-                "-c",
-                PASS_STDIN,
-                d.socket.to_str().unwrap(),
-                image(),
-                how,
-                path,
-            ])
-            .output()
-            .unwrap();
+        let o = pass_stdin(&d, &u, how, Path::new(path));
         let e = stderr(&o);
         assert_eq!(o.status.code(), Some(125), "{how} {path}: {e}");
         assert!(
@@ -387,18 +355,7 @@ fn a_passed_stdin_that_cannot_be_read_safely_is_refused_with_one_line() {
         assert_eq!(e.lines().count(), 1, "{e}");
     }
     // Read-only, a regular file: taken, and read.
-    let o = u
-        .command("/usr/bin/python3")
-        .args([
-            "-c",
-            PASS_STDIN,
-            d.socket.to_str().unwrap(),
-            image(),
-            "rdonly",
-            f,
-        ])
-        .output()
-        .unwrap();
+    let o = pass_stdin(&d, &u, "rdonly", Path::new(f));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "3");
     assert!(d.containers().is_empty(), "container left behind");

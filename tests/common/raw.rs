@@ -3,7 +3,8 @@
 //! parsed, by urun's own wire module.
 
 use super::{stderr, stdout, Daemon, TestUser};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 use urun::wire::{self, Kind};
 
@@ -121,4 +122,51 @@ pub fn expect_error_frame(reply: &[u8]) -> String {
         "more after the error"
     );
     msg
+}
+
+/// A client that speaks the protocol itself, as `user` (python3): opens each of `pass`
+/// here (`how`: "path" for `O_PATH`, "wronly", "rdonly", or "dir"), sends `request` (a
+/// request body) with those descriptors (SCM_RIGHTS, in order), then prints the
+/// container's stdout and exits with the run's status, or prints an error frame's
+/// message on stderr and exits with its status: whatever the real client would check.
+pub fn crafted(
+    d: &Daemon,
+    user: &TestUser,
+    request: &serde_json::Value,
+    pass: &[(&str, &Path)],
+) -> Output {
+    const PY: &str = r#"
+import os, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+flags = {"path": os.O_PATH, "wronly": os.O_WRONLY, "rdonly": os.O_RDONLY,
+         "dir": os.O_RDONLY | os.O_DIRECTORY}
+pairs = sys.argv[3:]
+fds = [os.open(pairs[i + 1], flags[pairs[i]]) for i in range(0, len(pairs), 2)]
+p = sys.argv[2].encode()
+rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))]
+s.sendmsg([struct.pack(">BI", 1, len(p)) + p], rights if fds else [])
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+while data:
+    k, n = struct.unpack(">BI", data[:5])
+    body, data = data[5:5 + n], data[5 + n:]
+    if k == 0x81:
+        sys.stdout.write(body.decode())
+    if k == 0x83:
+        sys.exit(body[0])
+    if k == 0x84:
+        sys.stderr.write(body[1:].decode() + "\n")
+        sys.exit(body[0])
+"#;
+    let mut c = user.command("/usr/bin/python3");
+    c.args(["-c", PY, d.socket.to_str().unwrap(), &request.to_string()]);
+    for (how, path) in pass {
+        c.arg(how).arg(path);
+    }
+    c.stdin(Stdio::null()).output().expect("python3")
 }
