@@ -190,23 +190,9 @@ pub(super) async fn send_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::tests::frames;
     use bytes::Bytes;
-    use tokio::io::AsyncReadExt;
     use tokio::net::UnixStream;
-
-    async fn frames(client: &mut UnixStream) -> Vec<(Kind, Vec<u8>)> {
-        let mut got = Vec::new();
-        loop {
-            let mut h = [0u8; wire::HEADER];
-            if client.read_exact(&mut h).await.is_err() {
-                return got;
-            }
-            let (kind, len) = wire::parse_header(h).unwrap();
-            let mut payload = vec![0u8; len];
-            client.read_exact(&mut payload).await.unwrap();
-            got.push((kind, payload));
-        }
-    }
 
     #[tokio::test]
     async fn frames_and_output_go_out_in_order_then_the_sending_side_closes() {

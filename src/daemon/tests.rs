@@ -176,7 +176,7 @@ fn run_request(image: &str) -> Vec<u8> {
 }
 
 /// Reads frames until urund closes its side.
-async fn frames(client: &mut UnixStream) -> Vec<(Kind, Vec<u8>)> {
+pub(super) async fn frames(client: &mut UnixStream) -> Vec<(Kind, Vec<u8>)> {
     let mut got = Vec::new();
     loop {
         let mut h = [0u8; wire::HEADER];
