@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod build;
 pub mod caller;
 pub mod dockerfile;
 pub mod forced;

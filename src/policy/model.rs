@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::policy::build::Build;
 pub use crate::policy::runtime::{Runtime, RuntimeName, RuntimeOverride};
 pub use crate::policy::units::{Bytes, Seconds};
 
@@ -34,6 +35,8 @@ pub struct Policy {
     pub connections: Connections,
     /// `[runtime]`: the OCI runtime containers run under (see [`crate::policy::runtime`]).
     pub runtime: Runtime,
+    /// `[build]`: `urun build` and where its images go (see [`crate::policy::build`]).
+    pub build: Build,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -15,7 +15,10 @@
 //! uid is refused outright.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod status;
+
+pub use build::{BuildRequest, ImageRow, Manage, Op, Outcome};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -47,12 +50,22 @@ pub enum Kind {
     Resize = 0x05,
     /// Instead of a `Request`: a question about the caller's effective policy.
     Query = 0x06,
+    /// Instead of a `Request`: a build ([`build::BuildRequest`]).
+    Build = 0x07,
+    /// The build context: a piece of the tar archive.
+    Context = 0x08,
+    /// The end of the build context (empty payload).
+    ContextEnd = 0x09,
+    /// Instead of a `Request`: `images`, `rmi` or `push` ([`build::Manage`]).
+    Manage = 0x0a,
     Stdout = 0x81,
     Stderr = 0x82,
     Exit = 0x83,
     Error = 0x84,
     /// Progress of a pull done for this request: a JSON [`Progress`] payload.
     Progress = 0x85,
+    /// What a build or management request produced: a JSON [`build::Outcome`].
+    Result = 0x86,
 }
 
 impl Kind {
@@ -64,11 +77,16 @@ impl Kind {
             0x04 => Kind::Signal,
             0x05 => Kind::Resize,
             0x06 => Kind::Query,
+            0x07 => Kind::Build,
+            0x08 => Kind::Context,
+            0x09 => Kind::ContextEnd,
+            0x0a => Kind::Manage,
             0x81 => Kind::Stdout,
             0x82 => Kind::Stderr,
             0x83 => Kind::Exit,
             0x84 => Kind::Error,
             0x85 => Kind::Progress,
+            0x86 => Kind::Result,
             _ => return None,
         })
     }
@@ -122,7 +140,10 @@ impl std::error::Error for ProtocolError {}
 pub fn parse_header(h: [u8; HEADER]) -> Result<(Kind, usize), ProtocolError> {
     let kind = Kind::from_u8(h[0]).ok_or(ProtocolError::UnknownKind(h[0]))?;
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
-    let max = if matches!(kind, Kind::Request | Kind::Query) {
+    let max = if matches!(
+        kind,
+        Kind::Request | Kind::Query | Kind::Build | Kind::Manage
+    ) {
         MAX_REQUEST
     } else {
         MAX_FRAME
@@ -142,13 +163,13 @@ pub fn parse_client_header(h: [u8; HEADER]) -> Result<(Kind, usize), ProtocolErr
     Ok((kind, len))
 }
 
-/// The header of a connection's first frame: a `Request`, or a `Query` with no
-/// descriptor passed (`with_fd`).
+/// The header of a connection's first frame: a `Request`, or a `Query`, `Build` or
+/// `Manage` with no descriptor passed (`with_fd`).
 pub fn parse_first_header(h: [u8; HEADER], with_fd: bool) -> Result<(Kind, usize), ProtocolError> {
     let (kind, len) = parse_header(h)?;
     match kind {
         Kind::Request => Ok((kind, len)),
-        Kind::Query if !with_fd => Ok((kind, len)),
+        Kind::Query | Kind::Build | Kind::Manage if !with_fd => Ok((kind, len)),
         _ => Err(ProtocolError::UnexpectedKind(kind)),
     }
 }
