@@ -66,6 +66,7 @@ pub async fn run(opts: Options) -> Result<()> {
         secret: instance::load_or_create_secret(&opts.state_dir)?,
     };
     let runtime = RuntimeDir::open(&dir)?;
+    let builds = Arc::new(super::builds::Builds::open(&opts.state_dir)?);
     let helper = Arc::new(Helper::new(Parts {
         engine,
         policy,
@@ -75,6 +76,7 @@ pub async fn run(opts: Options) -> Result<()> {
         audit,
         owner,
         runtime,
+        builds,
         nofile,
     }));
     let result = helper

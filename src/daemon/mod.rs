@@ -47,6 +47,7 @@
 //! [`instance`] (the lock, the runtime directory, the secret), [`check`] (`urund check`).
 
 pub mod audit;
+pub mod builds;
 pub mod check;
 pub mod cli;
 pub mod connections;
@@ -109,6 +110,9 @@ pub struct Helper {
     /// Root-only directory of per-run files and pinned mounts (`<socket dir>/run`),
     /// created and marked by urund.
     runtime: RuntimeDir,
+    /// The record of every image a user built (what makes an image "own").
+    #[allow(dead_code)] // read by the build, images and rmi handlers as they land
+    builds: Arc<builds::Builds>,
     /// An image's identity files by image ID (an ID's content never changes).
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
@@ -136,6 +140,8 @@ pub(crate) struct Parts {
     pub audit: Arc<audit::Sink>,
     pub owner: Owner,
     pub runtime: RuntimeDir,
+    /// The build records (`<state dir>/builds`).
+    pub builds: Arc<builds::Builds>,
     /// The open-files limit.
     pub nofile: u64,
 }
@@ -155,6 +161,7 @@ impl Helper {
             network_lock: tokio::sync::Mutex::new(()),
             runs: Mutex::new(HashMap::new()),
             runtime: p.runtime,
+            builds: p.builds,
             image_files: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             boot: std::time::SystemTime::now()

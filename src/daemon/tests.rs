@@ -97,6 +97,7 @@ impl Harness {
                 secret: "0".repeat(32),
             },
             runtime: RuntimeDir::open(&scratch.0).unwrap(),
+            builds: Arc::new(crate::daemon::builds::Builds::open(&scratch.0).unwrap()),
             nofile: 1024,
         });
         Harness {
