@@ -291,12 +291,12 @@ fn decimal(v: &[u8]) -> Result<u64, Error> {
 /// A numeric header field: octal (spaces and NULs around it), or GNU base-256.
 fn number(f: &[u8], what: &str) -> Result<u64, Error> {
     if f[0] & 0x80 != 0 {
-        if f[0] != 0x80 || f[1..f.len() - 8].iter().any(|&b| b != 0) {
+        let rest = &f[1..];
+        let (high, low) = rest.split_at(rest.len().saturating_sub(8));
+        if f[0] != 0x80 || high.iter().any(|&b| b != 0) {
             return bad(format!("a negative or huge {what} field"));
         }
-        return Ok(f[f.len() - 8..]
-            .iter()
-            .fold(0u64, |n, &b| (n << 8) | u64::from(b)));
+        return Ok(low.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b)));
     }
     let s: &[u8] = {
         let start = f.iter().position(|&b| b != b' ').unwrap_or(f.len());
@@ -473,5 +473,7 @@ mod tests {
         assert_eq!(number(&b256, "s").unwrap(), (1 << 32) + 5);
         b256[0] = 0xff;
         assert!(number(&b256, "s").is_err());
+        // base-256 in an 8-byte field (mode)
+        assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 1, 0xed], "m").unwrap(), 0o755);
     }
 }

@@ -374,6 +374,26 @@ fn secret_looking_variables_are_named_never_their_values() {
 }
 
 #[test]
+fn a_scan_reads_a_stream_sent_in_chunks_through_a_channel() {
+    let t = saved(&[base()], Some("app"), &[]);
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    let feeder = std::thread::spawn(move || {
+        for c in t.chunks(777) {
+            tx.send(Ok(c.to_vec())).unwrap();
+        }
+    });
+    let s = scan(ChunkReader::new(rx), 1).unwrap();
+    feeder.join().unwrap();
+    assert_eq!(s.user, "app");
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    tx.send(Err(io::Error::other("engine gone"))).unwrap();
+    assert!(matches!(
+        scan(ChunkReader::new(rx), 0),
+        Err(ScanError::Read(_))
+    ));
+}
+
+#[test]
 fn a_layer_saved_twice_is_read_through_its_link() {
     let same = layer_tar(&[E::Dir("x/")]);
     let t = saved(&[base(), same.clone(), same], Some("app"), &[]);
