@@ -12,6 +12,7 @@ pub mod caller;
 pub mod dockerfile;
 pub mod forced;
 pub mod identity;
+pub mod imagecheck;
 pub mod judge;
 pub mod model;
 pub mod mounts;

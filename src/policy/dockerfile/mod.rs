@@ -474,7 +474,7 @@ impl Report {
 }
 
 /// Go's `strconv.Atoi`: optional sign, decimal digits, within 64 bits.
-fn go_atoi(s: &str) -> Option<i64> {
+pub(crate) fn go_atoi(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
