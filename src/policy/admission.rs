@@ -73,6 +73,9 @@ pub struct Admission {
     pub groups: Vec<String>,
     /// The reference that was judged; what Docker finds must carry it.
     pub reference: Reference,
+    /// The image must be one of the caller's own builds (`[build] run_own`: named in
+    /// their namespace or by ID), by urund's records: see [`admit_own`].
+    pub own: bool,
 }
 
 /// The working-directory mount as admitted.
@@ -136,7 +139,7 @@ pub fn admit_request(
     req: &Request,
     facts: &Facts,
 ) -> Result<Admission, Refusal> {
-    judge::judge(caller, policy, facts.access_gid, &facts.denied, req)?;
+    let own = judge::judge_own(caller, policy, facts.access_gid, &facts.denied, req)?;
     let reference = judge::parse_reference(&req.image)?;
     let limits = limits_for(caller, policy, &facts.override_gids);
     judge::judge_concurrency(&limits, facts.running)?;
@@ -154,6 +157,7 @@ pub fn admit_request(
         workdir: req.workdir.clone(),
         groups: member_groups(caller, policy, &facts.override_gids),
         reference,
+        own,
     })
 }
 
@@ -179,6 +183,23 @@ pub fn admit_image(
         volumes,
         runtime: runtime(caller, policy, admission, found),
     })
+}
+
+/// Stage two for an image that must be the caller's own build ([`Admission::own`]):
+/// `owned` is whether urund's build records (never the image's labels) say the caller
+/// built the image Docker found.
+pub fn admit_own(admission: &Admission, owned: bool) -> Result<(), Refusal> {
+    if admission.own && !owned {
+        return refuse(
+            Rule::BuildNamespace,
+            format!(
+                "image {} is not one of your builds (urun images lists them) and the policy \
+                 does not allow it (images.allow)",
+                admission.reference.familiar()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// `urun --policy`: may the caller ask at all (`access.*`).

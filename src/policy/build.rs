@@ -191,6 +191,152 @@ impl<'de> Deserialize<'de> for RuleSeverities {
     }
 }
 
+/// The repository component that stands for `caller` in the build namespace: their
+/// user name when it is a valid repository path component, else `uid<uid>` (a name
+/// from the user database is not trusted to be one). Pure.
+pub fn namespace_user(caller: &crate::policy::Caller) -> String {
+    match &caller.name {
+        Some(n) if n.len() <= 64 && path_component(n) => n.clone(),
+        _ => format!("uid{}", caller.uid),
+    }
+}
+
+/// Longest repository name Docker accepts.
+const MAX_REPOSITORY: usize = 255;
+
+/// One `-t NAME[:TAG]` as the user typed it → `(repository, tag)` in their namespace.
+/// `NAME` is one or more path components (no registry host: the namespace is urund's),
+/// `TAG` Docker's tag grammar (default `latest`). Pure.
+pub fn namespaced_tag(build: &Build, user: &str, typed: &str) -> Result<(String, String), String> {
+    let (name, tag) = match typed.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (typed, "latest"),
+    };
+    if name.is_empty() || !name.split('/').all(path_component) {
+        return Err(format!(
+            "tag {typed:?}: the name must be lowercase letters, digits and . _ - in \
+             /-separated components (it goes under {})",
+            build.user_prefix(user)
+        ));
+    }
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-'))
+        });
+    if !tag_ok {
+        return Err(format!(
+            "tag {typed:?}: the tag must be letters, digits, _ . - (not first), at most 128"
+        ));
+    }
+    let repo = build.repository(user, name);
+    if repo.len() > MAX_REPOSITORY {
+        return Err(format!(
+            "tag {typed:?}: {repo} is longer than {MAX_REPOSITORY} characters"
+        ));
+    }
+    Ok((repo, tag.to_string()))
+}
+
+/// What urund knows before admitting a build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFacts {
+    /// gid of `access.group`.
+    pub access_gid: u32,
+    /// gid of `[build] group`, if set and it exists (`None` with a group set: nobody).
+    pub build_gid: Option<u32>,
+    /// The caller's builds in progress.
+    pub running: u32,
+    /// The caller's own images on record.
+    pub images: usize,
+}
+
+/// An admitted build: every term urund carries out.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildAdmission {
+    /// The caller's component of the namespace.
+    pub user: String,
+    /// `(repository, tag)` for each `-t`, in order, without duplicates.
+    pub tags: Vec<(String, String)>,
+}
+
+/// May `caller` build at all, and with these tags and labels: `access.*`,
+/// `[build] enabled`, `group`, `max_concurrent`, `max_images`, the tags' and labels'
+/// shape. The first refusal. Pure.
+pub fn admit_build(
+    caller: &crate::policy::Caller,
+    policy: &crate::policy::Policy,
+    req: &crate::wire::BuildRequest,
+    facts: &BuildFacts,
+) -> Result<BuildAdmission, crate::policy::rule::Refusal> {
+    use crate::policy::rule::{refuse, Rule};
+    let b = &policy.build;
+    if !b.enabled {
+        return refuse(
+            Rule::BuildEnabled,
+            "building images is not enabled here (policy [build] enabled = false); ask your \
+             administrator",
+        );
+    }
+    crate::policy::judge::judge_access(caller, policy, facts.access_gid)?;
+    if let Some(g) = &b.group {
+        if !facts.build_gid.is_some_and(|gid| caller.in_group(gid)) {
+            return refuse(
+                Rule::BuildGroup,
+                format!(
+                    "you ({} uid {}) are not a member of group {:?}, the only one that may \
+                     build (policy [build] group)",
+                    caller.display_name(),
+                    caller.uid,
+                    g.0
+                ),
+            );
+        }
+    }
+    if facts.running >= b.max_concurrent.0 {
+        return refuse(
+            Rule::BuildMaxConcurrent,
+            format!(
+                "you already have {} build(s) in progress, the most allowed (policy [build] \
+                 max_concurrent = {})",
+                facts.running, b.max_concurrent.0
+            ),
+        );
+    }
+    if facts.images >= b.max_images.0 as usize {
+        return refuse(
+            Rule::BuildMaxImages,
+            format!(
+                "you keep {} built images, the most allowed (policy [build] max_images = {}); \
+                 remove some with urun rmi",
+                facts.images, b.max_images.0
+            ),
+        );
+    }
+    let user = namespace_user(caller);
+    let mut tags = Vec::new();
+    for t in &req.tags {
+        let nt = namespaced_tag(b, &user, t).map_err(|m| {
+            crate::policy::rule::Refusal::new(Rule::BuildTags, format!("{m} (build.tags)"))
+        })?;
+        if !tags.contains(&nt) {
+            tags.push(nt);
+        }
+    }
+    if let Some(k) = req.labels.keys().find(|k| {
+        k.starts_with(RESERVED_LABEL_PREFIX) || k.is_empty() || k.contains(char::is_control)
+    }) {
+        return refuse(
+            Rule::BuildTags,
+            format!(
+                "--label {k:?}: keys under {RESERVED_LABEL_PREFIX} are urund's own (build.tags)"
+            ),
+        );
+    }
+    Ok(BuildAdmission { user, tags })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +370,129 @@ mod tests {
             p.build.rules.0.get(&Rule::HealthcheckMissing),
             Some(&Severity::Off)
         );
+    }
+
+    fn caller() -> crate::policy::Caller {
+        let mut c = crate::policy::Caller::example();
+        c.groups = vec![100];
+        c
+    }
+
+    fn req(tags: &[&str]) -> crate::wire::BuildRequest {
+        crate::wire::BuildRequest {
+            version: crate::wire::VERSION,
+            dockerfile: "Dockerfile".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn facts() -> BuildFacts {
+        BuildFacts {
+            access_gid: 100,
+            build_gid: Some(200),
+            running: 0,
+            images: 0,
+        }
+    }
+
+    #[test]
+    fn each_build_rule_refuses_with_its_own_id() {
+        use crate::policy::rule::Rule;
+        let on = parse("[build]\nenabled = true\n").unwrap();
+        let c = caller();
+        let ok = admit_build(&c, &on, &req(&["app:1", "app"]), &facts()).unwrap();
+        let u = namespace_user(&c);
+        assert_eq!(
+            ok.tags,
+            vec![
+                (format!("urun/{u}/app"), "1".to_string()),
+                (format!("urun/{u}/app"), "latest".to_string())
+            ]
+        );
+        let grouped = parse("[build]\nenabled = true\ngroup = \"builders\"\n").unwrap();
+        let mut in_group = c.clone();
+        in_group.groups.push(200);
+        assert!(admit_build(&in_group, &grouped, &req(&[]), &facts()).is_ok());
+        let mut labelled = req(&[]);
+        labelled
+            .labels
+            .insert("io.urun.build.uid".into(), "0".into());
+        let cases = [
+            (
+                Rule::BuildEnabled,
+                admit_build(&c, &parse("").unwrap(), &req(&[]), &facts()),
+            ),
+            (
+                Rule::AccessGroup,
+                admit_build(
+                    &c,
+                    &on,
+                    &req(&[]),
+                    &BuildFacts {
+                        access_gid: 9,
+                        ..facts()
+                    },
+                ),
+            ),
+            (
+                Rule::BuildGroup,
+                admit_build(&c, &grouped, &req(&[]), &facts()),
+            ),
+            (
+                Rule::BuildMaxConcurrent,
+                admit_build(
+                    &c,
+                    &on,
+                    &req(&[]),
+                    &BuildFacts {
+                        running: 1,
+                        ..facts()
+                    },
+                ),
+            ),
+            (
+                Rule::BuildMaxImages,
+                admit_build(
+                    &c,
+                    &on,
+                    &req(&[]),
+                    &BuildFacts {
+                        images: 20,
+                        ..facts()
+                    },
+                ),
+            ),
+            (
+                Rule::BuildTags,
+                admit_build(&c, &on, &req(&["Up:1"]), &facts()),
+            ),
+            (
+                Rule::BuildTags,
+                admit_build(&c, &on, &req(&["reg.example:5000/x:1"]), &facts()),
+            ),
+            (
+                Rule::BuildTags,
+                admit_build(&c, &on, &req(&["a:-x"]), &facts()),
+            ),
+            (Rule::BuildTags, admit_build(&c, &on, &labelled, &facts())),
+        ];
+        for (want, got) in cases {
+            let r = got.expect_err(want.id());
+            assert_eq!(r.rule, want, "{}", r.message);
+            assert!(!r.message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn an_odd_user_name_becomes_the_uid_in_the_namespace() {
+        let mut c = caller();
+        c.name = Some("Alice".into());
+        assert_eq!(namespace_user(&c), format!("uid{}", c.uid));
+        c.name = None;
+        assert_eq!(namespace_user(&c), format!("uid{}", c.uid));
+        c.name = Some("bob".into());
+        assert_eq!(namespace_user(&c), "bob");
     }
 
     #[test]

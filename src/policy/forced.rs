@@ -207,6 +207,161 @@ pub fn labels(
     l
 }
 
+/// The forced settings of a build, in words: (setting, value). The build engine's
+/// call is made from [`build_settings`], row by row, and tested against this table;
+/// README ("Building images") and SECURITY.md list the same rows.
+pub const BUILD_FORCED: &[(&str, &str)] = &[
+    (
+        "Engine",
+        "policy [build] engine (default: the run daemon); recommended: a dedicated dockerd \
+         with userns-remap, so a RUN step's root is an unprivileged host uid",
+    ),
+    (
+        "Builder",
+        "the legacy builder (Engine API 1.41, version 1), which honours the limits below; \
+         never BuildKit",
+    ),
+    (
+        "Network",
+        "none for RUN steps, unless policy [build] network = true (then the engine's bridge)",
+    ),
+    (
+        "Memory",
+        "policy [build] memory, swap included (memswap = memory); at most 2 GiB - 1 byte \
+         (the API's 32-bit field)",
+    ),
+    (
+        "CPU",
+        "policy [build] cpus, as a CFS quota per 100 ms period",
+    ),
+    (
+        "Time",
+        "policy [build] max_runtime: then the build is cancelled, exit 124, nothing left",
+    ),
+    (
+        "Concurrency",
+        "at most policy [build] max_concurrent builds per user",
+    ),
+    (
+        "Context",
+        "at most policy [build] max_context bytes, counted by urund while it reads",
+    ),
+    (
+        "Intermediate containers",
+        "always removed (rm and forcerm), with their anonymous volumes",
+    ),
+    (
+        "Base images",
+        "never pulled by the builder (pull off); present on the build engine, copied from \
+         the run engine, or pulled by urund only where policy [pull] allows",
+    ),
+    (
+        "Cache",
+        "the build engine's layer cache, shared between users; --no-cache skips it",
+    ),
+    (
+        "Tags",
+        "none on the build engine; each -t NAME[:TAG] becomes \
+         <[build] namespace>/<your user>/NAME:TAG on the run engine",
+    ),
+    (
+        "Labels",
+        "yours (never io.urun.*), plus io.urun.build.uid, .user, .dockerfile, .context, \
+         .checks set by urund",
+    ),
+    (
+        "Not offered",
+        "--network, --add-host, --secret, --ssh, --security-opt, --isolation, \
+         --cgroup-parent, --output, --cache-from, --platform, --squash, --shm-size",
+    ),
+];
+
+/// CFS period of a build's CPU quota, microseconds.
+pub const BUILD_CPU_PERIOD: i64 = 100_000;
+
+/// Everything the build engine is asked to do, from [`BUILD_FORCED`], the `[build]`
+/// policy and the request: engine/docker.rs turns it into the API's query one field
+/// at a time. Pure values, no choice left to the engine code.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSettings {
+    /// The Dockerfile's name inside the context archive.
+    pub dockerfile: String,
+    /// `none`, or `default` where the policy gives builds a network.
+    pub network: &'static str,
+    pub memory: i64,
+    pub memswap: i64,
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub rm: bool,
+    pub forcerm: bool,
+    /// The builder never pulls.
+    pub pull: bool,
+    pub nocache: bool,
+    pub target: Option<String>,
+    pub buildargs: HashMap<String, String>,
+    /// The user's labels and urund's (urund's win).
+    pub labels: HashMap<String, String>,
+    /// Builder version "1": the legacy builder.
+    pub legacy_builder: bool,
+}
+
+/// What urund found about a build that goes into its labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildDigests {
+    /// sha256 (hex) of the Dockerfile and of the context stream.
+    pub dockerfile: String,
+    pub context: String,
+    /// The check's result in one word per finding (`rule:severity`), `ok` if none.
+    pub checks: String,
+}
+
+/// The most memory a build can be given (the API's `memory` is a 32-bit signed field).
+pub const BUILD_MAX_MEMORY: u64 = i32::MAX as u64;
+
+/// The build engine's settings for one build. `req.labels` were checked (no
+/// `io.urun.` key) by the caller; urund's labels are set last and win anyway. Pure.
+pub fn build_settings(
+    build: &crate::policy::Build,
+    caller: &Caller,
+    req: &crate::wire::BuildRequest,
+    facts: &BuildDigests,
+) -> BuildSettings {
+    use crate::policy::build as b;
+    let memory = build.memory.0.min(BUILD_MAX_MEMORY) as i64;
+    let mut labels: HashMap<String, String> = req
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(b::RESERVED_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(b::LABEL_UID.into(), caller.uid.to_string());
+    labels.insert(b::LABEL_USER.into(), caller.display_name());
+    labels.insert(b::LABEL_DOCKERFILE.into(), facts.dockerfile.clone());
+    labels.insert(b::LABEL_CONTEXT.into(), facts.context.clone());
+    labels.insert(b::LABEL_CHECKS.into(), facts.checks.clone());
+    BuildSettings {
+        dockerfile: req.dockerfile.clone(),
+        network: if build.network { "default" } else { "none" },
+        memory,
+        memswap: memory,
+        cpu_period: BUILD_CPU_PERIOD,
+        cpu_quota: ((build.cpus.0 * BUILD_CPU_PERIOD as f64).round() as i64).max(1000),
+        rm: true,
+        forcerm: true,
+        pull: false,
+        nocache: req.no_cache,
+        target: req.target.clone(),
+        buildargs: req
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        labels,
+        legacy_builder: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +383,54 @@ mod tests {
             c.name = name.map(String::from);
             assert_eq!(home_dir(&c), want);
         }
+    }
+
+    #[test]
+    fn every_build_row_holds_on_the_settings() {
+        use crate::policy::build as b;
+        let mut policy = crate::policy::Build::default();
+        let req = crate::wire::BuildRequest {
+            version: crate::wire::VERSION,
+            dockerfile: "Dockerfile".into(),
+            labels: [
+                ("a".to_string(), "1".to_string()),
+                (b::LABEL_UID.to_string(), "0".to_string()),
+                ("io.urun.x".to_string(), "y".to_string()),
+            ]
+            .into(),
+            build_args: [("V".to_string(), "2".to_string())].into(),
+            ..Default::default()
+        };
+        let facts = BuildDigests {
+            dockerfile: "d".into(),
+            context: "c".into(),
+            checks: "ok".into(),
+        };
+        let s = build_settings(&policy, &caller(), &req, &facts);
+        // Network, Memory (capped at the API's field), CPU
+        assert_eq!(s.network, "none");
+        assert_eq!(s.memory, i32::MAX as i64);
+        assert_eq!(s.memswap, s.memory);
+        assert_eq!((s.cpu_period, s.cpu_quota), (100_000, 100_000));
+        // Builder, intermediate containers, base images, cache
+        assert!(s.legacy_builder && s.rm && s.forcerm && !s.pull && !s.nocache);
+        // Labels: the user's kept, urund's set and never the user's value
+        assert_eq!(s.labels.get("a").map(String::as_str), Some("1"));
+        assert_eq!(s.labels.get(b::LABEL_UID), Some(&caller().uid.to_string()));
+        assert!(!s.labels.contains_key("io.urun.x"));
+        assert_eq!(
+            s.labels.get(b::LABEL_CHECKS).map(String::as_str),
+            Some("ok")
+        );
+        assert_eq!(s.buildargs.get("V").map(String::as_str), Some("2"));
+        policy.network = true;
+        policy.memory = crate::policy::Bytes(512 << 20);
+        policy.cpus = crate::policy::model::Cpus(0.5);
+        let s = build_settings(&policy, &caller(), &req, &facts);
+        assert_eq!(s.network, "default");
+        assert_eq!(s.memory, 512 << 20);
+        assert_eq!(s.cpu_quota, 50_000);
+        assert_eq!(BUILD_FORCED.len(), 14);
     }
 
     #[test]

@@ -29,11 +29,55 @@ pub fn judge(
     denied: &DeniedGroups,
     req: &Request,
 ) -> Check {
+    judge_own(caller, policy, group_gid, denied, req).map(|_| ())
+}
+
+/// [`judge`], with `[build] run_own`: an image the caller names in their own part of
+/// the build namespace, or by its full ID, is let through `images.allow` here and
+/// must then be one of their builds by urund's records (see
+/// [`crate::policy::admission::admit_own`]). Returns whether that record is needed.
+pub fn judge_own(
+    caller: &Caller,
+    policy: &Policy,
+    group_gid: u32,
+    denied: &DeniedGroups,
+    req: &Request,
+) -> Result<bool, Refusal> {
     judge_access(caller, policy, group_gid)?;
     judge_gid(caller, denied)?;
-    judge_image(policy, &req.image)?;
+    let own = match judge_image(policy, &req.image) {
+        Ok(r) => own_namespace(caller, policy, &r),
+        Err(refusal) if refusal.rule == Rule::ImagesAllow => {
+            let r = parse_reference(&req.image)?;
+            let id = matches!(&r, Reference::Id(i) if i.len() == 71);
+            if policy.build.run_own && (id || own_namespace(caller, policy, &r)) {
+                true
+            } else {
+                return Err(refusal);
+            }
+        }
+        Err(refusal) => return Err(refusal),
+    };
     check_dropin(caller, policy, req)?;
-    judge_mounts(policy, req)
+    judge_mounts(policy, req)?;
+    Ok(own)
+}
+
+/// Whether `r` lies in the build namespace (`[build] namespace`, on the run engine:
+/// Docker Hub's familiar names), which only urund's builds fill. Pure.
+pub fn in_build_namespace(policy: &Policy, r: &Reference) -> bool {
+    r.registry() == Some(reference::DOCKER_HUB)
+        && r.familiar_name()
+            .is_some_and(|n| n.starts_with(&format!("{}/", policy.build.namespace.0)))
+}
+
+/// Whether `r` lies in the caller's own part of the build namespace. Pure.
+pub fn own_namespace(caller: &Caller, policy: &Policy, r: &Reference) -> bool {
+    let prefix = policy
+        .build
+        .user_prefix(&crate::policy::build::namespace_user(caller));
+    r.registry() == Some(reference::DOCKER_HUB)
+        && r.familiar_name().is_some_and(|n| n.starts_with(&prefix))
 }
 
 /// Whether the request's working-directory mount is allowed in shape:
@@ -220,6 +264,18 @@ fn judge_target_clear(target: &str, volumes: &[String]) -> Check {
 /// Whether a missing image may be pulled: `pull.mode` and `pull.registries`. The
 /// reference to pull.
 pub fn judge_pull(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
+    if let Ok(r) = Reference::parse(image) {
+        if in_build_namespace(policy, &r) {
+            return refuse(
+                Rule::BuildNamespace,
+                format!(
+                    "Unable to find image '{image}' locally, and images under {}/ are only \
+                     made by urun build, never pulled (build.namespace)",
+                    policy.build.namespace.0
+                ),
+            );
+        }
+    }
     if policy.pull.mode == PullMode::Never {
         return refuse(
             Rule::PullMode,

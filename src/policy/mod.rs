@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod build;
+pub mod buildcontext;
 pub mod caller;
 pub mod dockerfile;
 pub mod forced;

@@ -39,11 +39,35 @@ pub enum Rule {
     ConnectionsDescriptors,
     /// The Docker daemon went away during the run.
     Docker,
+    /// `urun build` is off (`[build] enabled`).
+    BuildEnabled,
+    /// The caller is not in `[build] group`.
+    BuildGroup,
+    /// `[build] max_concurrent` builds in progress.
+    BuildMaxConcurrent,
+    /// `[build] max_images` own images kept.
+    BuildMaxImages,
+    /// The context passed `[build] max_context` while urund read it.
+    BuildMaxContext,
+    /// The context archive is not one urund builds from (names, types, Dockerfile).
+    BuildContext,
+    /// A tag or label of the request.
+    BuildTags,
+    /// A Dockerfile check at severity error (`[build.rules]`).
+    BuildChecks,
+    /// A base image that is not present and may not be pulled.
+    BuildBase,
+    /// A check of the built image at severity error.
+    BuildImage,
+    /// The build ran past `[build] max_runtime`.
+    BuildMaxRuntime,
+    /// A reference inside the build namespace, which only builds fill.
+    BuildNamespace,
 }
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 27] = [
+    pub const ALL: [Rule; 39] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
@@ -71,6 +95,18 @@ impl Rule {
         Rule::ConnectionsTotal,
         Rule::ConnectionsDescriptors,
         Rule::Docker,
+        Rule::BuildEnabled,
+        Rule::BuildGroup,
+        Rule::BuildMaxConcurrent,
+        Rule::BuildMaxImages,
+        Rule::BuildMaxContext,
+        Rule::BuildContext,
+        Rule::BuildTags,
+        Rule::BuildChecks,
+        Rule::BuildBase,
+        Rule::BuildImage,
+        Rule::BuildMaxRuntime,
+        Rule::BuildNamespace,
     ];
 
     /// The stable id: the audit log's `rule`, and what messages name.
@@ -103,6 +139,18 @@ impl Rule {
             Rule::ConnectionsTotal => "connections.total",
             Rule::ConnectionsDescriptors => "connections.descriptors",
             Rule::Docker => "docker",
+            Rule::BuildEnabled => "build.enabled",
+            Rule::BuildGroup => "build.group",
+            Rule::BuildMaxConcurrent => "build.max_concurrent",
+            Rule::BuildMaxImages => "build.max_images",
+            Rule::BuildMaxContext => "build.max_context",
+            Rule::BuildContext => "build.context",
+            Rule::BuildTags => "build.tags",
+            Rule::BuildChecks => "build.rules",
+            Rule::BuildBase => "build.base",
+            Rule::BuildImage => "build.image",
+            Rule::BuildMaxRuntime => "build.max_runtime",
+            Rule::BuildNamespace => "build.namespace",
         }
     }
 }

@@ -268,7 +268,35 @@ fn pull_refusals() -> Vec<(Rule, Result<(), Refusal>)> {
     vec![
         (Rule::PullMode, pull(&Policy::default(), "busybox")),
         (Rule::PullRegistries, pull(&registries, "quay.io/x/y")),
+        (Rule::BuildNamespace, pull(&registries, "urun/alice/app:1")),
     ]
+}
+
+#[test]
+fn an_own_build_runs_without_images_allow_only_if_the_records_say_so() {
+    let p = policy("[images]\nallow = [\"busybox*\"]\n[build]\nenabled = true\n");
+    let own = admit_request(&alice(), &p, &req("urun/alice/app:1"), &facts()).unwrap();
+    assert!(own.own);
+    assert_eq!(admit_own(&own, true), Ok(()));
+    let r = admit_own(&own, false).unwrap_err();
+    assert_eq!(r.rule, Rule::BuildNamespace, "{}", r.message);
+    let id = format!("sha256:{}", "ab".repeat(32));
+    assert!(
+        admit_request(&alice(), &p, &req(&id), &facts())
+            .unwrap()
+            .own
+    );
+    // Another user's namespace: images.allow decides.
+    let r = admit_request(&alice(), &p, &req("urun/bob/app:1"), &facts()).unwrap_err();
+    assert_eq!(r.rule, Rule::ImagesAllow);
+    // run_own off: images.allow decides for one's own too.
+    let off = policy("[images]\nallow = [\"busybox*\"]\n[build]\nrun_own = false\n");
+    let r = admit_request(&alice(), &off, &req("urun/alice/app:1"), &facts()).unwrap_err();
+    assert_eq!(r.rule, Rule::ImagesAllow);
+    // An allowed image outside the namespace needs no record.
+    let plain = admit_request(&alice(), &p, &req("busybox"), &facts()).unwrap();
+    assert!(!plain.own);
+    assert_eq!(admit_own(&plain, false), Ok(()));
 }
 
 #[test]
@@ -290,6 +318,18 @@ fn every_rule_of_a_request_is_covered() {
         Rule::ConnectionsTotal,
         Rule::ConnectionsDescriptors,
         Rule::Docker,
+        // The build path's: policy::build::admit_build, the context and the checks.
+        Rule::BuildEnabled,
+        Rule::BuildGroup,
+        Rule::BuildMaxConcurrent,
+        Rule::BuildMaxImages,
+        Rule::BuildMaxContext,
+        Rule::BuildContext,
+        Rule::BuildTags,
+        Rule::BuildChecks,
+        Rule::BuildBase,
+        Rule::BuildImage,
+        Rule::BuildMaxRuntime,
     ];
     let all: BTreeSet<Rule> = Rule::ALL
         .into_iter()
