@@ -113,10 +113,7 @@ impl BuildRecord {
     }
 }
 
-/// `sha256:` and 64 lowercase hex digits. Pure.
-pub fn is_image_id(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(is_hex64)
-}
+pub use crate::policy::build::is_image_id;
 
 fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -2,9 +2,11 @@
 //! operation turns Docker's answer into what urund needs.
 
 use super::{
-    check_isolated_network, start_error_status, Attached, Call, Engine, Listed, Output, RunError,
-    Unreachable, ICC_OPTION, NETWORK_LABEL, NOT_ANSWERING,
+    check_isolated_network, start_error_status, Attached, BaseFacts, BuildEvent, Call, Engine,
+    Listed, Output, RunError, Unreachable, ICC_OPTION, NETWORK_LABEL, NOT_ANSWERING,
 };
+use crate::policy::dockerfile::BaseImage;
+use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{Progress, Signal, WinSize};
 use anyhow::{bail, Context, Result};
@@ -15,7 +17,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -455,6 +457,230 @@ impl DockerEngine {
     }
 }
 
+/// The build path's operations (see [`Engine`]).
+impl DockerEngine {
+    pub async fn base_image(&self, reference: &str) -> Result<Option<BaseFacts>> {
+        let img = match self.docker.inspect_image(reference).await {
+            Ok(img) => img,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(failed(e, format!("inspecting base image {reference}"))),
+        };
+        let Some(id) = img.id else {
+            bail!("inspecting image {reference}: the daemon gave no image ID");
+        };
+        let config = img.config.unwrap_or_default();
+        let healthcheck = config
+            .healthcheck
+            .and_then(|h| h.test)
+            .is_some_and(|t| t.first().is_some_and(|w| w != "NONE"));
+        Ok(Some(BaseFacts {
+            id,
+            base: BaseImage {
+                env: config.env.unwrap_or_default(),
+                onbuild: config.on_build.unwrap_or_default(),
+                healthcheck,
+            },
+        }))
+    }
+
+    /// The legacy builder (API `version=1`) with every field of `settings` and
+    /// nothing else: no tag, no pull, no extra hosts, no cache-from, no platform.
+    pub fn build<'a>(
+        &'a self,
+        settings: &BuildSettings,
+        context: BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> BoxStream<'a, Result<BuildEvent>> {
+        let opts = build_options(settings);
+        let body = bollard::body_try_stream(context);
+        let s = self.docker.build_image(opts, None, Some(body));
+        // After an image or a failure, nothing more.
+        let mut over = false;
+        s.flat_map(move |ev| {
+            let mut out: Vec<Result<BuildEvent>> = Vec::new();
+            if over {
+                return futures_util::stream::iter(out);
+            }
+            match ev {
+                Err(DockerError::DockerStreamError { error }) => {
+                    out.push(Ok(BuildEvent::Failed(error)));
+                }
+                Err(e) => out.push(Err(failed(e, "building"))),
+                Ok(ev) => {
+                    if let Some(text) = ev.stream.filter(|t| !t.is_empty()) {
+                        out.push(Ok(BuildEvent::Output(text)));
+                    }
+                    let error = ev
+                        .error_detail
+                        .and_then(|d| d.message)
+                        .or(ev.error)
+                        .filter(|m| !m.is_empty());
+                    if let Some(m) = error {
+                        out.push(Ok(BuildEvent::Failed(m)));
+                    } else if let Some(id) = ev.aux.and_then(|a| a.id) {
+                        out.push(match crate::policy::build::is_image_id(&id) {
+                            true => Ok(BuildEvent::Image(id)),
+                            false => Err(anyhow::anyhow!(
+                                "building: the daemon reported image ID {id:?}"
+                            )),
+                        });
+                    }
+                }
+            }
+            over = out.iter().any(|e| !matches!(e, Ok(BuildEvent::Output(_))));
+            futures_util::stream::iter(out)
+        })
+        .boxed()
+    }
+
+    pub fn save(&self, image: &str) -> BoxStream<'static, std::io::Result<Bytes>> {
+        let docker = self.docker.clone();
+        let id = image.to_string();
+        futures_util::stream::once(async move {
+            docker
+                .export_image(&id)
+                .map(|r| r.map_err(|e| std::io::Error::other(format!("saving image: {e}"))))
+        })
+        .flatten()
+        .boxed()
+    }
+
+    pub async fn load(&self, archive: BoxStream<'static, std::io::Result<Bytes>>) -> Result<()> {
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build();
+        let mut s = self
+            .docker
+            .import_image(opts, bollard::body_try_stream(archive), None);
+        while let Some(ev) = s.next().await {
+            let ev = ev.map_err(|e| failed(e, "loading image"))?;
+            if let Some(m) = ev.error_detail.and_then(|d| d.message).or(ev.error) {
+                bail!("loading image: {m}");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {
+        let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(image_id, Some(opts))
+            .await
+            .map_err(|e| failed(e, format!("tagging {repo}:{tag}")))
+    }
+
+    pub async fn delete_untagged(&self, image_id: &str, since: i64) -> Result<bool> {
+        if !crate::policy::build::is_image_id(image_id) {
+            return Ok(false);
+        }
+        let img = match self.docker.inspect_image(image_id).await {
+            Ok(img) => img,
+            Err(e) if is_status(&e, 404) => return Ok(false),
+            Err(e) => return Err(failed(e, format!("inspecting image {image_id}"))),
+        };
+        let tagged = img.repo_tags.as_ref().is_some_and(|t| !t.is_empty());
+        let created = img
+            .created
+            .as_deref()
+            .and_then(created_seconds)
+            .unwrap_or(i64::MIN);
+        if tagged || img.id.as_deref() != Some(image_id) || created < since {
+            return Ok(false);
+        }
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(false)
+            .build();
+        match self.docker.remove_image(image_id, Some(opts), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(false),
+            Err(e) => Err(failed(e, format!("removing image {image_id}"))),
+        }
+    }
+
+    pub async fn existing_containers(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for id in ids {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            match self
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+            {
+                Ok(c) => out.extend(c.id),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(failed(e, format!("inspecting container {id}"))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The API's build query from the settings, field by field. Pure.
+pub fn build_options(s: &BuildSettings) -> bollard::query_parameters::BuildImageOptions {
+    let clamp = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
+    bollard::query_parameters::BuildImageOptions {
+        dockerfile: s.dockerfile.clone(),
+        t: None,
+        extrahosts: None,
+        remote: None,
+        q: false,
+        nocache: s.nocache,
+        cachefrom: None,
+        pull: s.pull.then(|| "1".to_string()),
+        rm: s.rm,
+        forcerm: s.forcerm,
+        memory: Some(clamp(s.memory)),
+        memswap: Some(clamp(s.memswap)),
+        cpushares: None,
+        cpusetcpus: None,
+        cpuperiod: Some(clamp(s.cpu_period)),
+        cpuquota: Some(clamp(s.cpu_quota)),
+        buildargs: Some(s.buildargs.clone()),
+        shmsize: None,
+        squash: None,
+        labels: Some(s.labels.clone()),
+        networkmode: Some(s.network.to_string()),
+        platform: String::new(),
+        target: s.target.clone().unwrap_or_default(),
+        version: if s.legacy_builder {
+            bollard::query_parameters::BuilderVersion::BuilderV1
+        } else {
+            bollard::query_parameters::BuilderVersion::BuilderBuildKit
+        },
+    }
+}
+
+/// An RFC 3339 time as Docker writes `Created` → seconds since the epoch. Pure.
+fn created_seconds(t: &str) -> Option<i64> {
+    // 2026-12-02T06:18:13.123456789Z: only the date and time to the second are used.
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !t.ends_with('Z') {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
 /// The daemon's operations are [`DockerEngine`]'s own methods; this only boxes them.
 impl Engine for DockerEngine {
     fn api_version(&self) -> String {
@@ -509,6 +735,31 @@ impl Engine for DockerEngine {
     }
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>> {
         Box::pin(DockerEngine::image_labels(self, image_id))
+    }
+    fn base_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<BaseFacts>> {
+        Box::pin(DockerEngine::base_image(self, reference))
+    }
+    fn build<'a>(
+        &'a self,
+        settings: &'a BuildSettings,
+        context: BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> BoxStream<'a, Result<BuildEvent>> {
+        DockerEngine::build(self, settings, context)
+    }
+    fn save(&self, image_id: &str) -> BoxStream<'static, std::io::Result<Bytes>> {
+        DockerEngine::save(self, image_id)
+    }
+    fn load(&self, archive: BoxStream<'static, std::io::Result<Bytes>>) -> Call<'_, ()> {
+        Box::pin(DockerEngine::load(self, archive))
+    }
+    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()> {
+        Box::pin(DockerEngine::tag(self, image_id, repo, tag))
+    }
+    fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool> {
+        Box::pin(DockerEngine::delete_untagged(self, image_id, since))
+    }
+    fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>> {
+        Box::pin(DockerEngine::existing_containers(self, ids))
     }
 }
 
@@ -686,6 +937,45 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn docker_creation_times_are_read_to_the_second() {
+        assert_eq!(created_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            created_seconds("2026-12-02T06:18:13.123456789Z"),
+            Some(1_796_192_293)
+        );
+        assert_eq!(created_seconds("2026-12-02 06:18:13"), None);
+        assert_eq!(created_seconds(""), None);
+    }
+
+    #[test]
+    fn the_build_query_is_the_settings_and_nothing_else() {
+        let caller = crate::policy::Caller::example();
+        let req = crate::wire::BuildRequest {
+            version: crate::wire::VERSION,
+            dockerfile: "Dockerfile".into(),
+            target: Some("final".into()),
+            ..Default::default()
+        };
+        let s = crate::policy::forced::build_settings(
+            &crate::policy::Build::default(),
+            &caller,
+            &req,
+            &Default::default(),
+        );
+        let o = build_options(&s);
+        assert_eq!(o.networkmode.as_deref(), Some("none"));
+        assert_eq!((o.memory, o.memswap), (Some(i32::MAX), Some(i32::MAX)));
+        assert_eq!((o.cpuperiod, o.cpuquota), (Some(100_000), Some(100_000)));
+        assert!(o.rm && o.forcerm && o.pull.is_none() && o.t.is_none());
+        assert!(o.extrahosts.is_none() && o.cachefrom.is_none() && o.remote.is_none());
+        assert_eq!(o.target, "final");
+        assert_eq!(
+            o.version,
+            bollard::query_parameters::BuilderVersion::BuilderV1
+        );
+    }
 
     #[test]
     fn attach_answer_is_accepted_only_as_a_well_formed_upgrade() {

@@ -4,12 +4,14 @@
 //! that never returns). One container at a time runs; creating a probe is recorded
 //! like any creation.
 
-use super::{Attached, Call, Engine, Listed, Output, RunError, Unreachable};
+use super::{Attached, BaseFacts, BuildEvent, Call, Engine, Listed, Output, RunError, Unreachable};
+use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{Progress, Signal, WinSize};
 use bollard::models::ContainerCreateBody;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,6 +41,14 @@ pub enum Recorded {
     Remove(String),
     Labelled,
     ImageLabels(String),
+    BaseImage(String),
+    /// The settings of a build and the context bytes it was sent.
+    Build(Box<BuildSettings>, usize),
+    Save(String),
+    Load(usize),
+    Tag(String, String, String),
+    DeleteUntagged(String),
+    ExistingContainers(Vec<String>),
 }
 
 /// An operation, to script a failure.
@@ -53,6 +63,9 @@ pub enum Op {
     Start,
     Wait,
     Remove,
+    Build,
+    Load,
+    Tag,
 }
 
 /// What the fake daemon answers.
@@ -76,6 +89,13 @@ pub struct Script {
     pub wait_hangs: bool,
     /// The runtimes registered with the "daemon".
     pub runtimes: Vec<String>,
+    /// What `base_image` finds for any reference (`None`: missing).
+    pub base: Option<BaseFacts>,
+    /// What a build prints, and how it ends (`None`: it runs until dropped).
+    pub build_output: Vec<&'static str>,
+    pub build_end: Option<BuildEvent>,
+    /// What `save` streams.
+    pub saved: Vec<u8>,
 }
 
 impl Default for Script {
@@ -94,6 +114,13 @@ impl Default for Script {
             exit: Some(0),
             wait_hangs: false,
             runtimes: vec!["io.containerd.runc.v2".into(), "runc".into()],
+            base: Some(BaseFacts {
+                id: format!("sha256:{}", "ab".repeat(32)),
+                base: Default::default(),
+            }),
+            build_output: vec!["Step 1/2 : FROM busybox\n", "Step 2/2 : USER 1000\n"],
+            build_end: Some(BuildEvent::Image(format!("sha256:{}", "cd".repeat(32)))),
+            saved: b"saved image".to_vec(),
         }
     }
 }
@@ -437,5 +464,80 @@ impl Engine for Fake {
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>> {
         let r = self.record(Recorded::ImageLabels(image_id.into()), None);
         Box::pin(async move { r.map(|()| Some(HashMap::new())) })
+    }
+
+    fn base_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<BaseFacts>> {
+        let r = self.record(Recorded::BaseImage(reference.into()), None);
+        let base = self.state.lock().unwrap().script.base.clone();
+        Box::pin(async move { r.map(|()| base) })
+    }
+
+    /// Reads the whole context, reports the scripted output, then ends as scripted
+    /// (or never).
+    fn build<'a>(
+        &'a self,
+        settings: &'a BuildSettings,
+        mut context: BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> BoxStream<'a, anyhow::Result<BuildEvent>> {
+        let fake = self.clone();
+        let settings = settings.clone();
+        futures_util::stream::once(async move {
+            let mut n = 0;
+            while let Some(chunk) = context.next().await {
+                match chunk {
+                    Ok(c) => n += c.len(),
+                    Err(e) => return futures_util::stream::iter(vec![Err(e.into())]).boxed(),
+                }
+            }
+            if let Err(e) = fake.record(Recorded::Build(Box::new(settings), n), Some(Op::Build)) {
+                return futures_util::stream::iter(vec![Err(e)]).boxed();
+            }
+            let script = fake.state.lock().unwrap().script.clone();
+            let lines = script
+                .build_output
+                .into_iter()
+                .map(|l| Ok(BuildEvent::Output(l.to_string())));
+            let end: BoxStream<'static, anyhow::Result<BuildEvent>> = match script.build_end {
+                Some(ev) => futures_util::stream::iter([Ok(ev)]).boxed(),
+                None => futures_util::stream::pending().boxed(),
+            };
+            futures_util::stream::iter(lines).chain(end).boxed()
+        })
+        .flatten()
+        .boxed()
+    }
+
+    fn save(&self, image_id: &str) -> BoxStream<'static, std::io::Result<Bytes>> {
+        let _ = self.record(Recorded::Save(image_id.into()), None);
+        let saved = self.state.lock().unwrap().script.saved.clone();
+        futures_util::stream::iter([Ok(Bytes::from(saved))]).boxed()
+    }
+
+    fn load(&self, mut archive: BoxStream<'static, std::io::Result<Bytes>>) -> Call<'_, ()> {
+        Box::pin(async move {
+            let mut n = 0;
+            while let Some(chunk) = archive.next().await {
+                n += chunk?.len();
+            }
+            self.record(Recorded::Load(n), Some(Op::Load))
+        })
+    }
+
+    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()> {
+        let r = self.record(
+            Recorded::Tag(image_id.into(), repo.into(), tag.into()),
+            Some(Op::Tag),
+        );
+        Box::pin(async move { r })
+    }
+
+    fn delete_untagged<'a>(&'a self, image_id: &'a str, _since: i64) -> Call<'a, bool> {
+        let r = self.record(Recorded::DeleteUntagged(image_id.into()), None);
+        Box::pin(async move { r.map(|()| true) })
+    }
+
+    fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>> {
+        let r = self.record(Recorded::ExistingContainers(ids.to_vec()), None);
+        Box::pin(async move { r.map(|()| vec![]) })
     }
 }

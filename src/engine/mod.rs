@@ -14,6 +14,7 @@ pub mod fake;
 
 pub use docker::{DockerEngine, DEFAULT_HOST};
 
+use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{status, Progress, Signal, WinSize};
 use anyhow::{bail, Result};
@@ -92,6 +93,63 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Clean-up: an image's own labels (`None` if the image is gone).
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>>;
+
+    // The build path (see `crate::daemon::build`), on the build engine unless said.
+
+    /// Build, step 3: a base image's ID and what the Dockerfile check needs of it
+    /// (`Ok(None)`: not present on this engine).
+    fn base_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<BaseFacts>>;
+
+    /// Build, step 5: builds the context archive with exactly `settings` (the legacy
+    /// builder, no tag): the builder's events as they come, ending after
+    /// [`BuildEvent::Image`] or [`BuildEvent::Failed`]. Dropping the stream closes the
+    /// connection, which cancels the build.
+    fn build<'a>(
+        &'a self,
+        settings: &'a BuildSettings,
+        context: BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> BoxStream<'a, Result<BuildEvent>>;
+
+    /// Build, steps 4, 6 and 7: an image (by full ID, or a base by name so that its
+    /// tag goes with it) as a `docker save` archive.
+    fn save(&self, image: &str) -> BoxStream<'static, std::io::Result<Bytes>>;
+
+    /// Build, steps 4 and 7 (on the run engine, or the build engine for a base):
+    /// loads a `docker save` archive.
+    fn load(&self, archive: BoxStream<'static, std::io::Result<Bytes>>) -> Call<'_, ()>;
+
+    /// Build, step 7 (run engine): tags an image (by full ID) `repo:tag`.
+    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()>;
+
+    /// Build, clean-up: deletes an image by full ID if it has no tag (never a tagged
+    /// image: a removal by ID would untag it) and was created at or after `since`
+    /// (seconds since the epoch); its untagged parents go with it. `Ok(false)`: left
+    /// alone (tagged, older, in use or gone).
+    fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool>;
+
+    /// Build, clean-up: of these container IDs (or unique prefixes) those that still
+    /// exist, by full ID.
+    fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>>;
+}
+
+/// A base image on the build engine: its ID and what the Dockerfile check uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseFacts {
+    pub id: String,
+    pub base: crate::policy::dockerfile::BaseImage,
+}
+
+/// One event of a build, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// The builder's text (its own lines and the RUN steps' output, mixed: nothing in
+    /// it can be trusted to be the builder's).
+    Output(String),
+    /// The image the build produced (`sha256:…`; the API's `aux` record, which no step
+    /// can print): the build succeeded.
+    Image(String),
+    /// The builder's error (a failed RUN step, a missing file, …).
+    Failed(String),
 }
 
 /// What a running container prints.

@@ -201,6 +201,12 @@ pub fn namespace_user(caller: &crate::policy::Caller) -> String {
     }
 }
 
+/// An image ID as urund uses them: `sha256:` and 64 lowercase hex digits. Pure.
+pub fn is_image_id(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 /// Longest repository name Docker accepts.
 const MAX_REPOSITORY: usize = 255;
 

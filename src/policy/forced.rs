@@ -283,7 +283,7 @@ pub const BUILD_CPU_PERIOD: i64 = 100_000;
 /// policy and the request: engine/docker.rs turns it into the API's query one field
 /// at a time. Pure values, no choice left to the engine code.
 #[must_use]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSettings {
     /// The Dockerfile's name inside the context archive.
     pub dockerfile: String,
