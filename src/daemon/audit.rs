@@ -57,7 +57,9 @@ const MAX_RULES: usize = 16;
 const MAX_KEY: usize = 64;
 /// No record's line (without its newline) is longer: the sum of the field bounds
 /// above and the fixed keys and numbers, checked by a property test.
-pub const MAX_LINE: usize = 28 * 1024;
+pub const MAX_LINE: usize = 33 * 1024;
+/// Largest JSON size of a build's `findings` and of its `tags` (each array).
+pub const MAX_BUILD_LIST: usize = 2048;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Record {
@@ -107,6 +109,21 @@ pub struct Record {
     /// `suppressed`: what was held back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<Suppressed>,
+    /// A build (`urun build`): its digests, context size, findings, tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildAudit>,
+}
+
+/// What a build's record adds: the Dockerfile's and the context's sha256 (hex), the
+/// context's size in bytes, the check's findings (`rule:severity:line`), the tags
+/// the image got. The image ID is the record's `image_id`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BuildAudit {
+    pub dockerfile: String,
+    pub context: String,
+    pub context_bytes: u64,
+    pub findings: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 /// The limits of an admitted run, as numbers: bytes, CPUs, counts, seconds.
@@ -270,6 +287,13 @@ impl Record {
             bytes_out: self.bytes_out,
             limits: self.limits.clone(),
             labels: self.labels.as_ref().map(map),
+            build: self.build.as_ref().map(|b| BuildAudit {
+                dockerfile: clip(&b.dockerfile, MAX_SHORT),
+                context: clip(&b.context, MAX_SHORT),
+                context_bytes: b.context_bytes,
+                findings: clip_list(&b.findings, MAX_BUILD_LIST, MAX_SHORT),
+                tags: clip_list(&b.tags, MAX_BUILD_LIST, MAX_SHORT),
+            }),
             suppressed: self.suppressed.as_ref().map(|s| Suppressed {
                 count: s.count,
                 first: s.first,
@@ -1166,6 +1190,13 @@ mod tests {
                 last: -1.234_567_890_123_456_7e300,
                 rules: map(40).into_keys().map(|k| (k, u64::MAX)).collect(),
             }),
+            build: Some(BuildAudit {
+                dockerfile: big(0),
+                context: big(0),
+                context_bytes: u64::MAX,
+                findings: vec![big(0); 100],
+                tags: vec![big(0); 100],
+            }),
         };
         let line = r.to_line();
         assert!(line.len() <= MAX_LINE, "{} bytes", line.len());
@@ -1422,6 +1453,13 @@ mod tests {
                             first: -1e300,
                             last: 1e300,
                             rules,
+                        }),
+                        build: Some(BuildAudit {
+                            dockerfile: "d".repeat(64),
+                            context: "c".repeat(64),
+                            context_bytes: u64::MAX,
+                            findings: vec!["user.root:error:9".into(); 200],
+                            tags: vec!["urun/alice/app:1".into(); 200],
                         }),
                     },
                 )

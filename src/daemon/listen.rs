@@ -54,6 +54,7 @@ pub async fn run(opts: Options) -> Result<()> {
         );
     }
     let engine: Arc<dyn Engine> = Arc::new(DockerEngine::connect(&opts.docker_host).await?);
+    let build_engine = build_engine(&policy).await?;
     check_runtimes(&policy, engine.as_ref()).await?;
     if policy.network.mode == NetworkMode::Isolated {
         engine
@@ -69,6 +70,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let builds = Arc::new(super::builds::Builds::open(&opts.state_dir)?);
     let helper = Arc::new(Helper::new(Parts {
         engine,
+        build_engine,
         policy,
         policy_path: opts.policy.clone(),
         group_gid,
@@ -91,6 +93,24 @@ pub async fn run(opts: Options) -> Result<()> {
         eprintln!("urund: stopped");
     }
     result
+}
+
+/// The build engine `[build] engine` names, connected now (builds on, and an engine
+/// named): urund does not start without it rather than fail every build later.
+async fn build_engine(policy: &Policy) -> Result<Option<Arc<dyn Engine>>> {
+    let Some(path) = policy
+        .build
+        .engine
+        .as_ref()
+        .filter(|_| policy.build.enabled)
+    else {
+        return Ok(None);
+    };
+    let uri = format!("unix://{}", path.0.display());
+    let e = DockerEngine::connect(&uri)
+        .await
+        .with_context(|| format!("policy [build] engine = {:?}", path.0))?;
+    Ok(Some(Arc::new(e)))
 }
 
 /// Every runtime the policy names (`[runtime]`, `[[runtime.image]]`, the override

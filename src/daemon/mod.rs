@@ -47,6 +47,7 @@
 //! [`instance`] (the lock, the runtime directory, the secret), [`check`] (`urund check`).
 
 pub mod audit;
+mod build;
 pub mod builds;
 pub mod check;
 pub mod cli;
@@ -90,6 +91,11 @@ pub struct Options {
 /// State shared by all connections.
 pub struct Helper {
     engine: Arc<dyn Engine>,
+    /// The engine builds run on (`[build] engine`); the same `Arc` as `engine` when
+    /// the policy names none.
+    build_engine: Arc<dyn Engine>,
+    /// Builds in progress per uid (`[build] max_concurrent`).
+    building: Mutex<HashMap<u32, u32>>,
     policy: Policy,
     policy_path: PathBuf,
     group_gid: u32,
@@ -111,7 +117,6 @@ pub struct Helper {
     /// created and marked by urund.
     runtime: RuntimeDir,
     /// The record of every image a user built (what makes an image "own").
-    #[allow(dead_code)] // read by the build, images and rmi handlers as they land
     builds: Arc<builds::Builds>,
     /// An image's identity files by image ID (an ID's content never changes).
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
@@ -132,6 +137,8 @@ pub struct Helper {
 /// make it in memory (with the recording fake engine).
 pub(crate) struct Parts {
     pub engine: Arc<dyn Engine>,
+    /// `[build] engine` when the policy names one (else builds use `engine`).
+    pub build_engine: Option<Arc<dyn Engine>>,
     pub policy: Policy,
     pub policy_path: PathBuf,
     /// gid of the policy's `access.group`.
@@ -150,6 +157,8 @@ impl Helper {
     pub(crate) fn new(p: Parts) -> Helper {
         Helper {
             janitor: Janitor::new(p.engine.clone(), p.owner, p.audit.clone()),
+            build_engine: p.build_engine.unwrap_or_else(|| p.engine.clone()),
+            building: Mutex::new(HashMap::new()),
             engine: p.engine,
             policy: p.policy,
             policy_path: p.policy_path,

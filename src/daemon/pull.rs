@@ -15,8 +15,18 @@ impl Helper {
     /// Pulls a missing image (the judge allowed it), relaying progress to the client:
     /// status changes in order, byte counts only while the client keeps up.
     pub(super) async fn pull(&self, image: &Reference, out: &Outbox) -> Result<()> {
+        self.pull_on(self.engine.as_ref(), image, out).await
+    }
+
+    /// [`Helper::pull`] on a given engine (the build engine's base images).
+    pub(super) async fn pull_on(
+        &self,
+        engine: &dyn crate::engine::Engine,
+        image: &Reference,
+        out: &Outbox,
+    ) -> Result<()> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-        let pull = self.engine.pull(
+        let pull = engine.pull(
             image,
             Box::new(move |ev| {
                 let _ = tx.send(ev);

@@ -87,6 +87,7 @@ impl Harness {
         let audit = audit::Sink::with(Some(scratch.0.join("audit.log")), None).unwrap();
         let helper = Helper::new(Parts {
             engine: Arc::new(fake.clone()),
+            build_engine: None,
             policy: policy(policy_extra),
             policy_path: PathBuf::from("/test/policy.toml"),
             group_gid: access_gid().expect("a user urund can serve"),

@@ -1,0 +1,831 @@
+//! `urun build`, urund's side: one build connection, in the order of its security
+//! argument (see docs/../BUILD-DESIGN and README "Building images"):
+//!
+//!   1. who: the caller from the kernel (done by [`Helper::serve`]);
+//!   2. may they: `access.*`, `[build] enabled`, `group`, `max_concurrent` (counted
+//!      here, in memory), `max_images` (the records), the tags and labels
+//!      ([`crate::policy::build::admit_build`], pure);
+//!   3. the context: `Context` frames until `ContextEnd`, counted against
+//!      `[build] max_context` while they are read (refused at the first byte over),
+//!      spooled into an unlinked root-only file in urund's runtime directory and hashed;
+//!      then checked as a hostile archive ([`crate::policy::buildcontext`]): names,
+//!      types, links, the Dockerfile;
+//!   4. the Dockerfile, statically ([`crate::policy::dockerfile::check`]) with the
+//!      policy's image rules (or one's own builds) and what the build engine knows of
+//!      the base images, which are made present first (on the build engine; copied
+//!      from the run engine; pulled only where `[pull]` allows, never by the builder);
+//!      any error refuses the build before anything runs;
+//!   5. the build on the build engine with the forced settings
+//!      ([`crate::policy::forced::build_settings`], the legacy builder), no tag, its
+//!      output relayed; the whole of 3-7 under `[build] max_runtime`;
+//!   6. the built image checked (its user, setuid files, secret-looking variables);
+//!   7. moved to the run engine if the build engine is another, tagged in the
+//!      caller's namespace, recorded in [`crate::daemon::builds`] (what makes it
+//!      "own"); `Result` frame;
+//!   8. the audit record (by [`Helper::serve`]).
+//!
+//! Anything but success leaves nothing on the build engine that this build made: the
+//! builder removes its containers itself (rm, forcerm, also when the build is
+//! cancelled by urund closing the connection); urund waits for that, and deletes the
+//! build's intermediate images that are untagged and no older than the build.
+
+use super::audit::{BuildAudit, Record};
+use super::builds::BuildRecord;
+use super::listen::Ticket;
+use super::outbox::Outbox;
+use super::request::{read_frame, FrameError};
+use super::serve::{daemon_error, End};
+use super::Helper;
+use crate::engine::{BaseFacts, BuildEvent, RunError};
+use crate::policy::build::{admit_build, BuildAdmission, BuildFacts};
+use crate::policy::dockerfile::{self, BaseImage, CheckInput, Finding, Report, Severity};
+use crate::policy::forced::{build_settings, BuildDigests};
+use crate::policy::rule::{Refusal, Rule};
+use crate::policy::{buildcontext, judge};
+use crate::system::{self, Caller};
+use crate::wire::{status, BuildRequest, Kind, Outcome, Signal};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::unix::OwnedReadHalf;
+
+/// Bytes per read of the spooled context when it is sent to the builder.
+const CHUNK: usize = 256 * 1024;
+/// Most distinct external images one build may use.
+const MAX_BASES: usize = 16;
+/// How long urund waits for the builder to remove a cancelled build's containers.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+/// Most builder output kept for a `-q` build, shown if it fails.
+const QUIET_TAIL: usize = 64 * 1024;
+/// Most findings shown (and recorded); the rest are counted.
+const MAX_FINDINGS: usize = 64;
+
+/// What a build left on the build engine, as seen in the builder's output: candidates
+/// for clean-up, never proof of anything (a RUN step can print the same lines), so
+/// urund only waits for containers the builder removes itself, and deletes only
+/// untagged images created since the build started.
+#[derive(Default)]
+pub(super) struct Trace {
+    containers: Vec<String>,
+    images: Vec<String>,
+    /// The image the builder reported (aux), kept until it is moved or refused.
+    built: Option<String>,
+    /// Text not yet ended by a newline.
+    partial: String,
+}
+
+impl Trace {
+    /// Takes the builder's text. Pure.
+    fn see(&mut self, text: &str) {
+        self.partial.push_str(text);
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            self.line(line.trim_end());
+        }
+        if self.partial.len() > 4096 {
+            self.partial.clear();
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let hex =
+            |s: &str| s.len() >= 12 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Some(id) = line.strip_prefix(" ---> Running in ") {
+            if hex(id) && self.containers.len() < 1024 {
+                self.containers.push(id.to_string());
+            }
+        } else if let Some(id) = line.strip_prefix(" ---> ") {
+            if hex(id) && self.images.len() < 1024 {
+                self.images.push(id.to_string());
+            }
+        }
+    }
+}
+
+/// The context as urund received it.
+struct Spool {
+    file: Arc<File>,
+    len: u64,
+    /// sha256 of the stream, hex.
+    sha: String,
+}
+
+/// A build counted against `[build] max_concurrent` while it lives.
+struct BuildSlot<'a> {
+    map: &'a Mutex<HashMap<u32, u32>>,
+    uid: u32,
+}
+
+impl Drop for BuildSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap();
+        match m.get(&self.uid).copied() {
+            Some(n) if n > 1 => {
+                m.insert(self.uid, n - 1);
+            }
+            _ => {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn hex(d: impl AsRef<[u8]>) -> String {
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn refused(rule: Rule, message: impl Into<String>) -> End {
+    End::Refused(Refusal::new(rule, message))
+}
+
+/// A finding as the user sees it: `urun: build: <severity> [<rule>] <file>:<line>: <msg>`.
+pub fn finding_line(dockerfile: &str, f: &Finding) -> String {
+    format!(
+        "urun: build: {} [{}] {}:{}: {}\n",
+        f.severity,
+        f.rule.id(),
+        dockerfile,
+        f.line,
+        f.message
+    )
+}
+
+impl Helper {
+    /// One build connection, steps 2 to 7 of the module comment.
+    pub(super) async fn serve_build(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        req: BuildRequest,
+        rd: &mut OwnedReadHalf,
+        out: &Outbox,
+        ticket: &mut Ticket,
+    ) -> End {
+        rec.argv = std::iter::once("build".to_string())
+            .chain(req.tags.iter().cloned())
+            .collect();
+        rec.image = req.dockerfile.clone();
+        let (admission, _slot) = match self.admit_build_request(caller, &req) {
+            Ok(x) => x,
+            Err(r) => return End::Refused(r),
+        };
+        ticket.running();
+        let since = now_secs();
+        let limit = self.policy.build.max_runtime;
+        let trace = Mutex::new(Trace::default());
+        let mut audit = BuildAudit::default();
+        let steps = self.build_steps(caller, rec, &req, &admission, rd, out, &trace, &mut audit);
+        let end = match tokio::time::timeout(Duration::from_secs(limit.0), steps).await {
+            Ok(end) => end,
+            Err(_) => {
+                rec.decision = "allowed";
+                rec.rule = Some(Rule::BuildMaxRuntime.id().into());
+                End::Failed(RunError {
+                    status: status::MAX_RUNTIME,
+                    message: format!(
+                        "build stopped after {limit} (policy [build] max_runtime); nothing was kept"
+                    ),
+                })
+            }
+        };
+        if !matches!(end, End::Exit(0)) {
+            let trace = std::mem::take(&mut *trace.lock().unwrap());
+            self.clean_build(trace, since).await;
+        }
+        rec.build = Some(audit);
+        end
+    }
+
+    /// Step 2: the pure admission from what urund counts, and the build's place in
+    /// `max_concurrent`, taken under the lock it was counted under.
+    fn admit_build_request(
+        &self,
+        caller: &Caller,
+        req: &BuildRequest,
+    ) -> Result<(BuildAdmission, BuildSlot<'_>), Refusal> {
+        let images = self.builds.count(caller.uid).unwrap_or_else(|e| {
+            eprintln!("urund: {e:#}");
+            0
+        });
+        let build_gid = self
+            .policy
+            .build
+            .group
+            .as_ref()
+            .and_then(|g| system::group_gid(&g.0).ok().flatten());
+        let mut running = self.building.lock().unwrap();
+        let facts = BuildFacts {
+            access_gid: self.group_gid,
+            build_gid,
+            running: running.get(&caller.uid).copied().unwrap_or(0),
+            images,
+        };
+        let admission = admit_build(caller, &self.policy, req, &facts)?;
+        running.insert(caller.uid, facts.running + 1);
+        Ok((
+            admission,
+            BuildSlot {
+                map: &self.building,
+                uid: caller.uid,
+            },
+        ))
+    }
+
+    /// Steps 3 to 7.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_steps(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        req: &BuildRequest,
+        admission: &BuildAdmission,
+        rd: &mut OwnedReadHalf,
+        out: &Outbox,
+        trace: &Mutex<Trace>,
+        audit: &mut BuildAudit,
+    ) -> End {
+        // 3. The context: counted while read, then checked as a hostile archive.
+        let spool = match self.read_context(rd, rec).await {
+            Ok(s) => s,
+            Err(end) => return end,
+        };
+        audit.context = spool.sha.clone();
+        audit.context_bytes = spool.len;
+        let (file, dockerfile_name) = (spool.file.clone(), req.dockerfile.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            buildcontext::check(AtReader { file, off: 0 }, &dockerfile_name)
+        })
+        .await;
+        let context = match checked {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return refused(
+                    Rule::BuildContext,
+                    format!("build context: {e} (build.context); nothing was built"),
+                )
+            }
+            Err(e) => return refused(Rule::BuildContext, format!("build context: {e}")),
+        };
+        audit.dockerfile = hex(Sha256::digest(&context.dockerfile));
+        let Ok(text) = String::from_utf8(context.dockerfile) else {
+            return refused(
+                Rule::BuildContext,
+                format!("{} is not UTF-8 text (build.context)", req.dockerfile),
+            );
+        };
+        // 4. The Dockerfile, with the base images present on the build engine.
+        let report = match self.check_dockerfile(caller, req, &text, out).await {
+            Ok(r) => r,
+            Err(end) => return end,
+        };
+        audit.findings = report
+            .findings
+            .iter()
+            .take(MAX_FINDINGS)
+            .map(|f| format!("{}:{}:{}", f.rule.id(), f.severity, f.line))
+            .collect();
+        rec.image = report
+            .facts
+            .final_base
+            .clone()
+            .unwrap_or_else(|| "scratch".into());
+        for f in report.findings.iter().take(MAX_FINDINGS) {
+            if out
+                .frame(Kind::Stderr, finding_line(&req.dockerfile, f).into_bytes())
+                .await
+                .is_err()
+            {
+                return End::ClientGone;
+            }
+        }
+        if report.refused() {
+            let n = report.errors().count();
+            return refused(
+                Rule::BuildChecks,
+                format!(
+                    "{}: {n} check(s) failed (listed above; policy [build.rules]); nothing was built",
+                    req.dockerfile
+                ),
+            );
+        }
+        // 5. The build.
+        let digests = BuildDigests {
+            dockerfile: audit.dockerfile.clone(),
+            context: audit.context.clone(),
+            checks: checks_label(&report),
+        };
+        let settings = build_settings(&self.policy.build, caller, req, &digests);
+        let body = context_body(spool.file.clone(), spool.len);
+        let image = match self.run_build(req, &settings, body, rd, out, trace).await {
+            Ok(id) => id,
+            Err(end) => return end,
+        };
+        rec.image_id = Some(image.clone());
+        trace.lock().unwrap().built = Some(image.clone());
+        // 6. The built image's checks: see `check_image`.
+        if let Err(end) = self.check_image(&image, out).await {
+            return end;
+        }
+        // 7. On the run engine, tagged in the caller's namespace, recorded.
+        match self
+            .deliver(caller, rec, req, admission, &image, audit)
+            .await
+        {
+            Ok(tags) => {
+                let payload = Outcome::Built {
+                    image_id: image.clone(),
+                    tags,
+                }
+                .encode();
+                if out.frame(Kind::Result, payload).await.is_err() {
+                    return End::ClientGone;
+                }
+                End::Exit(0)
+            }
+            Err(end) => end,
+        }
+    }
+
+    /// Step 3: `Context` frames until `ContextEnd` into an unlinked root-only file,
+    /// counted against `[build] max_context` as they come and hashed.
+    async fn read_context(&self, rd: &mut OwnedReadHalf, rec: &mut Record) -> Result<Spool, End> {
+        let limit = self.policy.build.max_context.0;
+        let path = self.runtime.path.join(format!("context-{}", rec.request));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(End::Failed(RunError {
+                    status: status::REFUSED,
+                    message: format!("urund cannot spool the build context: {e}"),
+                }))
+            }
+        };
+        // Unlinked at once: nothing to clean up, whatever happens.
+        let _ = std::fs::remove_file(&path);
+        let mut hasher = Sha256::new();
+        let mut len: u64 = 0;
+        loop {
+            let frame = match read_frame(rd).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Err(End::ClientGone),
+                Err(FrameError::Io(_)) => return Err(End::ClientGone),
+                Err(FrameError::Protocol(e)) => {
+                    return Err(refused(Rule::Protocol, format!("bad frame: {e}")))
+                }
+            };
+            match frame {
+                (Kind::Context, p) => {
+                    if len + p.len() as u64 > limit {
+                        rec.bytes_in = len + p.len() as u64;
+                        return Err(refused(
+                            Rule::BuildMaxContext,
+                            format!(
+                                "the build context is larger than {} (policy [build] max_context); \
+                                 nothing was built: leave files out with .dockerignore",
+                                self.policy.build.max_context
+                            ),
+                        ));
+                    }
+                    hasher.update(&p);
+                    if let Err(e) = file.write_all_at(&p, len) {
+                        return Err(End::Failed(RunError {
+                            status: status::REFUSED,
+                            message: format!("urund cannot spool the build context: {e}"),
+                        }));
+                    }
+                    len += p.len() as u64;
+                }
+                (Kind::ContextEnd, p) if p.is_empty() => break,
+                (Kind::Signal, _) => return Err(interrupted()),
+                (k, _) => {
+                    return Err(refused(
+                        Rule::Protocol,
+                        format!("unexpected {k:?} frame while reading the build context"),
+                    ))
+                }
+            }
+        }
+        rec.bytes_in = len;
+        Ok(Spool {
+            file: Arc::new(file),
+            len,
+            sha: hex(hasher.finalize()),
+        })
+    }
+
+    /// Step 4: the check, twice: once to learn the images the build uses (and to
+    /// refuse at once on what does not depend on them), then with what the build
+    /// engine knows of them, once they are present there.
+    async fn check_dockerfile(
+        &self,
+        caller: &Caller,
+        req: &BuildRequest,
+        text: &str,
+        out: &Outbox,
+    ) -> Result<Report, End> {
+        let allowed = |r: &str| self.image_allowed_in_build(caller, r);
+        let severity = &self.policy.build.rules.0;
+        let input = |base: &dyn Fn(&str) -> Option<BaseImage>| -> Report {
+            dockerfile::check(
+                text,
+                &CheckInput {
+                    build_args: &req.build_args,
+                    target: req.target.as_deref(),
+                    network: self.policy.build.network,
+                    image_allowed: &allowed,
+                    base_image: base,
+                    severity,
+                },
+            )
+        };
+        let first = input(&|_| None);
+        let base_dependent = |f: &Finding| {
+            use dockerfile::Rule as R;
+            matches!(
+                f.rule,
+                R::UserUnresolved
+                    | R::UserRoot
+                    | R::UserRootGroup
+                    | R::Onbuild
+                    | R::HealthcheckMissing
+            )
+        };
+        if first
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Error && !base_dependent(f))
+        {
+            return Ok(first);
+        }
+        let mut bases: BTreeMap<String, BaseImage> = BTreeMap::new();
+        for u in first.facts.images.iter().filter(|u| u.allowed) {
+            if bases.contains_key(&u.reference) {
+                continue;
+            }
+            if bases.len() >= MAX_BASES {
+                return Err(refused(
+                    Rule::BuildBase,
+                    format!("the build uses more than {MAX_BASES} images (build.base)"),
+                ));
+            }
+            let facts = self.ensure_base(&u.reference, req.never_pull, out).await?;
+            bases.insert(u.reference.clone(), facts.base);
+        }
+        Ok(input(&|r| bases.get(r).cloned()))
+    }
+
+    /// Whether a `FROM`/`COPY --from` image may be used: the run policy's image rules,
+    /// or (with `[build] run_own`) one of the caller's own builds by its tag.
+    fn image_allowed_in_build(&self, caller: &Caller, reference: &str) -> bool {
+        let Ok(r) = judge::judge_image(&self.policy, reference) else {
+            let Ok(parsed) = judge::parse_reference(reference) else {
+                return false;
+            };
+            return self.policy.build.run_own
+                && judge::own_namespace(caller, &self.policy, &parsed)
+                && self
+                    .builds
+                    .by_tag(caller.uid, &parsed.familiar())
+                    .is_ok_and(|r| r.is_some());
+        };
+        // Allowed by images.allow; inside the namespace only one's own builds.
+        !judge::in_build_namespace(&self.policy, &r)
+            || (judge::own_namespace(caller, &self.policy, &r)
+                && self
+                    .builds
+                    .by_tag(caller.uid, &r.familiar())
+                    .is_ok_and(|x| x.is_some()))
+    }
+
+    /// Step 4: a base image present on the build engine: there already, copied from
+    /// the run engine, or pulled (by urund, only where `[pull]` allows and the request
+    /// did not say `--pull never`).
+    async fn ensure_base(
+        &self,
+        reference: &str,
+        never_pull: bool,
+        out: &Outbox,
+    ) -> Result<BaseFacts, End> {
+        let engine = self.build_engine.as_ref();
+        match engine.base_image(reference).await {
+            Ok(Some(b)) => return Ok(b),
+            Ok(None) => {}
+            Err(e) => return Err(End::Failed(daemon_error(e))),
+        }
+        if self.separate_build_engine() {
+            match self.engine.inspect_image(reference).await {
+                Ok(Some(_)) => {
+                    if let Err(e) = engine.load(self.engine.save(reference)).await {
+                        return Err(End::Failed(daemon_error(e)));
+                    }
+                    match engine.base_image(reference).await {
+                        Ok(Some(b)) => return Ok(b),
+                        Ok(None) => {}
+                        Err(e) => return Err(End::Failed(daemon_error(e))),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err(End::Failed(daemon_error(e))),
+            }
+        }
+        if never_pull {
+            return Err(refused(
+                Rule::BuildBase,
+                format!("base image {reference} is not present, and --pull never was given (build.base)"),
+            ));
+        }
+        let parsed = judge::judge_pull(&self.policy, reference).map_err(|r| {
+            refused(
+                Rule::BuildBase,
+                format!(
+                    "base image {reference} is not present: {} (build.base)",
+                    r.message
+                ),
+            )
+        })?;
+        if let Err(e) = self.pull_on(engine, &parsed, out).await {
+            return Err(End::Failed(daemon_error(e)));
+        }
+        match engine.base_image(reference).await {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(refused(
+                Rule::BuildBase,
+                format!("base image {reference} is still missing after the pull (build.base)"),
+            )),
+            Err(e) => Err(End::Failed(daemon_error(e))),
+        }
+    }
+
+    /// Whether `[build] engine` is another daemon than the run engine.
+    pub(super) fn separate_build_engine(&self) -> bool {
+        !Arc::ptr_eq(&self.engine, &self.build_engine)
+    }
+
+    /// Step 5: the build, its output relayed (or kept, with `-q`, to be shown if it
+    /// fails); a `Signal` from the client cancels it. The image ID, or how it ended.
+    async fn run_build(
+        &self,
+        req: &BuildRequest,
+        settings: &crate::policy::forced::BuildSettings,
+        body: BoxStream<'static, std::io::Result<Bytes>>,
+        rd: &mut OwnedReadHalf,
+        out: &Outbox,
+        trace: &Mutex<Trace>,
+    ) -> Result<String, End> {
+        let mut events = self.build_engine.build(settings, body);
+        let mut tail = String::new();
+        // One read of the client's next frame at a time, kept across iterations so a
+        // frame is never read in part and dropped.
+        let mut next = Some(Box::pin(read_frame(rd)));
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    None => {
+                        return Err(End::Failed(RunError {
+                            status: status::REFUSED,
+                            message: "the build engine ended the build without an image".into(),
+                        }))
+                    }
+                    Some(Err(e)) => return Err(End::Failed(daemon_error(e))),
+                    Some(Ok(BuildEvent::Output(t))) => {
+                        trace.lock().unwrap().see(&t);
+                        if req.quiet {
+                            tail.push_str(&t);
+                            if tail.len() > QUIET_TAIL {
+                                let cut = tail.len() - QUIET_TAIL;
+                                let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
+                                tail.drain(..cut);
+                            }
+                        } else if out.frame(Kind::Stdout, t.into_bytes()).await.is_err() {
+                            return Err(End::ClientGone);
+                        }
+                    }
+                    Some(Ok(BuildEvent::Failed(m))) => {
+                        let text = format!("{tail}{m}\n");
+                        if out.frame(Kind::Stderr, text.into_bytes()).await.is_err() {
+                            return Err(End::ClientGone);
+                        }
+                        return Err(End::Exit(1));
+                    }
+                    Some(Ok(BuildEvent::Image(id))) => return Ok(id),
+                },
+                f = async { next.as_mut().expect("polled only while set").await }, if next.is_some() => {
+                    next = None;
+                    match f {
+                        Ok(Some((Kind::Signal, p))) => {
+                            let _ = Signal::decode(&p);
+                            return Err(interrupted());
+                        }
+                        Ok(Some((k, _))) => {
+                            return Err(refused(Rule::Protocol, format!("unexpected {k:?} frame during the build")))
+                        }
+                        // The client is done sending: only its reading matters now.
+                        Ok(None) => {}
+                        Err(_) => return Err(End::ClientGone),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 6: the checks of the built image. Until the image check (src/policy/
+    /// imagecheck.rs) lands, nothing is checked here beyond what the Dockerfile check
+    /// established.
+    async fn check_image(&self, _image: &str, _out: &Outbox) -> Result<(), End> {
+        Ok(())
+    }
+
+    /// Step 7: the image on the run engine (moved there from a separate build engine,
+    /// then deleted from it), tagged in the caller's namespace, and recorded. The
+    /// full tags.
+    async fn deliver(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        req: &BuildRequest,
+        admission: &BuildAdmission,
+        image: &str,
+        audit: &mut BuildAudit,
+    ) -> Result<Vec<String>, End> {
+        let _ = req;
+        if self.separate_build_engine() {
+            if let Err(e) = self.engine.load(self.build_engine.save(image)).await {
+                return Err(End::Failed(daemon_error(e)));
+            }
+            match self.engine.inspect_image(image).await {
+                Ok(Some(f)) if f.id == image => {}
+                Ok(_) => {
+                    return Err(End::Failed(RunError {
+                        status: status::REFUSED,
+                        message: format!("image {image} did not arrive on the run engine"),
+                    }))
+                }
+                Err(e) => return Err(End::Failed(daemon_error(e))),
+            }
+            match self.build_engine.delete_untagged(image, 0).await {
+                Ok(_) => {}
+                Err(e) => eprintln!("urund: removing {image} from the build engine: {e:#}"),
+            }
+        }
+        let mut tags = Vec::new();
+        for (repo, tag) in &admission.tags {
+            if let Err(e) = self.engine.tag(image, repo, tag).await {
+                return Err(End::Failed(daemon_error(e)));
+            }
+            tags.push(format!("{repo}:{tag}"));
+        }
+        audit.tags = tags.clone();
+        let record = BuildRecord {
+            uid: caller.uid,
+            user: admission.user.clone(),
+            image_id: image.to_string(),
+            tags: tags.clone(),
+            digests: vec![],
+            created: now_secs().max(0) as u64,
+            request: rec.request.clone(),
+            dockerfile: audit.dockerfile.clone(),
+            context: audit.context.clone(),
+        };
+        if let Err(e) = self.builds.record(&record) {
+            eprintln!("urund: {e:#}");
+            return Err(End::Failed(RunError {
+                status: status::REFUSED,
+                message: format!("urund could not record the build of {image}: {e}"),
+            }));
+        }
+        Ok(tags)
+    }
+
+    /// After anything but success: waits (bounded) for the builder's own removal of
+    /// the build's containers, removes those still there, and deletes the build's
+    /// untagged images created since it started (see [`Trace`]).
+    async fn clean_build(&self, trace: Trace, since: i64) {
+        let engine = self.build_engine.as_ref();
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        if !trace.containers.is_empty() {
+            loop {
+                match engine.existing_containers(&trace.containers).await {
+                    Ok(left) if left.is_empty() => break,
+                    Ok(left) if tokio::time::Instant::now() >= deadline => {
+                        for id in left {
+                            eprintln!(
+                                "urund: build container {id} outlived its build; removing it"
+                            );
+                            if let Err(e) = engine.remove(&id).await {
+                                eprintln!("urund: {e:#}");
+                            }
+                        }
+                        break;
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) => {
+                        eprintln!("urund: {e:#}");
+                        break;
+                    }
+                }
+            }
+        }
+        let images = trace
+            .built
+            .into_iter()
+            .chain(trace.images.into_iter().rev());
+        for image in images {
+            if let Err(e) = engine.delete_untagged(&image, since).await {
+                eprintln!("urund: {e:#}");
+            }
+        }
+    }
+}
+
+/// The `io.urun.build.checks` label: `ok`, or the findings as `rule:severity`.
+fn checks_label(report: &Report) -> String {
+    if report.findings.is_empty() {
+        return "ok".into();
+    }
+    let mut s: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{}:{}", f.rule.id(), f.severity))
+        .collect();
+    s.dedup();
+    s.truncate(16);
+    s.join(",")
+}
+
+fn interrupted() -> End {
+    End::Failed(RunError {
+        status: status::KILLED,
+        message: "build interrupted; nothing was kept".into(),
+    })
+}
+
+/// Reads a spooled file from an offset of its own (the file's offset is shared).
+struct AtReader {
+    file: Arc<File>,
+    off: u64,
+}
+
+impl Read for AtReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.off)?;
+        self.off += n as u64;
+        Ok(n)
+    }
+}
+
+/// The spooled context as the builder's request body, read in [`CHUNK`]s.
+fn context_body(file: Arc<File>, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
+    futures_util::stream::unfold(0u64, move |off| {
+        let file = file.clone();
+        async move {
+            if off >= len {
+                return None;
+            }
+            let n = CHUNK.min((len - off) as usize);
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, off).map(|()| buf)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            Some((read.map(Bytes::from), off + n as u64))
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_takes_only_hex_ids_from_builder_shaped_lines() {
+        let mut t = Trace::default();
+        t.see("Step 1/3 : FROM busybox\n ---> 3f57d9401f8d\nStep 2/3 : RUN x\n ---> Running");
+        t.see(" in 0123456789ab\nhello\n ---> not-hex\n ---> Running in ../etc\n");
+        assert_eq!(t.images, vec!["3f57d9401f8d".to_string()]);
+        assert_eq!(t.containers, vec!["0123456789ab".to_string()]);
+    }
+}
