@@ -751,8 +751,10 @@ impl Helper {
             .into_iter()
             .chain(trace.images.into_iter().rev());
         for image in images {
-            if let Err(e) = engine.delete_untagged(&image, since).await {
-                eprintln!("urund: {e:#}");
+            match engine.delete_untagged(&image, since).await {
+                Ok(true) => eprintln!("urund: removed image {image} of a failed build"),
+                Ok(false) => eprintln!("urund: left image {image} alone (tagged, older or in use)"),
+                Err(e) => eprintln!("urund: {e:#}"),
             }
         }
     }

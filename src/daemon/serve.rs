@@ -175,6 +175,15 @@ impl Helper {
         let image =
             admission::admit_image(caller, &self.policy, &admission, &found, &image_workdir)
                 .map_err(End::Refused)?;
+        // [build] run_own: an image named in the caller's namespace (or by ID, past
+        // images.allow) runs only if urund's records say the caller built it.
+        if admission.own {
+            let owned = self.builds.owns(caller.uid, &found.id).unwrap_or_else(|e| {
+                eprintln!("urund: {e:#}");
+                false
+            });
+            admission::admit_own(&admission, owned).map_err(End::Refused)?;
+        }
         rec.image_id = Some(image.id.clone());
         rec.runtime = Some(image.runtime.0.clone());
         Ok(Admitted {

@@ -572,7 +572,11 @@ impl DockerEngine {
     }
 
     pub async fn delete_untagged(&self, image_id: &str, since: i64) -> Result<bool> {
-        if !crate::policy::build::is_image_id(image_id) {
+        let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+        let plain = hex.len() >= 12
+            && hex.len() <= 64
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !plain {
             return Ok(false);
         }
         let img = match self.docker.inspect_image(image_id).await {
@@ -586,17 +590,22 @@ impl DockerEngine {
             .as_deref()
             .and_then(created_seconds)
             .unwrap_or(i64::MIN);
-        if tagged || img.id.as_deref() != Some(image_id) || created < since {
+        let Some(full) = img.id.filter(|id| {
+            crate::policy::build::is_image_id(id) && id["sha256:".len()..].starts_with(hex)
+        }) else {
+            return Ok(false);
+        };
+        if tagged || created < since {
             return Ok(false);
         }
         let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(false)
             .noprune(false)
             .build();
-        match self.docker.remove_image(image_id, Some(opts), None).await {
+        match self.docker.remove_image(&full, Some(opts), None).await {
             Ok(_) => Ok(true),
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(false),
-            Err(e) => Err(failed(e, format!("removing image {image_id}"))),
+            Err(e) => Err(failed(e, format!("removing image {full}"))),
         }
     }
 

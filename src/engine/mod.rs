@@ -121,8 +121,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Build, step 7 (run engine): tags an image (by full ID) `repo:tag`.
     fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()>;
 
-    /// Build, clean-up: deletes an image by full ID if it has no tag (never a tagged
-    /// image: a removal by ID would untag it) and was created at or after `since`
+    /// Build, clean-up: deletes an image by full ID (or a prefix of 12 or more hex
+    /// digits, as the builder prints them) if it has no tag (never a tagged image: a
+    /// removal by ID would untag it) and was created at or after `since`
     /// (seconds since the epoch); its untagged parents go with it. `Ok(false)`: left
     /// alone (tagged, older, in use or gone).
     fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool>;

@@ -1,0 +1,462 @@
+//! End-to-end: `urun build` through a real urund, as real users, on a dedicated build
+//! dockerd with `userns-remap = "default"` (tests/common/engine.rs: its own socket,
+//! data-root, exec-root, pid file and bridge, all removed afterwards) loaded with the
+//! test busybox image; the run engine is the machine's main daemon.
+//!
+//! The client side is a small crafted client ([`build_as`], python3 as the test user)
+//! that speaks the build protocol with a context archive made by
+//! `urun::client::context::Builder`, so these tests hold whatever the real client does.
+//!
+//! Every image a test builds is removed from the main daemon on drop; the build
+//! engine goes with everything in it; the `dockremap` user is removed if this test
+//! binary's engine created it.
+
+mod common;
+
+use common::engine::{EngineConfig, ExtraEngine};
+use common::*;
+use serial_test::serial;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+use urun::client::context::{Builder, Dockerfile};
+use urun::wire::{BuildRequest, VERSION};
+
+/// The crafted client: connects as the user, sends the `Build` frame, the archive in
+/// `Context` frames of 256 KiB, and (unless `end` is false) `ContextEnd`; then prints
+/// `Stdout` frames on stdout, `Stderr` frames on stderr, a `Result` as a line
+/// `urun-result: <json>` on stderr, and exits with the `Exit` status or the `Error`
+/// frame's (its message on stderr).
+const CLIENT: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+req = sys.argv[2].encode()
+data = open(sys.argv[3], "rb").read()
+end = sys.argv[4] == "end"
+def frame(k, p):
+    return struct.pack(">BI", k, len(p)) + p
+try:
+    s.sendall(frame(0x07, req))
+    for i in range(0, len(data), 262144):
+        s.sendall(frame(0x08, data[i:i + 262144]))
+    if end:
+        s.sendall(frame(0x09, b""))
+except OSError:
+    pass
+buf = b""
+def need(n):
+    global buf
+    while len(buf) < n:
+        b = s.recv(65536)
+        if not b:
+            sys.stderr.write("connection closed without an exit status\n")
+            sys.exit(99)
+        buf += b
+while True:
+    need(5)
+    k, n = struct.unpack(">BI", buf[:5])
+    need(5 + n)
+    body, buf = buf[5:5 + n], buf[5 + n:]
+    if k == 0x81:
+        sys.stdout.write(body.decode("utf-8", "replace")); sys.stdout.flush()
+    elif k == 0x82:
+        sys.stderr.write(body.decode("utf-8", "replace")); sys.stderr.flush()
+    elif k == 0x86:
+        sys.stderr.write("urun-result: " + body.decode() + "\n")
+    elif k == 0x83:
+        sys.exit(body[0])
+    elif k == 0x84:
+        sys.stderr.write(body[1:].decode() + "\n")
+        sys.exit(body[0])
+"#;
+
+/// A directory removed on drop.
+struct Tmp(PathBuf);
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(mode: u32) -> Tmp {
+    let p = std::env::temp_dir().join(format!("urun-build-{}", unique()));
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    Tmp(p)
+}
+
+/// Images (by ID) on the main daemon that a test's builds made, removed on drop.
+#[derive(Default)]
+struct Built(Vec<String>);
+impl Drop for Built {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let _ = sh("docker", &["rmi", "-f", id]);
+        }
+    }
+}
+
+/// Removes the `dockremap` user on drop if it did not exist when made.
+struct Dockremap(bool);
+impl Dockremap {
+    fn note() -> Dockremap {
+        Dockremap(!sh("getent", &["passwd", "dockremap"]).status.success())
+    }
+}
+impl Drop for Dockremap {
+    fn drop(&mut self) {
+        if self.0 && sh("getent", &["passwd", "dockremap"]).status.success() {
+            let _ = sh("userdel", &["dockremap"]);
+            let _ = sh("groupdel", &["dockremap"]);
+            for f in ["/etc/subuid", "/etc/subgid"] {
+                if let Ok(t) = std::fs::read_to_string(f) {
+                    let kept: String = t
+                        .lines()
+                        .filter(|l| !l.starts_with("dockremap:"))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    let _ = std::fs::write(f, kept);
+                }
+            }
+        }
+    }
+}
+
+/// One build set-up: the user-namespaced build engine with the test image, a group,
+/// two users in it, urund with builds on and `extra` policy text.
+struct Setup {
+    // Dropped in this order: urund, the users, the group, the engine, dockremap.
+    d: Daemon,
+    alice: TestUser,
+    bob: TestUser,
+    _group: TestGroup,
+    engine: ExtraEngine,
+    _dockremap: Dockremap,
+    built: Built,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let dockremap = Dockremap::note();
+        let engine = ExtraEngine::start(EngineConfig {
+            userns_remap: Some("default".into()),
+            ..Default::default()
+        });
+        engine.load_image(image());
+        let group = TestGroup::new("urb");
+        let alice = TestUser::new(&[&group]);
+        let bob = TestUser::new(&[&group]);
+        let runtime = match extra.contains("max_runtime") {
+            true => "",
+            false => "max_runtime = \"2m\"\n",
+        };
+        // Only the test image is admitted by images.allow: one's own builds run
+        // through [build] run_own, not through a catch-all pattern.
+        let policy = format!(
+            "{}[images]\nallow = [\"{}\"]\n[build]\nenabled = true\nengine = \"{}\"\n{runtime}{extra}",
+            policy_for(&group),
+            image(),
+            engine.socket().display()
+        );
+        let d = Daemon::start(&policy);
+        Setup {
+            d,
+            alice,
+            bob,
+            _group: group,
+            engine,
+            _dockremap: dockremap,
+            built: Built::default(),
+        }
+    }
+
+    /// Containers and images on the build engine, besides the test image.
+    fn build_engine_leftovers(&self) -> (String, String) {
+        let c = self.engine.must(&["ps", "-aq"]);
+        let i = self.engine.must(&["images", "-aq", "--no-trunc"]);
+        let base = self
+            .engine
+            .must(&["image", "inspect", "-f", "{{.Id}}", image()])
+            .trim()
+            .to_string();
+        let others: Vec<&str> = i.split_whitespace().filter(|x| *x != base).collect();
+        (c.trim().to_string(), others.join(" "))
+    }
+}
+
+/// The context directory `dir` with `dockerfile`, archived as the client would.
+fn context(dir: &Path, dockerfile: &str) -> (PathBuf, String) {
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    let tar = dir.with_extension("tar");
+    let f = std::fs::File::create(&tar).unwrap();
+    let summary = Builder::new(dir, Dockerfile::InContext("Dockerfile".into()))
+        .write_to(f, &mut |_| {})
+        .unwrap();
+    std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    (tar, summary.dockerfile_name)
+}
+
+fn request(dockerfile: &str, tags: &[&str]) -> BuildRequest {
+    BuildRequest {
+        version: VERSION,
+        dockerfile: dockerfile.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Runs the crafted client as `user`.
+fn build_as(d: &Daemon, user: &TestUser, req: &BuildRequest, tar: &Path, end: bool) -> Output {
+    let req = serde_json::to_string(req).unwrap();
+    user.command("/usr/bin/python3")
+        .args(["-c", CLIENT, d.socket.to_str().unwrap(), &req])
+        .arg(tar)
+        .arg(if end { "end" } else { "noend" })
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3")
+}
+
+/// The image ID of a successful build's `Result`.
+fn built_id(o: &Output) -> String {
+    let err = stderr(o);
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("urun-result: "))
+        .unwrap_or_else(|| panic!("no result: {err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["image_id"].as_str().unwrap().to_string()
+}
+
+/// A build in a fresh context directory as `user`.
+fn build(s: &Setup, user: &TestUser, dockerfile: &str, tags: &[&str]) -> Output {
+    let dir = tmp(0o755);
+    let (tar, name) = context(&dir.0, dockerfile);
+    let o = build_as(&s.d, user, &request(&name, tags), &tar, true);
+    let _ = std::fs::remove_file(&tar);
+    o
+}
+
+#[test]
+#[serial]
+fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
+    let mut s = Setup::new("");
+    let df = format!(
+        "FROM {}\nRUN cat /proc/self/uid_map && cat /proc/self/uid_map > /uid_map\nUSER 1000\n",
+        image()
+    );
+    let o = build(&s, &s.alice, &df, &["app:1"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let id = built_id(&o);
+    s.built.0.push(id.clone());
+    // The RUN step's root was a subordinate uid of the host: uid_map "0 <start> <n>"
+    // with start > 0 (the build output shows it).
+    let out = stdout(&o);
+    let map_line = out
+        .lines()
+        .find(|l| l.split_whitespace().count() == 3 && l.trim_start().starts_with("0 "))
+        .unwrap_or_else(|| panic!("no uid_map in the build output:\n{out}"));
+    let host: u64 = map_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(host > 0, "RUN ran as host root: {map_line}");
+    // The image is on the run engine, tagged in alice's namespace, labelled by urund.
+    let tag = format!("urun/{}/app:1", s.alice.name);
+    assert_eq!(image_id(&tag), id);
+    let o = sh(
+        "docker",
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.urun.build.uid\"}}",
+            &tag,
+        ],
+    );
+    assert_eq!(stdout(&o).trim(), s.alice.uid.to_string());
+    // and no longer on the build engine
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    // Its author runs it, as herself; the file the RUN step wrote is there.
+    let o =
+        s.d.run(&s.alice, &[&tag, "sh", "-c", "id -u; cat /uid_map"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with(&format!("{}\n", s.alice.uid)), "{text}");
+    assert!(text.contains(map_line.trim()), "{text}");
+    // By ID too.
+    let o = s.d.run(&s.alice, &[&id, "true"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Another user may not, by tag or by ID.
+    for name in [tag.as_str(), id.as_str()] {
+        let o = s.d.run(&s.bob, &[name, "true"], b"");
+        assert_eq!(o.status.code(), Some(125), "{name}: {}", stderr(&o));
+    }
+}
+
+#[test]
+#[serial]
+fn another_user_cannot_run_someone_elses_build_nor_pull_into_the_namespace() {
+    let mut s = Setup::new("");
+    let df = format!("FROM {}\nUSER 1000\n", image());
+    let o = build(&s, &s.alice, &df, &["mine"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.built.0.push(built_id(&o));
+    let tag = format!("urun/{}/mine", s.alice.name);
+    let o = s.d.run(&s.alice, &[&tag, "true"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.d.run(&s.bob, &[&tag, "true"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("images.allow"), "{}", stderr(&o));
+    // Named in bob's own namespace, it is still not his build.
+    let theirs = format!("urun/{}/mine:latest", s.bob.name);
+    let _ = sh("docker", &["tag", &tag, &theirs]);
+    let o = s.d.run(&s.bob, &[&theirs, "true"], b"");
+    let _ = sh("docker", &["rmi", &theirs]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("not one of your builds"),
+        "{}",
+        stderr(&o)
+    );
+    // A pull of a reference inside the namespace is refused, never tried.
+    let o = s.d.run(
+        &s.bob,
+        &[&format!("urun/{}/nothere:1", s.bob.name), "true"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("build.namespace"), "{}", stderr(&o));
+}
+
+#[test]
+#[serial]
+fn each_static_check_refuses_with_its_line_and_exit_125() {
+    let s = Setup::new("");
+    let img = image();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("FROM {img}\nRUN true\n"),
+            "[user.missing] Dockerfile:",
+        ),
+        (
+            format!("FROM {img}\nUSER 1000\nUSER root\n"),
+            "[user.root] Dockerfile:3:",
+        ),
+        (
+            format!("FROM {img}\nARG U=0\nUSER $U\n"),
+            "[user.root] Dockerfile:3:",
+        ),
+        (
+            format!("FROM {img}\nUSER 0:0\n"),
+            "[user.root] Dockerfile:2:",
+        ),
+        (
+            "FROM not-allowed.example/x:1\nUSER 1000\n".into(),
+            "[from.not-allowed] Dockerfile:1:",
+        ),
+        (
+            format!("FROM {img}\nRUN --mount=type=cache,target=/c true\nUSER 1000\n"),
+            "[run.mount] Dockerfile:2:",
+        ),
+        (
+            format!("FROM {img}\nRUN --network=host true\nUSER 1000\n"),
+            "[run.network] Dockerfile:2:",
+        ),
+        (
+            format!("FROM {img}\nRUN --security=insecure true\nUSER 1000\n"),
+            "[run.security] Dockerfile:2:",
+        ),
+        (
+            format!("FROM {img}\nADD http://example.org/x /x\nUSER 1000\n"),
+            "[add.url] Dockerfile:2:",
+        ),
+    ];
+    for (df, want) in &cases {
+        let o = build(&s, &s.alice, df, &["x"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{df:?}: {err}");
+        assert!(
+            err.contains(&format!("urun: build: error {want}")),
+            "{df:?}: {err}"
+        );
+        assert!(err.contains("nothing was built"), "{df:?}: {err}");
+    }
+    // Nothing reached either engine.
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    let o = sh(
+        "docker",
+        &["images", "-q", &format!("urun/{}/x", s.alice.name)],
+    );
+    assert_eq!(stdout(&o).trim(), "");
+}
+
+#[test]
+#[serial]
+fn a_context_over_max_context_is_refused_while_it_streams() {
+    let s = Setup::new("max_context = \"4m\"\n");
+    let dir = tmp(0o755);
+    // 6 MiB.
+    let big: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.0.join("big"), &big).unwrap();
+    let (tar, name) = context(
+        &dir.0,
+        &format!("FROM {}\nCOPY big /big\nUSER 1000\n", image()),
+    );
+    // The client never sends ContextEnd: only a refusal while streaming answers it.
+    let t = Instant::now();
+    let o = build_as(&s.d, &s.alice, &request(&name, &["big"]), &tar, false);
+    let _ = std::fs::remove_file(&tar);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("[build] max_context"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    s.d.wait_log("build.max_context", Duration::from_secs(10));
+}
+
+#[test]
+#[serial]
+fn a_build_past_max_runtime_is_stopped_with_124_and_leaves_nothing() {
+    let s = Setup::new("max_runtime = \"5s\"\n");
+    let df = format!("FROM {}\nUSER 1000\nRUN echo started; sleep 300\n", image());
+    let t = Instant::now();
+    let o = build(&s, &s.alice, &df, &["slow"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(124), "{}\n{err}", stdout(&o));
+    assert!(err.contains("[build] max_runtime"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert!(stdout(&o).contains("started"), "{}", stdout(&o));
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    // No volume either.
+    assert_eq!(s.engine.must(&["volume", "ls", "-q"]).trim(), "");
+}
+
+#[test]
+#[serial]
+fn a_failing_run_step_exits_1_with_its_output_and_leaves_nothing() {
+    let s = Setup::new("");
+    let df = format!(
+        "FROM {}\nUSER 1000\nRUN echo about to fail; echo on-stderr >&2; exit 3\n",
+        image()
+    );
+    let o = build(&s, &s.alice, &df, &["broken"]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("about to fail") && out.contains("on-stderr"),
+        "{out}"
+    );
+    assert!(err.contains("returned a non-zero code: 3"), "{err}");
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!(
+        (containers.as_str(), images.as_str()),
+        ("", ""),
+        "{}",
+        s.d.log_text()
+    );
+}
