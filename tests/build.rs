@@ -460,3 +460,63 @@ fn a_failing_run_step_exits_1_with_its_output_and_leaves_nothing() {
         s.d.log_text()
     );
 }
+
+#[test]
+#[serial]
+fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
+    let s = Setup::new("setuid = \"error\"\n");
+    // USER names a passwd entry with uid 0: the Dockerfile check cannot know it, the
+    // image check reads the image's own /etc/passwd.
+    let root_alias = format!(
+        "FROM {}\nRUN echo 'admin:x:0:0:admin:/:/bin/sh' >> /etc/passwd\nUSER admin\n",
+        image()
+    );
+    let setuid = format!(
+        "FROM {}\nRUN cp /bin/busybox /suid && chmod 4755 /suid\nUSER 1000\n",
+        image()
+    );
+    for (df, want) in [
+        (root_alias, "[image.user-root]"),
+        (setuid, "[image.setuid]"),
+    ] {
+        let o = build(&s, &s.alice, &df, &["checked"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{}\n{err}", stdout(&o));
+        assert!(
+            err.contains(&format!("urun: build: error {want} image:")),
+            "{err}"
+        );
+        assert!(err.contains("nothing was tagged"), "{err}");
+        let (containers, images) = s.build_engine_leftovers();
+        assert_eq!(
+            (containers.as_str(), images.as_str()),
+            ("", ""),
+            "{}",
+            s.d.log_text()
+        );
+        let o = sh(
+            "docker",
+            &["images", "-q", &format!("urun/{}/checked", s.alice.name)],
+        );
+        assert_eq!(stdout(&o).trim(), "");
+    }
+    // A secret-looking variable is a warning: the build goes through. Two stages:
+    // the first stage's image does not stay on the build engine either.
+    let mut s = s;
+    let df = format!(
+        "FROM {0} AS first\nRUN echo x > /x\nFROM {0}\nCOPY --from=first /x /x\n\
+         ENV API_TOKEN=x\nUSER 1000\n",
+        image()
+    );
+    let o = build(&s, &s.alice, &df, &["warned"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    s.built.0.push(built_id(&o));
+    assert!(
+        err.contains("urun: build: warning [image.secret-env] image:"),
+        "{err}"
+    );
+    assert!(!err.contains("API_TOKEN=x"), "{err}");
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+}

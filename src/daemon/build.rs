@@ -41,7 +41,7 @@ use crate::policy::build::{admit_build, BuildAdmission, BuildFacts};
 use crate::policy::dockerfile::{self, BaseImage, CheckInput, Finding, Report, Severity};
 use crate::policy::forced::{build_settings, BuildDigests};
 use crate::policy::rule::{Refusal, Rule};
-use crate::policy::{buildcontext, judge};
+use crate::policy::{buildcontext, imagecheck, judge};
 use crate::system::{self, Caller};
 use crate::wire::{status, BuildRequest, Kind, Outcome, Signal};
 use bytes::Bytes;
@@ -202,10 +202,14 @@ impl Helper {
                 })
             }
         };
-        if !matches!(end, End::Exit(0)) {
-            let trace = std::mem::take(&mut *trace.lock().unwrap());
-            self.clean_build(trace, since).await;
+        // Whatever the end, the build's own untagged images go (a multi-stage build's
+        // earlier stages, a failed build's steps); the built image stays only on
+        // success on a build engine that is also the run engine.
+        let mut trace = std::mem::take(&mut *trace.lock().unwrap());
+        if matches!(end, End::Exit(0)) && !self.separate_build_engine() {
+            trace.built = None;
         }
+        self.clean_build(trace, since).await;
         rec.build = Some(audit);
         end
     }
@@ -288,7 +292,7 @@ impl Helper {
             );
         };
         // 4. The Dockerfile, with the base images present on the build engine.
-        let report = match self.check_dockerfile(caller, req, &text, out).await {
+        let (report, base_layers) = match self.check_dockerfile(caller, req, &text, out).await {
             Ok(r) => r,
             Err(end) => return end,
         };
@@ -336,8 +340,14 @@ impl Helper {
         };
         rec.image_id = Some(image.clone());
         trace.lock().unwrap().built = Some(image.clone());
-        // 6. The built image's checks: see `check_image`.
-        if let Err(end) = self.check_image(&image, out).await {
+        // 6. The built image's checks, above the final stage's base image's layers.
+        let base = report
+            .facts
+            .final_base
+            .as_ref()
+            .and_then(|b| base_layers.get(b).copied())
+            .unwrap_or(0);
+        if let Err(end) = self.check_image(&image, base, out, audit).await {
             return end;
         }
         // 7. On the run engine, tagged in the caller's namespace, recorded.
@@ -443,7 +453,7 @@ impl Helper {
         req: &BuildRequest,
         text: &str,
         out: &Outbox,
-    ) -> Result<Report, End> {
+    ) -> Result<(Report, BTreeMap<String, usize>), End> {
         let allowed = |r: &str| self.image_allowed_in_build(caller, r);
         let severity = &self.policy.build.rules.0;
         let input = |base: &dyn Fn(&str) -> Option<BaseImage>| -> Report {
@@ -476,9 +486,10 @@ impl Helper {
             .iter()
             .any(|f| f.severity == Severity::Error && !base_dependent(f))
         {
-            return Ok(first);
+            return Ok((first, BTreeMap::new()));
         }
         let mut bases: BTreeMap<String, BaseImage> = BTreeMap::new();
+        let mut layers: BTreeMap<String, usize> = BTreeMap::new();
         for u in first.facts.images.iter().filter(|u| u.allowed) {
             if bases.contains_key(&u.reference) {
                 continue;
@@ -491,8 +502,9 @@ impl Helper {
             }
             let facts = self.ensure_base(&u.reference, req.never_pull, out).await?;
             bases.insert(u.reference.clone(), facts.base);
+            layers.insert(u.reference.clone(), facts.layers);
         }
-        Ok(input(&|r| bases.get(r).cloned()))
+        Ok((input(&|r| bases.get(r).cloned()), layers))
     }
 
     /// Whether a `FROM`/`COPY --from` image may be used: the run policy's image rules,
@@ -595,6 +607,7 @@ impl Helper {
     ) -> Result<String, End> {
         let mut events = self.build_engine.build(settings, body);
         let mut tail = String::new();
+        let mut image: Option<String> = None;
         // One read of the client's next frame at a time, kept across iterations so a
         // frame is never read in part and dropped.
         let mut next = Some(Box::pin(read_frame(rd)));
@@ -602,7 +615,7 @@ impl Helper {
             tokio::select! {
                 ev = events.next() => match ev {
                     None => {
-                        return Err(End::Failed(RunError {
+                        return image.ok_or_else(|| End::Failed(RunError {
                             status: status::REFUSED,
                             message: "the build engine ended the build without an image".into(),
                         }))
@@ -628,7 +641,15 @@ impl Helper {
                         }
                         return Err(End::Exit(1));
                     }
-                    Some(Ok(BuildEvent::Image(id))) => return Ok(id),
+                    Some(Ok(BuildEvent::Image(id))) => {
+                        // Each stage's image is the build's own too (clean-up).
+                        let mut t = trace.lock().unwrap();
+                        if let Some(prev) = image.replace(id) {
+                            if t.images.len() < 1024 {
+                                t.images.push(prev);
+                            }
+                        }
+                    }
                 },
                 f = async { next.as_mut().expect("polled only while set").await }, if next.is_some() => {
                     next = None;
@@ -649,10 +670,69 @@ impl Helper {
         }
     }
 
-    /// Step 6: the checks of the built image. Until the image check (src/policy/
-    /// imagecheck.rs) lands, nothing is checked here beyond what the Dockerfile check
-    /// established.
-    async fn check_image(&self, _image: &str, _out: &Outbox) -> Result<(), End> {
+    /// Step 6: the built image, read from its `docker save` stream by the pure
+    /// [`imagecheck`] (on a blocking thread that pulls the stream from the engine),
+    /// must be the image that was built, and pass: its user not root (through its own
+    /// `/etc/passwd`), no setuid/setgid files its layers added (`[build] setuid`), no
+    /// secret-looking `Env` names (a warning). Findings go to the client as lines; an
+    /// error refuses the image (the caller's clean-up removes it).
+    async fn check_image(
+        &self,
+        image: &str,
+        base_layers: usize,
+        out: &Outbox,
+        audit: &mut BuildAudit,
+    ) -> Result<(), End> {
+        let reader = StreamReader {
+            handle: tokio::runtime::Handle::current(),
+            stream: self.build_engine.save(image),
+            chunk: Bytes::new(),
+        };
+        let scanned =
+            tokio::task::spawn_blocking(move || imagecheck::scan(reader, base_layers)).await;
+        let scan = match scanned {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(refused(
+                    Rule::BuildImage,
+                    format!(
+                        "the built image could not be checked: {e} (build.image); nothing was kept"
+                    ),
+                ))
+            }
+            Err(e) => return Err(refused(Rule::BuildImage, format!("image check: {e}"))),
+        };
+        if scan.image_id != image {
+            return Err(refused(
+                Rule::BuildImage,
+                format!(
+                    "the build engine saved {} for the built image {image} (build.image); nothing was kept",
+                    scan.image_id
+                ),
+            ));
+        }
+        let findings = imagecheck::check(&scan, self.policy.build.setuid.0);
+        for f in findings.iter().take(MAX_FINDINGS) {
+            audit
+                .findings
+                .push(format!("{}:{}", f.rule.id(), f.severity));
+            let line = format!(
+                "urun: build: {} [{}] image: {}\n",
+                f.severity,
+                f.rule.id(),
+                f.message
+            );
+            if out.frame(Kind::Stderr, line.into_bytes()).await.is_err() {
+                return Err(End::ClientGone);
+            }
+        }
+        if imagecheck::refused(&findings) {
+            return Err(refused(
+                Rule::BuildImage,
+                "the built image failed a check (listed above; build.image); it was removed, \
+                 nothing was tagged",
+            ));
+        }
         Ok(())
     }
 
@@ -717,9 +797,10 @@ impl Helper {
         Ok(tags)
     }
 
-    /// After anything but success: waits (bounded) for the builder's own removal of
-    /// the build's containers, removes those still there, and deletes the build's
-    /// untagged images created since it started (see [`Trace`]).
+    /// After a build: waits (bounded) for the builder's own removal of the build's
+    /// containers, removes those still there, and deletes the build's untagged images
+    /// created since it started (see [`Trace`]; an image another one is built on is
+    /// left: the engine refuses to delete it).
     async fn clean_build(&self, trace: Trace, since: i64) {
         let engine = self.build_engine.as_ref();
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
@@ -752,8 +833,7 @@ impl Helper {
             .chain(trace.images.into_iter().rev());
         for image in images {
             match engine.delete_untagged(&image, since).await {
-                Ok(true) => eprintln!("urund: removed image {image} of a failed build"),
-                Ok(false) => eprintln!("urund: left image {image} alone (tagged, older or in use)"),
+                Ok(_) => {}
                 Err(e) => eprintln!("urund: {e:#}"),
             }
         }
@@ -780,6 +860,29 @@ fn interrupted() -> End {
         status: status::KILLED,
         message: "build interrupted; nothing was kept".into(),
     })
+}
+
+/// A [`Read`] over an engine's byte stream, for a blocking thread: each read waits
+/// for the next chunk on urund's runtime (whose thread drives the connection), so the
+/// engine is read only as fast as the reader takes it.
+struct StreamReader {
+    handle: tokio::runtime::Handle,
+    stream: BoxStream<'static, std::io::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                Some(c) => self.chunk = c?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Reads a spooled file from an offset of its own (the file's offset is shared).

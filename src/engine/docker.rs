@@ -468,6 +468,7 @@ impl DockerEngine {
         let Some(id) = img.id else {
             bail!("inspecting image {reference}: the daemon gave no image ID");
         };
+        let layers = img.root_fs.and_then(|r| r.layers).map_or(0, |l| l.len());
         let config = img.config.unwrap_or_default();
         let healthcheck = config
             .healthcheck
@@ -480,6 +481,7 @@ impl DockerEngine {
                 onbuild: config.on_build.unwrap_or_default(),
                 healthcheck,
             },
+            layers,
         }))
     }
 
@@ -493,7 +495,8 @@ impl DockerEngine {
         let opts = build_options(settings);
         let body = bollard::body_try_stream(context);
         let s = self.docker.build_image(opts, None, Some(body));
-        // After an image or a failure, nothing more.
+        // After a failure, nothing more. The legacy builder reports an image at the
+        // end of every stage: the last one is the build's.
         let mut over = false;
         s.flat_map(move |ev| {
             let mut out: Vec<Result<BuildEvent>> = Vec::new();
@@ -526,7 +529,9 @@ impl DockerEngine {
                     }
                 }
             }
-            over = out.iter().any(|e| !matches!(e, Ok(BuildEvent::Output(_))));
+            over = out
+                .iter()
+                .any(|e| matches!(e, Err(_) | Ok(BuildEvent::Failed(_))));
             futures_util::stream::iter(out)
         })
         .boxed()

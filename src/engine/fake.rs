@@ -117,6 +117,7 @@ impl Default for Script {
             base: Some(BaseFacts {
                 id: format!("sha256:{}", "ab".repeat(32)),
                 base: Default::default(),
+                layers: 1,
             }),
             build_output: vec!["Step 1/2 : FROM busybox\n", "Step 2/2 : USER 1000\n"],
             build_end: Some(BuildEvent::Image(format!("sha256:{}", "cd".repeat(32)))),

@@ -102,8 +102,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Build, step 5: builds the context archive with exactly `settings` (the legacy
     /// builder, no tag): the builder's events as they come, ending after
-    /// [`BuildEvent::Image`] or [`BuildEvent::Failed`]. Dropping the stream closes the
-    /// connection, which cancels the build.
+    /// [`BuildEvent::Failed`] or when the builder is done; the last
+    /// [`BuildEvent::Image`] is the build's (the legacy builder reports one at the end
+    /// of every stage). Dropping the stream closes the connection, which cancels the
+    /// build.
     fn build<'a>(
         &'a self,
         settings: &'a BuildSettings,
@@ -138,6 +140,9 @@ pub trait Engine: Send + Sync + 'static {
 pub struct BaseFacts {
     pub id: String,
     pub base: crate::policy::dockerfile::BaseImage,
+    /// Its layers (`RootFS.Layers`): the built image's lowest layers that are not the
+    /// build's own.
+    pub layers: usize,
 }
 
 /// One event of a build, as the engine reports it.
@@ -146,8 +151,8 @@ pub enum BuildEvent {
     /// The builder's text (its own lines and the RUN steps' output, mixed: nothing in
     /// it can be trusted to be the builder's).
     Output(String),
-    /// The image the build produced (`sha256:…`; the API's `aux` record, which no step
-    /// can print): the build succeeded.
+    /// An image the build produced (`sha256:…`; the API's `aux` record, which no step
+    /// can print): a stage ended; the last one is the build's.
     Image(String),
     /// The builder's error (a failed RUN step, a missing file, …).
     Failed(String),
