@@ -243,7 +243,8 @@ fn build(s: &Setup, user: &TestUser, dockerfile: &str, tags: &[&str]) -> Output 
 fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
     let mut s = Setup::new("");
     let df = format!(
-        "FROM {}\nRUN cat /proc/self/uid_map && cat /proc/self/uid_map > /uid_map\nUSER 1000\n",
+        "FROM {}\nVOLUME /data\nRUN cat /proc/self/uid_map && cat /proc/self/uid_map > /uid_map\n\
+         USER 1000\n",
         image()
     );
     let o = build(&s, &s.alice, &df, &["app:1"]);
@@ -273,9 +274,10 @@ fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
         ],
     );
     assert_eq!(stdout(&o).trim(), s.alice.uid.to_string());
-    // and no longer on the build engine
+    // and no longer on the build engine, nor the RUN step's anonymous volume
     let (containers, images) = s.build_engine_leftovers();
     assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    assert_eq!(s.engine.must(&["volume", "ls", "-q"]).trim(), "");
     // Its author runs it, as herself; the file the RUN step wrote is there.
     let o =
         s.d.run(&s.alice, &[&tag, "sh", "-c", "id -u; cat /uid_map"], b"");
@@ -422,7 +424,11 @@ fn a_context_over_max_context_is_refused_while_it_streams() {
 #[serial]
 fn a_build_past_max_runtime_is_stopped_with_124_and_leaves_nothing() {
     let s = Setup::new("max_runtime = \"5s\"\n");
-    let df = format!("FROM {}\nUSER 1000\nRUN echo started; sleep 300\n", image());
+    // A VOLUME before the RUN step: its container gets an anonymous volume.
+    let df = format!(
+        "FROM {}\nVOLUME /data\nUSER 1000\nRUN echo started; sleep 300\n",
+        image()
+    );
     let t = Instant::now();
     let o = build(&s, &s.alice, &df, &["slow"]);
     let err = stderr(&o);
@@ -441,7 +447,8 @@ fn a_build_past_max_runtime_is_stopped_with_124_and_leaves_nothing() {
 fn a_failing_run_step_exits_1_with_its_output_and_leaves_nothing() {
     let s = Setup::new("");
     let df = format!(
-        "FROM {}\nUSER 1000\nRUN echo about to fail; echo on-stderr >&2; exit 3\n",
+        "FROM {}\nVOLUME /data\nRUN echo kept > /data/x\nUSER 1000\n\
+         RUN echo about to fail; echo on-stderr >&2; exit 3\n",
         image()
     );
     let o = build(&s, &s.alice, &df, &["broken"]);
@@ -459,6 +466,8 @@ fn a_failing_run_step_exits_1_with_its_output_and_leaves_nothing() {
         "{}",
         s.d.log_text()
     );
+    // The RUN steps' anonymous volumes (the base's VOLUME) went with their containers.
+    assert_eq!(s.engine.must(&["volume", "ls", "-q"]).trim(), "");
 }
 
 #[test]
