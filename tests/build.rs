@@ -71,6 +71,9 @@ while True:
         sys.exit(body[0])
 "#;
 
+/// The build engine's `default-ulimits` nproc.
+const NPROC: u32 = 4096;
+
 /// A directory removed on drop.
 struct Tmp(PathBuf);
 impl Drop for Tmp {
@@ -139,8 +142,13 @@ struct Setup {
 impl Setup {
     fn new(extra: &str) -> Setup {
         let dockremap = Dockremap::note();
+        // The recommended build engine: user-namespaced, and a process limit for the
+        // containers it makes (the build API has no pids limit; see SECURITY.md).
         let engine = ExtraEngine::start(EngineConfig {
             userns_remap: Some("default".into()),
+            extra: Some(serde_json::json!({
+                "default-ulimits": {"nproc": {"Name": "nproc", "Hard": NPROC, "Soft": NPROC}}
+            })),
             ..Default::default()
         });
         engine.load_image(image());
@@ -243,8 +251,8 @@ fn build(s: &Setup, user: &TestUser, dockerfile: &str, tags: &[&str]) -> Output 
 fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
     let mut s = Setup::new("");
     let df = format!(
-        "FROM {}\nVOLUME /data\nRUN cat /proc/self/uid_map && cat /proc/self/uid_map > /uid_map\n\
-         USER 1000\n",
+        "FROM {}\nVOLUME /data\nRUN cat /proc/self/uid_map && cat /proc/self/uid_map > /uid_map \
+         && grep 'Max processes' /proc/self/limits\nUSER 1000\n",
         image()
     );
     let o = build(&s, &s.alice, &df, &["app:1"]);
@@ -260,6 +268,16 @@ fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
         .unwrap_or_else(|| panic!("no uid_map in the build output:\n{out}"));
     let host: u64 = map_line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(host > 0, "RUN ran as host root: {map_line}");
+    // and under the engine's process limit
+    let limits = out
+        .lines()
+        .find(|l| l.starts_with("Max processes"))
+        .unwrap_or_else(|| panic!("no limits line:\n{out}"));
+    assert_eq!(
+        limits.split_whitespace().nth(2),
+        Some(NPROC.to_string().as_str()),
+        "{limits}"
+    );
     // The image is on the run engine, tagged in alice's namespace, labelled by urund.
     let tag = format!("urun/{}/app:1", s.alice.name);
     assert_eq!(image_id(&tag), id);
