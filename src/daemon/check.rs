@@ -74,8 +74,73 @@ pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
         for item in runtime_items(&p, facts.runtimes.as_deref()) {
             println!("{item}");
         }
+        if p.build.enabled {
+            let userns = match &p.build.engine {
+                Some(path) => build_engine_userns(&format!("unix://{}", path.0.display())).await,
+                None => Ok(security_option(&facts, "userns").is_some()),
+            };
+            for item in build_items(&p, userns) {
+                println!("{item}");
+            }
+        }
     }
     status
+}
+
+/// Whether the build engine at `host` runs with `userns-remap` (`docker info`).
+async fn build_engine_userns(host: &str) -> Result<bool, String> {
+    let e = DockerEngine::connect(host)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let info = e.info().await.map_err(|e| format!("{e:#}"))?;
+    Ok(info
+        .security_options
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.split(',').any(|kv| kv == "name=userns")))
+}
+
+/// `[build]` on this host: the build engine answers and is user-namespaced (else a
+/// RUN step's root is the host's root inside a container), the memory the build API
+/// can carry. Pure, from what was learned of the engine.
+pub fn build_items(p: &Policy, userns: Result<bool, String>) -> Vec<Item> {
+    let which = match &p.build.engine {
+        Some(e) => format!("build engine {}", e.0.display()),
+        None => "build engine (the run daemon)".to_string(),
+    };
+    let mut v = vec![match userns {
+        Ok(true) => item(
+            true,
+            "build engine",
+            format!("{which} has userns-remap: RUN steps run as an unprivileged host uid"),
+        ),
+        Ok(false) => item(
+            false,
+            "build engine",
+            format!(
+                "{which} has no userns-remap: a RUN step runs as root on the host kernel \
+                 (in a container); set [build] engine to a dedicated dockerd with \
+                 \"userns-remap\": \"default\" (README, Building images)"
+            ),
+        ),
+        Err(e) => item(
+            false,
+            "build engine",
+            format!("{which} does not answer ({e}): urund will not start with builds on"),
+        ),
+    }];
+    // 2 GiB itself is sent as 2 GiB - 1 byte: not worth a warning.
+    if p.build.memory.0 > crate::policy::forced::BUILD_MAX_MEMORY + 1 {
+        v.push(item(
+            false,
+            "build memory",
+            format!(
+                "[build] memory = {} is more than the build API carries: builds get 2 GiB - 1 byte",
+                p.build.memory
+            ),
+        ));
+    }
+    v
 }
 
 /// Policy items that depend on this host: do the groups it names exist?
@@ -633,6 +698,22 @@ mod tests {
         let (tcp, tls, nnp) = daemon_settings(&[], &json);
         assert_eq!(tcp, ["tcp://127.0.0.1:2375"]);
         assert!(!tls && nnp);
+    }
+
+    #[test]
+    fn a_build_engine_without_userns_remap_is_warned_about() {
+        let p =
+            Policy::parse("[build]\nenabled = true\nmemory = \"1g\"\n", Path::new("p")).unwrap();
+        let ok = build_items(&p, Ok(true));
+        assert!(ok.iter().all(|i| i.ok), "{ok:?}");
+        let no = build_items(&p, Ok(false));
+        assert!(!no[0].ok && no[0].text.contains("userns-remap"), "{no:?}");
+        assert!(!build_items(&p, Err("gone".into()))[0].ok);
+        // the default 2g is one byte more than the API's field
+        let big = Policy::parse("[build]\nenabled = true\n", Path::new("p")).unwrap();
+        assert!(build_items(&big, Ok(true))
+            .iter()
+            .any(|i| !i.ok && i.name == "build memory"));
     }
 
     #[test]
