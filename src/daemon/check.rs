@@ -709,11 +709,15 @@ mod tests {
         let no = build_items(&p, Ok(false));
         assert!(!no[0].ok && no[0].text.contains("userns-remap"), "{no:?}");
         assert!(!build_items(&p, Err("gone".into()))[0].ok);
-        // the default 2g is one byte more than the API's field
-        let big = Policy::parse("[build]\nenabled = true\n", Path::new("p")).unwrap();
-        assert!(build_items(&big, Ok(true))
-            .iter()
-            .any(|i| !i.ok && i.name == "build memory"));
+        // the default 2g fits (as 2 GiB - 1 byte); more does not
+        let dflt = Policy::parse("[build]\nenabled = true\n", Path::new("p")).unwrap();
+        assert!(build_items(&dflt, Ok(true)).iter().all(|i| i.ok));
+        let big = Policy::parse("[build]\nenabled = true\nmemory = \"3g\"\n", Path::new("p"));
+        let big = build_items(&big.unwrap(), Ok(true));
+        assert!(
+            big.iter().any(|i| !i.ok && i.name == "build memory"),
+            "{big:?}"
+        );
     }
 
     #[test]
