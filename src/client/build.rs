@@ -261,7 +261,7 @@ fn build(args: &BuildArgs, context_arg: &str) -> Result<Finished> {
         let shut = sock.try_clone().context("socket")?;
         let progress = Progress::new(!args.quiet, io::stderr().is_terminal());
         std::thread::spawn(move || {
-            if let Err(e) = send_context(source, &w, progress) {
+            if let Err(e) = send_context(source, &w, progress, &mut io::stdin().lock()) {
                 // A local failure (a special file, a changed file, the client's own
                 // limit): urund is told by the connection closing before `ContextEnd`.
                 // An output error means urund closed the connection: its own last
@@ -424,6 +424,7 @@ pub(crate) fn send_context<W: Write>(
     source: Source,
     w: &Mutex<W>,
     mut progress: Progress,
+    stdin: &mut dyn Read,
 ) -> Result<u64, ContextError> {
     let out_err = |e: io::Error| ContextError::Io {
         path: String::new(),
@@ -436,7 +437,6 @@ pub(crate) fn send_context<W: Write>(
         }
         Source::Tar(head) => {
             sink.write_all(&head).map_err(out_err)?;
-            let mut stdin = io::stdin().lock();
             let mut buf = vec![0u8; CONTEXT_CHUNK];
             let mut total = head.len() as u64;
             loop {
