@@ -55,6 +55,7 @@ pub mod instance;
 pub mod janitor;
 
 mod describe;
+mod images;
 mod listen;
 mod outbox;
 mod pull;
@@ -111,7 +112,6 @@ pub struct Helper {
     /// created and marked by urund.
     runtime: RuntimeDir,
     /// The record of every image a user built (what makes an image "own").
-    #[allow(dead_code)] // read by the build, images and rmi handlers as they land
     builds: Arc<builds::Builds>,
     /// An image's identity files by image ID (an ID's content never changes).
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,

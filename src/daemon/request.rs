@@ -2,7 +2,7 @@
 //! descriptor), its later frames, and the drain after the last frame.
 
 use crate::system;
-use crate::wire::{self, Kind, ProtocolError, Query, Request};
+use crate::wire::{self, Kind, Manage, ProtocolError, Query, Request};
 use anyhow::Result;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -48,6 +48,8 @@ pub(super) enum First {
     /// descriptor ([`Request::stdin_fd`]) if they were passed.
     Run(Box<Request>, Option<OwnedFd>, Option<OwnedFd>),
     Query,
+    /// `urun images`, `urun rmi`, `urun push`.
+    Manage(Box<Manage>),
 }
 
 /// Why reading the client's request stopped early.
@@ -179,6 +181,9 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
             }
             Ok(First::Run(Box::new(req), dir, stdin))
         }
+        Kind::Manage => Manage::decode(&payload)
+            .map(|m| First::Manage(Box::new(m)))
+            .map_err(FrameError::Protocol),
         _ => Query::decode(&payload)
             .map(|_| First::Query)
             .map_err(FrameError::Protocol),

@@ -99,6 +99,7 @@ impl Helper {
         let (req, dir, stdin) = match read_first(rd).await {
             Ok(First::Run(r, dir, stdin)) => (*r, dir, stdin),
             Ok(First::Query) => return self.answer_query(caller, rec, out).await,
+            Ok(First::Manage(m)) => return self.manage(caller, rec, *m, out).await,
             Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
         };
         // A passed stdin: checked before anything else is done for the request.
