@@ -384,7 +384,20 @@ impl Helper {
         let runtime = self
             .policy
             .caller_runtime(caller.uid, caller.name.as_deref(), member_of);
-        let text = describe(&self.policy, &self.policy_path, caller, &limits, runtime);
+        let in_build_group = self.policy.build.group.as_ref().is_some_and(|g| {
+            system::group_gid(&g.0)
+                .ok()
+                .flatten()
+                .is_some_and(|gid| caller.in_group(gid))
+        });
+        let text = describe(
+            &self.policy,
+            &self.policy_path,
+            caller,
+            &limits,
+            runtime,
+            in_build_group,
+        );
         rec.bytes_out = text.len() as u64;
         if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
             return End::ClientGone;
