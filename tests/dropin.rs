@@ -981,7 +981,7 @@ fn man_pages_and_completions_come_from_the_clap_definition() {
     let dir = std::env::temp_dir().join(format!("urun-docs-{}", unique()));
     let files = gen_docs::generate(&dir).unwrap();
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
-    assert_eq!(files.len(), 5);
+    assert_eq!(files.len(), 9);
     let man = read("urun.1");
     for want in [
         "\\-\\-privileged",
@@ -993,6 +993,25 @@ fn man_pages_and_completions_come_from_the_clap_definition() {
         assert!(man.contains(want), "{want} not in urun.1");
     }
     assert!(read("urund.8").contains("\\-\\-docker\\-host"));
+    assert!(man.contains("COMMANDS") && man.contains("urun\\-build(1)"));
+    let build = read("urun-build.1");
+    for want in [
+        "\\-\\-build\\-arg",
+        "\\-\\-iidfile",
+        "\\-\\-secret",
+        "build secrets are not available",
+        "EXIT STATUS",
+    ] {
+        assert!(build.contains(want), "{want} not in urun-build.1");
+    }
+    for page in ["urun-images.1", "urun-rmi.1", "urun-push.1"] {
+        assert!(read(page).contains(".TH"), "{page}");
+    }
+    // The completions know the commands and each one's flags.
+    let bash = read("completions/urun.bash");
+    assert!(bash.contains("build") && bash.contains("--build-arg") && bash.contains("--iidfile"));
+    assert!(read("completions/_urun").contains("--build-arg"));
+    assert!(read("completions/urun.fish").contains("-l build-arg"));
     assert!(read("completions/urun.bash").contains("--entrypoint"));
     assert!(read("completions/_urun").contains("--entrypoint"));
     assert!(read("completions/urun.fish").contains("-l entrypoint"));
