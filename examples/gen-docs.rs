@@ -3,9 +3,10 @@
 //!
 //!     cargo run --example gen-docs -- OUTDIR
 //!
-//! writes OUTDIR/urun.1, OUTDIR/urund.8 and OUTDIR/completions/{urun.bash, _urun,
-//! urun.fish}. The generators are dev-dependencies: the installed binaries do not
-//! carry them.
+//! writes OUTDIR/urun.1, OUTDIR/urun-build.1, OUTDIR/urun-images.1, OUTDIR/urun-rmi.1,
+//! OUTDIR/urun-push.1, OUTDIR/urund.8 and OUTDIR/completions/{urun.bash, _urun,
+//! urun.fish} (the completions know urun's commands and each one's flags). The
+//! generators are dev-dependencies: the installed binaries do not carry them.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -18,14 +19,33 @@ type Section<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     std::fs::create_dir_all(out.join("completions"))?;
+    use urun::client::cli;
     let urun_sections = [
+        ("COMMANDS", cli::COMMANDS),
         ("FORCED SETTINGS", urun::policy::forced::FORCED),
-        ("EXIT STATUS", urun::client::cli::EXIT_STATUSES),
+        ("EXIT STATUS", cli::EXIT_STATUSES),
         (
             "SEE ALSO",
-            &[("urund(8)", "the helper daemon; docker-run(1)")][..],
+            &[
+                ("urund(8)", "the helper daemon; docker-run(1)"),
+                (
+                    "urun-build(1), urun-images(1), urun-rmi(1), urun-push(1)",
+                    "urun's other commands",
+                ),
+            ][..],
         ),
     ];
+    let build_sections = [
+        ("EXIT STATUS", cli::BUILD_EXIT_STATUSES),
+        (
+            "SEE ALSO",
+            &[("urun(1), urun-images(1), urun-rmi(1)", "docker-build(1)")][..],
+        ),
+    ];
+    let other_sections = [(
+        "SEE ALSO",
+        &[("urun(1), urun-build(1)", "the client and its commands")][..],
+    )];
     let urund_sections = [
         (
             "OPERATION",
@@ -34,13 +54,12 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
         ("POLICY FILE", &[("", urun::daemon::cli::POLICY_HELP)][..]),
         ("SEE ALSO", &[("urun(1)", "the client")][..]),
     ];
-    let pages: [(clap::Command, &str, &str, &[Section]); 2] = [
-        (
-            urun::client::cli::urun_command(),
-            "urun.1",
-            "1",
-            &urun_sections,
-        ),
+    let pages: [(clap::Command, &str, &str, &[Section]); 6] = [
+        (cli::urun_command(), "urun.1", "1", &urun_sections),
+        (cli::build_command(), "urun-build.1", "1", &build_sections),
+        (cli::images_command(), "urun-images.1", "1", &other_sections),
+        (cli::rmi_command(), "urun-rmi.1", "1", &other_sections),
+        (cli::push_command(), "urun-push.1", "1", &other_sections),
         (
             urun::daemon::cli::Urund::command(),
             "urund.8",
@@ -70,12 +89,7 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
         (Shell::Fish, "urun.fish"),
     ] {
         let mut buf = Vec::new();
-        clap_complete::generate(
-            shell,
-            &mut urun::client::cli::urun_command(),
-            "urun",
-            &mut buf,
-        );
+        clap_complete::generate(shell, &mut cli::completion_command(), "urun", &mut buf);
         let path = out.join("completions").join(file);
         std::fs::write(&path, buf)?;
         written.push(path);

@@ -77,6 +77,11 @@ if [ -f examples/gen-docs.rs ]; then
     install -d "$ROOT/usr/share/man/man$sec"
     gzip -9n -c "$DOCS/$f" >"$ROOT/usr/share/man/man$sec/$f.gz"
   done
+  # The pages of urun's other commands (urun-build.1, ...), whichever gen-docs wrote.
+  for page in "$DOCS"/urun-*.1; do
+    [ -f "$page" ] || continue
+    gzip -9n -c "$page" >"$ROOT/usr/share/man/man1/${page##*/}.gz"
+  done
   # Completions: whatever of the usual names gen-docs wrote.
   for pair in "urun.bash:usr/share/bash-completion/completions/urun" \
               "_urun:usr/share/zsh/vendor-completions/_urun" \

@@ -132,6 +132,9 @@ if [ -f examples/gen-docs.rs ] && command -v cargo >/dev/null 2>&1; then
     put_doc() { src=$(find "$docs" -name "$1" -type f | head -1); [ -z "$src" ] || put 0644 "$src" "$2"; }
     put_doc urun.1 "$PREFIX/share/man/man1/urun.1"
     put_doc urund.8 "$PREFIX/share/man/man8/urund.8"
+    for page in urun-build.1 urun-images.1 urun-rmi.1 urun-push.1; do
+      put_doc "$page" "$PREFIX/share/man/man1/$page"
+    done
     put_doc urun.bash "$PREFIX/share/bash-completion/completions/urun"
     put_doc urund.bash "$PREFIX/share/bash-completion/completions/urund"
     put_doc _urun "$PREFIX/share/zsh/site-functions/_urun"

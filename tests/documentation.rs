@@ -4,6 +4,9 @@
 //!   values (literals such as `ALL`, `1777`, `core=0`, and every label key) in both;
 //! - the accepted-flag table under "Usage" lists exactly the flags urun's CLI
 //!   accepts (`client::cli`), and the "Refused" paragraph names every flag it refuses;
+//! - under "Building images", the flag table lists exactly the flags `urun build`
+//!   accepts, the "Refused by `urun build`" paragraph names every flag it refuses, and
+//!   the rule table is `policy::dockerfile::RULES` (ids, defaults, fixed);
 //! - every source path README and SECURITY.md name in backticks exists.
 
 use std::collections::BTreeSet;
@@ -196,6 +199,104 @@ fn readme_flag_tables_are_the_clis() {
         unknown.is_empty(),
         "README names flags urun does not know: {unknown:?}"
     );
+}
+
+/// The rows of the table whose header line is `header`.
+fn table_with_header(header: &str) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = README.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == header)
+        .unwrap_or_else(|| panic!("README has no table {header:?}"));
+    lines[start + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn readme_build_flag_table_and_refusals_are_urun_builds() {
+    let cmd = cli::build_command();
+    let refused_only = |id: &str| {
+        cli::BUILD_REFUSED_FLAGS
+            .iter()
+            .any(|f| f.id == id && f.accepted.is_empty())
+    };
+    let args: Vec<&clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_positional() && !a.is_hide_set())
+        .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+        .collect();
+    let accepted: BTreeSet<String> = args
+        .iter()
+        .filter(|a| !refused_only(a.get_id().as_str()))
+        .flat_map(|a| spellings(a))
+        .collect();
+    let table: BTreeSet<String> = table_with_header("| `urun build` flag | meaning |")
+        .iter()
+        .flat_map(|r| flags_in(&r[0]))
+        .collect();
+    assert_eq!(
+        table, accepted,
+        "README's urun build flag table must list exactly the flags urun build accepts \
+         (src/client/cli/build.rs)"
+    );
+    let refused: BTreeSet<String> = args
+        .iter()
+        .filter(|a| {
+            cli::BUILD_REFUSED_FLAGS
+                .iter()
+                .any(|f| f.id == a.get_id().as_str())
+        })
+        .flat_map(|a| spellings(a))
+        .collect();
+    let paragraph = README
+        .split("\n\n")
+        .find(|p| p.starts_with("Refused by `urun build`"))
+        .expect("README's paragraph of refused build flags");
+    let named = flags_in(paragraph);
+    let missing: Vec<&String> = refused.difference(&named).collect();
+    assert!(
+        missing.is_empty(),
+        "README does not say urun build refuses {missing:?}"
+    );
+    let known: BTreeSet<String> = args.iter().flat_map(|a| spellings(a)).collect();
+    let unknown: Vec<&String> = named.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "README names build flags urun does not know: {unknown:?}"
+    );
+}
+
+#[test]
+fn readme_dockerfile_rule_table_is_the_checks() {
+    use urun::policy::dockerfile::{Severity, RULES};
+    let rows = table_with_header("| rule id | default | checks |");
+    let ids: Vec<String> = rows.iter().map(|r| plain(&r[0])).collect();
+    let code: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids, code,
+        "README's rule table must be RULES, in order (src/policy/dockerfile)"
+    );
+    for (row, rule) in rows.iter().zip(RULES) {
+        let default = match rule.default {
+            Severity::Off => "off",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        let want = match rule.fixed {
+            true => format!("{default}, fixed"),
+            false => default.to_string(),
+        };
+        assert_eq!(row[1], want, "{}", rule.id);
+    }
 }
 
 #[test]

@@ -891,6 +891,89 @@ fn shell_function_routes_docker_run_to_urun_and_nothing_else() {
     assert_eq!(stdout(&o), "real-docker\n");
 }
 
+#[test]
+#[serial]
+fn shell_function_routes_build_images_rmi_and_push_to_urun() {
+    let (_g, u, d) = setup();
+    let short = image_id(image())["sha256:".len()..][..12].to_string();
+    // docker images / image ls / image list: urun's table of what the user may run.
+    let o = bash_with_function(
+        &d,
+        &u,
+        "docker images -q; echo status=$?; docker image ls; docker image list --no-trunc -q",
+        b"",
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("{short}\nstatus=0\n")),
+        "{out}{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("REPOSITORY") && out.contains("IMAGE ID"),
+        "{out}"
+    );
+    assert!(out.contains(&image_id(image())), "{out}");
+    // docker build / image build / builder build: urun's flags and refusals.
+    for (cmd, flag) in [
+        ("docker build --network host .", "--network"),
+        ("docker image build --secret id=x .", "--secret"),
+        (
+            "docker builder build --platform linux/arm64 .",
+            "--platform",
+        ),
+    ] {
+        let o = bash_with_function(&d, &u, &format!("{cmd}; echo status=$?"), b"");
+        assert_eq!(stdout(&o), "status=125\n", "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with(&format!("urun: {flag} is not allowed: ")),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    // docker rmi / image rm / image remove: only one's own builds.
+    for cmd in ["docker rmi", "docker image rm", "docker image remove"] {
+        let o = bash_with_function(&d, &u, &format!("{cmd} {}; echo status=$?", image()), b"");
+        assert_eq!(stdout(&o), "status=125\n", "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("not one of your builds"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(d.docker(&["image", "inspect", image()]).status.success());
+    // docker push / image push: urun's (not available yet), never the real docker's.
+    let o = bash_with_function(
+        &d,
+        &u,
+        "docker push app:1; docker image push app:1; echo status=$?",
+        b"",
+    );
+    assert_eq!(stdout(&o), "status=125\n", "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o)
+            .matches("urun: urun push is not available yet")
+            .count(),
+        2,
+        "{}",
+        stderr(&o)
+    );
+    // `docker run` goes to `urun run`, so an image named like a urun command runs too.
+    let o = bash_with_function(&d, &u, "docker run --rm build true; echo status=$?", b"");
+    assert!(
+        stderr(&o).contains("Unable to find image 'build"),
+        "{}",
+        stderr(&o)
+    );
+    // Other image commands stay docker's.
+    let o = bash_with_function(&d, &u, "docker image inspect x; echo status=$?", b"");
+    assert!(
+        stderr(&o).contains("permission denied") && !stderr(&o).contains("urun"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 // ───────────────────────────── man pages and completions ─────────────────────────────
 
 #[test]
@@ -898,7 +981,7 @@ fn man_pages_and_completions_come_from_the_clap_definition() {
     let dir = std::env::temp_dir().join(format!("urun-docs-{}", unique()));
     let files = gen_docs::generate(&dir).unwrap();
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
-    assert_eq!(files.len(), 5);
+    assert_eq!(files.len(), 9);
     let man = read("urun.1");
     for want in [
         "\\-\\-privileged",
@@ -910,6 +993,25 @@ fn man_pages_and_completions_come_from_the_clap_definition() {
         assert!(man.contains(want), "{want} not in urun.1");
     }
     assert!(read("urund.8").contains("\\-\\-docker\\-host"));
+    assert!(man.contains("COMMANDS") && man.contains("urun\\-build(1)"));
+    let build = read("urun-build.1");
+    for want in [
+        "\\-\\-build\\-arg",
+        "\\-\\-iidfile",
+        "\\-\\-secret",
+        "build secrets are not available",
+        "EXIT STATUS",
+    ] {
+        assert!(build.contains(want), "{want} not in urun-build.1");
+    }
+    for page in ["urun-images.1", "urun-rmi.1", "urun-push.1"] {
+        assert!(read(page).contains(".TH"), "{page}");
+    }
+    // The completions know the commands and each one's flags.
+    let bash = read("completions/urun.bash");
+    assert!(bash.contains("build") && bash.contains("--build-arg") && bash.contains("--iidfile"));
+    assert!(read("completions/_urun").contains("--build-arg"));
+    assert!(read("completions/urun.fish").contains("-l build-arg"));
     assert!(read("completions/urun.bash").contains("--entrypoint"));
     assert!(read("completions/_urun").contains("--entrypoint"));
     assert!(read("completions/urun.fish").contains("-l entrypoint"));

@@ -6,7 +6,11 @@ use crate::policy::forced;
 use crate::DEFAULT_SOCKET;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use std::ffi::OsString;
 use std::path::PathBuf;
+
+mod build;
+pub use build::*;
 
 /// Heading under which `--help` lists the docker flags urun knows and refuses.
 const REFUSED: &str = "Docker flags urun refuses (exit 125, the message says why)";
@@ -21,7 +25,12 @@ const REFUSED: &str = "Docker flags urun refuses (exit 125, the message says why
     long_about = "Run a Docker container as yourself, hardened, through urund.\n\n\
                   A drop-in for `docker run` for everything that is safe: the flags \
                   below are docker's; the ones urun refuses are listed at the end.",
-    override_usage = "urun [OPTIONS] IMAGE [COMMAND [ARG...]]"
+    override_usage = "urun [OPTIONS] IMAGE [COMMAND [ARG...]]\n       \
+                      urun run [OPTIONS] IMAGE [COMMAND [ARG...]]\n       \
+                      urun build [OPTIONS] PATH | -\n       \
+                      urun images [OPTIONS]\n       \
+                      urun rmi IMAGE...\n       \
+                      urun push NAME[:TAG]"
 )]
 pub struct Urun {
     /// urund's socket
@@ -180,7 +189,7 @@ pub struct RefusedFlag {
     pub accepted: &'static [&'static str],
 }
 
-const fn refused(id: &'static str, reason: &'static str) -> RefusedFlag {
+pub(crate) const fn refused(id: &'static str, reason: &'static str) -> RefusedFlag {
     RefusedFlag {
         id,
         reason,
@@ -248,21 +257,30 @@ pub const REFUSED_FLAGS: &[RefusedFlag] = &[
 /// The one-line refusal of the first refused flag on the command line, if any:
 /// `--privileged is not allowed: containers always run without privileges as you (uid 1001)`.
 pub fn refusal(m: &ArgMatches, uid: u32) -> Option<String> {
-    let cmd = urun_command();
+    refusal_in(&urun_command(), REFUSED_FLAGS, m, uid)
+}
+
+/// [`refusal`] for any command and its table of refused flags.
+pub fn refusal_in(
+    cmd: &clap::Command,
+    table: &[RefusedFlag],
+    m: &ArgMatches,
+    uid: u32,
+) -> Option<String> {
     let present = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
     let accepted = |f: &RefusedFlag| {
         !f.accepted.is_empty()
             && m.get_one::<String>(f.id)
                 .is_some_and(|v| f.accepted.contains(&v.as_str()))
     };
-    REFUSED_FLAGS
+    table
         .iter()
         .filter(|f| present(f.id) && !accepted(f))
         .map(|f| {
             let at = m.index_of(f.id).unwrap_or(usize::MAX);
             (
                 at,
-                format!("{} is not allowed: {}", flag_name(&cmd, f.id), f.reason),
+                format!("{} is not allowed: {}", flag_name(cmd, f.id), f.reason),
             )
         })
         .min()
@@ -270,7 +288,7 @@ pub fn refusal(m: &ArgMatches, uid: u32) -> Option<String> {
 }
 
 /// `-v/--volume` or `--privileged`: how a flag is spelled in messages.
-fn flag_name(cmd: &clap::Command, id: &str) -> String {
+pub fn flag_name(cmd: &clap::Command, id: &str) -> String {
     let arg = cmd
         .get_arguments()
         .find(|a| a.get_id() == id)
@@ -329,9 +347,129 @@ pub const EXIT_STATUSES: &[(&str, &str)] = &[
     ("127", "the command was not found"),
 ];
 
-/// `urun`'s clap command with the forced settings and exit statuses appended to --help.
+/// urun's commands besides running (the words reserved as the first argument), and
+/// what each does. In --help, the man page and README.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("run", "run a container: `urun run IMAGE ...` always runs, even an image named like one of these words; `urun IMAGE ...` runs every other image"),
+    ("build", "build an image from a Dockerfile, checked by urund, into your own namespace (see urun build --help)"),
+    ("images", "list the images you may run: your own builds and those the policy allows"),
+    ("rmi", "remove your own builds"),
+    ("push", "promote one of your checked builds to the policy's registry"),
+];
+
+/// Which of urun's commands a command line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    Run,
+    Build,
+    Images,
+    Rmi,
+    Push,
+}
+
+impl Sub {
+    fn from_word(w: &str) -> Option<Sub> {
+        Some(match w {
+            "run" => Sub::Run,
+            "build" => Sub::Build,
+            "images" => Sub::Images,
+            "rmi" => Sub::Rmi,
+            "push" => Sub::Push,
+            _ => return None,
+        })
+    }
+}
+
+/// Finds the command: the first word that is not an option nor an option's value,
+/// when it is one of [`COMMANDS`]' words. Only `--socket` may come before it (and
+/// `URUN_SOCKET` works everywhere). Returns the command and the arguments for its
+/// parser: for `run` (named or not) the `docker run`-style line without the word, for
+/// the others `urun` then `--socket` if given, then what follows the word.
+/// `Err`: a command word after run options (`urun -it build`), which is ambiguous.
+pub fn split_command(argv: Vec<OsString>) -> Result<(Sub, Vec<OsString>), String> {
+    let cmd = urun_command();
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    let long_takes = |name: &str| {
+        cmd.get_arguments().any(|a| {
+            (a.get_long() == Some(name) || a.get_all_aliases().unwrap_or_default().contains(&name))
+                && takes_value(a)
+        })
+    };
+    let short_takes = |c: char| {
+        cmd.get_arguments()
+            .any(|a| a.get_short() == Some(c) && takes_value(a))
+    };
+    let mut only_socket = true;
+    let mut i = 1;
+    while i < argv.len() {
+        let Some(a) = argv[i].to_str() else { break };
+        if a == "--" {
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (long, false),
+            };
+            if name == "help" || name == "version" {
+                break;
+            }
+            if name != "socket" {
+                only_socket = false;
+            }
+            if !inline && (name == "socket" || long_takes(name)) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if a.len() > 1 && a.starts_with('-') {
+            only_socket = false;
+            let cluster = &a[1..];
+            for (k, c) in cluster.char_indices() {
+                if c == 'h' || c == 'V' {
+                    return Ok((Sub::Run, argv));
+                }
+                if short_takes(c) {
+                    // the value is the rest of the cluster, or the next word
+                    if k + c.len_utf8() == cluster.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        let Some(sub) = Sub::from_word(a) else { break };
+        if !only_socket {
+            return Err(format!(
+                "{a} is a urun command: put the options after it (urun {a} ...); \
+                 to run an image named {a}: urun run [OPTIONS] {a}"
+            ));
+        }
+        let mut out = argv;
+        if sub == Sub::Run {
+            out.remove(i);
+        } else {
+            let rest = out.split_off(i + 1);
+            out.truncate(i);
+            out[0] = OsString::from("urun");
+            out.extend(rest);
+        }
+        return Ok((sub, out));
+    }
+    Ok((Sub::Run, argv))
+}
+
+/// `urun`'s clap command with the commands, forced settings and exit statuses
+/// appended to --help.
 pub fn urun_command() -> clap::Command {
-    let mut forced = String::from("Always forced, whatever you ask:\n");
+    let mut commands = String::from("Commands (the first word; see urun COMMAND --help):\n");
+    for (k, v) in COMMANDS {
+        commands.push_str(&format!("  {k:<7} {v}\n"));
+    }
+    let mut forced = format!("{commands}\nAlways forced, whatever you ask:\n");
     for (k, v) in forced::FORCED {
         forced.push_str(&format!("  {k}: {v}\n"));
     }
@@ -369,27 +507,53 @@ where
 
 /// A clap error as urun's one line: `unknown flag --foo ...`, or clap's own first line.
 pub fn one_line_error(e: &clap::Error) -> String {
+    one_line_error_for(e, &RUN_USAGE)
+}
+
+/// How a command is named in its one-line errors.
+pub struct Usage {
+    /// The docker command whose flags it takes (`run`, `build`, ...).
+    pub docker: &'static str,
+    /// Its usage line.
+    pub usage: &'static str,
+    /// Where its help is.
+    pub help: &'static str,
+}
+
+/// `urun [OPTIONS] IMAGE ...` (and `urun run ...`).
+pub const RUN_USAGE: Usage = Usage {
+    docker: "run",
+    usage: "urun [OPTIONS] IMAGE [COMMAND [ARG...]]",
+    help: "urun --help",
+};
+
+/// [`one_line_error`] for any of urun's commands.
+pub fn one_line_error_for(e: &clap::Error, u: &Usage) -> String {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if e.kind() == ErrorKind::UnknownArgument {
         if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
             return format!(
-                "unknown flag {arg}: urun does not know this docker run flag (see urun --help)"
+                "unknown flag {arg}: urun does not know this docker {} flag (see {})",
+                u.docker, u.help
             );
         }
     }
     if e.kind() == ErrorKind::MissingRequiredArgument {
         if let Some(ContextValue::Strings(args)) = e.get(ContextKind::InvalidArg) {
             return format!(
-                "missing {}: usage: urun [OPTIONS] IMAGE [COMMAND [ARG...]] (see urun --help)",
-                args.join(", ")
+                "missing {}: usage: {} (see {})",
+                args.join(", "),
+                u.usage,
+                u.help
             );
         }
     }
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or("invalid arguments");
     format!(
-        "{} (see urun --help)",
-        first.strip_prefix("error: ").unwrap_or(first)
+        "{} (see {})",
+        first.strip_prefix("error: ").unwrap_or(first),
+        u.help
     )
 }
 

@@ -8,8 +8,10 @@
 //! removes the container). A terminal put in raw mode for `-t` is restored on every
 //! one of those paths.
 
+mod build;
 pub mod cli;
 pub mod context;
+mod images;
 
 use crate::policy::mounts;
 use crate::wire::{self, status, Kind, Progress, Query, Request, Signal, WinSize};
@@ -33,6 +35,24 @@ pub const KILL_AFTER_SECOND_SIGNAL: Duration = Duration::from_secs(5);
 
 /// urun's whole life: parse, refuse what is refused, run. Returns the exit status.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> u8 {
+    let (sub, argv) = match cli::split_command(argv.into_iter().collect()) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("urun: {msg}");
+            return status::REFUSED;
+        }
+    };
+    match sub {
+        cli::Sub::Run => main_run(argv),
+        cli::Sub::Build => build::main(argv),
+        cli::Sub::Images => images::images_main(argv),
+        cli::Sub::Rmi => images::rmi_main(argv),
+        cli::Sub::Push => images::push_main(argv),
+    }
+}
+
+/// `urun [run] [OPTIONS] IMAGE ...`: parse, refuse what is refused, run.
+fn main_run(argv: Vec<OsString>) -> u8 {
     let (args, matches) = match cli::parse_urun_matches(argv) {
         Ok(a) => a,
         Err(e) if !e.use_stderr() => {
@@ -410,6 +430,17 @@ fn pump_stdin(w: &Mutex<UnixStream>) {
 /// Writes what the container prints to our stdout/stderr until the exit status.
 /// `raw`: our terminal is in raw mode, so urun's own lines (pull progress) need `\r\n`.
 fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
+    relay_with_result(sock, raw, None)
+}
+
+/// [`relay_output`], also taking the `Result` frame of a build or management request:
+/// its payload is stored in `result` (a second one, or one where none is expected, is
+/// a protocol error).
+fn relay_with_result(
+    sock: UnixStream,
+    raw: bool,
+    mut result: Option<&mut Option<wire::Outcome>>,
+) -> Result<Finished> {
     // Unbuffered handles on fds 1 and 2 (std's stdout is line-buffered).
     let mut out = File::from(io::stdout().as_fd().try_clone_to_owned()?);
     let mut err = File::from(io::stderr().as_fd().try_clone_to_owned()?);
@@ -461,6 +492,10 @@ fn relay_output(sock: UnixStream, raw: bool) -> Result<Finished> {
             Kind::Stderr => {
                 let _ = err.write_all(p);
             }
+            Kind::Result => match result.as_deref_mut() {
+                Some(slot @ None) => *slot = Some(wire::Outcome::decode(p)?),
+                _ => anyhow::bail!("urund sent an unexpected Result frame"),
+            },
             Kind::Exit => return done(wire::decode_exit(p)?, None),
             Kind::Error => {
                 let (status, msg) = wire::decode_error(p)?;

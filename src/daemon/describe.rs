@@ -12,13 +12,16 @@ use crate::wire::status::MAX_RUNTIME as EXIT_MAX_RUNTIME;
 use std::path::Path;
 
 /// `urun --policy`'s answer to `caller`, whose effective limits are `limits` and
-/// runtime `runtime` (before any image rule), from the policy read at `path`. Pure.
+/// runtime `runtime` (before any image rule), from the policy read at `path`;
+/// `in_build_group`: whether the caller is in `[build] group` (when it names one that
+/// exists). Pure.
 pub(super) fn describe(
     policy: &Policy,
     path: &Path,
     caller: &Caller,
     limits: &Limits,
     runtime: &RuntimeName,
+    in_build_group: bool,
 ) -> String {
     let mut t = format!(
         "urun policy for {} (uid {}), from {}:\n\nYour limits:\n",
@@ -30,6 +33,7 @@ pub(super) fn describe(
     t.push_str(&images_text(policy));
     t.push_str(&runtime_text(policy, runtime));
     t.push_str(&host_text(policy));
+    t.push_str(&build_text(policy, caller, in_build_group));
     t.push_str("\nAlways forced, whatever you ask:\n");
     for (k, v) in forced::FORCED {
         t.push_str(&format!("  {k}: {v}\n"));
@@ -145,6 +149,61 @@ fn host_text(p: &Policy) -> String {
     t
 }
 
+/// Whether the caller may build (`[build] enabled`, `[build] group`), and if so where
+/// their images go and the build's limits.
+fn build_text(p: &Policy, caller: &Caller, in_group: bool) -> String {
+    let b = &p.build;
+    if !b.enabled {
+        return "\nBuilding images (urun build): not available here (policy [build] enabled = false)\n"
+            .into();
+    }
+    if let Some(g) = b.group.as_ref().filter(|_| !in_group) {
+        return format!(
+            "\nBuilding images (urun build): only for members of group {}, which you are not\n",
+            g.0
+        );
+    }
+    let mut t = String::from("\nBuilding images (urun build): allowed\n");
+    let user = caller.display_name();
+    t.push_str(&format!(
+        "  Your images: {}NAME:TAG (urun images lists them, urun rmi removes them)\n",
+        b.user_prefix(&user)
+    ));
+    t.push_str(&match &b.engine {
+        None => "  Build engine: the run daemon's\n".to_string(),
+        Some(e) => format!("  Build engine: {}\n", e.0.display()),
+    });
+    t.push_str(match b.network {
+        false => "  Network for RUN steps: none\n",
+        true => "  Network for RUN steps: the build engine's default network\n",
+    });
+    for (k, v) in [
+        ("memory", b.memory.to_string()),
+        ("cpus", b.cpus.0.to_string()),
+        (
+            "max_runtime",
+            format!(
+                "{} (then stopped, exit status {EXIT_MAX_RUNTIME})",
+                b.max_runtime
+            ),
+        ),
+        ("max_concurrent", b.max_concurrent.0.to_string()),
+        ("max_context", b.max_context.to_string()),
+        ("max_images", b.max_images.0.to_string()),
+    ] {
+        t.push_str(&format!("  {k} = {v}\n"));
+    }
+    t.push_str(match b.run_own {
+        true => "  You may run your own builds (run_own)\n",
+        false => "  Your own builds run only if images.allow admits them (run_own = false)\n",
+    });
+    t.push_str(&format!(
+        "  Files a build adds with setuid/setgid bits: {}\n",
+        b.setuid.0.as_str()
+    ));
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +233,7 @@ mod tests {
             &caller(),
             &l,
             &RuntimeName::default(),
+            false,
         );
         assert!(t.starts_with("urun policy for alice (uid 1234), from /etc/urun/policy.toml:\n"));
         assert!(
@@ -195,6 +255,7 @@ mod tests {
             &caller(),
             &l,
             &RuntimeName::default(),
+            false,
         );
         assert!(t.contains("Images you may run: none\n"), "{t}");
         assert!(
@@ -214,6 +275,7 @@ mod tests {
             &caller(),
             &l,
             &RuntimeName::default(),
+            false,
         );
         assert!(
             t.contains("Images you may run: debian* (pinned by digest only"),
@@ -234,6 +296,7 @@ mod tests {
             &caller(),
             &alice,
             &RuntimeName::default(),
+            false,
         );
         assert!(t.contains(&format!("  memory = {}\n", alice.memory)), "{t}");
         assert_ne!(alice.memory, bob.memory);
@@ -247,11 +310,53 @@ mod tests {
         );
         let l = p.effective_limits(1234, Some("alice"), |_| false);
         let alice = p.caller_runtime(1234, Some("alice"), |_| false);
-        let t = describe(&p, Path::new("p"), &caller(), &l, alice);
+        let t = describe(&p, Path::new("p"), &caller(), &l, alice, false);
         assert!(t.contains("Runtime: runsc (a sandbox"), "{t}");
         assert!(t.contains("  images matching untrusted/*: runsc\n"), "{t}");
         let bob = p.caller_runtime(1235, Some("bob"), |_| false);
-        let t = describe(&p, Path::new("p"), &caller(), &l, bob);
+        let t = describe(&p, Path::new("p"), &caller(), &l, bob, false);
         assert!(t.contains("Runtime: runc (the host's kernel)\n"), "{t}");
+    }
+
+    #[test]
+    fn the_text_says_whether_the_caller_may_build_and_with_which_limits() {
+        let l = policy("").effective_limits(1234, None, |_| false);
+        let text = |p: &Policy, in_group| {
+            describe(
+                p,
+                Path::new("p"),
+                &caller(),
+                &l,
+                &RuntimeName::default(),
+                in_group,
+            )
+        };
+        let off = policy("");
+        assert!(text(&off, true).contains(
+            "Building images (urun build): not available here (policy [build] enabled = false)\n"
+        ));
+        let grouped = policy("[build]\nenabled = true\ngroup = \"builders\"\n");
+        assert!(text(&grouped, false)
+            .contains("only for members of group builders, which you are not\n"));
+        let t = text(&grouped, true);
+        assert!(t.contains("Building images (urun build): allowed\n"), "{t}");
+        assert!(t.contains("  Your images: urun/alice/NAME:TAG"), "{t}");
+        assert!(t.contains("  Build engine: the run daemon's\n"), "{t}");
+        assert!(t.contains("  Network for RUN steps: none\n"), "{t}");
+        assert!(
+            t.contains("  max_runtime = 1h (then stopped, exit status 124)\n"),
+            "{t}"
+        );
+        assert!(t.contains("  max_images = 20\n"), "{t}");
+        assert!(t.contains("setuid/setgid bits: warning\n"), "{t}");
+        let open = policy(
+            "[build]\nenabled = true\nnetwork = true\nengine = \"/run/b.sock\"\n\
+             namespace = \"site\"\nrun_own = false\n",
+        );
+        let t = text(&open, false);
+        assert!(t.contains("  Your images: site/alice/NAME:TAG"), "{t}");
+        assert!(t.contains("  Build engine: /run/b.sock\n"), "{t}");
+        assert!(t.contains("default network"), "{t}");
+        assert!(t.contains("run_own = false"), "{t}");
     }
 }

@@ -56,6 +56,7 @@ pub mod instance;
 pub mod janitor;
 
 mod describe;
+mod images;
 mod listen;
 mod outbox;
 mod pull;

@@ -2,7 +2,7 @@
 //! descriptor), its later frames, and the drain after the last frame.
 
 use crate::system;
-use crate::wire::{self, BuildRequest, Kind, ProtocolError, Query, Request};
+use crate::wire::{self, BuildRequest, Kind, Manage, ProtocolError, Query, Request};
 use anyhow::Result;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -50,6 +50,8 @@ pub(super) enum First {
     Query,
     /// A build (`urun build`): its context follows in `Context` frames.
     Build(Box<BuildRequest>),
+    /// `urun images`, `urun rmi`, `urun push`.
+    Manage(Box<Manage>),
 }
 
 /// Why reading the client's request stopped early.
@@ -183,6 +185,9 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
         }
         Kind::Build => BuildRequest::decode(&payload)
             .map(|b| First::Build(Box::new(b)))
+            .map_err(FrameError::Protocol),
+        Kind::Manage => Manage::decode(&payload)
+            .map(|m| First::Manage(Box::new(m)))
             .map_err(FrameError::Protocol),
         _ => Query::decode(&payload)
             .map(|_| First::Query)

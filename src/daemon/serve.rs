@@ -100,6 +100,7 @@ impl Helper {
             Ok(First::Run(r, dir, stdin)) => (*r, dir, stdin),
             Ok(First::Query) => return self.answer_query(caller, rec, out).await,
             Ok(First::Build(b)) => return self.serve_build(caller, rec, *b, rd, out, ticket).await,
+            Ok(First::Manage(m)) => return self.manage(caller, rec, *m, out).await,
             Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
         };
         // A passed stdin: checked before anything else is done for the request.
@@ -393,7 +394,20 @@ impl Helper {
         let runtime = self
             .policy
             .caller_runtime(caller.uid, caller.name.as_deref(), member_of);
-        let text = describe(&self.policy, &self.policy_path, caller, &limits, runtime);
+        let in_build_group = self.policy.build.group.as_ref().is_some_and(|g| {
+            system::group_gid(&g.0)
+                .ok()
+                .flatten()
+                .is_some_and(|gid| caller.in_group(gid))
+        });
+        let text = describe(
+            &self.policy,
+            &self.policy_path,
+            caller,
+            &limits,
+            runtime,
+            in_build_group,
+        );
         rec.bytes_out = text.len() as u64;
         if out.frame(Kind::Stdout, text.into_bytes()).await.is_err() {
             return End::ClientGone;

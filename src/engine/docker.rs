@@ -3,7 +3,8 @@
 
 use super::{
     check_isolated_network, start_error_status, Attached, BaseFacts, BuildEvent, Call, Engine,
-    Listed, Output, RunError, Unreachable, ICC_OPTION, NETWORK_LABEL, NOT_ANSWERING,
+    ImageRemoval, ImageSummary, Listed, Output, RunError, Unreachable, ICC_OPTION, NETWORK_LABEL,
+    NOT_ANSWERING,
 };
 use crate::policy::dockerfile::BaseImage;
 use crate::policy::forced::BuildSettings;
@@ -457,6 +458,58 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// The daemon's images (`docker images`: top-level ones only).
+    pub async fn list_images(&self) -> Result<Vec<ImageSummary>> {
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .all(false)
+            .build();
+        let list = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| failed(e, "listing images"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageSummary {
+                id: i.id,
+                // Docker 20.10 lists an untagged image's tags as ["<none>:<none>"].
+                repo_tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                repo_digests: i
+                    .repo_digests
+                    .into_iter()
+                    .filter(|d| d != "<none>@<none>")
+                    .collect(),
+                created: i.created,
+                size: i.size.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// `docker rmi REFERENCE` (no force, parents pruned as docker does).
+    pub async fn remove_image(&self, reference: &str) -> Result<ImageRemoval> {
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(false)
+            .build();
+        let items = self
+            .docker
+            .remove_image(reference, Some(opts), None)
+            .await
+            .map_err(|e| failed(e, format!("removing image {reference}")))?;
+        let mut out = ImageRemoval::default();
+        for i in items {
+            out.untagged.extend(i.untagged);
+            out.deleted.extend(i.deleted);
+        }
+        Ok(out)
+    }
+}
+
 /// The build path's operations (see [`Engine`]).
 impl DockerEngine {
     pub async fn base_image(&self, reference: &str) -> Result<Option<BaseFacts>> {
@@ -749,6 +802,12 @@ impl Engine for DockerEngine {
     }
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>> {
         Box::pin(DockerEngine::image_labels(self, image_id))
+    }
+    fn list_images(&self) -> Call<'_, Vec<ImageSummary>> {
+        Box::pin(DockerEngine::list_images(self))
+    }
+    fn remove_image<'a>(&'a self, reference: &'a str) -> Call<'a, ImageRemoval> {
+        Box::pin(DockerEngine::remove_image(self, reference))
     }
     fn base_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<BaseFacts>> {
         Box::pin(DockerEngine::base_image(self, reference))

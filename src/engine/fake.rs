@@ -4,7 +4,10 @@
 //! that never returns). One container at a time runs; creating a probe is recorded
 //! like any creation.
 
-use super::{Attached, BaseFacts, BuildEvent, Call, Engine, Listed, Output, RunError, Unreachable};
+use super::{
+    Attached, BaseFacts, BuildEvent, Call, Engine, ImageRemoval, ImageSummary, Listed, Output,
+    RunError, Unreachable,
+};
 use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{Progress, Signal, WinSize};
@@ -41,6 +44,8 @@ pub enum Recorded {
     Remove(String),
     Labelled,
     ImageLabels(String),
+    ListImages,
+    RemoveImage(String),
     BaseImage(String),
     /// The settings of a build and the context bytes it was sent.
     Build(Box<BuildSettings>, usize),
@@ -89,6 +94,8 @@ pub struct Script {
     pub wait_hangs: bool,
     /// The runtimes registered with the "daemon".
     pub runtimes: Vec<String>,
+    /// What `list_images` lists; `remove_image` takes tags (and images) off it.
+    pub images: Vec<ImageSummary>,
     /// What `base_image` finds for any reference (`None`: missing).
     pub base: Option<BaseFacts>,
     /// What a build prints, and how it ends (`None`: it runs until dropped).
@@ -114,6 +121,7 @@ impl Default for Script {
             exit: Some(0),
             wait_hangs: false,
             runtimes: vec!["io.containerd.runc.v2".into(), "runc".into()],
+            images: vec![],
             base: Some(BaseFacts {
                 id: format!("sha256:{}", "ab".repeat(32)),
                 base: Default::default(),
@@ -465,6 +473,44 @@ impl Engine for Fake {
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>> {
         let r = self.record(Recorded::ImageLabels(image_id.into()), None);
         Box::pin(async move { r.map(|()| Some(HashMap::new())) })
+    }
+
+    fn list_images(&self) -> Call<'_, Vec<ImageSummary>> {
+        let r = self.record(Recorded::ListImages, None);
+        let images = self.state.lock().unwrap().script.images.clone();
+        Box::pin(async move { r.map(|()| images) })
+    }
+
+    /// As docker: a tag is untagged (the image deleted with its last tag), an ID
+    /// deletes an untagged image; an unknown reference or an ID with tags is an error.
+    fn remove_image<'a>(&'a self, reference: &'a str) -> Call<'a, ImageRemoval> {
+        let r = self.record(Recorded::RemoveImage(reference.into()), None);
+        let mut st = self.state.lock().unwrap();
+        let images = &mut st.script.images;
+        let result = (|| {
+            r?;
+            let mut out = ImageRemoval::default();
+            if let Some(i) = images.iter().position(|m| m.id == reference) {
+                if !images[i].repo_tags.is_empty() {
+                    anyhow::bail!("conflict: unable to delete {reference} (must be forced)");
+                }
+                out.deleted.push(images.remove(i).id);
+                return Ok(out);
+            }
+            let Some(i) = images
+                .iter()
+                .position(|m| m.repo_tags.iter().any(|t| t == reference))
+            else {
+                anyhow::bail!("No such image: {reference}");
+            };
+            images[i].repo_tags.retain(|t| t != reference);
+            out.untagged.push(reference.to_string());
+            if images[i].repo_tags.is_empty() {
+                out.deleted.push(images.remove(i).id);
+            }
+            Ok(out)
+        })();
+        Box::pin(async move { result })
     }
 
     fn base_image<'a>(&'a self, reference: &'a str) -> Call<'a, Option<BaseFacts>> {

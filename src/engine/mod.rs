@@ -94,6 +94,16 @@ pub trait Engine: Send + Sync + 'static {
     /// Clean-up: an image's own labels (`None` if the image is gone).
     fn image_labels<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<HashMap<String, String>>>;
 
+    /// `urun images`: the daemon's images (not intermediate ones), as `docker images`
+    /// lists them.
+    fn list_images(&self) -> Call<'_, Vec<ImageSummary>>;
+
+    /// `urun rmi`: removes one reference as `docker rmi` does without `--force`: a tag
+    /// is untagged, and its image deleted with its last tag unless a container uses
+    /// it; an ID deletes an untagged image. Docker refuses (an error) an image a
+    /// container uses or an ID that still has tags.
+    fn remove_image<'a>(&'a self, reference: &'a str) -> Call<'a, ImageRemoval>;
+
     // The build path (see `crate::daemon::build`), on the build engine unless said.
 
     /// Build, step 3: a base image's ID and what the Dockerfile check needs of it
@@ -156,6 +166,27 @@ pub enum BuildEvent {
     Image(String),
     /// The builder's error (a failed RUN step, a missing file, …).
     Failed(String),
+}
+
+/// One local image, as `docker images` has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// `sha256:<64 hex>`.
+    pub id: String,
+    /// Its tags, in Docker's familiar form (`urun/alice/app:1`).
+    pub repo_tags: Vec<String>,
+    /// Its repository digests (`debian@sha256:...`).
+    pub repo_digests: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub size: u64,
+}
+
+/// What removing an image reference did: `docker rmi`'s `Untagged:` and `Deleted:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageRemoval {
+    pub untagged: Vec<String>,
+    pub deleted: Vec<String>,
 }
 
 /// What a running container prints.

@@ -1,0 +1,465 @@
+//! urund's answers to a `Manage` request: `urun images` and `urun rmi` (and, until
+//! the registry work lands, `urun push`'s refusal).
+//!
+//! What is "own" comes only from the build records ([`super::builds`]), never from an
+//! image's labels (a pulled image can carry any): `urun images` lists the caller's
+//! recorded builds still on the engine, then the images `images.allow` admits (the
+//! judge's own rule, so the list is what `urun IMAGE` would accept); `urun rmi` removes
+//! only the caller's recorded builds. Every name of an `rmi` is resolved before
+//! anything is removed: one that is not the caller's refuses the whole request with
+//! one line (125) and nothing is touched. The connection's audit record (written by
+//! [`Helper::serve`]) names the request, what was removed, and the refusal's rule.
+
+use super::audit::Record;
+use super::builds::{with_tag, BuildRecord};
+use super::outbox::Outbox;
+use super::serve::{daemon_error, End};
+use super::Helper;
+use crate::engine::{ImageRemoval, ImageSummary};
+use crate::policy::admission;
+use crate::policy::build::Build;
+use crate::policy::judge;
+use crate::policy::rule::{Refusal, Rule};
+use crate::policy::Policy;
+use crate::system::Caller;
+use crate::wire::{ImageRow, Kind, Manage, Op, Outcome, MAX_FRAME};
+
+/// The rule an `rmi` of something that is not the caller's build names.
+const NOT_OWN: Rule = Rule::ImagesAllow;
+
+/// What `urun push` answers until it is wired to the registry.
+pub(super) const PUSH_NOT_YET: &str =
+    "urun push is not available yet on this host (nothing was pushed)";
+
+impl Helper {
+    /// A `Manage` connection: who may ask (the access rules of a run), then the
+    /// operation, then its `Result` frame.
+    pub(super) async fn manage(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        m: Manage,
+        out: &Outbox,
+    ) -> End {
+        if let Err(r) = admission::admit_query(caller, &self.policy, self.group_gid) {
+            return End::Refused(r);
+        }
+        let outcome = match m.op {
+            Op::Images { registry } => {
+                rec.argv = vec!["images".into()];
+                if registry {
+                    rec.argv.push("--registry".into());
+                    return End::Failed(crate::engine::RunError {
+                        status: crate::wire::status::REFUSED,
+                        message: "urun images --registry is not available yet on this host".into(),
+                    });
+                }
+                self.images(caller).await
+            }
+            Op::Rmi { images } => {
+                rec.argv = std::iter::once("rmi".to_string())
+                    .chain(images.iter().cloned())
+                    .collect();
+                self.rmi(caller, rec, &images).await
+            }
+            Op::Push { image } => {
+                rec.argv = vec!["push".into(), image];
+                return End::Failed(crate::engine::RunError {
+                    status: crate::wire::status::REFUSED,
+                    message: PUSH_NOT_YET.into(),
+                });
+            }
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(end) => return end,
+        };
+        rec.bytes_out = outcome.encode().len() as u64;
+        if out.frame(Kind::Result, outcome.encode()).await.is_err() {
+            return End::ClientGone;
+        }
+        End::Exit(0)
+    }
+
+    /// `urun images`: own builds, then what the policy admits.
+    async fn images(&self, caller: &Caller) -> Result<Outcome, End> {
+        let records = self.records(caller.uid)?;
+        let engine = self
+            .engine
+            .list_images()
+            .await
+            .map_err(|e| End::Failed(daemon_error(e)))?;
+        Ok(Outcome::Images {
+            images: image_rows(&records, &engine, &self.policy),
+        })
+    }
+
+    /// The caller's build records.
+    fn records(&self, uid: u32) -> Result<Vec<BuildRecord>, End> {
+        self.builds.list(uid).map_err(|e| {
+            eprintln!("urund: reading the build records of uid {uid}: {e:#}");
+            End::Failed(crate::engine::RunError {
+                status: crate::wire::status::REFUSED,
+                message: "urund cannot read its build records (its log says why)".into(),
+            })
+        })
+    }
+
+    /// `urun rmi NAME...`: every name resolved to one of the caller's builds first;
+    /// then their tags removed, and each image whose last tag went (and that nobody
+    /// else has on record) deleted, with its record.
+    async fn rmi(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        names: &[String],
+    ) -> Result<Outcome, End> {
+        let records = self.records(caller.uid)?;
+        let targets = names
+            .iter()
+            .map(|n| resolve(n, caller.name.as_deref(), &self.policy.build, &records))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(End::Refused)?;
+        let mut done = ImageRemoval::default();
+        for t in &targets {
+            rec.image_id = Some(t.record.image_id.clone());
+            let r = self.remove_target(caller.uid, t, &mut done).await;
+            rec.message = Some(removed_message(&done));
+            r.map_err(|e| End::Failed(daemon_error(e)))?;
+        }
+        Ok(Outcome::Removed {
+            untagged: done.untagged,
+            deleted: done.deleted,
+        })
+    }
+
+    /// Removes one resolved name: its tags (one, or all of the record's for an ID),
+    /// then the image once it has no tag left and nobody else's record holds it, then
+    /// the record.
+    async fn remove_target(
+        &self,
+        uid: u32,
+        t: &Target,
+        done: &mut ImageRemoval,
+    ) -> anyhow::Result<()> {
+        let id = &t.record.image_id;
+        for tag in &t.tags {
+            // Only a tag that still names this image (a later build may have taken it).
+            let here = self.engine.inspect_image(tag).await?;
+            if here.is_some_and(|f| &f.id == id) {
+                let r = self.engine.remove_image(tag).await?;
+                done.untagged.extend(r.untagged);
+                done.deleted.extend(r.deleted);
+            }
+            self.builds.untag(uid, id, tag)?;
+        }
+        if done.deleted.contains(id) {
+            self.builds.forget(uid, id)?;
+            return Ok(());
+        }
+        let left = self.builds.get(uid, id)?.map_or(0, |r| r.tags.len());
+        if left > 0 {
+            return Ok(());
+        }
+        let others = self.builds.holders(id)?.into_iter().any(|u| u != uid);
+        match self.engine.inspect_image(id).await? {
+            // Untagged and nobody else's: deleted (docker refuses one a container uses;
+            // then the record stays, so it can be removed later).
+            Some(f) if f.repo_tags.is_empty() && !others => {
+                let r = self.engine.remove_image(id).await?;
+                done.untagged.extend(r.untagged);
+                done.deleted.extend(r.deleted);
+            }
+            // Still tagged elsewhere, someone else's too, or gone: only the record goes.
+            _ => {}
+        }
+        self.builds.forget(uid, id)?;
+        Ok(())
+    }
+}
+
+/// One `rmi` name, resolved: the record and which of its tags to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Target {
+    pub record: BuildRecord,
+    pub tags: Vec<String>,
+}
+
+/// Resolves an `rmi` name against the caller's records: one of their tags (as typed
+/// with the namespace, `urun/alice/app:1`, or without, `app:1`; no tag means
+/// `:latest`), else the start of one of their images' IDs (at least 4 hex digits,
+/// naming exactly one). Pure.
+pub(super) fn resolve(
+    name: &str,
+    user: Option<&str>,
+    build: &Build,
+    records: &[BuildRecord],
+) -> Result<Target, Refusal> {
+    let mut candidates = vec![with_tag(name)];
+    if let Some(u) = user {
+        if !name.starts_with(&build.user_prefix(u)) {
+            candidates.push(with_tag(&build.repository(u, name)));
+        }
+    }
+    for c in &candidates {
+        if let Some(r) = records.iter().find(|r| r.tags.contains(c)) {
+            return Ok(Target {
+                record: r.clone(),
+                tags: vec![c.clone()],
+            });
+        }
+    }
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    if hex.len() >= 4 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let hex = hex.to_ascii_lowercase();
+        let found: Vec<&BuildRecord> = records
+            .iter()
+            .filter(|r| r.image_id["sha256:".len()..].starts_with(&hex))
+            .collect();
+        match found[..] {
+            [r] => {
+                return Ok(Target {
+                    record: r.clone(),
+                    tags: r.tags.clone(),
+                })
+            }
+            [] => {}
+            _ => {
+                return Err(Refusal::new(
+                    NOT_OWN,
+                    format!(
+                        "{name}: the start of more than one of your images' IDs; give more of it"
+                    ),
+                ))
+            }
+        }
+    }
+    Err(Refusal::new(
+        NOT_OWN,
+        format!(
+            "{name}: not one of your builds; urun rmi removes only images you built with \
+             urun build (urun images lists them); nothing was removed"
+        ),
+    ))
+}
+
+/// `urun images`' rows: the caller's builds still on the engine (each tag that still
+/// names the recorded image, or one `<none>:<none>` row for a build without one), then
+/// every other image tag (or, with `images.require_digest`, repository digest) the
+/// policy's `images.allow` admits. Bounded so the `Result` fits one frame. Pure.
+pub(super) fn image_rows(
+    records: &[BuildRecord],
+    engine: &[ImageSummary],
+    policy: &Policy,
+) -> Vec<ImageRow> {
+    let mut rows: Vec<ImageRow> = Vec::new();
+    let row = |reference: &str, i: &ImageSummary, own: bool| ImageRow {
+        reference: reference.to_string(),
+        id: i.id.clone(),
+        created: i.created,
+        size: i.size,
+        own,
+        digest: None,
+    };
+    for r in records {
+        let Some(i) = engine.iter().find(|i| i.id == r.image_id) else {
+            continue;
+        };
+        let tags: Vec<&String> = r.tags.iter().filter(|t| i.repo_tags.contains(t)).collect();
+        if tags.is_empty() {
+            rows.push(row("<none>:<none>", i, true));
+        }
+        for t in tags {
+            rows.push(row(t, i, true));
+        }
+    }
+    for i in engine {
+        let names = match policy.images.require_digest {
+            true => &i.repo_digests,
+            false => &i.repo_tags,
+        };
+        for n in names {
+            let listed = rows.iter().any(|r| &r.reference == n);
+            if !listed && judge::judge_image(policy, n).is_ok() {
+                rows.push(row(n, i, false));
+            }
+        }
+    }
+    // One Result frame: well under MAX_FRAME with room for the envelope.
+    let mut size = 0;
+    rows.into_iter()
+        .take_while(|r| {
+            size += serde_json::to_vec(r).map_or(MAX_FRAME, |v| v.len() + 1);
+            size < MAX_FRAME - 4096
+        })
+        .collect()
+}
+
+/// The audit message of an `rmi`.
+fn removed_message(r: &ImageRemoval) -> String {
+    format!(
+        "untagged {}; deleted {}",
+        list_or_none(&r.untagged),
+        list_or_none(&r.deleted)
+    )
+}
+
+fn list_or_none(v: &[String]) -> String {
+    match v.is_empty() {
+        true => "none".into(),
+        false => v.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn id(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn record(c: char, tags: &[&str]) -> BuildRecord {
+        BuildRecord {
+            uid: 1001,
+            user: "alice".into(),
+            image_id: id(c),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            digests: vec![],
+            created: 1,
+            request: String::new(),
+            dockerfile: String::new(),
+            context: String::new(),
+        }
+    }
+
+    fn image(c: char, tags: &[&str]) -> ImageSummary {
+        ImageSummary {
+            id: id(c),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: tags
+                .iter()
+                .map(|t| format!("{}@sha256:{}", t.split(':').next().unwrap(), "d".repeat(64)))
+                .collect(),
+            created: 10,
+            size: 100,
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, Path::new("/p")).unwrap()
+    }
+
+    #[test]
+    fn images_are_own_builds_then_what_the_policy_admits() {
+        let p = policy("[images]\nallow = [\"busybox*\", \"urun/*\"]\n");
+        let records = [
+            record('a', &["urun/alice/app:1", "urun/alice/app:old"]),
+            record('b', &[]),
+            record('c', &["urun/alice/gone:1"]),
+        ];
+        let engine = [
+            // app:old was taken by a later build of someone else's doing: not listed as own
+            image('a', &["urun/alice/app:1"]),
+            image('b', &[]),
+            image('e', &["busybox:latest", "debian:12"]),
+            image('f', &["urun/bob/tool:1"]),
+        ];
+        let rows = image_rows(&records, &engine, &p);
+        let got: Vec<(&str, bool)> = rows.iter().map(|r| (r.reference.as_str(), r.own)).collect();
+        assert_eq!(
+            got,
+            [
+                ("urun/alice/app:1", true),
+                ("<none>:<none>", true),
+                ("busybox:latest", false),
+                ("urun/bob/tool:1", false),
+            ]
+        );
+        assert_eq!(rows[0].id, id('a'));
+        assert_eq!((rows[0].size, rows[0].created), (100, 10));
+        // A closed policy: only own builds.
+        let closed = policy("[images]\nallow = []\n");
+        let rows = image_rows(&records, &engine, &closed);
+        assert!(rows.iter().all(|r| r.own), "{rows:?}");
+        // require_digest: the admitted images by digest.
+        let pinned = policy("[images]\nallow = [\"busybox*\"]\nrequire_digest = true\n");
+        let rows = image_rows(&[], &engine, &pinned);
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].reference.starts_with("busybox@sha256:"), "{rows:?}");
+    }
+
+    #[test]
+    fn the_list_fits_one_frame() {
+        let p = policy("");
+        let engine: Vec<ImageSummary> = (0..20_000)
+            .map(|n| ImageSummary {
+                id: id('a'),
+                repo_tags: vec![format!("{}:{n}", "r".repeat(200))],
+                ..Default::default()
+            })
+            .collect();
+        let rows = image_rows(&[], &engine, &p);
+        assert!(rows.len() > 1000 && rows.len() < 20_000);
+        let o = Outcome::Images { images: rows };
+        assert!(o.encode().len() <= MAX_FRAME);
+    }
+
+    #[test]
+    fn rmi_names_resolve_to_own_builds_only() {
+        let b = policy("").build;
+        let records = [
+            record('a', &["urun/alice/app:1", "urun/alice/app:latest"]),
+            record('b', &[]),
+        ];
+        let r = |n: &str| resolve(n, Some("alice"), &b, &records);
+        for (name, tag) in [
+            ("app:1", "urun/alice/app:1"),
+            ("app", "urun/alice/app:latest"),
+            ("urun/alice/app:1", "urun/alice/app:1"),
+            ("urun/alice/app", "urun/alice/app:latest"),
+        ] {
+            let t = r(name).unwrap();
+            assert_eq!(t.tags, [tag], "{name}");
+            assert_eq!(t.record.image_id, id('a'));
+        }
+        // By ID (or its start): all of the record's tags.
+        let t = r("aaaaaaaaaaaa").unwrap();
+        assert_eq!(t.tags.len(), 2);
+        let t = r(&id('b')).unwrap();
+        assert_eq!((t.record.image_id, t.tags), (id('b'), vec![]));
+        // Others' builds, system images, unknown names, too short an ID: refused.
+        for name in [
+            "urun/bob/app:1",
+            "busybox",
+            "busybox:latest",
+            "app:2",
+            "aaa",
+            "cccc",
+        ] {
+            let e = r(name).unwrap_err();
+            assert_eq!(e.rule, NOT_OWN);
+            assert!(
+                e.message
+                    .starts_with(&format!("{name}: not one of your builds")),
+                "{}",
+                e.message
+            );
+        }
+        // Without a user name, only the full forms and IDs.
+        assert!(resolve("app:1", None, &b, &records).is_err());
+        assert!(resolve("urun/alice/app:1", None, &b, &records).is_ok());
+    }
+
+    #[test]
+    fn an_ambiguous_id_prefix_is_refused() {
+        let b = policy("").build;
+        let mut r1 = record('a', &[]);
+        let mut r2 = record('a', &[]);
+        r1.image_id = format!("sha256:abcd{}", "0".repeat(60));
+        r2.image_id = format!("sha256:abcd{}", "1".repeat(60));
+        let e = resolve("abcd", Some("alice"), &b, &[r1, r2]).unwrap_err();
+        assert!(e.message.contains("more than one"), "{}", e.message);
+    }
+}

@@ -1,0 +1,213 @@
+//! End-to-end tests of `urun images`, `urun rmi` and `urun push` against a real urund
+//! and the real Docker daemon, run as real users: each sees their own builds (as the
+//! build records say, never the labels) and what the policy admits, and removes only
+//! their own builds.
+//!
+//! The builds here are made the way urund leaves them (an image tagged in the user's
+//! namespace, and a root-only record in urund's store), without `urun build`, so that
+//! these tests do not depend on a build engine; tests/build.rs builds for real.
+
+mod common;
+
+use common::*;
+use serial_test::serial;
+use std::time::Duration;
+use urun::daemon::builds::{BuildRecord, Builds};
+
+/// A build of `user`'s as urund would have left it: an image of its own (a label
+/// makes its ID unique) tagged `urun/<user>/<name>:latest` on the engine, and the
+/// record of it in the daemon's store. The image is removed on drop.
+fn own_build(d: &Daemon, user: &TestUser, name: &str) -> (TestImage, String) {
+    let tag = format!("urun/{}/{name}:latest", user.name);
+    let img = TestImage::build(
+        &tag,
+        &format!("FROM {}\nLABEL test.unique={}\n", image(), unique()),
+        |_| {},
+    );
+    let id = image_id(&tag);
+    let builds = Builds::open(&d.state).expect("the daemon's build records");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    builds
+        .record(&BuildRecord {
+            uid: user.uid,
+            user: user.name.clone(),
+            image_id: id.clone(),
+            tags: vec![tag],
+            digests: vec![],
+            created: now,
+            request: "test".into(),
+            dockerfile: String::new(),
+            context: String::new(),
+        })
+        .unwrap();
+    (img, id)
+}
+
+/// An ID as `docker images` shows it.
+fn short(id: &str) -> &str {
+    &id["sha256:".len().."sha256:".len() + 12]
+}
+
+fn setup() -> (TestGroup, TestUser, TestUser, Daemon) {
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let bob = TestUser::new(&[&g]);
+    let policy = format!("{}[images]\nallow = [\"urun-test/*\"]\n", policy_for(&g));
+    let d = Daemon::start(&policy);
+    (g, alice, bob, d)
+}
+
+fn exists(d: &Daemon, reference: &str) -> bool {
+    d.docker(&["image", "inspect", reference]).status.success()
+}
+
+#[test]
+#[serial]
+fn images_lists_ones_own_builds_and_what_the_policy_admits_only() {
+    let (_g, alice, bob, d) = setup();
+    let (_a, a_id) = own_build(&d, &alice, "app");
+    let (_b, b_id) = own_build(&d, &bob, "tool");
+    let o = d.run(&alice, &["images"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("REPOSITORY") && lines[0].contains("IMAGE ID"),
+        "{out}"
+    );
+    let row = |repo: &str| {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(repo))
+    };
+    let mine = row(&format!("urun/{}/app", alice.name)).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        mine.contains(" latest ") && mine.contains(short(&a_id)),
+        "{mine}"
+    );
+    assert!(mine.contains(" ago "), "{mine}");
+    let test_repo = image().split(':').next().unwrap();
+    assert!(
+        row(test_repo).is_some(),
+        "the policy admits the test image: {out}"
+    );
+    assert!(
+        !out.contains(&bob.name),
+        "bob's build is not alice's: {out}"
+    );
+    // -q: the IDs, each once.
+    let o = d.run(&alice, &["images", "-q"], b"");
+    let ids = stdout(&o);
+    assert!(ids.lines().any(|l| l == short(&a_id)), "{ids}");
+    assert!(!ids.contains(short(&b_id)), "{ids}");
+    // Bob sees his, not alice's.
+    let o = d.run(&bob, &["images"], b"");
+    let out = stdout(&o);
+    assert!(out.contains(&format!("urun/{}/tool", bob.name)), "{out}");
+    assert!(!out.contains(&alice.name), "{out}");
+}
+
+#[test]
+#[serial]
+fn rmi_removes_ones_own_builds_and_refuses_everything_else_with_one_line() {
+    let (_g, alice, bob, d) = setup();
+    let (_a, a_id) = own_build(&d, &alice, "app");
+    let (_b, b_id) = own_build(&d, &bob, "tool");
+    let bobs = format!("urun/{}/tool", bob.name);
+    // Someone else's build, a system image, a mix: refused, nothing removed.
+    for names in [
+        vec![bobs.as_str()],
+        vec![image()],
+        vec!["app", image()],
+        vec!["app", bobs.as_str()],
+        vec![&b_id[..20]],
+    ] {
+        let mut args = vec!["rmi"];
+        args.extend(&names);
+        let o = d.run(&alice, &args, b"");
+        assert_eq!(o.status.code(), Some(125), "{names:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("urun: ")
+                && err.contains(": not one of your builds; urun rmi removes only"),
+            "{err}"
+        );
+        assert!(stdout(&o).is_empty());
+    }
+    assert!(exists(&d, &format!("urun/{}/app", alice.name)));
+    assert!(exists(&d, &bobs) && exists(&d, image()));
+    // Her own: untagged and deleted, as docker rmi says it, and the record is gone.
+    let o = d.run(&alice, &["rmi", "app"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(&format!("Untagged: urun/{}/app:latest\n", alice.name)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Deleted: {a_id}\n")), "{out}");
+    assert!(!exists(&d, &a_id));
+    let builds = Builds::open(&d.state).unwrap();
+    assert!(builds.list(alice.uid).unwrap().is_empty());
+    d.wait_log("\"argv\":[\"rmi\",\"app\"]", Duration::from_secs(20));
+    // Gone means gone: a second time is refused.
+    let o = d.run(&alice, &["rmi", "app"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    // Bob removes his by the start of its ID.
+    let o = d.run(&bob, &["rmi", short(&b_id)], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!exists(&d, &b_id));
+    assert!(exists(&d, image()));
+}
+
+#[test]
+#[serial]
+fn an_image_with_a_tag_outside_the_namespace_keeps_it() {
+    let (_g, alice, _bob, d) = setup();
+    let (_a, a_id) = own_build(&d, &alice, "app");
+    // The administrator tagged it elsewhere too: rmi takes alice's tag and record only.
+    let other = TestImage(format!("urun-test/promoted-{}:1", unique()));
+    assert!(d.docker(&["tag", &a_id, &other.0]).status.success());
+    let o = d.run(&alice, &["rmi", "app"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("Untagged: urun/{}/app:latest\n", alice.name)
+    );
+    assert!(exists(&d, &other.0));
+    assert!(Builds::open(&d.state)
+        .unwrap()
+        .list(alice.uid)
+        .unwrap()
+        .is_empty());
+    // She may still see it (the policy admits urun-test/*), not remove it.
+    let o = d.run(&alice, &["rmi", &other.0], b"");
+    assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+#[serial]
+fn push_is_refused_until_it_is_available_and_non_members_get_nothing() {
+    let (g, alice, _bob, d) = setup();
+    let o = d.run(&alice, &["push", "app:1"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        "urun: urun push is not available yet on this host (nothing was pushed)\n"
+    );
+    let o = d.run(&alice, &["images", "--registry"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    let outsider = TestUser::new(&[]);
+    for args in [&["images"][..], &["rmi", "x"]] {
+        let o = d.run(&outsider, args, b"");
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(
+            stderr(&o).contains(&g.name) || stderr(&o).contains("permission denied"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
