@@ -3,9 +3,10 @@
 //! data-root, exec-root, pid file and bridge, all removed afterwards) loaded with the
 //! test busybox image; the run engine is the machine's main daemon.
 //!
-//! The client side is a small crafted client ([`build_as`], python3 as the test user)
-//! that speaks the build protocol with a context archive made by
-//! `urun::client::context::Builder`, so these tests hold whatever the real client does.
+//! The client is the real `urun build`, run as the test user; where a test needs what
+//! urun never does (a context that never ends), a small crafted client ([`build_as`],
+//! python3 as the test user) speaks the protocol with an archive made by
+//! `urun::client::context::Builder`.
 //!
 //! Every image a test builds is removed from the main daemon on drop; the build
 //! engine goes with everything in it; the `dockremap` user is removed if this test
@@ -226,24 +227,24 @@ fn build_as(d: &Daemon, user: &TestUser, req: &BuildRequest, tar: &Path, end: bo
         .expect("python3")
 }
 
-/// The image ID of a successful build's `Result`.
-fn built_id(o: &Output) -> String {
-    let err = stderr(o);
-    let line = err
-        .lines()
-        .find_map(|l| l.strip_prefix("urun-result: "))
-        .unwrap_or_else(|| panic!("no result: {err}"));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v["image_id"].as_str().unwrap().to_string()
-}
-
-/// A build in a fresh context directory as `user`.
+/// A build in a fresh context directory as `user`, with the real client
+/// (`urun build -t TAG... DIR`, the directory read as the user).
 fn build(s: &Setup, user: &TestUser, dockerfile: &str, tags: &[&str]) -> Output {
     let dir = tmp(0o755);
-    let (tar, name) = context(&dir.0, dockerfile);
-    let o = build_as(&s.d, user, &request(&name, tags), &tar, true);
-    let _ = std::fs::remove_file(&tar);
-    o
+    std::fs::write(dir.0.join("Dockerfile"), dockerfile).unwrap();
+    let mut args = vec!["build"];
+    for t in tags {
+        args.extend(["-t", t]);
+    }
+    let path = dir.0.display().to_string();
+    args.push(&path);
+    let mut c = s.d.urun(user, &args);
+    c.stdin(Stdio::null()).output().expect("urun build")
+}
+
+/// The ID of `user`'s image `name` (in their namespace) on the run engine.
+fn own_id(user: &TestUser, name: &str) -> String {
+    image_id(&format!("urun/{}/{name}", user.name))
 }
 
 #[test]
@@ -257,7 +258,8 @@ fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
     );
     let o = build(&s, &s.alice, &df, &["app:1"]);
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
-    let id = built_id(&o);
+    let id = own_id(&s.alice, "app:1");
+    assert!(stdout(&o).contains(&format!("Successfully built {}", &id[7..19])));
     s.built.0.push(id.clone());
     // The RUN step's root was a subordinate uid of the host: uid_map "0 <start> <n>"
     // with start > 0 (the build output shows it).
@@ -320,7 +322,7 @@ fn another_user_cannot_run_someone_elses_build_nor_pull_into_the_namespace() {
     let df = format!("FROM {}\nUSER 1000\n", image());
     let o = build(&s, &s.alice, &df, &["mine"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    s.built.0.push(built_id(&o));
+    s.built.0.push(own_id(&s.alice, "mine"));
     let tag = format!("urun/{}/mine", s.alice.name);
     let o = s.d.run(&s.alice, &[&tag, "true"], b"");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -538,7 +540,7 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
     let o = build(&s, &s.alice, &df, &["warned"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    s.built.0.push(built_id(&o));
+    s.built.0.push(own_id(&s.alice, "warned"));
     assert!(
         err.contains("urun: build: warning [image.secret-env] image:"),
         "{err}"
