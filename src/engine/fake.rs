@@ -7,6 +7,7 @@
 use super::{
     Attached, Call, Engine, ImageRemoval, ImageSummary, Listed, Output, RunError, Unreachable,
 };
+use crate::policy::build::RegistryAuth;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{Progress, Signal, WinSize};
 use bollard::models::ContainerCreateBody;
@@ -43,6 +44,10 @@ pub enum Recorded {
     ImageLabels(String),
     ListImages,
     RemoveImage(String),
+    /// The image and the name it was given.
+    Tag(String, String),
+    /// The name pushed, and the user name of the credentials it was pushed with.
+    Push(String, Option<String>),
 }
 
 /// An operation, to script a failure.
@@ -57,6 +62,8 @@ pub enum Op {
     Start,
     Wait,
     Remove,
+    Tag,
+    Push,
 }
 
 /// What the fake daemon answers.
@@ -104,6 +111,10 @@ impl Default for Script {
         }
     }
 }
+
+/// What the fake's pushes report.
+pub const PUSHED_DIGEST: &str =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The facts of a local image named `tag`.
 pub fn image(tag: &str) -> ImageFacts {
@@ -482,5 +493,44 @@ impl Engine for Fake {
             Ok(out)
         })();
         Box::pin(async move { result })
+    }
+
+    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()> {
+        let r = self.record(
+            Recorded::Tag(image_id.into(), format!("{repo}:{tag}")),
+            Some(Op::Tag),
+        );
+        Box::pin(async move { r })
+    }
+
+    /// Reports two events and the digest [`PUSHED_DIGEST`].
+    fn push<'a>(
+        &'a self,
+        repo: &'a str,
+        tag: &'a str,
+        auth: Option<&'a RegistryAuth>,
+        mut progress: Box<dyn FnMut(Progress) + Send + 'a>,
+    ) -> Call<'a, String> {
+        let image = format!("{repo}:{tag}");
+        let r = self.record(
+            Recorded::Push(image.clone(), auth.map(|a| a.username.clone())),
+            Some(Op::Push),
+        );
+        Box::pin(async move {
+            r?;
+            for status in [
+                "Pushed".to_string(),
+                format!("{tag}: digest: {PUSHED_DIGEST} size: 527"),
+            ] {
+                progress(Progress {
+                    image: image.clone(),
+                    id: "layer".into(),
+                    status,
+                    current: None,
+                    total: None,
+                });
+            }
+            Ok(PUSHED_DIGEST.to_string())
+        })
     }
 }
