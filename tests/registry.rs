@@ -169,3 +169,129 @@ fn a_push_to_a_registry_that_is_down_is_one_error() {
     assert!(e.contains("connection refused"), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
 }
+
+/// A policy file (and its root-only credentials file) in a directory of their own,
+/// removed on drop; `urund check` against it.
+struct CheckPolicy(std::path::PathBuf);
+
+impl Drop for CheckPolicy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl CheckPolicy {
+    fn new(build: &str, credentials: Option<&RegistryAuth>) -> CheckPolicy {
+        let dir = std::env::temp_dir().join(format!("urun-check-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(
+            &dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+        let mut text = format!("[build]\n{build}");
+        if let Some(a) = credentials {
+            let f = dir.join("registry-auth.json");
+            let json = serde_json::json!({"username": a.username, "password": a.password});
+            write_mode(&f, json.to_string().as_bytes(), 0o600);
+            text.push_str(&format!("registry_auth = \"{}\"\n", f.display()));
+        }
+        write_mode(&dir.join("policy.toml"), text.as_bytes(), 0o644);
+        CheckPolicy(dir)
+    }
+
+    /// `urund check`'s lines that start with `prefix`.
+    fn lines(&self, prefix: &str) -> Vec<String> {
+        let o = std::process::Command::new(URUND)
+            .args(["check", "--policy"])
+            .arg(self.0.join("policy.toml"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        let out = stdout(&o);
+        assert!(!out.contains("hunter"), "credentials shown: {out}");
+        out.lines()
+            .filter(|l| l[5..].starts_with(prefix))
+            .map(String::from)
+            .collect()
+    }
+}
+
+#[test]
+#[serial]
+fn urund_check_reports_the_registry_and_the_build_engine() {
+    let auth = RegistryAuth {
+        username: "urund".into(),
+        password: "hunter2".into(),
+    };
+    let mut reg = TestRegistry::with_credentials(&auth.username, &auth.password);
+    let a = reg.addr.clone();
+    let p = CheckPolicy::new(
+        &format!("enabled = true\nregistry = \"{a}\"\n"),
+        Some(&auth),
+    );
+    let lines = p.lines("build engine").join("\n");
+    assert!(
+        lines.starts_with("WARN build engine: the run daemon, without userns-remap"),
+        "{lines}"
+    );
+    assert_eq!(
+        p.lines("registry"),
+        [
+            format!("OK   registry: {a}: reachable, plain HTTP on loopback (GET /v2/: 401)"),
+            "OK   registry credentials: set, in a file only root can read (never shown to users)"
+                .to_string(),
+        ]
+    );
+    // no credentials for a registry that wants them
+    let p = CheckPolicy::new(&format!("registry = \"{a}\"\n"), None);
+    assert!(p.lines("build engine").is_empty(), "builds off: no line");
+    let lines = p.lines("registry credentials");
+    assert!(
+        lines[0].starts_with("WARN registry credentials:"),
+        "{lines:?}"
+    );
+    // credentials others can read
+    let p = CheckPolicy::new(&format!("registry = \"{a}\"\n"), Some(&auth));
+    std::fs::set_permissions(
+        p.0.join("registry-auth.json"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    let lines = p.lines("registry credentials");
+    assert!(
+        lines[0].starts_with("WARN") && lines[0].contains("chmod 600"),
+        "{lines:?}"
+    );
+    // the registry down
+    reg.stop();
+    let lines = p.lines("registry:");
+    assert!(
+        lines[0].starts_with(&format!("WARN registry: {a}: not reachable")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+#[serial]
+fn urund_check_sees_userns_remap_on_a_dedicated_build_engine() {
+    let engine = common::engine::ExtraEngine::start(common::engine::EngineConfig {
+        userns_remap: Some("default".into()),
+        ..Default::default()
+    });
+    let p = CheckPolicy::new(
+        &format!(
+            "enabled = true\nengine = \"{}\"\n",
+            engine.socket().display()
+        ),
+        None,
+    );
+    let lines = p.lines("build engine");
+    assert_eq!(
+        lines,
+        [format!(
+            "OK   build engine: unix://{}, with userns-remap (RUN steps run as a subordinate uid)",
+            engine.socket().display()
+        )]
+    );
+}
