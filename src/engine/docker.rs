@@ -784,6 +784,7 @@ fn is_status(e: &DockerError, code: u16) -> bool {
 pub fn docker_message(e: &DockerError) -> String {
     match e {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
         e => e.to_string(),
     }
 }

@@ -39,11 +39,14 @@ pub enum Rule {
     ConnectionsDescriptors,
     /// The Docker daemon went away during the run.
     Docker,
+    /// `urun push` without a usable registry (`[build] registry`, `registry_auth`), or
+    /// while another push of the caller's is in progress.
+    BuildRegistry,
 }
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 27] = [
+    pub const ALL: [Rule; 28] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
@@ -71,6 +74,7 @@ impl Rule {
         Rule::ConnectionsTotal,
         Rule::ConnectionsDescriptors,
         Rule::Docker,
+        Rule::BuildRegistry,
     ];
 
     /// The stable id: the audit log's `rule`, and what messages name.
@@ -103,6 +107,7 @@ impl Rule {
             Rule::ConnectionsTotal => "connections.total",
             Rule::ConnectionsDescriptors => "connections.descriptors",
             Rule::Docker => "docker",
+            Rule::BuildRegistry => "build.registry",
         }
     }
 }
