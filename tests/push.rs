@@ -54,7 +54,7 @@ fn setup(
     let alice = TestUser::new(&[&g]);
     let bob = TestUser::new(&[&g]);
     let mut policy = format!(
-        "{}[images]\nallow = [\"urun-test/*\", \"{a}/urun/*\"]\n\
+        "{}[images]\nallow = [\"{a}/urun/*\"]\nrequire_digest = true\n\
          [pull]\nmode = \"missing\"\nregistries = [\"{a}\"]\n\
          [build]\nenabled = true\nregistry = \"{a}\"\n",
         policy_for(&g),
