@@ -190,13 +190,14 @@ fn an_image_with_a_tag_outside_the_namespace_keeps_it() {
 
 #[test]
 #[serial]
-fn push_is_refused_until_it_is_available_and_non_members_get_nothing() {
+fn push_without_a_registry_is_refused_and_non_members_get_nothing() {
     let (g, alice, _bob, d) = setup();
     let o = d.run(&alice, &["push", "app:1"], b"");
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(
         stderr(&o),
-        "urun: urun push is not available yet on this host (nothing was pushed)\n"
+        "urun: urun push: this host has no registry to push to ([build] registry is not \
+         set); nothing was pushed\n"
     );
     let o = d.run(&alice, &["images", "--registry"], b"");
     assert_eq!(o.status.code(), Some(125));

@@ -3,7 +3,8 @@
 # several test processes at once (flock). Needs root.
 #  - a reachable Docker daemon: if `docker info` fails, installs Debian's docker.io
 #    and starts dockerd in the background, then waits for it;
-#  - the Debian packages the tests use (docker-registry: a local registry for pull tests);
+#  - the Debian packages the tests use (docker-registry: a local registry for pull and
+#    push tests; apache2-utils: htpasswd, its bcrypt credentials);
 #  - the local test image (no registry is reachable), built by
 #    packaging/busybox-image.sh as $URUN_TEST_IMAGE.
 set -eu
@@ -26,7 +27,7 @@ apt_install() {
   }
 }
 
-apt_install busybox-static util-linux passwd python3 tmux procps docker-registry zsh systemd init-system-helpers binutils strace runsc gcc
+apt_install busybox-static util-linux passwd python3 tmux procps docker-registry apache2-utils zsh systemd init-system-helpers binutils strace runsc gcc
 
 if ! docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null 2>&1 || apt_install docker.io

@@ -49,6 +49,68 @@ pub struct Facts {
     pub engine_age_days: Option<i64>,
     /// The runtimes registered with the daemon (`docker info`), if it answered.
     pub runtimes: Option<Vec<String>>,
+    /// The build engine, when `[build]` is on or names one.
+    pub build: Option<BuildEngineFacts>,
+    /// `[build] registry`, when set.
+    pub registry: Option<RegistryFacts>,
+}
+
+/// What the build engine said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildEngineFacts {
+    /// Its socket, `unix://…`.
+    pub host: String,
+    /// It is the run daemon (no `[build] engine`, or the same socket). Not the daemon
+    /// ID: two dockerd sharing /etc/docker report the same one (seen on 20.10).
+    pub is_run_engine: bool,
+    /// Why it could not be asked, if it could not.
+    pub error: Option<String>,
+    /// `userns-remap` is on (`name=userns` in its SecurityOptions).
+    pub userns: bool,
+}
+
+/// What the registry `urun push` promotes to answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryFacts {
+    /// As the policy names it (`host[:port]`).
+    pub addr: String,
+    /// Every address the name resolves to is a loopback one.
+    pub loopback: bool,
+    pub answer: RegistryAnswer,
+    /// `[build] registry_auth`: not set, read (never shown), or why it cannot be used.
+    pub credentials: Option<Result<(), String>>,
+}
+
+/// The registry's answer to a plain-HTTP `GET /v2/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAnswer {
+    /// Plain HTTP, with this status (401: it wants credentials).
+    Plain(u16),
+    /// A TLS server (a TLS record, or Go's "HTTP request to an HTTPS server").
+    Tls,
+    /// Nothing answers there (why).
+    Unreachable(String),
+    /// Something that is neither.
+    Other(String),
+}
+
+/// Classifies the first bytes a registry answered to a plain `GET /v2/`. Pure.
+pub fn registry_answer(reply: &[u8]) -> RegistryAnswer {
+    if reply.starts_with(b"HTTP/1.") {
+        let text = String::from_utf8_lossy(reply);
+        if text.contains("HTTP request to an HTTPS server") {
+            return RegistryAnswer::Tls;
+        }
+        return match text.split(' ').nth(1).and_then(|c| c.parse().ok()) {
+            Some(code) => RegistryAnswer::Plain(code),
+            None => RegistryAnswer::Other("a malformed HTTP answer".into()),
+        };
+    }
+    match reply.first() {
+        Some(0x15 | 0x16) => RegistryAnswer::Tls,
+        Some(_) => RegistryAnswer::Other("an answer that is neither HTTP nor TLS".into()),
+        None => RegistryAnswer::Other("the connection closed without an answer".into()),
+    }
 }
 
 /// Runs the check; returns the process exit status (1 when the policy is invalid).
@@ -66,7 +128,10 @@ pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
             status = 1;
         }
     }
-    let facts = gather(docker_host).await;
+    let mut facts = gather(docker_host).await;
+    if let Ok(p) = system::load_policy(policy_path) {
+        gather_build(&p, docker_host, &mut facts).await;
+    }
     for item in evaluate(&facts) {
         println!("{item}");
     }
@@ -294,6 +359,101 @@ async fn daemon_facts(docker_host: &str, f: &mut Facts) {
     }
 }
 
+/// The build engine and the registry, as the policy's `[build]` names them.
+pub async fn gather_build(p: &Policy, docker_host: &str, f: &mut Facts) {
+    let b = &p.build;
+    if b.enabled || b.engine.is_some() {
+        let run_path = docker_host.strip_prefix("unix://").unwrap_or(docker_host);
+        let path = b
+            .engine
+            .as_ref()
+            .map_or_else(|| PathBuf::from(run_path), |e| e.0.clone());
+        let host = format!("unix://{}", path.display());
+        let same_path = b.engine.is_none()
+            || std::fs::canonicalize(&path).ok() == std::fs::canonicalize(run_path).ok();
+        let mut facts = BuildEngineFacts {
+            host: host.clone(),
+            is_run_engine: same_path,
+            ..Default::default()
+        };
+        match DockerEngine::connect(&host).await {
+            Err(e) => facts.error = Some(format!("{e:#}")),
+            Ok(engine) => match engine.info().await {
+                Err(e) => facts.error = Some(format!("{e:#}")),
+                Ok(i) => {
+                    facts.userns = i
+                        .security_options
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|o| o.split(',').any(|kv| kv == "name=userns"));
+                }
+            },
+        }
+        f.build = Some(facts);
+    }
+    if let Some(addr) = &b.registry {
+        f.registry = Some(RegistryFacts {
+            addr: addr.clone(),
+            loopback: false,
+            answer: RegistryAnswer::Unreachable(String::new()),
+            credentials: b
+                .registry_auth
+                .as_ref()
+                .map(|path| system::load_registry_auth(&path.0).map(|_| ())),
+        });
+        let r = f.registry.as_mut().unwrap();
+        (r.loopback, r.answer) = probe_registry(addr).await;
+    }
+}
+
+/// Whether `addr` (`host[:port]`, port 443 when absent, as docker reads it) is on
+/// loopback, and what it answers to a plain-HTTP `GET /v2/` (3 s at most).
+async fn probe_registry(addr: &str) -> (bool, RegistryAnswer) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let with_port = if addr.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+    }) && !addr.ends_with(']')
+    {
+        addr.to_string()
+    } else {
+        format!("{addr}:443")
+    };
+    let limit = std::time::Duration::from_secs(3);
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(limit, tokio::net::lookup_host(&with_port)).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return (false, RegistryAnswer::Unreachable(e.to_string())),
+            Err(_) => {
+                return (
+                    false,
+                    RegistryAnswer::Unreachable("name lookup timed out".into()),
+                )
+            }
+        };
+    let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(&addrs[..]).await?;
+        s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0;
+        while n < buf.len() {
+            match s.read(&mut buf[n..]).await? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        buf.truncate(n);
+        Ok::<_, std::io::Error>(buf)
+    };
+    let answer = match tokio::time::timeout(limit, exchange).await {
+        Ok(Ok(reply)) => registry_answer(&reply),
+        Ok(Err(e)) => RegistryAnswer::Unreachable(e.to_string()),
+        Err(_) => RegistryAnswer::Unreachable("no answer within 3 s".into()),
+    };
+    (loopback, answer)
+}
+
 /// From dockerd's arguments and daemon.json: TCP hosts, whether TLS verification
 /// is on, whether no-new-privileges is the default. Pure.
 pub fn daemon_settings(args: &[String], json: &serde_json::Value) -> (Vec<String>, bool, bool) {
@@ -422,6 +582,100 @@ pub fn evaluate(f: &Facts) -> Vec<Item> {
     v.push(live_restore(f));
     v.push(no_new_privileges(f));
     v.push(engine_version(f));
+    v.extend(build_engine(f));
+    v.extend(registry(f));
+    v
+}
+
+/// The build engine: reachable, and user-namespaced (else a `RUN` step's root is the
+/// host's root, confined only by the container).
+fn build_engine(f: &Facts) -> Option<Item> {
+    let b = f.build.as_ref()?;
+    let which = if b.is_run_engine {
+        "the run daemon".to_string()
+    } else {
+        b.host.clone()
+    };
+    Some(match (&b.error, b.userns, b.is_run_engine) {
+        (Some(e), _, _) => item(
+            false,
+            "build engine",
+            format!("cannot ask {which} ({e}): urun build will fail"),
+        ),
+        (None, true, _) => item(
+            true,
+            "build engine",
+            format!("{which}, with userns-remap (RUN steps run as a subordinate uid)"),
+        ),
+        (None, false, true) => item(
+            false,
+            "build engine",
+            "the run daemon, without userns-remap: a build's RUN steps run as the host's root              (confined only by the container) on the daemon that runs everyone's containers;              set [build] engine to a dedicated dockerd with \"userns-remap\": \"default\"              (README, \"Building images\")",
+        ),
+        (None, false, false) => item(
+            false,
+            "build engine",
+            format!(
+                "{which}: userns-remap is off, so RUN steps run as the host's root (confined                  only by the container); set \"userns-remap\": \"default\" in its daemon.json"
+            ),
+        ),
+    })
+}
+
+/// The registry `urun push` promotes to: reachable, TLS (or on loopback), credentials.
+fn registry(f: &Facts) -> Vec<Item> {
+    let Some(r) = &f.registry else {
+        return Vec::new();
+    };
+    let a = &r.addr;
+    let mut v = vec![match &r.answer {
+        RegistryAnswer::Unreachable(e) => item(
+            false,
+            "registry",
+            format!("{a}: not reachable ({e}): urun push will fail"),
+        ),
+        RegistryAnswer::Other(what) => item(
+            false,
+            "registry",
+            format!("{a}: {what}: is it a registry?"),
+        ),
+        RegistryAnswer::Tls => item(true, "registry", format!("{a}: reachable, TLS")),
+        RegistryAnswer::Plain(code) if r.loopback => item(
+            true,
+            "registry",
+            format!("{a}: reachable, plain HTTP on loopback (GET /v2/: {code})"),
+        ),
+        RegistryAnswer::Plain(code) => item(
+            false,
+            "registry",
+            format!(
+                "{a}: plain HTTP (GET /v2/: {code}) and not on loopback: images and                  credentials cross the network in clear, and every dockerd must list it in                  insecure-registries; serve it with TLS"
+            ),
+        ),
+    }];
+    let wants_auth = r.answer == RegistryAnswer::Plain(401);
+    v.push(match &r.credentials {
+        None if wants_auth => item(
+            false,
+            "registry credentials",
+            format!("{a} wants credentials (401) but [build] registry_auth is not set: urun push will fail"),
+        ),
+        None => item(
+            true,
+            "registry credentials",
+            "none set ([build] registry_auth): pushes are anonymous",
+        ),
+        Some(Ok(())) => item(
+            true,
+            "registry credentials",
+            "set, in a file only root can read (never shown to users)",
+        ),
+        Some(Err(e)) => item(
+            false,
+            "registry credentials",
+            format!("{e}: urun push will fail"),
+        ),
+    });
     v
 }
 
@@ -675,6 +929,123 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want}: {text}");
         }
+    }
+
+    fn build(is_run_engine: bool, userns: bool) -> BuildEngineFacts {
+        BuildEngineFacts {
+            host: "unix:///run/urun-build/docker.sock".into(),
+            is_run_engine,
+            error: None,
+            userns,
+        }
+    }
+
+    fn text(items: &[Item]) -> String {
+        items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_build_engine_warns_when_it_is_the_run_engine_without_userns_remap() {
+        let mut f = good();
+        assert!(build_engine(&f).is_none(), "builds off: no line");
+        f.build = Some(build(true, false));
+        let i = build_engine(&f).unwrap();
+        assert!(
+            !i.ok && i.text.starts_with("the run daemon, without userns-remap"),
+            "{i}"
+        );
+        f.build = Some(build(false, false));
+        let i = build_engine(&f).unwrap();
+        assert!(
+            !i.ok
+                && i.text
+                    .contains("/run/urun-build/docker.sock: userns-remap is off")
+        );
+        f.build = Some(build(false, true));
+        assert!(build_engine(&f).unwrap().ok);
+        f.build = Some(build(true, true));
+        assert!(build_engine(&f).unwrap().ok);
+        f.build = Some(BuildEngineFacts {
+            error: Some("connection refused".into()),
+            ..build(false, true)
+        });
+        let i = build_engine(&f).unwrap();
+        assert!(!i.ok && i.text.contains("connection refused"), "{i}");
+        // evaluate() carries it
+        assert_eq!(evaluate(&f).len(), 11);
+    }
+
+    fn reg(answer: RegistryAnswer, loopback: bool) -> RegistryFacts {
+        RegistryFacts {
+            addr: "registry.example.org:5000".into(),
+            loopback,
+            answer,
+            credentials: None,
+        }
+    }
+
+    #[test]
+    fn the_registry_warns_when_plain_http_is_not_on_loopback() {
+        let mut f = good();
+        assert!(registry(&f).is_empty());
+        f.registry = Some(reg(RegistryAnswer::Plain(200), true));
+        assert!(registry(&f).iter().all(|i| i.ok), "{}", text(&registry(&f)));
+        f.registry = Some(reg(RegistryAnswer::Tls, false));
+        assert!(registry(&f).iter().all(|i| i.ok));
+        f.registry = Some(reg(RegistryAnswer::Plain(200), false));
+        let t = text(&registry(&f));
+        assert!(
+            t.contains("WARN registry: registry.example.org:5000: plain HTTP"),
+            "{t}"
+        );
+        f.registry = Some(reg(
+            RegistryAnswer::Unreachable("connection refused".into()),
+            true,
+        ));
+        assert!(text(&registry(&f)).contains(
+            "WARN registry: registry.example.org:5000: not reachable (connection refused)"
+        ));
+        // credentials: wanted and missing, set, unusable
+        f.registry = Some(reg(RegistryAnswer::Plain(401), true));
+        assert!(text(&registry(&f)).contains("WARN registry credentials"));
+        f.registry.as_mut().unwrap().credentials = Some(Ok(()));
+        assert!(registry(&f).iter().all(|i| i.ok));
+        f.registry.as_mut().unwrap().credentials = Some(Err(
+            "registry credentials /a: is open to group or others (mode 644): chmod 600".into(),
+        ));
+        assert!(text(&registry(&f))
+            .contains("WARN registry credentials: registry credentials /a: is open"));
+    }
+
+    #[test]
+    fn a_registry_answer_tells_plain_http_from_tls() {
+        assert_eq!(
+            registry_answer(b"HTTP/1.0 200 OK\r\n\r\n{}"),
+            RegistryAnswer::Plain(200)
+        );
+        assert_eq!(
+            registry_answer(b"HTTP/1.1 401 Unauthorized\r\n"),
+            RegistryAnswer::Plain(401)
+        );
+        assert_eq!(
+            registry_answer(
+                b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+            ),
+            RegistryAnswer::Tls
+        );
+        assert_eq!(
+            registry_answer(&[0x15, 3, 1, 0, 2, 2, 50]),
+            RegistryAnswer::Tls
+        );
+        assert!(matches!(registry_answer(b""), RegistryAnswer::Other(_)));
+        assert!(matches!(
+            registry_answer(b"SSH-2.0-OpenSSH"),
+            RegistryAnswer::Other(_)
+        ));
     }
 
     #[test]

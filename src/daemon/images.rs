@@ -1,5 +1,5 @@
-//! urund's answers to a `Manage` request: `urun images` and `urun rmi` (and, until
-//! the registry work lands, `urun push`'s refusal).
+//! urund's answers to a `Manage` request: `urun images` and `urun rmi` (`urun push`
+//! is [`super::push`]).
 //!
 //! What is "own" comes only from the build records ([`super::builds`]), never from an
 //! image's labels (a pulled image can carry any): `urun images` lists the caller's
@@ -25,11 +25,7 @@ use crate::system::Caller;
 use crate::wire::{ImageRow, Kind, Manage, Op, Outcome, MAX_FRAME};
 
 /// The rule an `rmi` of something that is not the caller's build names.
-const NOT_OWN: Rule = Rule::ImagesAllow;
-
-/// What `urun push` answers until it is wired to the registry.
-pub(super) const PUSH_NOT_YET: &str =
-    "urun push is not available yet on this host (nothing was pushed)";
+pub(super) const NOT_OWN: Rule = Rule::ImagesAllow;
 
 impl Helper {
     /// A `Manage` connection: who may ask (the access rules of a run), then the
@@ -63,11 +59,8 @@ impl Helper {
                 self.rmi(caller, rec, &images).await
             }
             Op::Push { image } => {
-                rec.argv = vec!["push".into(), image];
-                return End::Failed(crate::engine::RunError {
-                    status: crate::wire::status::REFUSED,
-                    message: PUSH_NOT_YET.into(),
-                });
+                rec.argv = vec!["push".into(), image.clone()];
+                self.push(caller, rec, &image, out).await
             }
         };
         let outcome = match outcome {
@@ -95,7 +88,7 @@ impl Helper {
     }
 
     /// The caller's build records.
-    fn records(&self, uid: u32) -> Result<Vec<BuildRecord>, End> {
+    pub(super) fn records(&self, uid: u32) -> Result<Vec<BuildRecord>, End> {
         self.builds.list(uid).map_err(|e| {
             eprintln!("urund: reading the build records of uid {uid}: {e:#}");
             End::Failed(crate::engine::RunError {

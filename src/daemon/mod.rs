@@ -60,6 +60,7 @@ mod images;
 mod listen;
 mod outbox;
 mod pull;
+mod push;
 mod relay;
 mod request;
 mod rundir;
@@ -119,6 +120,8 @@ pub struct Helper {
     runtime: RuntimeDir,
     /// The record of every image a user built (what makes an image "own").
     builds: Arc<builds::Builds>,
+    /// Users with a `urun push` in progress (one each).
+    pushes: Mutex<std::collections::HashSet<u32>>,
     /// An image's identity files by image ID (an ID's content never changes).
     image_files: Mutex<HashMap<String, Arc<ImageFiles>>>,
     counter: AtomicU64,
@@ -172,6 +175,7 @@ impl Helper {
             runs: Mutex::new(HashMap::new()),
             runtime: p.runtime,
             builds: p.builds,
+            pushes: Mutex::new(std::collections::HashSet::new()),
             image_files: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             boot: std::time::SystemTime::now()

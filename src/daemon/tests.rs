@@ -735,3 +735,156 @@ async fn start_up_refuses_a_runtime_the_daemon_lacks_or_a_sandbox_with_few_pids(
     let ok = policy("[limits]\npids = 512\n[user.x.runtime]\nname = \"runsc\"\n");
     assert!(check_runtimes(&ok, &fake).await.is_ok());
 }
+
+// ── urun push ──
+
+/// One `Manage` request to its end; the frames the client got.
+async fn manage_to_end(h: &Harness, op: wire::Op) -> Vec<(Kind, Vec<u8>)> {
+    let (mut client, task) = h.connect();
+    send(&mut client, Kind::Manage, &wire::Manage::new(op).encode()).await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    got
+}
+
+/// A build record of the test's user for the fake's image, tagged `urun/<me>/app:1`.
+fn own_build(h: &Harness) -> (String, String) {
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let id = fake::image("x").id;
+    let tag = format!("urun/{me}/app:1");
+    h.helper
+        .builds
+        .record(&crate::daemon::builds::BuildRecord {
+            uid: nix::unistd::geteuid().as_raw(),
+            user: me,
+            image_id: id.clone(),
+            tags: vec![tag.clone()],
+            digests: vec![],
+            created: 1,
+            request: "r".into(),
+            dockerfile: "d".repeat(64),
+            context: "c".repeat(64),
+        })
+        .unwrap();
+    (id, tag)
+}
+
+const PUSH_POLICY: &str = "[build]\nenabled = true\nregistry = \"127.0.0.1:5000\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_an_own_build_tags_pushes_untags_and_records_the_digest() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new(PUSH_POLICY, Script::default());
+    let (id, tag) = own_build(&h);
+    let got = manage_to_end(
+        &h,
+        wire::Op::Push {
+            image: "app:1".into(),
+        },
+    )
+    .await;
+    assert_eq!(last_status(&got), (Kind::Exit, 0), "{got:?}");
+    let remote = format!("127.0.0.1:5000/{tag}");
+    let result = got.iter().find(|(k, _)| *k == Kind::Result).unwrap();
+    assert_eq!(
+        wire::Outcome::decode(&result.1).unwrap(),
+        wire::Outcome::Pushed {
+            reference: remote.clone(),
+            digest: fake::PUSHED_DIGEST.into()
+        }
+    );
+    assert!(got.iter().any(|(k, _)| *k == Kind::Progress));
+    let calls = h.fake.calls();
+    let at = |c: &Recorded| calls.iter().position(|x| x == c).unwrap();
+    assert!(
+        at(&Recorded::Tag(id.clone(), remote.clone())) < at(&Recorded::Push(remote.clone(), None))
+            && at(&Recorded::Push(remote.clone(), None))
+                < at(&Recorded::RemoveImage(remote.clone())),
+        "{calls:?}"
+    );
+    let uid = nix::unistd::geteuid().as_raw();
+    let r = h.helper.builds.get(uid, &id).unwrap().unwrap();
+    let (repo, _) = super::push::split_tag(&remote).unwrap();
+    assert_eq!(r.digests, [format!("{repo}@{}", fake::PUSHED_DIGEST)]);
+    let audit = h.audit();
+    assert_eq!(audit[0]["decision"], "allowed");
+    assert_eq!(audit[0]["image"], remote.as_str());
+    assert_eq!(audit[0]["image_id"], id.as_str());
+    assert!(audit[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains(fake::PUSHED_DIGEST));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_anything_but_an_own_build_is_refused_before_the_engine_is_asked() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new(PUSH_POLICY, Script::default());
+    own_build(&h);
+    for name in ["busybox:latest", "urun/someone/app:1", "app:2", "cccccccc"] {
+        let got = manage_to_end(&h, wire::Op::Push { image: name.into() }).await;
+        assert_eq!(last_status(&got), (Kind::Error, 125), "{name}");
+        let (_, msg) = wire::decode_error(&got.last().unwrap().1).unwrap();
+        assert!(msg.contains("nothing was pushed"), "{name}: {msg}");
+    }
+    assert!(
+        !h.fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Recorded::Tag(..) | Recorded::Push(..))),
+        "{:?}",
+        h.fake.calls()
+    );
+    // no registry configured
+    let h = Harness::new("[build]\nenabled = true\n", Script::default());
+    own_build(&h);
+    let got = manage_to_end(
+        &h,
+        wire::Op::Push {
+            image: "app:1".into(),
+        },
+    )
+    .await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert_eq!(h.audit()[0]["rule"], "build.registry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_push_removes_its_registry_name_and_records_no_digest() {
+    if cannot_serve() {
+        return;
+    }
+    let script = Script {
+        fail: [(Op::Push, 0)].into(),
+        ..Script::default()
+    };
+    let h = Harness::new(PUSH_POLICY, script);
+    let (id, tag) = own_build(&h);
+    let got = manage_to_end(
+        &h,
+        wire::Op::Push {
+            image: "app:1".into(),
+        },
+    )
+    .await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    let remote = format!("127.0.0.1:5000/{tag}");
+    assert!(h.fake.calls().contains(&Recorded::RemoveImage(remote)));
+    let uid = nix::unistd::geteuid().as_raw();
+    assert!(h
+        .helper
+        .builds
+        .get(uid, &id)
+        .unwrap()
+        .unwrap()
+        .digests
+        .is_empty());
+}

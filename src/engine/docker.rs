@@ -6,6 +6,7 @@ use super::{
     ImageRemoval, ImageSummary, Listed, Output, RunError, Unreachable, ICC_OPTION, NETWORK_LABEL,
     NOT_ANSWERING,
 };
+use crate::policy::build::RegistryAuth;
 use crate::policy::dockerfile::BaseImage;
 use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
@@ -15,7 +16,8 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, WaitContainerOptionsBuilder,
+    PushImageOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    TagImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
@@ -310,6 +312,97 @@ impl DockerEngine {
             });
         }
         Ok(())
+    }
+
+    /// Gives `image_id` the name `repo:tag` too.
+    pub async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(image_id, Some(opts))
+            .await
+            .map_err(|e| failed(e, format!("naming {image_id} {repo}:{tag}")))
+    }
+
+    /// Pushes `repo:tag` with `auth` (or anonymously: dockerd wants the header even
+    /// then), through [`DockerEngine::registry_client`]; the pushed digest.
+    pub async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        auth: Option<&RegistryAuth>,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<String> {
+        let image = format!("{repo}:{tag}");
+        let credentials = bollard::auth::DockerCredentials {
+            username: auth.map(|a| a.username.clone()),
+            password: auth.map(|a| a.password.clone()),
+            ..Default::default()
+        };
+        let docker = self.registry_client()?;
+        let opts = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut s = docker.push_image(repo, Some(opts), Some(credentials));
+        let mut digest = None;
+        while let Some(ev) = s.next().await {
+            let ev = ev.map_err(|e| failed(e, format!("pushing {image}")))?;
+            let status = ev.status.unwrap_or_default();
+            if let Some(d) = super::pushed_digest(&status) {
+                digest = Some(d);
+            }
+            let (current, total) = ev
+                .progress_detail
+                .map_or((None, None), |d| (d.current, d.total));
+            progress(Progress {
+                image: image.clone(),
+                id: String::new(), // bollard 0.19 drops the layer id of push events
+                status,
+                current: current.and_then(|v| u64::try_from(v).ok()),
+                total: total.and_then(|v| u64::try_from(v).ok()),
+            });
+        }
+        digest.with_context(|| format!("pushing {image}: the daemon did not report a digest"))
+    }
+
+    /// A client on the same socket for the calls that carry registry credentials: its
+    /// transport re-encodes `X-Registry-Auth`/`-Config` in the URL-safe alphabet
+    /// dockerd decodes them with ([`super::url_safe_base64`]); bollard's standard
+    /// alphabet makes dockerd drop credentials whose encoding has a `+` or `/`.
+    fn registry_client(&self) -> Result<Docker> {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyperlocal::UnixConnector);
+        let transport = move |mut req: bollard::BollardRequest| {
+            let client = client.clone();
+            async move {
+                for name in ["x-registry-auth", "x-registry-config"] {
+                    let fixed = req
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(super::url_safe_base64);
+                    if let Some(v) = fixed.and_then(|v| v.parse().ok()) {
+                        req.headers_mut().insert(name, v);
+                    }
+                }
+                client.request(req).await.map_err(DockerError::from)
+            }
+        };
+        let host: String = self
+            .socket
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Docker::connect_with_custom_transport(
+            transport,
+            Some(format!("unix://{host}")),
+            120,
+            &self.docker.client_version(),
+        )
+        .context("a client for the registry calls")
     }
 
     /// Makes sure the helper's isolated bridge network exists with inter-container
@@ -618,17 +711,6 @@ impl DockerEngine {
         Ok(())
     }
 
-    pub async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {
-        let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
-            .repo(repo)
-            .tag(tag)
-            .build();
-        self.docker
-            .tag_image(image_id, Some(opts))
-            .await
-            .map_err(|e| failed(e, format!("tagging {repo}:{tag}")))
-    }
-
     pub async fn delete_untagged(&self, image_id: &str, since: i64) -> Result<bool> {
         let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
         let plain = hex.len() >= 12
@@ -769,6 +851,18 @@ impl Engine for DockerEngine {
     fn ensure_isolated_network<'a>(&'a self, name: &'a str) -> Call<'a, ()> {
         Box::pin(DockerEngine::ensure_isolated_network(self, name))
     }
+    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()> {
+        Box::pin(DockerEngine::tag(self, image_id, repo, tag))
+    }
+    fn push<'a>(
+        &'a self,
+        repo: &'a str,
+        tag: &'a str,
+        auth: Option<&'a RegistryAuth>,
+        progress: Box<dyn FnMut(Progress) + Send + 'a>,
+    ) -> Call<'a, String> {
+        Box::pin(DockerEngine::push(self, repo, tag, auth, progress))
+    }
     fn create(&self, body: ContainerCreateBody) -> Call<'_, String> {
         Box::pin(DockerEngine::create(self, body))
     }
@@ -824,9 +918,6 @@ impl Engine for DockerEngine {
     }
     fn load(&self, archive: BoxStream<'static, std::io::Result<Bytes>>) -> Call<'_, ()> {
         Box::pin(DockerEngine::load(self, archive))
-    }
-    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()> {
-        Box::pin(DockerEngine::tag(self, image_id, repo, tag))
     }
     fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool> {
         Box::pin(DockerEngine::delete_untagged(self, image_id, since))
@@ -945,6 +1036,7 @@ fn is_status(e: &DockerError, code: u16) -> bool {
 pub fn docker_message(e: &DockerError) -> String {
     match e {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
         e => e.to_string(),
     }
 }

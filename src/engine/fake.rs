@@ -8,6 +8,7 @@ use super::{
     Attached, BaseFacts, BuildEvent, Call, Engine, ImageRemoval, ImageSummary, Listed, Output,
     RunError, Unreachable,
 };
+use crate::policy::build::RegistryAuth;
 use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{Progress, Signal, WinSize};
@@ -51,9 +52,12 @@ pub enum Recorded {
     Build(Box<BuildSettings>, usize),
     Save(String),
     Load(usize),
-    Tag(String, String, String),
     DeleteUntagged(String),
     ExistingContainers(Vec<String>),
+    /// The image and the name it was given.
+    Tag(String, String),
+    /// The name pushed, and the user name of the credentials it was pushed with.
+    Push(String, Option<String>),
 }
 
 /// An operation, to script a failure.
@@ -71,6 +75,7 @@ pub enum Op {
     Build,
     Load,
     Tag,
+    Push,
 }
 
 /// What the fake daemon answers.
@@ -133,6 +138,10 @@ impl Default for Script {
         }
     }
 }
+
+/// What the fake's pushes report.
+pub const PUSHED_DIGEST: &str =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The facts of a local image named `tag`.
 pub fn image(tag: &str) -> ImageFacts {
@@ -572,7 +581,7 @@ impl Engine for Fake {
 
     fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()> {
         let r = self.record(
-            Recorded::Tag(image_id.into(), repo.into(), tag.into()),
+            Recorded::Tag(image_id.into(), format!("{repo}:{tag}")),
             Some(Op::Tag),
         );
         Box::pin(async move { r })
@@ -586,5 +595,36 @@ impl Engine for Fake {
     fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>> {
         let r = self.record(Recorded::ExistingContainers(ids.to_vec()), None);
         Box::pin(async move { r.map(|()| vec![]) })
+    }
+
+    /// Reports two events and the digest [`PUSHED_DIGEST`].
+    fn push<'a>(
+        &'a self,
+        repo: &'a str,
+        tag: &'a str,
+        auth: Option<&'a RegistryAuth>,
+        mut progress: Box<dyn FnMut(Progress) + Send + 'a>,
+    ) -> Call<'a, String> {
+        let image = format!("{repo}:{tag}");
+        let r = self.record(
+            Recorded::Push(image.clone(), auth.map(|a| a.username.clone())),
+            Some(Op::Push),
+        );
+        Box::pin(async move {
+            r?;
+            for status in [
+                "Pushed".to_string(),
+                format!("{tag}: digest: {PUSHED_DIGEST} size: 527"),
+            ] {
+                progress(Progress {
+                    image: image.clone(),
+                    id: "layer".into(),
+                    status,
+                    current: None,
+                    total: None,
+                });
+            }
+            Ok(PUSHED_DIGEST.to_string())
+        })
     }
 }

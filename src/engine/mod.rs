@@ -14,6 +14,7 @@ pub mod fake;
 
 pub use docker::{DockerEngine, DEFAULT_HOST};
 
+use crate::policy::build::RegistryAuth;
 use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
 use crate::wire::{status, Progress, Signal, WinSize};
@@ -104,6 +105,22 @@ pub trait Engine: Send + Sync + 'static {
     /// container uses or an ID that still has tags.
     fn remove_image<'a>(&'a self, reference: &'a str) -> Call<'a, ImageRemoval>;
 
+    /// Build step 7 (the caller's tags, on the run engine) and `urun push`: gives the
+    /// image `image_id` the name `repo:tag` too (`docker tag`).
+    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()>;
+
+    /// `urun push`: pushes `repo:tag` (a name [`Engine::tag`] gave, `host[:port]/path`)
+    /// to its registry with `auth` (none: anonymously), reporting each event to
+    /// `progress`; returns the pushed manifest's digest (`sha256:<64 hex>`). A registry
+    /// that refuses or does not answer is an error with the daemon's message.
+    fn push<'a>(
+        &'a self,
+        repo: &'a str,
+        tag: &'a str,
+        auth: Option<&'a RegistryAuth>,
+        progress: Box<dyn FnMut(Progress) + Send + 'a>,
+    ) -> Call<'a, String>;
+
     // The build path (see `crate::daemon::build`), on the build engine unless said.
 
     /// Build, step 3: a base image's ID and what the Dockerfile check needs of it
@@ -129,9 +146,6 @@ pub trait Engine: Send + Sync + 'static {
     /// Build, steps 4 and 7 (on the run engine, or the build engine for a base):
     /// loads a `docker save` archive.
     fn load(&self, archive: BoxStream<'static, std::io::Result<Bytes>>) -> Call<'_, ()>;
-
-    /// Build, step 7 (run engine): tags an image (by full ID) `repo:tag`.
-    fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()>;
 
     /// Build, clean-up: deletes an image by full ID (or a prefix of 12 or more hex
     /// digits, as the builder prints them) if it has no tag (never a tagged image: a
@@ -187,6 +201,34 @@ pub struct ImageSummary {
 pub struct ImageRemoval {
     pub untagged: Vec<String>,
     pub deleted: Vec<String>,
+}
+
+/// The digest in the daemon's last push event (`<tag>: digest: sha256:<64 hex> size:
+/// <n>`). Pure.
+pub fn pushed_digest(status: &str) -> Option<String> {
+    let at = status.find("digest: sha256:")? + "digest: ".len();
+    let d = status.get(at..at + 71)?;
+    let hex = &d[7..];
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then(|| d.to_string())
+}
+
+/// bollard 0.19 encodes the `X-Registry-Auth` (and `-Config`) header with base64's
+/// standard alphabet; dockerd 20.10 decodes it with the URL-safe one, and when that
+/// fails it goes on silently without credentials. The two differ only in `+`/`-` and
+/// `/`/`_`, so re-encoding is a character map. Pure.
+pub fn url_safe_base64(standard: &str) -> String {
+    standard
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect()
 }
 
 /// What a running container prints.
@@ -302,6 +344,27 @@ pub fn start_error_status(message: &str) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pushed_digest_is_read_from_the_daemons_last_event() {
+        let d = format!("sha256:{}", "0a".repeat(32));
+        assert_eq!(
+            pushed_digest(&format!("1: digest: {d} size: 527")),
+            Some(d.clone())
+        );
+        assert_eq!(pushed_digest("Pushed"), None);
+        assert_eq!(pushed_digest("1: digest: sha256:abc size: 5"), None);
+        assert_eq!(
+            pushed_digest(&format!("1: digest: {} size: 5", d.to_uppercase())),
+            None
+        );
+    }
+
+    #[test]
+    fn registry_headers_are_re_encoded_in_the_url_safe_alphabet() {
+        assert_eq!(url_safe_base64("ab+c/d=="), "ab-c_d==");
+        assert_eq!(url_safe_base64("e30="), "e30=");
+    }
 
     #[test]
     fn start_errors_map_like_docker_run() {

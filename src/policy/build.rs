@@ -114,6 +114,66 @@ impl Build {
     }
 }
 
+/// Registry credentials, from the file `[build] registry_auth` names:
+/// `{"username": "…", "password": "…"}`. Read by urund only, handed to the engine for
+/// a push; never shown to a user, logged or audited (`Debug` hides the password, and
+/// no parse error quotes the file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// Largest credentials file read.
+pub const MAX_REGISTRY_AUTH: usize = 64 << 10;
+
+impl RegistryAuth {
+    /// Parses the file's text. Errors name the position, never the content.
+    pub fn parse(text: &str) -> Result<RegistryAuth, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            username: String,
+            password: String,
+        }
+        if text.len() > MAX_REGISTRY_AUTH {
+            return Err("larger than 64 KiB".into());
+        }
+        // a derived struct would also take a JSON array: only an object
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| {
+                format!(
+                    "line {} column {}: not a JSON object {{\"username\": \"…\", \"password\": \"…\"}}",
+                    e.line(),
+                    e.column()
+                )
+            })?;
+        let f: File = serde_json::from_value(serde_json::Value::Object(object)).map_err(|_| {
+            "it must have exactly the keys \"username\" and \"password\", both strings".to_string()
+        })?;
+        let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+        if !printable(&f.username) || f.username.contains(':') {
+            return Err("the username is empty, or has a ':' or a control character".into());
+        }
+        if !printable(&f.password) {
+            return Err("the password is empty or has a control character".into());
+        }
+        Ok(RegistryAuth {
+            username: f.username,
+            password: f.password,
+        })
+    }
+}
+
 /// `build.namespace`: one or more lowercase repository path components (`a-z0-9`,
 /// separators `.`, `_`, `__`, `-` inside a component), as Docker's reference grammar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -499,6 +559,29 @@ mod tests {
         assert_eq!(namespace_user(&c), format!("uid{}", c.uid));
         c.name = Some("bob".into());
         assert_eq!(namespace_user(&c), "bob");
+    }
+
+    #[test]
+    fn registry_credentials_parse_strictly_and_never_show_the_password() {
+        let a = RegistryAuth::parse(r#"{"username": "urund", "password": "s3cr/t+"}"#).unwrap();
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            ("urund", "s3cr/t+")
+        );
+        assert!(!format!("{a:?}").contains("s3cr"));
+        for bad in [
+            r#"{"username": "u", "password": "hunter2", "extra": 1}"#,
+            r#"{"username": "u:x", "password": "hunter2"}"#,
+            r#"{"username": "", "password": "hunter2"}"#,
+            r#"{"username": "u", "password": ""}"#,
+            r#"{"username": "u", "password": "hunter2\n"}"#,
+            r#"{"username": "u", "password": hunter2}"#,
+            r#"["u", "hunter2"]"#,
+            "username=u\npassword=hunter2\n",
+        ] {
+            let e = RegistryAuth::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
     }
 
     #[test]

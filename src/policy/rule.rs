@@ -63,11 +63,14 @@ pub enum Rule {
     BuildMaxRuntime,
     /// A reference inside the build namespace, which only builds fill.
     BuildNamespace,
+    /// `urun push` without a usable registry (`[build] registry`, `registry_auth`), or
+    /// while another push of the caller's is in progress.
+    BuildRegistry,
 }
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 39] = [
+    pub const ALL: [Rule; 40] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
@@ -107,6 +110,7 @@ impl Rule {
         Rule::BuildImage,
         Rule::BuildMaxRuntime,
         Rule::BuildNamespace,
+        Rule::BuildRegistry,
     ];
 
     /// The stable id: the audit log's `rule`, and what messages name.
@@ -151,6 +155,7 @@ impl Rule {
             Rule::BuildImage => "build.image",
             Rule::BuildMaxRuntime => "build.max_runtime",
             Rule::BuildNamespace => "build.namespace",
+            Rule::BuildRegistry => "build.registry",
         }
     }
 }

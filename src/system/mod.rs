@@ -339,6 +339,48 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
     Policy::parse(&text, path)
 }
 
+/// Reads the registry credentials file (`[build] registry_auth`): a regular file
+/// (symlinks not followed) owned by root (or the user running urund) that neither
+/// group nor others may read or write, in a directory they cannot write to. Errors
+/// name the file and what to do, never its content.
+pub fn load_registry_auth(path: &Path) -> Result<crate::policy::build::RegistryAuth, String> {
+    let err = |m: String| format!("registry credentials {}: {m}", path.display());
+    let meta = std::fs::symlink_metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if !meta.file_type().is_file() {
+        return Err(err(
+            "is not a regular file (symlinks are not followed)".into()
+        ));
+    }
+    match meta_owner_and_mode(&meta, Owner::RootOrUs, 0o077) {
+        Err(u) if u.bad_owner => {
+            return Err(err(format!(
+                "is owned by uid {}, not root: chown root",
+                u.uid
+            )))
+        }
+        Err(u) => {
+            return Err(err(format!(
+                "is open to group or others (mode {:o}): chmod 600",
+                u.mode
+            )))
+        }
+        Ok(()) => {}
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir_meta = std::fs::metadata(dir.unwrap_or(Path::new(".")))
+        .map_err(|e| err(format!("cannot inspect its directory: {e}")))?;
+    trusted_policy_file(&dir_meta, "its directory").map_err(&err)?;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(crate::policy::build::MAX_REGISTRY_AUTH as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    crate::policy::build::RegistryAuth::parse(&text).map_err(err)
+}
+
 fn trusted_policy_file(meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
     match meta_owner_and_mode(meta, Owner::RootOrUs, 0o022) {
         Ok(()) => Ok(()),
@@ -947,6 +989,32 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::path::PathBuf;
+
+    #[test]
+    fn registry_credentials_must_be_a_file_only_its_owner_can_read() {
+        let dir = std::env::temp_dir().join(format!("urun-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = dir.join("auth.json");
+        std::fs::write(&f, r#"{"username":"u","password":"hunter2"}"#).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_registry_auth(&f).unwrap().username, "u");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = load_registry_auth(&f).unwrap_err();
+        assert!(e.contains("chmod 600") && !e.contains("hunter2"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(load_registry_auth(&link).unwrap_err().contains("symlinks"));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(load_registry_auth(&f)
+            .unwrap_err()
+            .contains("its directory"));
+        assert!(load_registry_auth(&dir.join("none"))
+            .unwrap_err()
+            .contains("cannot read"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_descriptor_passes_with_the_first_bytes() {

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod raw;
+pub mod registry;
 
 use std::fs;
 use std::io::Write;

@@ -318,7 +318,9 @@ fn every_rule_of_a_request_is_covered() {
         Rule::ConnectionsTotal,
         Rule::ConnectionsDescriptors,
         Rule::Docker,
-        // The build path's: policy::build::admit_build, the context and the checks.
+        // The build and image-management paths decide these: policy::build::admit_build,
+        // the context and the checks, urun push.
+        Rule::BuildRegistry,
         Rule::BuildEnabled,
         Rule::BuildGroup,
         Rule::BuildMaxConcurrent,

@@ -1,0 +1,304 @@
+//! `urun push NAME[:TAG]`: promotes one of the caller's own, checked builds to the
+//! policy's registry (`[build] registry`), as `<registry>/<namespace>/<user>/<name>:<tag>`.
+//!
+//! The security argument, in order:
+//! 1. Only a build the caller made through urun: the name must resolve to one of the
+//!    caller's build records ([`super::builds`], written by urund after every check
+//!    passed; an image's labels prove nothing), through one of its tags, and that tag
+//!    must still name the recorded image on the engine. Others' images, images not
+//!    built through urun and builds that failed a check (they have no record) are
+//!    refused with one line (125) and nothing is done.
+//! 2. Only under the caller's own name: the registry path is the local tag, which is
+//!    always inside `<namespace>/<user>/`, behind the registry's address.
+//! 3. The credentials come from the root-only file the policy names, read by urund at
+//!    each push; users never see them, and neither the log nor the audit record
+//!    carries them.
+//! 4. Nothing is left: the registry name exists on the engine only for the push, and
+//!    is removed whatever happened (a registry that is down, refuses, or is slower
+//!    than `[build] max_runtime`). One push per user at a time, so two pushes of the
+//!    same name cannot race on that name.
+//! 5. Recorded: the pushed digest goes into the build record (so a run by digest on
+//!    any host traces back to the build: who, which Dockerfile and context) and into
+//!    the audit record.
+
+use super::audit::Record;
+use super::images::{resolve, NOT_OWN};
+use super::outbox::Outbox;
+use super::pull::{send_progress, Throttle};
+use super::serve::{daemon_error, End};
+use super::Helper;
+use crate::engine::RunError;
+use crate::policy::rule::{Refusal, Rule};
+use crate::system::{self, Caller};
+use crate::wire::{status, Outcome, Progress};
+use std::time::Duration;
+
+/// A user's push in progress; leaves the set on drop.
+struct PushSlot<'a> {
+    helper: &'a Helper,
+    uid: u32,
+}
+
+impl Drop for PushSlot<'_> {
+    fn drop(&mut self) {
+        self.helper.pushes.lock().unwrap().remove(&self.uid);
+    }
+}
+
+/// `repo:tag` split at the tag's `:` (the last one after the last `/`). Pure.
+pub(super) fn split_tag(reference: &str) -> Option<(&str, &str)> {
+    let (repo, tag) = reference.rsplit_once(':')?;
+    (!tag.contains('/') && !repo.is_empty() && !tag.is_empty()).then_some((repo, tag))
+}
+
+/// Which push events the client sees. bollard 0.19 drops the layer id of push
+/// events, so per-layer byte counts cannot be told apart: only status changes go
+/// through, each once in a row; the daemon's first line (the repository) and its
+/// digest line are left out (urun's own last line says both).
+#[derive(Default)]
+pub(super) struct Shown {
+    last: Option<String>,
+}
+
+impl Shown {
+    pub(super) fn pass(&mut self, ev: Progress) -> Option<Progress> {
+        let noise = ev.current.is_some()
+            || ev.status.starts_with("The push refers to")
+            || ev.status.contains("digest: sha256:")
+            || self.last.as_deref() == Some(ev.status.as_str());
+        if noise {
+            return None;
+        }
+        self.last = Some(ev.status.clone());
+        Some(ev)
+    }
+}
+
+impl Helper {
+    /// `urun push NAME[:TAG]` (see the module comment).
+    pub(super) async fn push(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        name: &str,
+        out: &Outbox,
+    ) -> Result<Outcome, End> {
+        let b = &self.policy.build;
+        let refuse = |rule: Rule, m: String| Err(End::Refused(Refusal::new(rule, m)));
+        let Some(registry) = b.registry.as_deref() else {
+            return refuse(
+                Rule::BuildRegistry,
+                "urun push: this host has no registry to push to ([build] registry is not \
+                 set); nothing was pushed"
+                    .into(),
+            );
+        };
+        // 1. One of the caller's builds, by one of its names, still that image.
+        let records = self.records(caller.uid)?;
+        let target = resolve(name, caller.name.as_deref(), b, &records).map_err(|r| {
+            End::Refused(match r.message.contains("more than one") {
+                true => r,
+                false => Refusal::new(
+                    NOT_OWN,
+                    format!(
+                        "{name}: not one of your builds; urun push promotes only images you \
+                         built with urun build (urun images lists them); nothing was pushed"
+                    ),
+                ),
+            })
+        })?;
+        let id = target.record.image_id.clone();
+        rec.image_id = Some(id.clone());
+        let [local] = &target.tags[..] else {
+            return refuse(
+                NOT_OWN,
+                format!(
+                    "{name}: this build has {} names: push one of them (NAME[:TAG], urun \
+                     images lists them); nothing was pushed",
+                    target.tags.len()
+                ),
+            );
+        };
+        let here = self
+            .engine
+            .inspect_image(local)
+            .await
+            .map_err(|e| End::Failed(daemon_error(e)))?;
+        if here.is_none_or(|f| f.id != id) {
+            return refuse(
+                NOT_OWN,
+                format!("{name}: {local} no longer names your build; nothing was pushed"),
+            );
+        }
+        // 2. Under the caller's own name, behind the registry's address.
+        let Some((repo, tag)) = split_tag(local) else {
+            return refuse(
+                NOT_OWN,
+                format!("{name}: not a NAME:TAG; nothing was pushed"),
+            );
+        };
+        let remote = format!("{registry}/{repo}");
+        let reference = format!("{remote}:{tag}");
+        rec.image = reference.clone();
+        // 3. The credentials, if the registry needs them.
+        let auth = match &b.registry_auth {
+            None => None,
+            Some(path) => match system::load_registry_auth(&path.0) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("urund: urun push: {e}");
+                    return refuse(
+                        Rule::BuildRegistry,
+                        "urund cannot use its registry credentials ([build] registry_auth; \
+                         its log says why); nothing was pushed"
+                            .into(),
+                    );
+                }
+            },
+        };
+        // 4. One at a time per user; the registry name removed whatever happens.
+        let _slot = {
+            let mut pushes = self.pushes.lock().unwrap();
+            if !pushes.insert(caller.uid) {
+                return refuse(
+                    Rule::BuildRegistry,
+                    "another urun push of yours is in progress; try again when it has \
+                     finished (nothing was pushed)"
+                        .into(),
+                );
+            }
+            PushSlot {
+                helper: self,
+                uid: caller.uid,
+            }
+        };
+        self.engine
+            .tag(&id, &remote, tag)
+            .await
+            .map_err(|e| End::Failed(daemon_error(e)))?;
+        let limit = Duration::from_secs(b.max_runtime.0);
+        let pushed = tokio::time::timeout(limit, self.push_relaying(&remote, tag, auth, out)).await;
+        if let Err(e) = self.engine.remove_image(&reference).await {
+            // the janitor does not know this name: say so where the administrator looks
+            eprintln!("urund: urun push: removing the name {reference} after the push: {e:#}");
+        }
+        let digest = match pushed {
+            Err(_) => {
+                return Err(End::Failed(RunError {
+                    status: status::MAX_RUNTIME,
+                    message: format!(
+                        "push of {reference} stopped after {} ([build] max_runtime); the \
+                         registry may hold a partial upload, nothing was recorded",
+                        b.max_runtime
+                    ),
+                }))
+            }
+            Ok(Err(e)) if crate::engine::is_unreachable(&e) => {
+                return Err(End::Failed(daemon_error(e)))
+            }
+            Ok(Err(e)) => {
+                return Err(End::Failed(RunError {
+                    status: status::REFUSED,
+                    message: format!("{e:#}; nothing was recorded"),
+                }))
+            }
+            Ok(Ok(d)) => d,
+        };
+        // 5. Recorded.
+        let by_digest = format!("{remote}@{digest}");
+        if let Err(e) = self.builds.add_digest(caller.uid, &id, &by_digest) {
+            eprintln!(
+                "urund: urun push: recording {by_digest} for uid {}: {e:#}",
+                caller.uid
+            );
+        }
+        rec.message = Some(format!("pushed {reference} as {by_digest}"));
+        Ok(Outcome::Pushed { reference, digest })
+    }
+
+    /// The engine's push, its events relayed as `Progress` frames (as a pull's).
+    async fn push_relaying(
+        &self,
+        remote: &str,
+        tag: &str,
+        auth: Option<crate::policy::build::RegistryAuth>,
+        out: &Outbox,
+    ) -> anyhow::Result<String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+        let push = self.engine.push(
+            remote,
+            tag,
+            auth.as_ref(),
+            Box::new(move |ev| {
+                let _ = tx.send(ev);
+            }),
+        );
+        tokio::pin!(push);
+        let mut throttle = Throttle::default();
+        let mut shown = Shown::default();
+        let mut reading = true;
+        let result = loop {
+            tokio::select! {
+                r = &mut push => break r,
+                Some(ev) = rx.recv() => {
+                    let Some(ev) = shown.pass(ev) else { continue };
+                    if let (true, Some((counting, frame))) = (reading, throttle.frame(ev)) {
+                        reading = send_progress(out, counting, frame).await;
+                    }
+                }
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            let Some(ev) = shown.pass(ev) else { continue };
+            if let (true, Some((counting, frame))) = (reading, throttle.frame(ev)) {
+                reading = send_progress(out, counting, frame).await;
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_sees_each_status_change_once_and_no_byte_counts() {
+        let ev = |status: &str, current: Option<u64>| Progress {
+            image: "r:1".into(),
+            id: String::new(),
+            status: status.into(),
+            current,
+            total: None,
+        };
+        let mut s = Shown::default();
+        let seen: Vec<String> = [
+            ev(
+                "The push refers to repository [127.0.0.1:5000/urun/alice/app]",
+                None,
+            ),
+            ev("Preparing", None),
+            ev("Preparing", None),
+            ev("Pushing", Some(10)),
+            ev("Pushing", Some(20)),
+            ev("Pushed", None),
+            ev("Layer already exists", None),
+            ev("1: digest: sha256:abc size: 5", None),
+        ]
+        .into_iter()
+        .filter_map(|e| s.pass(e).map(|e| e.status))
+        .collect();
+        assert_eq!(seen, ["Preparing", "Pushed", "Layer already exists"]);
+    }
+
+    #[test]
+    fn a_reference_splits_at_its_tag() {
+        assert_eq!(split_tag("urun/alice/app:1"), Some(("urun/alice/app", "1")));
+        assert_eq!(
+            split_tag("host:5000/urun/alice/app:v2"),
+            Some(("host:5000/urun/alice/app", "v2"))
+        );
+        assert_eq!(split_tag("host:5000/urun/alice/app"), None);
+        assert_eq!(split_tag("app"), None);
+    }
+}
