@@ -140,11 +140,7 @@ pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
             println!("{item}");
         }
         if p.build.enabled {
-            let userns = match &p.build.engine {
-                Some(path) => build_engine_userns(&format!("unix://{}", path.0.display())).await,
-                None => Ok(security_option(&facts, "userns").is_some()),
-            };
-            for item in build_items(&p, userns) {
+            if let Some(item) = build_memory(&p) {
                 println!("{item}");
             }
         }
@@ -152,60 +148,20 @@ pub async fn run(policy_path: &Path, docker_host: &str) -> i32 {
     status
 }
 
-/// Whether the build engine at `host` runs with `userns-remap` (`docker info`).
-async fn build_engine_userns(host: &str) -> Result<bool, String> {
-    let e = DockerEngine::connect(host)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let info = e.info().await.map_err(|e| format!("{e:#}"))?;
-    Ok(info
-        .security_options
-        .unwrap_or_default()
-        .iter()
-        .any(|o| o.split(',').any(|kv| kv == "name=userns")))
-}
-
-/// `[build]` on this host: the build engine answers and is user-namespaced (else a
-/// RUN step's root is the host's root inside a container), the memory the build API
-/// can carry. Pure, from what was learned of the engine.
-pub fn build_items(p: &Policy, userns: Result<bool, String>) -> Vec<Item> {
-    let which = match &p.build.engine {
-        Some(e) => format!("build engine {}", e.0.display()),
-        None => "build engine (the run daemon)".to_string(),
-    };
-    let mut v = vec![match userns {
-        Ok(true) => item(
-            true,
-            "build engine",
-            format!("{which} has userns-remap: RUN steps run as an unprivileged host uid"),
-        ),
-        Ok(false) => item(
-            false,
-            "build engine",
-            format!(
-                "{which} has no userns-remap: a RUN step runs as root on the host kernel \
-                 (in a container); set [build] engine to a dedicated dockerd with \
-                 \"userns-remap\": \"default\" (README, Building images)"
-            ),
-        ),
-        Err(e) => item(
-            false,
-            "build engine",
-            format!("{which} does not answer ({e}): urund will not start with builds on"),
-        ),
-    }];
+/// `[build] memory` above what the build API carries (a 32-bit field): builds get
+/// less than the policy says. Pure.
+pub fn build_memory(p: &Policy) -> Option<Item> {
     // 2 GiB itself is sent as 2 GiB - 1 byte: not worth a warning.
-    if p.build.memory.0 > crate::policy::forced::BUILD_MAX_MEMORY + 1 {
-        v.push(item(
+    (p.build.memory.0 > crate::policy::forced::BUILD_MAX_MEMORY + 1).then(|| {
+        item(
             false,
             "build memory",
             format!(
                 "[build] memory = {} is more than the build API carries: builds get 2 GiB - 1 byte",
                 p.build.memory
             ),
-        ));
-    }
-    v
+        )
+    })
 }
 
 /// Policy items that depend on this host: do the groups it names exist?
@@ -1072,23 +1028,18 @@ mod tests {
     }
 
     #[test]
-    fn a_build_engine_without_userns_remap_is_warned_about() {
-        let p =
-            Policy::parse("[build]\nenabled = true\nmemory = \"1g\"\n", Path::new("p")).unwrap();
-        let ok = build_items(&p, Ok(true));
-        assert!(ok.iter().all(|i| i.ok), "{ok:?}");
-        let no = build_items(&p, Ok(false));
-        assert!(!no[0].ok && no[0].text.contains("userns-remap"), "{no:?}");
-        assert!(!build_items(&p, Err("gone".into()))[0].ok);
+    fn a_build_memory_above_the_api_field_is_warned_about() {
+        let p = |m: &str| {
+            Policy::parse(
+                &format!("[build]\nenabled = true\nmemory = \"{m}\"\n"),
+                Path::new("p"),
+            )
+            .unwrap()
+        };
         // the default 2g fits (as 2 GiB - 1 byte); more does not
-        let dflt = Policy::parse("[build]\nenabled = true\n", Path::new("p")).unwrap();
-        assert!(build_items(&dflt, Ok(true)).iter().all(|i| i.ok));
-        let big = Policy::parse("[build]\nenabled = true\nmemory = \"3g\"\n", Path::new("p"));
-        let big = build_items(&big.unwrap(), Ok(true));
-        assert!(
-            big.iter().any(|i| !i.ok && i.name == "build memory"),
-            "{big:?}"
-        );
+        assert!(build_memory(&p("1g")).is_none());
+        assert!(build_memory(&p("2g")).is_none());
+        assert!(build_memory(&p("3g")).is_some_and(|i| !i.ok));
     }
 
     #[test]
