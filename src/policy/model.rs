@@ -551,7 +551,9 @@ impl Policy {
 fn locate(text: &str, at: usize) -> (Option<usize>, Option<String>) {
     let at = at.min(text.len());
     let before = &text[..at];
-    let line_no = before.matches('\n').count() + 1;
+    // At the very end of a text that ends with a newline, the last line (not a line
+    // past the end).
+    let line_no = (before.matches('\n').count() + 1).min(text.lines().count().max(1));
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
     let header = |l: &str| {
