@@ -305,6 +305,26 @@ fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
     let text = stdout(&o);
     assert!(text.starts_with(&format!("{}\n", s.alice.uid)), "{text}");
     assert!(text.contains(map_line.trim()), "{text}");
+    // One audit record of the build: who, the digests, the image, the tags, the end.
+    s.d.wait_log("\"argv\":[\"build\",\"app:1\"]", Duration::from_secs(10));
+    let log = s.d.log_text();
+    let line = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("urund audit: "))
+        .find(|l| l.contains("\"argv\":[\"build\",\"app:1\"]"))
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(rec["uid"], s.alice.uid);
+    assert_eq!(rec["status"], 0);
+    assert_eq!(rec["image_id"], id.as_str());
+    assert_eq!(rec["build"]["tags"][0], tag.as_str());
+    let sha = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(df.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert_eq!(rec["build"]["dockerfile"], sha.as_str());
+    assert!(rec["build"]["context_bytes"].as_u64().unwrap() > 0);
     // By ID too.
     let o = s.d.run(&s.alice, &[&id, "true"], b"");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
