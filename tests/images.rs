@@ -103,6 +103,9 @@ fn images_lists_ones_own_builds_and_what_the_policy_admits_only() {
     let ids = stdout(&o);
     assert!(ids.lines().any(|l| l == short(&a_id)), "{ids}");
     assert!(!ids.contains(short(&b_id)), "{ids}");
+    // One repository, as docker images takes it.
+    let o = d.run(&alice, &["images", "-q", test_repo], b"");
+    assert_eq!(stdout(&o), format!("{}\n", short(&image_id(image()))));
     // Bob sees his, not alice's.
     let o = d.run(&bob, &["images"], b"");
     let out = stdout(&o);
