@@ -193,7 +193,8 @@ fn an_image_with_a_tag_outside_the_namespace_keeps_it() {
 
 #[test]
 #[serial]
-fn push_without_a_registry_is_refused_policy_says_whether_one_may_build_and_non_members_get_nothing() {
+fn push_without_a_registry_is_refused_policy_says_whether_one_may_build_and_non_members_get_nothing(
+) {
     let (g, alice, _bob, d) = setup();
     let o = d.run(&alice, &["push", "app:1"], b"");
     assert_eq!(o.status.code(), Some(125));
