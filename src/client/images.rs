@@ -111,7 +111,17 @@ pub fn images_main(argv: Vec<OsString>) -> u8 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     finish(r, |o| match o {
-        Outcome::Images { images } => Ok(images_table(&images, a.quiet, a.no_trunc, now)),
+        Outcome::Images { images } => {
+            let rows: Vec<ImageRow> = images
+                .into_iter()
+                .filter(|r| {
+                    a.filter
+                        .as_deref()
+                        .is_none_or(|f| matches_filter(&r.reference, f))
+                })
+                .collect();
+            Ok(images_table(&rows, a.quiet, a.no_trunc, now))
+        }
         _ => Err(unexpected()),
     })
 }
@@ -162,6 +172,13 @@ pub fn push_main(argv: Vec<OsString>) -> u8 {
 /// Text from urund without control characters.
 fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// `docker images REPOSITORY[:TAG]`: the row's repository is the argument, or its
+/// `repository:tag` is.
+pub(crate) fn matches_filter(reference: &str, filter: &str) -> bool {
+    let (repo, tag) = split_reference(reference);
+    repo == filter || format!("{repo}:{tag}") == filter
 }
 
 /// docker rmi's lines: `Untagged: REF` then `Deleted: ID`.
@@ -409,6 +426,15 @@ urun/alice/app     1         0123456789ab   About a minute ago   72.8MB
         ] {
             assert_eq!(human_duration(s), want, "{s}");
         }
+    }
+
+    #[test]
+    fn a_repository_argument_filters_as_docker_images_does() {
+        assert!(matches_filter("urun/alice/app:1", "urun/alice/app"));
+        assert!(matches_filter("urun/alice/app:1", "urun/alice/app:1"));
+        assert!(!matches_filter("urun/alice/app:1", "urun/alice/app:2"));
+        assert!(!matches_filter("urun/alice/app:1", "app"));
+        assert!(!matches_filter("urun/alice/app2:1", "urun/alice/app"));
     }
 
     #[test]

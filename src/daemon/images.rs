@@ -455,4 +455,18 @@ mod tests {
         let e = resolve("abcd", Some("alice"), &b, &[r1, r2]).unwrap_err();
         assert!(e.message.contains("more than one"), "{}", e.message);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any name a client sends: no panic, and a hit is always one of the records.
+        #[test]
+        fn resolving_any_name_never_panics_and_finds_only_records(name in "\\PC{0,80}|[0-9a-f:sha]{0,70}") {
+            let b = policy("").build;
+            let records = [record('a', &["urun/alice/app:1"]), record('b', &[])];
+            if let Ok(t) = resolve(&name, Some("alice"), &b, &records) {
+                proptest::prop_assert!(records.contains(&t.record));
+                proptest::prop_assert!(t.tags.iter().all(|x| t.record.tags.contains(x)));
+            }
+        }
+    }
 }
