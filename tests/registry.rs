@@ -279,40 +279,10 @@ fn urund_check_reports_the_registry_and_the_build_engine() {
     );
 }
 
-/// Removes the `dockremap` user (and its subordinate ranges) on drop if it did not exist
-/// when made: a `userns-remap = "default"` engine adds it and `ExtraEngine` leaves it
-/// (shared by every such engine). The same guard as tests/build.rs's.
-struct Dockremap(bool);
-
-impl Dockremap {
-    fn note() -> Dockremap {
-        Dockremap(!sh("getent", &["passwd", "dockremap"]).status.success())
-    }
-}
-
-impl Drop for Dockremap {
-    fn drop(&mut self) {
-        if self.0 && sh("getent", &["passwd", "dockremap"]).status.success() {
-            let _ = sh("userdel", &["dockremap"]);
-            let _ = sh("groupdel", &["dockremap"]);
-            for f in ["/etc/subuid", "/etc/subgid"] {
-                if let Ok(t) = std::fs::read_to_string(f) {
-                    let kept: String = t
-                        .lines()
-                        .filter(|l| !l.starts_with("dockremap:"))
-                        .map(|l| format!("{l}\n"))
-                        .collect();
-                    let _ = std::fs::write(f, kept);
-                }
-            }
-        }
-    }
-}
-
 #[test]
 #[serial]
 fn urund_check_sees_userns_remap_on_a_dedicated_build_engine() {
-    let _dockremap = Dockremap::note(); // dropped last, after the engine
+    let _dockremap = common::engine::Dockremap::note(); // dropped last, after the engine
     let engine = common::engine::ExtraEngine::start(common::engine::EngineConfig {
         userns_remap: Some("default".into()),
         ..Default::default()
