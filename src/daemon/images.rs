@@ -45,12 +45,12 @@ impl Helper {
                 rec.argv = vec!["images".into()];
                 if registry {
                     rec.argv.push("--registry".into());
-                    return End::Failed(crate::engine::RunError {
-                        status: crate::wire::status::REFUSED,
-                        message: "urun images --registry is not available yet on this host".into(),
-                    });
+                    self.records(caller.uid).map(|r| Outcome::Images {
+                        images: promoted_rows(&r),
+                    })
+                } else {
+                    self.images(caller).await
                 }
-                self.images(caller).await
             }
             Op::Rmi { images } => {
                 rec.argv = std::iter::once("rmi".to_string())
@@ -288,6 +288,31 @@ pub(super) fn image_rows(
         .collect()
 }
 
+/// `urun images --registry`: what the caller pushed, one row per digest reference
+/// (`host/urun/alice/app@sha256:…`) with the build's ID and time, newest first, as
+/// urund's build records have them (the registry is not asked). Pure.
+pub(super) fn promoted_rows(records: &[BuildRecord]) -> Vec<ImageRow> {
+    let mut rows: Vec<ImageRow> = records
+        .iter()
+        .flat_map(|r| {
+            r.digests.iter().map(|d| ImageRow {
+                reference: d.clone(),
+                id: r.image_id.clone(),
+                created: i64::try_from(r.created).unwrap_or(i64::MAX),
+                size: 0,
+                own: true,
+                digest: d.rsplit_once('@').map(|(_, d)| d.to_string()),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(a.reference.cmp(&b.reference))
+    });
+    rows
+}
+
 /// The audit message of an `rmi`.
 fn removed_message(r: &ImageRemoval) -> String {
     format!(
@@ -443,6 +468,22 @@ mod tests {
         // Without a user name, only the full forms and IDs.
         assert!(resolve("app:1", None, &b, &records).is_err());
         assert!(resolve("urun/alice/app:1", None, &b, &records).is_ok());
+    }
+
+    #[test]
+    fn promoted_rows_are_the_records_digests() {
+        let mut a = record('a', &["urun/alice/app:1"]);
+        a.digests = vec![format!("reg:5000/urun/alice/app@sha256:{}", "1".repeat(64))];
+        a.created = 5;
+        let b = record('b', &[]);
+        let rows = promoted_rows(&[a.clone(), b]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].reference, a.digests[0]);
+        assert_eq!(rows[0].digest, Some(format!("sha256:{}", "1".repeat(64))));
+        assert_eq!(
+            (rows[0].id.as_str(), rows[0].created),
+            (id('a').as_str(), 5)
+        );
     }
 
     #[test]
