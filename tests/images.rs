@@ -103,6 +103,9 @@ fn images_lists_ones_own_builds_and_what_the_policy_admits_only() {
     let ids = stdout(&o);
     assert!(ids.lines().any(|l| l == short(&a_id)), "{ids}");
     assert!(!ids.contains(short(&b_id)), "{ids}");
+    // One repository, as docker images takes it.
+    let o = d.run(&alice, &["images", "-q", test_repo], b"");
+    assert_eq!(stdout(&o), format!("{}\n", short(&image_id(image()))));
     // Bob sees his, not alice's.
     let o = d.run(&bob, &["images"], b"");
     let out = stdout(&o);
@@ -190,7 +193,8 @@ fn an_image_with_a_tag_outside_the_namespace_keeps_it() {
 
 #[test]
 #[serial]
-fn push_without_a_registry_is_refused_and_non_members_get_nothing() {
+fn push_without_a_registry_is_refused_policy_says_whether_one_may_build_and_non_members_get_nothing(
+) {
     let (g, alice, _bob, d) = setup();
     let o = d.run(&alice, &["push", "app:1"], b"");
     assert_eq!(o.status.code(), Some(125));
@@ -199,8 +203,19 @@ fn push_without_a_registry_is_refused_and_non_members_get_nothing() {
         "urun: urun push: this host has no registry to push to ([build] registry is not \
          set); nothing was pushed\n"
     );
+    // nothing pushed: the header only
     let o = d.run(&alice, &["images", "--registry"], b"");
-    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "REPOSITORY   DIGEST    IMAGE ID   CREATED\n");
+    // urun --policy says whether one may build.
+    let o = d.run(&alice, &["--policy"], b"");
+    assert!(
+        stdout(&o).contains(
+            "Building images (urun build): not available here (policy [build] enabled = false)\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
     let outsider = TestUser::new(&[]);
     for args in [&["images"][..], &["rmi", "x"]] {
         let o = d.run(&outsider, args, b"");

@@ -263,6 +263,13 @@ fn urund_check_reports_the_registry_and_the_build_engine() {
         lines[0].starts_with("WARN") && lines[0].contains("chmod 600"),
         "{lines:?}"
     );
+    // a TLS registry
+    let tls = TestRegistry::with_tls();
+    let p_tls = CheckPolicy::new(&format!("registry = \"{}\"\n", tls.addr), None);
+    assert_eq!(
+        p_tls.lines("registry:"),
+        [format!("OK   registry: {}: reachable, TLS", tls.addr)]
+    );
     // the registry down
     reg.stop();
     let lines = p.lines("registry:");
@@ -275,6 +282,7 @@ fn urund_check_reports_the_registry_and_the_build_engine() {
 #[test]
 #[serial]
 fn urund_check_sees_userns_remap_on_a_dedicated_build_engine() {
+    let _dockremap = common::engine::Dockremap::note(); // dropped last, after the engine
     let engine = common::engine::ExtraEngine::start(common::engine::EngineConfig {
         userns_remap: Some("default".into()),
         ..Default::default()

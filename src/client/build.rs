@@ -349,6 +349,12 @@ impl<'a, W: Write> FrameSink<'a, W> {
         Ok(())
     }
 
+    /// Sends what is buffered; returns the bytes sent in all.
+    pub(crate) fn flush_all(&mut self) -> io::Result<u64> {
+        self.send_buf()?;
+        Ok(self.sent)
+    }
+
     /// Sends what is buffered and the `ContextEnd` frame; returns the bytes sent.
     pub(crate) fn end(mut self) -> io::Result<u64> {
         self.send_buf()?;
@@ -461,9 +467,10 @@ pub(crate) fn send_context<W: Write>(
                 .map_err(out_err)?;
         }
     }
-    let sent = sink.end().map_err(out_err)?;
+    // The last line before `ContextEnd`: urund's findings come after it.
+    let sent = sink.flush_all().map_err(out_err)?;
     progress.show(sent, true);
-    Ok(sent)
+    sink.end().map_err(out_err)
 }
 
 /// A context of one file, `Dockerfile` (what docker makes of a Dockerfile on stdin).

@@ -28,7 +28,7 @@ const REFUSED: &str = "Docker flags urun refuses (exit 125, the message says why
     override_usage = "urun [OPTIONS] IMAGE [COMMAND [ARG...]]\n       \
                       urun run [OPTIONS] IMAGE [COMMAND [ARG...]]\n       \
                       urun build [OPTIONS] PATH | -\n       \
-                      urun images [OPTIONS]\n       \
+                      urun images [OPTIONS] [REPOSITORY[:TAG]]\n       \
                       urun rmi IMAGE...\n       \
                       urun push NAME[:TAG]"
 )]

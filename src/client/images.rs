@@ -111,7 +111,20 @@ pub fn images_main(argv: Vec<OsString>) -> u8 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     finish(r, |o| match o {
-        Outcome::Images { images } => Ok(images_table(&images, a.quiet, a.no_trunc, now)),
+        Outcome::Images { images } if a.registry => {
+            Ok(registry_table(&images, a.quiet, a.no_trunc, now))
+        }
+        Outcome::Images { images } => {
+            let rows: Vec<ImageRow> = images
+                .into_iter()
+                .filter(|r| {
+                    a.filter
+                        .as_deref()
+                        .is_none_or(|f| matches_filter(&r.reference, f))
+                })
+                .collect();
+            Ok(images_table(&rows, a.quiet, a.no_trunc, now))
+        }
         _ => Err(unexpected()),
     })
 }
@@ -162,6 +175,13 @@ pub fn push_main(argv: Vec<OsString>) -> u8 {
 /// Text from urund without control characters.
 fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// `docker images REPOSITORY[:TAG]`: the row's repository is the argument, or its
+/// `repository:tag` is.
+pub(crate) fn matches_filter(reference: &str, filter: &str) -> bool {
+    let (repo, tag) = split_reference(reference);
+    repo == filter || format!("{repo}:{tag}") == filter
 }
 
 /// docker rmi's lines: `Untagged: REF` then `Deleted: ID`.
@@ -261,6 +281,59 @@ pub(crate) fn images_table(rows: &[ImageRow], quiet: bool, full: bool, now: i64)
     t
 }
 
+/// `urun images --registry`: what you pushed, as `docker images --digests` shows
+/// digests (REPOSITORY DIGEST IMAGE ID CREATED), in urund's order; or the digest
+/// references alone with `quiet` (what a run host is given).
+pub(crate) fn registry_table(rows: &[ImageRow], quiet: bool, full: bool, now: i64) -> String {
+    if quiet {
+        return rows
+            .iter()
+            .map(|r| format!("{}\n", clean(&r.reference)))
+            .collect();
+    }
+    let mut table = vec![[
+        "REPOSITORY".to_string(),
+        "DIGEST".into(),
+        "IMAGE ID".into(),
+        "CREATED".into(),
+    ]];
+    for r in rows {
+        let repo = r
+            .reference
+            .rsplit_once('@')
+            .map_or(&r.reference[..], |(n, _)| n);
+        table.push([
+            clean(repo),
+            clean(r.digest.as_deref().unwrap_or("<none>")),
+            show_id(&r.id, full),
+            created(now - r.created),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| {
+            let w = table
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0);
+            (w + 3).max(10)
+        })
+        .collect();
+    let mut t = String::new();
+    for row in &table {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            match c {
+                3 => line.push_str(cell),
+                _ => line.push_str(&format!("{cell:<w$}", w = widths[c])),
+            }
+        }
+        t.push_str(line.trim_end());
+        t.push('\n');
+    }
+    t
+}
+
 /// docker's CREATED column: `units.HumanDuration` and " ago".
 fn created(age: i64) -> String {
     if age < 0 {
@@ -291,6 +364,37 @@ pub(crate) fn human_duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_table_shows_what_was_pushed_by_digest() {
+        let d = format!("sha256:{}", "1".repeat(64));
+        let r = ImageRow {
+            reference: format!("reg:5000/urun/alice/app@{d}"),
+            id: format!("sha256:{}", "a".repeat(64)),
+            created: 100,
+            size: 0,
+            own: true,
+            digest: Some(d.clone()),
+        };
+        let t = registry_table(std::slice::from_ref(&r), false, false, 160);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].starts_with("REPOSITORY") && lines[0].contains("DIGEST"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("reg:5000/urun/alice/app") && lines[1].contains(&d),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("aaaaaaaaaaaa ") && lines[1].ends_with("About a minute ago"),
+            "{t}"
+        );
+        assert_eq!(
+            registry_table(std::slice::from_ref(&r), true, false, 160),
+            format!("{}\n", r.reference)
+        );
+    }
 
     fn row(reference: &str, id: &str, created: i64, size: u64) -> ImageRow {
         ImageRow {
@@ -409,6 +513,15 @@ urun/alice/app     1         0123456789ab   About a minute ago   72.8MB
         ] {
             assert_eq!(human_duration(s), want, "{s}");
         }
+    }
+
+    #[test]
+    fn a_repository_argument_filters_as_docker_images_does() {
+        assert!(matches_filter("urun/alice/app:1", "urun/alice/app"));
+        assert!(matches_filter("urun/alice/app:1", "urun/alice/app:1"));
+        assert!(!matches_filter("urun/alice/app:1", "urun/alice/app:2"));
+        assert!(!matches_filter("urun/alice/app:1", "app"));
+        assert!(!matches_filter("urun/alice/app2:1", "urun/alice/app"));
     }
 
     #[test]

@@ -45,12 +45,12 @@ impl Helper {
                 rec.argv = vec!["images".into()];
                 if registry {
                     rec.argv.push("--registry".into());
-                    return End::Failed(crate::engine::RunError {
-                        status: crate::wire::status::REFUSED,
-                        message: "urun images --registry is not available yet on this host".into(),
-                    });
+                    self.records(caller.uid).map(|r| Outcome::Images {
+                        images: promoted_rows(&r),
+                    })
+                } else {
+                    self.images(caller).await
                 }
-                self.images(caller).await
             }
             Op::Rmi { images } => {
                 rec.argv = std::iter::once("rmi".to_string())
@@ -288,6 +288,31 @@ pub(super) fn image_rows(
         .collect()
 }
 
+/// `urun images --registry`: what the caller pushed, one row per digest reference
+/// (`host/urun/alice/app@sha256:…`) with the build's ID and time, newest first, as
+/// urund's build records have them (the registry is not asked). Pure.
+pub(super) fn promoted_rows(records: &[BuildRecord]) -> Vec<ImageRow> {
+    let mut rows: Vec<ImageRow> = records
+        .iter()
+        .flat_map(|r| {
+            r.digests.iter().map(|d| ImageRow {
+                reference: d.clone(),
+                id: r.image_id.clone(),
+                created: i64::try_from(r.created).unwrap_or(i64::MAX),
+                size: 0,
+                own: true,
+                digest: d.rsplit_once('@').map(|(_, d)| d.to_string()),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(a.reference.cmp(&b.reference))
+    });
+    rows
+}
+
 /// The audit message of an `rmi`.
 fn removed_message(r: &ImageRemoval) -> String {
     format!(
@@ -446,6 +471,22 @@ mod tests {
     }
 
     #[test]
+    fn promoted_rows_are_the_records_digests() {
+        let mut a = record('a', &["urun/alice/app:1"]);
+        a.digests = vec![format!("reg:5000/urun/alice/app@sha256:{}", "1".repeat(64))];
+        a.created = 5;
+        let b = record('b', &[]);
+        let rows = promoted_rows(&[a.clone(), b]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].reference, a.digests[0]);
+        assert_eq!(rows[0].digest, Some(format!("sha256:{}", "1".repeat(64))));
+        assert_eq!(
+            (rows[0].id.as_str(), rows[0].created),
+            (id('a').as_str(), 5)
+        );
+    }
+
+    #[test]
     fn an_ambiguous_id_prefix_is_refused() {
         let b = policy("").build;
         let mut r1 = record('a', &[]);
@@ -454,5 +495,19 @@ mod tests {
         r2.image_id = format!("sha256:abcd{}", "1".repeat(60));
         let e = resolve("abcd", Some("alice"), &b, &[r1, r2]).unwrap_err();
         assert!(e.message.contains("more than one"), "{}", e.message);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any name a client sends: no panic, and a hit is always one of the records.
+        #[test]
+        fn resolving_any_name_never_panics_and_finds_only_records(name in "\\PC{0,80}|[0-9a-f:sha]{0,70}") {
+            let b = policy("").build;
+            let records = [record('a', &["urun/alice/app:1"]), record('b', &[])];
+            if let Ok(t) = resolve(&name, Some("alice"), &b, &records) {
+                proptest::prop_assert!(records.contains(&t.record));
+                proptest::prop_assert!(t.tags.iter().all(|x| t.record.tags.contains(x)));
+            }
+        }
     }
 }

@@ -72,7 +72,8 @@ pub struct Build {
     /// `[build.rules]`: severity per Dockerfile rule id (the fixed rules cannot be
     /// lowered).
     pub rules: RuleSeverities,
-    /// Registry `urun push` promotes to (`host[:port]`).
+    /// Registry `urun push` promotes to (`host[:port]`; see [`registry_host`]).
+    #[serde(deserialize_with = "registry_host")]
     pub registry: Option<String>,
     /// Root-only JSON file with the registry's credentials (`{"username": …,
     /// "password": …}`); read by urund only.
@@ -171,6 +172,54 @@ impl RegistryAuth {
             username: f.username,
             password: f.password,
         })
+    }
+}
+
+/// `build.registry`: a registry address as Docker's reference grammar reads the first
+/// component of a name: `host[:port]` (letters, digits, `-` inside `.`-separated
+/// labels, or `[IPv6]`), and one Docker takes for a registry: with a `.` or a `:`, or
+/// `localhost`. Anything else would make `<it>/urun/alice/app` a Docker Hub
+/// repository, and `urun push` would go there.
+fn registry_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let err = || {
+        de::Error::custom(format!(
+            "invalid registry {s:?}: host[:port] (no scheme, no path), with a `.` or a port \
+             (or localhost) so that Docker does not take it for a Docker Hub name"
+        ))
+    };
+    let (host, port, ip6) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (ip6, after) = rest.split_once(']').ok_or_else(err)?;
+            let port = match after {
+                "" => None,
+                a => Some(a.strip_prefix(':').ok_or_else(err)?),
+            };
+            (ip6, port, true)
+        }
+        None => match s.split_once(':') {
+            Some((h, p)) => (h, Some(p), false),
+            None => (s.as_str(), None, false),
+        },
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let host_ok = match ip6 {
+        true => !host.is_empty() && host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
+        false => host.split('.').all(label),
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let registry_like = ip6 || host.contains('.') || port.is_some() || host == "localhost";
+    if s.len() <= 255 && host_ok && port_ok && registry_like {
+        Ok(Some(s))
+    } else {
+        Err(err())
     }
 }
 
@@ -581,6 +630,37 @@ mod tests {
         ] {
             let e = RegistryAuth::parse(bad).unwrap_err();
             assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_registry_is_a_host_and_port_docker_takes_for_a_registry() {
+        for good in [
+            "127.0.0.1:5000",
+            "registry.example.org",
+            "registry.example.org:443",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "reg-1.site:5000",
+        ] {
+            let p = parse(&format!("[build]\nregistry = {good:?}\n"));
+            assert_eq!(p.unwrap().build.registry.as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "myregistry",
+            "https://registry.example.org",
+            "registry.example.org/path",
+            "registry.example.org:",
+            "registry.example.org:port",
+            "-a.b",
+            "a..b",
+            "[::1",
+            "reg istry.org",
+        ] {
+            let e = parse(&format!("[build]\nregistry = {bad:?}\n")).unwrap_err();
+            assert!(e.contains("invalid registry"), "{bad}: {e}");
         }
     }
 

@@ -854,3 +854,41 @@ fn must_ok(cmd: &str, args: &[&str]) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Removes the `dockremap` user (and its subordinate ranges) on drop if it did not exist
+/// when made: a `userns-remap = "default"` engine adds it and `ExtraEngine` leaves it
+/// (shared by every such engine). Make it before the engine, drop it after.
+pub struct Dockremap(bool);
+
+impl Dockremap {
+    pub fn note() -> Dockremap {
+        Dockremap(
+            !super::sh("getent", &["passwd", "dockremap"])
+                .status
+                .success(),
+        )
+    }
+}
+
+impl Drop for Dockremap {
+    fn drop(&mut self) {
+        if self.0
+            && super::sh("getent", &["passwd", "dockremap"])
+                .status
+                .success()
+        {
+            let _ = super::sh("userdel", &["dockremap"]);
+            let _ = super::sh("groupdel", &["dockremap"]);
+            for f in ["/etc/subuid", "/etc/subgid"] {
+                if let Ok(t) = std::fs::read_to_string(f) {
+                    let kept: String = t
+                        .lines()
+                        .filter(|l| !l.starts_with("dockremap:"))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    let _ = std::fs::write(f, kept);
+                }
+            }
+        }
+    }
+}

@@ -20,6 +20,8 @@ pub struct TestRegistry {
     pub addr: String,
     /// The credentials it requires, if any.
     pub credentials: Option<(String, String)>,
+    /// It serves TLS (a self-signed certificate), not plain HTTP.
+    pub tls: bool,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -27,15 +29,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry without authentication.
     pub fn start() -> TestRegistry {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// Starts a registry that requires `user`/`password` (HTTP basic, htpasswd).
     pub fn with_credentials(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Some((user.to_string(), password.to_string())))
+        Self::start_with(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> TestRegistry {
+    /// Starts a registry that serves TLS with a self-signed certificate (for what
+    /// `urund check` sees; Docker would not trust it).
+    pub fn with_tls() -> TestRegistry {
+        Self::start_with(None, true)
+    }
+
+    fn start_with(credentials: Option<(String, String)>, tls: bool) -> TestRegistry {
         super::image(); // tests/setup.sh: docker-registry and htpasswd are installed
         let dir = std::env::temp_dir().join(format!("urun-registry-{}", unique()));
         fs::create_dir_all(dir.join("data")).unwrap();
@@ -44,6 +52,7 @@ impl TestRegistry {
         let mut reg = TestRegistry {
             addr: addr.clone(),
             credentials: credentials.clone(),
+            tls,
             dir: dir.clone(),
             child: None,
         };
@@ -66,11 +75,34 @@ impl TestRegistry {
                 htpasswd.display()
             );
         }
+        let mut http_tls = String::new();
+        if tls {
+            let o = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem"))
+                .output()
+                .expect("openssl");
+            assert!(
+                o.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            http_tls = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            );
+        }
         let config = format!(
             "version: 0.1\n\
              log:\n  level: error\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: {addr}\n  secret: urun-test-{}\n\
+             http:\n  addr: {addr}\n  secret: urun-test-{}\n{http_tls}\
              {auth}",
             dir.join("data").display(),
             unique()
@@ -89,7 +121,13 @@ impl TestRegistry {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = reg.get("/v2/").map(|(s, _)| s) {
+            if tls {
+                // answering at all: Go's TLS server tells a plain request it is one
+                if let Some((_, resp)) = reg.get("/v2/") {
+                    assert!(resp.contains("HTTPS server"), "{resp}");
+                    break;
+                }
+            } else if let Some(status) = reg.get("/v2/").map(|(s, _)| s) {
                 assert_eq!(status, 200, "GET /v2/ on the test registry");
                 if credentials.is_some() {
                     let anonymous = reg.request("GET", "/v2/", &[], false).map(|(s, _)| s);

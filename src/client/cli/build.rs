@@ -363,7 +363,7 @@ pub fn labels(args: &[String]) -> BTreeMap<String, String> {
     bin_name = "urun images",
     version,
     about = "List the images you may run: your own builds and those the policy allows",
-    override_usage = "urun images [OPTIONS]"
+    override_usage = "urun images [OPTIONS] [REPOSITORY[:TAG]]"
 )]
 pub struct ImagesArgs {
     /// urund's socket
@@ -378,6 +378,9 @@ pub struct ImagesArgs {
     /// The builds you promoted to the policy's registry (urun push)
     #[arg(long)]
     pub registry: bool,
+    /// Only this repository (and tag), as docker images takes it
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub filter: Option<String>,
 }
 
 /// `urun rmi`: removes your own builds.
@@ -440,7 +443,7 @@ pub struct PushArgs {
 /// `urun images`' one-line errors.
 pub const IMAGES_USAGE: Usage = Usage {
     docker: "images",
-    usage: "urun images [OPTIONS]",
+    usage: "urun images [OPTIONS] [REPOSITORY[:TAG]]",
     help: "urun images --help",
 };
 /// `urun rmi`'s one-line errors.

@@ -350,3 +350,40 @@ fn clap_definitions_are_consistent() {
     push_command().debug_assert();
     completion_command().debug_assert();
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("run".to_string()),
+            Just("build".to_string()),
+            Just("--socket".to_string()),
+            Just("--socket=/s".to_string()),
+            Just("-e".to_string()),
+            Just("-it".to_string()),
+            Just("--".to_string()),
+            Just("-".to_string()),
+            "[-a-z=/.]{0,8}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever the words: no panic; a run keeps every word but at most the one
+        /// `run`; another command keeps everything after its word.
+        #[test]
+        fn splitting_never_panics_and_loses_no_argument(words in proptest::collection::vec(word(), 0..8)) {
+            let mut argv = vec!["urun".to_string()];
+            argv.extend(words);
+            if let Ok((sub, out)) = split(&argv.iter().map(String::as_str).collect::<Vec<_>>()) {
+                match sub {
+                    Sub::Run => prop_assert!(out.len() == argv.len() || out.len() + 1 == argv.len()),
+                    _ => prop_assert!(out.len() < argv.len()),
+                }
+                prop_assert_eq!(&out[0], "urun");
+            }
+        }
+    }
+}
