@@ -111,7 +111,10 @@ impl Dockremap {
 impl Drop for Dockremap {
     fn drop(&mut self) {
         if self.0 && sh("getent", &["passwd", "dockremap"]).status.success() {
-            let _ = sh("userdel", &["dockremap"]);
+            let o = sh("userdel", &["dockremap"]);
+            if !o.status.success() {
+                eprintln!("userdel dockremap: {}", stderr(&o));
+            }
             let _ = sh("groupdel", &["dockremap"]);
             for f in ["/etc/subuid", "/etc/subgid"] {
                 if let Ok(t) = std::fs::read_to_string(f) {
