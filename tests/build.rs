@@ -560,10 +560,12 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
          ENV API_TOKEN=x\nUSER 1000\n",
         image()
     );
-    let o = build(&s, &s.alice, &df, &["warned"]);
+    // A name of several components lands in the namespace as well.
+    let o = build(&s, &s.alice, &df, &["warned", "team/warned:2"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     s.built.0.push(own_id(&s.alice, "warned"));
+    assert_eq!(own_id(&s.alice, "team/warned:2"), own_id(&s.alice, "warned"));
     assert!(
         err.contains("urun: build: warning [image.secret-env] image:"),
         "{err}"

@@ -125,8 +125,8 @@ fn valid_user(u: &str) -> bool {
     u.len() <= MAX_TEXT && crate::policy::build::path_component(u)
 }
 
-/// A stored tag: `<something>/<user>/<name>:<tag>`, no control characters or spaces,
-/// with the user's own component right before the name. Pure.
+/// A stored tag: `<namespace>/<user>/<name>:<tag>` (the namespace and the name may
+/// have several components), no control characters or spaces. Pure.
 fn valid_tag(t: &str, user: &str) -> bool {
     if t.len() > MAX_TEXT || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return false;
@@ -137,8 +137,11 @@ fn valid_tag(t: &str, user: &str) -> bool {
     if tag.is_empty() || tag.contains('/') {
         return false;
     }
+    // <namespace, one or more components>/<user>/<name, one or more components>
     let parts: Vec<&str> = repo.split('/').collect();
-    parts.len() >= 3 && parts[parts.len() - 2] == user && parts.iter().all(|p| !p.is_empty())
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[1..parts.len() - 1].contains(&user)
 }
 
 /// `name` with `:latest` if it has no tag (a `:` after the last `/`). Pure.
@@ -650,6 +653,26 @@ mod tests {
         assert_eq!(parse_uid("1000"), Some(1000));
         for bad in ["", "01", "+1", "-1", "1 ", "4294967296", "a"] {
             assert_eq!(parse_uid(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_tag_is_in_its_users_namespace_with_any_number_of_components() {
+        for ok in [
+            "urun/alice/app:1",
+            "urun/alice/team/app:1",
+            "site/builds/alice/app:x",
+        ] {
+            assert!(valid_tag(ok, "alice"), "{ok}");
+        }
+        for bad in [
+            "urun/bob/app:1",
+            "alice/app:1",
+            "urun/alice:1",
+            "urun//alice/a:1",
+            "urun/alice/a",
+        ] {
+            assert!(!valid_tag(bad, "alice"), "{bad}");
         }
     }
 
