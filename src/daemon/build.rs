@@ -393,6 +393,7 @@ impl Helper {
         };
         // Unlinked at once: nothing to clean up, whatever happens.
         let _ = std::fs::remove_file(&path);
+        let file = Arc::new(file);
         let mut hasher = Sha256::new();
         let mut len: u64 = 0;
         loop {
@@ -418,13 +419,21 @@ impl Helper {
                         ));
                     }
                     hasher.update(&p);
-                    if let Err(e) = file.write_all_at(&p, len) {
+                    let n = p.len() as u64;
+                    // On a blocking thread: a disk that throttles writes holds up this
+                    // build only, never urund's one runtime thread.
+                    let f = file.clone();
+                    let written = tokio::task::spawn_blocking(move || f.write_all_at(&p, len))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                    if let Err(e) = written {
                         return Err(End::Failed(RunError {
                             status: status::REFUSED,
                             message: format!("urund cannot spool the build context: {e}"),
                         }));
                     }
-                    len += p.len() as u64;
+                    len += n;
                 }
                 (Kind::ContextEnd, p) if p.is_empty() => break,
                 (Kind::Signal, p) => return Err(interrupted(Signal::decode(&p).ok())),
@@ -438,7 +447,7 @@ impl Helper {
         }
         rec.bytes_in = len;
         Ok(Spool {
-            file: Arc::new(file),
+            file,
             len,
             sha: hex(hasher.finalize()),
         })
