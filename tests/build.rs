@@ -565,7 +565,10 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     s.built.0.push(own_id(&s.alice, "warned"));
-    assert_eq!(own_id(&s.alice, "team/warned:2"), own_id(&s.alice, "warned"));
+    assert_eq!(
+        own_id(&s.alice, "team/warned:2"),
+        own_id(&s.alice, "warned")
+    );
     assert!(
         err.contains("urun: build: warning [image.secret-env] image:"),
         "{err}"
@@ -573,4 +576,58 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
     assert!(!err.contains("API_TOKEN=x"), "{err}");
     let (containers, images) = s.build_engine_leftovers();
     assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+}
+
+/// Measurement, not a check (run with `--ignored --nocapture`): the same build of a
+/// 64 MiB context through `urun build` and with `docker build` straight at the build
+/// engine, three times each, wall-clock.
+#[test]
+#[serial]
+#[ignore]
+fn measure_a_build_through_urund_against_docker_build() {
+    let s = Setup::new("");
+    let dir = tmp(0o755);
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.0.join("big"), &big).unwrap();
+    std::fs::set_permissions(
+        dir.0.join("big"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let df = format!("FROM {}\nCOPY big /big\nUSER 1000\n", image());
+    std::fs::write(dir.0.join("Dockerfile"), &df).unwrap();
+    let path = dir.0.display().to_string();
+    let mut built = Built::default();
+    for round in 0..3 {
+        let t = Instant::now();
+        let o =
+            s.d.urun(&s.alice, &["build", "--no-cache", "-t", "m", &path])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+        let urun = t.elapsed();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        built.0.push(own_id(&s.alice, "m"));
+        let t = Instant::now();
+        let o = std::process::Command::new("docker")
+            .args([
+                "-H",
+                &s.engine.host(),
+                "build",
+                "--no-cache",
+                "-q",
+                "-t",
+                "m:direct",
+                &path,
+            ])
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        let docker = t.elapsed();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let _ = s.engine.docker(&["rmi", "-f", "m:direct"]);
+        eprintln!("round {round}: urun build {urun:?}, docker build {docker:?}");
+    }
 }

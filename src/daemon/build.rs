@@ -188,9 +188,31 @@ impl Helper {
         let limit = self.policy.build.max_runtime;
         let trace = Mutex::new(Trace::default());
         let mut audit = BuildAudit::default();
-        let steps = self.build_steps(caller, rec, &req, &admission, rd, out, &trace, &mut audit);
+        let mut delivered = false;
+        let steps = self.build_steps(caller, rec, &req, rd, out, &trace, &mut audit);
         let end = match tokio::time::timeout(Duration::from_secs(limit.0), steps).await {
-            Ok(end) => end,
+            // 7. Not under the deadline: delivered whole, or undone.
+            Ok(Ok(image)) => {
+                match self
+                    .deliver(caller, rec, &admission, &image, &mut audit)
+                    .await
+                {
+                    Ok(tags) => {
+                        delivered = true;
+                        let payload = Outcome::Built {
+                            image_id: image.clone(),
+                            tags,
+                        }
+                        .encode();
+                        match out.frame(Kind::Result, payload).await {
+                            Ok(()) => End::Exit(0),
+                            Err(()) => End::ClientGone,
+                        }
+                    }
+                    Err(end) => end,
+                }
+            }
+            Ok(Err(end)) => end,
             Err(_) => {
                 rec.decision = "allowed";
                 rec.rule = Some(Rule::BuildMaxRuntime.id().into());
@@ -206,7 +228,7 @@ impl Helper {
         // earlier stages, a failed build's steps); the built image stays only on
         // success on a build engine that is also the run engine.
         let mut trace = std::mem::take(&mut *trace.lock().unwrap());
-        if matches!(end, End::Exit(0)) && !self.separate_build_engine() {
+        if delivered && !self.separate_build_engine() {
             trace.built = None;
         }
         self.clean_build(trace, since).await;
@@ -249,24 +271,20 @@ impl Helper {
         ))
     }
 
-    /// Steps 3 to 7.
+    /// Steps 3 to 6, under `max_runtime`: the checked image, or how the build ended.
     #[allow(clippy::too_many_arguments)]
     async fn build_steps(
         &self,
         caller: &Caller,
         rec: &mut Record,
         req: &BuildRequest,
-        admission: &BuildAdmission,
         rd: &mut OwnedReadHalf,
         out: &Outbox,
         trace: &Mutex<Trace>,
         audit: &mut BuildAudit,
-    ) -> End {
+    ) -> Result<String, End> {
         // 3. The context: counted while read, then checked as a hostile archive.
-        let spool = match self.read_context(rd, rec).await {
-            Ok(s) => s,
-            Err(end) => return end,
-        };
+        let spool = self.read_context(rd, rec).await?;
         audit.context = spool.sha.clone();
         audit.context_bytes = spool.len;
         let (file, dockerfile_name) = (spool.file.clone(), req.dockerfile.clone());
@@ -277,25 +295,22 @@ impl Helper {
         let context = match checked {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                return refused(
+                return Err(refused(
                     Rule::BuildContext,
                     format!("build context: {e} (build.context); nothing was built"),
-                )
+                ))
             }
-            Err(e) => return refused(Rule::BuildContext, format!("build context: {e}")),
+            Err(e) => return Err(refused(Rule::BuildContext, format!("build context: {e}"))),
         };
         audit.dockerfile = hex(Sha256::digest(&context.dockerfile));
         let Ok(text) = String::from_utf8(context.dockerfile) else {
-            return refused(
+            return Err(refused(
                 Rule::BuildContext,
                 format!("{} is not UTF-8 text (build.context)", req.dockerfile),
-            );
+            ));
         };
         // 4. The Dockerfile, with the base images present on the build engine.
-        let (report, base_layers) = match self.check_dockerfile(caller, req, &text, out).await {
-            Ok(r) => r,
-            Err(end) => return end,
-        };
+        let (report, base_layers) = self.check_dockerfile(caller, req, &text, out).await?;
         audit.findings = report
             .findings
             .iter()
@@ -313,18 +328,18 @@ impl Helper {
                 .await
                 .is_err()
             {
-                return End::ClientGone;
+                return Err(End::ClientGone);
             }
         }
         if report.refused() {
             let n = report.errors().count();
-            return refused(
+            return Err(refused(
                 Rule::BuildChecks,
                 format!(
                     "{}: {n} check(s) failed (listed above; policy [build.rules]); nothing was built",
                     req.dockerfile
                 ),
-            );
+            ));
         }
         // 5. The build.
         let digests = BuildDigests {
@@ -334,10 +349,7 @@ impl Helper {
         };
         let settings = build_settings(&self.policy.build, caller, req, &digests);
         let body = context_body(spool.file.clone(), spool.len);
-        let image = match self.run_build(req, &settings, body, rd, out, trace).await {
-            Ok(id) => id,
-            Err(end) => return end,
-        };
+        let image = self.run_build(req, &settings, body, rd, out, trace).await?;
         rec.image_id = Some(image.clone());
         trace.lock().unwrap().built = Some(image.clone());
         // 6. The built image's checks, above the final stage's base image's layers.
@@ -347,27 +359,8 @@ impl Helper {
             .as_ref()
             .and_then(|b| base_layers.get(b).copied())
             .unwrap_or(0);
-        if let Err(end) = self.check_image(&image, base, out, audit).await {
-            return end;
-        }
-        // 7. On the run engine, tagged in the caller's namespace, recorded.
-        match self
-            .deliver(caller, rec, req, admission, &image, audit)
-            .await
-        {
-            Ok(tags) => {
-                let payload = Outcome::Built {
-                    image_id: image.clone(),
-                    tags,
-                }
-                .encode();
-                if out.frame(Kind::Result, payload).await.is_err() {
-                    return End::ClientGone;
-                }
-                End::Exit(0)
-            }
-            Err(end) => end,
-        }
+        self.check_image(&image, base, out, audit).await?;
+        Ok(image)
     }
 
     /// Step 3: `Context` frames until `ContextEnd` into an unlinked root-only file,
@@ -745,18 +738,48 @@ impl Helper {
     }
 
     /// Step 7: the image on the run engine (moved there from a separate build engine,
-    /// then deleted from it), tagged in the caller's namespace, and recorded. The
-    /// full tags.
+    /// then deleted from it), tagged in the caller's namespace, and recorded; all of
+    /// it, or (a step failed) the tags made and a moved image taken back. The full tags.
     async fn deliver(
         &self,
         caller: &Caller,
         rec: &mut Record,
-        req: &BuildRequest,
         admission: &BuildAdmission,
         image: &str,
         audit: &mut BuildAudit,
     ) -> Result<Vec<String>, End> {
-        let _ = req;
+        // Whether the run engine had this image before (an identical earlier build):
+        // then undoing a failed delivery leaves the image itself alone.
+        let had = matches!(self.engine.inspect_image(image).await, Ok(Some(_)));
+        let mut tags = Vec::new();
+        let result = self
+            .deliver_to(caller, rec, admission, image, audit, &mut tags)
+            .await;
+        if result.is_err() {
+            for t in &tags {
+                if let Err(e) = self.engine.remove_image(t).await {
+                    eprintln!("urund: undoing tag {t}: {e:#}");
+                }
+            }
+            if self.separate_build_engine() && !had {
+                if let Err(e) = self.engine.delete_untagged(image, 0).await {
+                    eprintln!("urund: undoing the move of {image}: {e:#}");
+                }
+            }
+        }
+        result.map(|()| tags)
+    }
+
+    /// [`Helper::deliver`]'s steps; `tags` gets each tag as it is made.
+    async fn deliver_to(
+        &self,
+        caller: &Caller,
+        rec: &mut Record,
+        admission: &BuildAdmission,
+        image: &str,
+        audit: &mut BuildAudit,
+        tags: &mut Vec<String>,
+    ) -> Result<(), End> {
         if self.separate_build_engine() {
             if let Err(e) = self.engine.load(self.build_engine.save(image)).await {
                 return Err(End::Failed(daemon_error(e)));
@@ -776,7 +799,6 @@ impl Helper {
                 Err(e) => eprintln!("urund: removing {image} from the build engine: {e:#}"),
             }
         }
-        let mut tags = Vec::new();
         for (repo, tag) in &admission.tags {
             if let Err(e) = self.engine.tag(image, repo, tag).await {
                 return Err(End::Failed(daemon_error(e)));
@@ -802,7 +824,7 @@ impl Helper {
                 message: format!("urund could not record the build of {image}: {e}"),
             }));
         }
-        Ok(tags)
+        Ok(())
     }
 
     /// After a build: waits (bounded) for the builder's own removal of the build's
