@@ -21,10 +21,16 @@ use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use crate::system;
+use futures_util::ready;
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -169,11 +175,21 @@ impl DockerEngine {
             }
         }
         attach_status(&head)?;
-        let (rd, wr) = s.into_split();
-        let output = output_stream(rd, tty);
+        // Out of tokio's hands (which would keep it registered with epoll for good),
+        // and duplicated: reader and writer each wait on their own descriptor.
+        let rd = OwnedFd::from(
+            s.into_std()
+                .map_err(|e| io_failed(e, "attaching to container"))?,
+        );
+        let wr = rd
+            .try_clone()
+            .map_err(|e| io_failed(e, "attaching to container"))?;
         Ok(Attached {
-            output,
-            input: Box::pin(wr),
+            output: output_stream(Arc::new(rd), tty),
+            input: Box::pin(AttachInput {
+                sock: Arc::new(wr),
+                waiting: None,
+            }),
         })
     }
 
@@ -676,23 +692,26 @@ impl Engine for DockerEngine {
 }
 
 /// The container's output from the attach connection: read in large chunks into one
-/// buffer, pieces cut from it without copying ([`cut_output`]).
-fn output_stream(
-    rd: tokio::net::unix::OwnedReadHalf,
-    tty: bool,
-) -> BoxStream<'static, std::io::Result<Output>> {
-    let state = (rd, BytesMut::with_capacity(ATTACH_BUFFER));
-    futures_util::stream::unfold(state, move |(mut rd, mut buf)| async move {
+/// buffer, pieces cut from it without copying ([`cut_output`]). Without a TTY, each
+/// read that found something is followed by a pause of [`ATTACH_PAUSE`] with the
+/// connection out of epoll: the daemon's small frames pile up meanwhile without waking
+/// urund, and the next read takes them all (bench/NOTES.md).
+fn output_stream(sock: Arc<OwnedFd>, tty: bool) -> BoxStream<'static, std::io::Result<Output>> {
+    let state = (sock, BytesMut::with_capacity(ATTACH_BUFFER), None::<system::PauseTimer>);
+    futures_util::stream::unfold(state, move |(sock, mut buf, mut pause)| async move {
         loop {
             match cut_output(&mut buf, tty) {
-                Ok(Some(o)) => return Some((Ok(o), (rd, buf))),
+                Ok(Some(o)) => return Some((Ok(o), (sock, buf, pause))),
                 Ok(None) => {}
-                Err(e) => return Some((Err(e), (rd, buf))),
+                Err(e) => return Some((Err(e), (sock, buf, pause))),
+            }
+            if let Some(timer) = &pause {
+                let _ = timer.sleep(ATTACH_PAUSE).await;
             }
             if buf.capacity() - buf.len() < ATTACH_BUFFER / 4 {
                 buf.reserve(ATTACH_BUFFER);
             }
-            match rd.read_buf(&mut buf).await {
+            match read_attach(&sock, &mut buf).await {
                 Ok(0) if buf.is_empty() => return None,
                 Ok(0) => {
                     let e = std::io::Error::new(
@@ -700,15 +719,82 @@ fn output_stream(
                         "attach stream ended inside a frame",
                     );
                     buf.clear();
-                    return Some((Err(e), (rd, buf)));
+                    return Some((Err(e), (sock, buf, pause)));
                 }
+                // A timer of its own once there is output (none for a TTY, or if
+                // the kernel has no timer to give: then no pause).
+                Ok(_) if pause.is_none() && !tty => pause = system::PauseTimer::new().ok(),
                 Ok(_) => {}
-                Err(e) => return Some((Err(e), (rd, buf))),
+                Err(e) => return Some((Err(e), (sock, buf, pause))),
             }
         }
     })
     .boxed()
 }
+
+/// One read of the attach connection: what is there now, else what comes first.
+async fn read_attach(sock: &Arc<OwnedFd>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        match system::recv_nowait(sock.as_fd(), buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                system::wait_ready(sock.clone(), Interest::READABLE).await?
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The container's stdin: the attach connection's sending side, registered with
+/// epoll only while a write waits for room ([`system::wait_ready`]). Dropped, it
+/// shuts that side down (as tokio's write half does).
+struct AttachInput {
+    sock: Arc<OwnedFd>,
+    waiting: Option<BoxFuture<'static, std::io::Result<()>>>,
+}
+
+impl AsyncWrite for AttachInput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            if let Some(w) = self.waiting.as_mut() {
+                let r = ready!(w.as_mut().poll(cx));
+                self.waiting = None;
+                r?;
+            }
+            match system::send_nowait(self.sock.as_fd(), data) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let wait = system::wait_ready(self.sock.clone(), Interest::WRITABLE);
+                    self.waiting = Some(Box::pin(wait));
+                }
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(system::shutdown_write(self.sock.as_fd()))
+    }
+}
+
+impl Drop for AttachInput {
+    fn drop(&mut self) {
+        let _ = system::shutdown_write(self.sock.as_fd());
+    }
+}
+
+/// How long the container's output is left to pile up after a read that found some
+/// (without a TTY). Docker sends a frame per write of the container (4 KiB for many
+/// programs, `cat` and `head` among them); the daemon's side of the connection holds
+/// about 280 KiB of such frames, so this pause caps a stream at about 250 MiB/s while
+/// it cuts urund's wake-ups (and its client's) to one per pause (bench/NOTES.md).
+const ATTACH_PAUSE: Duration = Duration::from_millis(1);
 
 /// Largest response head accepted for the attach upgrade.
 /// How long a removal finds another removal of the same container in progress before
