@@ -7,6 +7,7 @@ use super::{
 };
 use crate::policy::build::RegistryAuth;
 use crate::policy::reference::{ImageFacts, Reference};
+use crate::system;
 use crate::wire::{Progress, Signal, WinSize};
 use anyhow::{bail, Context, Result};
 use bollard::errors::Error as DockerError;
@@ -19,10 +20,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
+use futures_util::ready;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use crate::system;
-use futures_util::ready;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -184,6 +184,11 @@ impl DockerEngine {
         let wr = rd
             .try_clone()
             .map_err(|e| io_failed(e, "attaching to container"))?;
+        if stdin {
+            // Room for a whole chunk of stdin (urund writes at most 256 KiB at once):
+            // one write and no wait for the daemon per chunk.
+            let _ = system::set_send_buffer(wr.as_fd(), ATTACH_SEND_BUFFER);
+        }
         Ok(Attached {
             output: output_stream(Arc::new(rd), tty),
             input: Box::pin(AttachInput {
@@ -697,7 +702,11 @@ impl Engine for DockerEngine {
 /// connection out of epoll: the daemon's small frames pile up meanwhile without waking
 /// urund, and the next read takes them all (bench/NOTES.md).
 fn output_stream(sock: Arc<OwnedFd>, tty: bool) -> BoxStream<'static, std::io::Result<Output>> {
-    let state = (sock, BytesMut::with_capacity(ATTACH_BUFFER), None::<system::PauseTimer>);
+    let state = (
+        sock,
+        BytesMut::with_capacity(ATTACH_BUFFER),
+        None::<system::PauseTimer>,
+    );
     futures_util::stream::unfold(state, move |(sock, mut buf, mut pause)| async move {
         loop {
             match cut_output(&mut buf, tty) {
@@ -774,11 +783,17 @@ impl AsyncWrite for AttachInput {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Poll::Ready(system::shutdown_write(self.sock.as_fd()))
     }
 }
@@ -824,6 +839,9 @@ fn attach_status(head: &[u8]) -> Result<()> {
     }
 }
 
+/// The kernel's send buffer of an attach connection with stdin (doubled by the kernel
+/// for its overhead).
+const ATTACH_SEND_BUFFER: usize = 512 * 1024;
 /// Read size of an attach stream (and most of a pipe's worth of container output).
 const ATTACH_BUFFER: usize = 256 * 1024;
 /// Largest frame accepted from the daemon's multiplexed stream (it writes ≤ 32 KiB).
@@ -889,6 +907,82 @@ mod tests {
             Output::Stdout(b) => (1, b.to_vec()),
             Output::Stderr(b) => (2, b.to_vec()),
         }
+    }
+
+    /// Bytes no pattern could fake (xorshift).
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn output_read_in_batches_between_pauses_is_byte_exact_and_ends_at_eof() {
+        let (daemon, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        let data = noise(8 << 20, 7);
+        let sent = data.clone();
+        // The daemon's side: 4 KiB frames, stdout and stderr alternating, sometimes
+        // with a pause longer than urund's between them.
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut daemon = daemon;
+            for (i, chunk) in sent.chunks(4096).enumerate() {
+                daemon.write_all(&frame(1 + (i % 2) as u8, chunk)).unwrap();
+                if i % 500 == 0 {
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            }
+        });
+        let mut output = output_stream(Arc::new(OwnedFd::from(ours)), false);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(o) = output.next().await {
+            match o.unwrap() {
+                Output::Stdout(b) => out.extend_from_slice(&b),
+                Output::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        writer.join().unwrap();
+        let (want_out, want_err): (Vec<_>, Vec<_>) =
+            data.chunks(4096).enumerate().partition(|(i, _)| i % 2 == 0);
+        assert!(
+            out == want_out
+                .into_iter()
+                .flat_map(|(_, c)| c.to_vec())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            err == want_err
+                .into_iter()
+                .flat_map(|(_, c)| c.to_vec())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn input_waits_for_room_then_shuts_down_its_side() {
+        use tokio::io::AsyncWriteExt;
+        let (daemon, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        // More than the socket holds: the writes wait for the reader.
+        let data = noise(4 << 20, 11);
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            let mut daemon = daemon;
+            daemon.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut input = AttachInput {
+            sock: Arc::new(OwnedFd::from(ours)),
+            waiting: None,
+        };
+        input.write_all(&data).await.unwrap();
+        input.shutdown().await.unwrap();
+        assert!(reader.join().unwrap() == data, "what the daemon read");
     }
 
     #[test]
