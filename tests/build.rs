@@ -111,7 +111,10 @@ impl Dockremap {
 impl Drop for Dockremap {
     fn drop(&mut self) {
         if self.0 && sh("getent", &["passwd", "dockremap"]).status.success() {
-            let _ = sh("userdel", &["dockremap"]);
+            let o = sh("userdel", &["dockremap"]);
+            if !o.status.success() {
+                eprintln!("userdel dockremap: {}", stderr(&o));
+            }
             let _ = sh("groupdel", &["dockremap"]);
             for f in ["/etc/subuid", "/etc/subgid"] {
                 if let Ok(t) = std::fs::read_to_string(f) {
@@ -305,6 +308,26 @@ fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
     let text = stdout(&o);
     assert!(text.starts_with(&format!("{}\n", s.alice.uid)), "{text}");
     assert!(text.contains(map_line.trim()), "{text}");
+    // One audit record of the build: who, the digests, the image, the tags, the end.
+    s.d.wait_log("\"argv\":[\"build\",\"app:1\"]", Duration::from_secs(10));
+    let log = s.d.log_text();
+    let line = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("urund audit: "))
+        .find(|l| l.contains("\"argv\":[\"build\",\"app:1\"]"))
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(rec["uid"], s.alice.uid);
+    assert_eq!(rec["status"], 0);
+    assert_eq!(rec["image_id"], id.as_str());
+    assert_eq!(rec["build"]["tags"][0], tag.as_str());
+    let sha = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(df.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert_eq!(rec["build"]["dockerfile"], sha.as_str());
+    assert!(rec["build"]["context_bytes"].as_u64().unwrap() > 0);
     // By ID too.
     let o = s.d.run(&s.alice, &[&id, "true"], b"");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

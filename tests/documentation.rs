@@ -7,6 +7,8 @@
 //! - under "Building images", the flag table lists exactly the flags `urun build`
 //!   accepts, the "Refused by `urun build`" paragraph names every flag it refuses, and
 //!   the rule table is `policy::dockerfile::RULES` (ids, defaults, fixed);
+//! - "How urund builds" is the forced build settings table
+//!   (`policy::forced::BUILD_FORCED`), rows in order, every fact of a value in both;
 //! - every source path README and SECURITY.md name in backticks exists.
 
 use std::collections::BTreeSet;
@@ -322,4 +324,35 @@ fn every_source_path_the_docs_name_exists() {
         }
     }
     assert!(missing.is_empty(), "paths that do not exist: {missing:?}");
+}
+
+#[test]
+fn readme_build_settings_table_is_the_one_in_the_code() {
+    let rows = table_after("### How urund builds");
+    let names: Vec<String> = rows.iter().map(|r| plain(&r[0])).collect();
+    let ours: Vec<String> = forced::BUILD_FORCED
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(
+        names, ours,
+        "README's build settings must be BUILD_FORCED's rows, in order (src/policy/forced.rs)"
+    );
+    let mut differ = vec![];
+    for (row, (setting, value)) in rows.iter().zip(forced::BUILD_FORCED) {
+        assert_eq!(row.len(), 2, "README build-settings row {row:?}");
+        let readme_value = plain(&row[1]);
+        let missing: Vec<String> = facts(value)
+            .into_iter()
+            .filter(|f| !readme_value.contains(f.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            differ.push(format!("{setting}: README lacks {missing:?}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "README and BUILD_FORCED differ:\n{}",
+        differ.join("\n")
+    );
 }

@@ -427,7 +427,7 @@ impl Helper {
                     len += p.len() as u64;
                 }
                 (Kind::ContextEnd, p) if p.is_empty() => break,
-                (Kind::Signal, _) => return Err(interrupted()),
+                (Kind::Signal, p) => return Err(interrupted(Signal::decode(&p).ok())),
                 (k, _) => {
                     return Err(refused(
                         Rule::Protocol,
@@ -655,8 +655,7 @@ impl Helper {
                     next = None;
                     match f {
                         Ok(Some((Kind::Signal, p))) => {
-                            let _ = Signal::decode(&p);
-                            return Err(interrupted());
+                            return Err(interrupted(Signal::decode(&p).ok()));
                         }
                         Ok(Some((k, _))) => {
                             return Err(refused(Rule::Protocol, format!("unexpected {k:?} frame during the build")))
@@ -855,9 +854,11 @@ fn checks_label(report: &Report) -> String {
     s.join(",")
 }
 
-fn interrupted() -> End {
+/// The client sent a signal (Ctrl-C): the build is cancelled, exit 128 + its number.
+fn interrupted(signal: Option<Signal>) -> End {
+    let n = signal.map_or(Signal::Int as u8, |s| s as u8);
     End::Failed(RunError {
-        status: status::KILLED,
+        status: status::SIGNAL_BASE + n,
         message: "build interrupted; nothing was kept".into(),
     })
 }

@@ -888,3 +888,119 @@ async fn a_failed_push_removes_its_registry_name_and_records_no_digest() {
         .digests
         .is_empty());
 }
+
+/// A context archive with `dockerfile` as its `Dockerfile`.
+fn context_tar(dockerfile: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(dockerfile.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Runs one build (as root, the unit tests' caller) to its end.
+async fn build_to_end(h: &Harness, dockerfile: &str, tags: &[&str]) -> Vec<(Kind, Vec<u8>)> {
+    let (mut client, task) = h.connect();
+    let req = wire::BuildRequest {
+        version: wire::VERSION,
+        dockerfile: "Dockerfile".into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    };
+    send(&mut client, Kind::Build, &req.encode()).await;
+    send(&mut client, Kind::Context, &context_tar(dockerfile)).await;
+    send(&mut client, Kind::ContextEnd, b"").await;
+    let got = frames(&mut client).await;
+    drop(client);
+    task.await.unwrap();
+    got
+}
+
+fn stderr_text(frames: &[(Kind, Vec<u8>)]) -> String {
+    frames
+        .iter()
+        .filter(|(k, _)| *k == Kind::Stderr)
+        .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_that_fails_a_check_reaches_no_build() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new("[build]\nenabled = true\n", Script::default());
+    let got = build_to_end(&h, "FROM busybox\nUSER root\n", &["x"]).await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert!(stderr_text(&got).contains("[user.root] Dockerfile:2:"));
+    assert!(!h
+        .fake
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Recorded::Build(..) | Recorded::Tag(..))));
+    let rec = h.audit().pop().unwrap();
+    assert_eq!(rec["rule"], "build.rules");
+    let findings = rec["build"]["findings"].as_array().unwrap();
+    assert!(findings.iter().any(|f| f == "user.root:error:2"), "{rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_gets_the_forced_settings_and_an_image_that_cannot_be_checked_is_never_tagged() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new(
+        "[build]\nenabled = true\nmemory = \"512m\"\ncpus = 0.5\n",
+        Script::default(),
+    );
+    let got = build_to_end(&h, "FROM busybox\nUSER 1000\n", &["app:1"]).await;
+    // The fake's `docker save` is not an image archive: the check refuses it.
+    assert_eq!(
+        last_status(&got),
+        (Kind::Error, 125),
+        "{}",
+        stderr_text(&got)
+    );
+    let calls = h.fake.calls();
+    let settings = calls
+        .iter()
+        .find_map(|c| match c {
+            Recorded::Build(s, n) => Some((s.clone(), *n)),
+            _ => None,
+        })
+        .expect("a build");
+    assert_eq!(settings.1, context_tar("FROM busybox\nUSER 1000\n").len());
+    let s = settings.0;
+    assert_eq!(s.network, "none");
+    assert_eq!((s.memory, s.memswap), (512 << 20, 512 << 20));
+    assert_eq!(s.cpu_quota, 50_000);
+    assert!(s.rm && s.forcerm && !s.pull && s.legacy_builder);
+    assert_eq!(
+        s.labels.get(crate::policy::build::LABEL_UID),
+        Some(&nix::unistd::geteuid().as_raw().to_string())
+    );
+    let built = format!("sha256:{}", "cd".repeat(32));
+    assert!(
+        calls.contains(&Recorded::DeleteUntagged(built)),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| matches!(c, Recorded::Tag(..))));
+    let rec = h.audit().pop().unwrap();
+    assert_eq!(rec["rule"], "build.image");
+    assert_eq!(rec["build"]["context_bytes"], settings.1 as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_off_unless_the_policy_turns_them_on() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new("", Script::default());
+    let got = build_to_end(&h, "FROM busybox\nUSER 1000\n", &[]).await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
+    assert_eq!(h.audit().pop().unwrap()["rule"], "build.enabled");
+}

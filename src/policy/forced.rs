@@ -247,8 +247,14 @@ pub const BUILD_FORCED: &[(&str, &str)] = &[
         "at most policy [build] max_context bytes, counted by urund while it reads",
     ),
     (
+        "Processes",
+        "no pids limit in the build API: bounded by the build engine's default-ulimits \
+         nproc (recommended set-up), the memory limit and max_runtime",
+    ),
+    (
         "Intermediate containers",
-        "always removed (rm and forcerm), with their anonymous volumes",
+        "always removed (rm and forcerm), with their anonymous volumes; a failed, \
+         refused or stopped build's images deleted",
     ),
     (
         "Base images",
@@ -257,7 +263,8 @@ pub const BUILD_FORCED: &[(&str, &str)] = &[
     ),
     (
         "Cache",
-        "the build engine's layer cache, shared between users; --no-cache skips it",
+        "the build engine's layer cache, shared between users; --no-cache skips it; a \
+         build's images are deleted from a dedicated build engine once moved",
     ),
     (
         "Tags",
@@ -430,7 +437,7 @@ mod tests {
         assert_eq!(s.network, "default");
         assert_eq!(s.memory, 512 << 20);
         assert_eq!(s.cpu_quota, 50_000);
-        assert_eq!(BUILD_FORCED.len(), 14);
+        assert_eq!(BUILD_FORCED.len(), 15);
     }
 
     #[test]
