@@ -1,7 +1,7 @@
 //! The streams end to end, byte for byte, whatever the client's stdin is: a pipe, a
 //! FIFO, a socket or a regular file (passed to urund as a descriptor, which reads it
-//! itself), /dev/null (copied by the client as before); stdin ended early, stdout
-//! closed early by its reader; the deadline and a hang-up while urund moves stdin;
+//! itself), /dev/null (copied by the client as before); stdout and stderr at once;
+//! stdin ended early, stdout closed early by its reader; the deadline and a hang-up while urund moves stdin;
 //! descriptors a hostile client passes as its stdin. Real urund, real urun run as real
 //! users, real Docker daemon.
 
@@ -81,6 +81,34 @@ fn a_quarter_gib_of_random_bytes_through_a_piped_stdin_comes_back_byte_exact() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_same(&o.stdout, &data, "stdout");
     assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    assert!(d.containers().is_empty(), "container left behind");
+}
+
+#[test]
+#[serial]
+fn random_bytes_written_to_stdout_and_stderr_at_once_arrive_byte_exact_on_each() {
+    // `tee` writes every chunk to both streams, so docker's stdout and stderr frames
+    // alternate, and urund reads them in batches after its pauses (bench/NOTES.md).
+    let (_g, u, d) = setup("");
+    let data = random_bytes(64 << 20, 0x5eed_0005);
+    let o = d.run(&u, &["-i", image(), "tee", "/dev/stderr"], &data);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same(&o.stdout, &data, "stdout");
+    assert_same(&o.stderr, &data, "stderr");
+    // And output that trickles, a line at a time with pauses between, arrives whole.
+    let o = d.run(
+        &u,
+        &[
+            image(),
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do echo $i; usleep 3000; done; echo err >&2",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "1\n2\n3\n4\n5\n");
+    assert_eq!(stderr(&o), "err\n");
     assert!(d.containers().is_empty(), "container left behind");
 }
 

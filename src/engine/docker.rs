@@ -10,6 +10,7 @@ use crate::policy::build::RegistryAuth;
 use crate::policy::dockerfile::BaseImage;
 use crate::policy::forced::BuildSettings;
 use crate::policy::reference::{ImageFacts, Reference};
+use crate::system;
 use crate::wire::{Progress, Signal, WinSize};
 use anyhow::{bail, Context, Result};
 use bollard::errors::Error as DockerError;
@@ -22,12 +23,17 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use futures_util::ready;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -172,11 +178,26 @@ impl DockerEngine {
             }
         }
         attach_status(&head)?;
-        let (rd, wr) = s.into_split();
-        let output = output_stream(rd, tty);
+        // Out of tokio's hands (which would keep it registered with epoll for good),
+        // and duplicated: reader and writer each wait on their own descriptor.
+        let rd = OwnedFd::from(
+            s.into_std()
+                .map_err(|e| io_failed(e, "attaching to container"))?,
+        );
+        let wr = rd
+            .try_clone()
+            .map_err(|e| io_failed(e, "attaching to container"))?;
+        if stdin {
+            // Room for a whole chunk of stdin (urund writes at most 256 KiB at once):
+            // one write and no wait for the daemon per chunk.
+            let _ = system::set_send_buffer(wr.as_fd(), ATTACH_SEND_BUFFER);
+        }
         Ok(Attached {
-            output,
-            input: Box::pin(wr),
+            output: output_stream(Arc::new(rd), tty),
+            input: Box::pin(AttachInput {
+                sock: Arc::new(wr),
+                waiting: None,
+            }),
         })
     }
 
@@ -928,23 +949,30 @@ impl Engine for DockerEngine {
 }
 
 /// The container's output from the attach connection: read in large chunks into one
-/// buffer, pieces cut from it without copying ([`cut_output`]).
-fn output_stream(
-    rd: tokio::net::unix::OwnedReadHalf,
-    tty: bool,
-) -> BoxStream<'static, std::io::Result<Output>> {
-    let state = (rd, BytesMut::with_capacity(ATTACH_BUFFER));
-    futures_util::stream::unfold(state, move |(mut rd, mut buf)| async move {
+/// buffer, pieces cut from it without copying ([`cut_output`]). Without a TTY, each
+/// read that found something is followed by a pause of [`ATTACH_PAUSE`] with the
+/// connection out of epoll: the daemon's small frames pile up meanwhile without waking
+/// urund, and the next read takes them all (bench/NOTES.md).
+fn output_stream(sock: Arc<OwnedFd>, tty: bool) -> BoxStream<'static, std::io::Result<Output>> {
+    let state = (
+        sock,
+        BytesMut::with_capacity(ATTACH_BUFFER),
+        None::<system::PauseTimer>,
+    );
+    futures_util::stream::unfold(state, move |(sock, mut buf, mut pause)| async move {
         loop {
             match cut_output(&mut buf, tty) {
-                Ok(Some(o)) => return Some((Ok(o), (rd, buf))),
+                Ok(Some(o)) => return Some((Ok(o), (sock, buf, pause))),
                 Ok(None) => {}
-                Err(e) => return Some((Err(e), (rd, buf))),
+                Err(e) => return Some((Err(e), (sock, buf, pause))),
+            }
+            if let Some(timer) = &pause {
+                let _ = timer.sleep(ATTACH_PAUSE).await;
             }
             if buf.capacity() - buf.len() < ATTACH_BUFFER / 4 {
                 buf.reserve(ATTACH_BUFFER);
             }
-            match rd.read_buf(&mut buf).await {
+            match read_attach(&sock, &mut buf).await {
                 Ok(0) if buf.is_empty() => return None,
                 Ok(0) => {
                     let e = std::io::Error::new(
@@ -952,15 +980,88 @@ fn output_stream(
                         "attach stream ended inside a frame",
                     );
                     buf.clear();
-                    return Some((Err(e), (rd, buf)));
+                    return Some((Err(e), (sock, buf, pause)));
                 }
+                // A timer of its own once there is output (none for a TTY, or if
+                // the kernel has no timer to give: then no pause).
+                Ok(_) if pause.is_none() && !tty => pause = system::PauseTimer::new().ok(),
                 Ok(_) => {}
-                Err(e) => return Some((Err(e), (rd, buf))),
+                Err(e) => return Some((Err(e), (sock, buf, pause))),
             }
         }
     })
     .boxed()
 }
+
+/// One read of the attach connection: what is there now, else what comes first.
+async fn read_attach(sock: &Arc<OwnedFd>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        match system::recv_nowait(sock.as_fd(), buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                system::wait_ready(sock.clone(), Interest::READABLE).await?
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The container's stdin: the attach connection's sending side, registered with
+/// epoll only while a write waits for room ([`system::wait_ready`]). Dropped, it
+/// shuts that side down (as tokio's write half does).
+struct AttachInput {
+    sock: Arc<OwnedFd>,
+    waiting: Option<BoxFuture<'static, std::io::Result<()>>>,
+}
+
+impl AsyncWrite for AttachInput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            if let Some(w) = self.waiting.as_mut() {
+                let r = ready!(w.as_mut().poll(cx));
+                self.waiting = None;
+                r?;
+            }
+            match system::send_nowait(self.sock.as_fd(), data) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let wait = system::wait_ready(self.sock.clone(), Interest::WRITABLE);
+                    self.waiting = Some(Box::pin(wait));
+                }
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(system::shutdown_write(self.sock.as_fd()))
+    }
+}
+
+impl Drop for AttachInput {
+    fn drop(&mut self) {
+        let _ = system::shutdown_write(self.sock.as_fd());
+    }
+}
+
+/// How long the container's output is left to pile up after a read that found some
+/// (without a TTY). Docker sends a frame per write of the container (4 KiB for many
+/// programs, `cat` and `head` among them); the daemon's side of the connection holds
+/// about 280 KiB of such frames, so this pause caps a stream at about 250 MiB/s while
+/// it cuts urund's wake-ups (and its client's) to one per pause (bench/NOTES.md).
+const ATTACH_PAUSE: Duration = Duration::from_millis(1);
 
 /// Largest response head accepted for the attach upgrade.
 /// How long a removal finds another removal of the same container in progress before
@@ -990,6 +1091,9 @@ fn attach_status(head: &[u8]) -> Result<()> {
     }
 }
 
+/// The kernel's send buffer of an attach connection with stdin (doubled by the kernel
+/// for its overhead).
+const ATTACH_SEND_BUFFER: usize = 512 * 1024;
 /// Read size of an attach stream (and most of a pipe's worth of container output).
 const ATTACH_BUFFER: usize = 256 * 1024;
 /// Largest frame accepted from the daemon's multiplexed stream (it writes ≤ 32 KiB).
@@ -1055,6 +1159,82 @@ mod tests {
             Output::Stdout(b) => (1, b.to_vec()),
             Output::Stderr(b) => (2, b.to_vec()),
         }
+    }
+
+    /// Bytes no pattern could fake (xorshift).
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn output_read_in_batches_between_pauses_is_byte_exact_and_ends_at_eof() {
+        let (daemon, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        let data = noise(8 << 20, 7);
+        let sent = data.clone();
+        // The daemon's side: 4 KiB frames, stdout and stderr alternating, sometimes
+        // with a pause longer than urund's between them.
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut daemon = daemon;
+            for (i, chunk) in sent.chunks(4096).enumerate() {
+                daemon.write_all(&frame(1 + (i % 2) as u8, chunk)).unwrap();
+                if i % 500 == 0 {
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            }
+        });
+        let mut output = output_stream(Arc::new(OwnedFd::from(ours)), false);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(o) = output.next().await {
+            match o.unwrap() {
+                Output::Stdout(b) => out.extend_from_slice(&b),
+                Output::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        writer.join().unwrap();
+        let (want_out, want_err): (Vec<_>, Vec<_>) =
+            data.chunks(4096).enumerate().partition(|(i, _)| i % 2 == 0);
+        assert!(
+            out == want_out
+                .into_iter()
+                .flat_map(|(_, c)| c.to_vec())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            err == want_err
+                .into_iter()
+                .flat_map(|(_, c)| c.to_vec())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn input_waits_for_room_then_shuts_down_its_side() {
+        use tokio::io::AsyncWriteExt;
+        let (daemon, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        // More than the socket holds: the writes wait for the reader.
+        let data = noise(4 << 20, 11);
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            let mut daemon = daemon;
+            daemon.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut input = AttachInput {
+            sock: Arc::new(OwnedFd::from(ours)),
+            waiting: None,
+        };
+        input.write_all(&data).await.unwrap();
+        input.shutdown().await.unwrap();
+        assert!(reader.join().unwrap() == data, "what the daemon read");
     }
 
     #[test]

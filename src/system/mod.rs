@@ -586,6 +586,137 @@ pub fn set_send_buffer(sock: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+// ── the attach connection, without waking for nothing ──
+
+/// Waits until `fd` is ready for `interest`, with it registered in the event loop's
+/// epoll for the wait only. A socket registered for good (as tokio's own are, for
+/// reading and writing both) wakes urund at every write of its peer and every read
+/// that frees room in it, even when nothing waits for that: on this kind of machine
+/// a wake-up costs more than copying the bytes (bench/NOTES.md). Ready at once if the
+/// condition already holds when it is registered. One waiter per descriptor at a time
+/// (epoll takes a descriptor once): the attach connection's reader and writer each
+/// have their own (`dup`).
+pub async fn wait_ready(
+    fd: std::sync::Arc<OwnedFd>,
+    interest: tokio::io::Interest,
+) -> io::Result<()> {
+    // SAFETY: `fd` is an open descriptor owned by the `Arc` that the `AsyncFd` holds
+    // for its whole life, so it stays open and names the same file description until
+    // the `AsyncFd` is dropped (at the end of this function, which deregisters it), and
+    // `as_raw_fd` of an `Arc<OwnedFd>` never changes.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)?;
+    let _ready = registered.ready(interest).await?;
+    Ok(())
+}
+
+/// A one-shot timer finer than the event loop's (tokio's timers tick in whole
+/// milliseconds, and a 1 ms sleep lasts up to 2): a `timerfd`, registered with epoll
+/// for readability, which it gets only when it expires.
+pub struct PauseTimer(tokio::io::unix::AsyncFd<TimerFd>);
+
+/// A `timerfd` as tokio's `AsyncFd` takes it.
+struct TimerFd(nix::sys::timerfd::TimerFd);
+
+impl AsRawFd for TimerFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl PauseTimer {
+    pub fn new() -> io::Result<PauseTimer> {
+        use nix::sys::timerfd::{ClockId, TimerFlags};
+        let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+        let t = nix::sys::timerfd::TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?;
+        // SAFETY: the `AsyncFd` owns the timer, whose descriptor stays open and
+        // unchanged until the `AsyncFd` is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                TimerFd(t),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(PauseTimer(fd))
+    }
+
+    /// Returns after `d` (not zero).
+    pub async fn sleep(&self, d: std::time::Duration) -> io::Result<()> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        let timer = &self.0.get_ref().0;
+        timer.set(
+            Expiration::OneShot(TimeSpec::from_duration(d)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        loop {
+            let mut ready = self.0.readable().await?;
+            // The expiry count: readable once the timer has gone off (and armed anew
+            // above, it starts from none).
+            match ready.try_io(|t| {
+                nix::unistd::read(t.get_ref().0.as_fd(), &mut [0u8; 8]).map_err(io::Error::from)
+            }) {
+                Ok(r) => return r.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// One `recv` into `buf`'s spare capacity that never waits (`MSG_DONTWAIT`): `EAGAIN`
+/// if nothing is there, 0 at end of stream. The bytes are appended to `buf`, which
+/// is not zeroed first.
+pub fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    loop {
+        // SAFETY: `spare` is memory owned by `buf` and exclusively borrowed for the
+        // call; `recv` writes at most `spare.len()` bytes into it; `fd` is open for the
+        // life of its borrow.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the kernel has initialised the first `n` bytes of the spare
+            // capacity, right after `buf`'s initialised part.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// One `send` that never waits (`MSG_DONTWAIT`) and raises no `SIGPIPE`
+/// (`MSG_NOSIGNAL`): `EAGAIN` if the socket is full.
+pub fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::{send, MsgFlags};
+    loop {
+        match send(
+            fd.as_raw_fd(),
+            buf,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Shuts down the sending side of a socket (the peer reads end of file).
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)
+        .map_err(io::Error::from)
+}
+
 // ── a passed stdin ──
 
 /// What a client's stdin descriptor is, for the ways urund reads it.
