@@ -1004,3 +1004,136 @@ async fn builds_are_off_unless_the_policy_turns_them_on() {
     assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
     assert_eq!(h.audit().pop().unwrap()["rule"], "build.enabled");
 }
+
+/// A `docker save` archive of a one-layer image whose user is `user` and whose
+/// `/etc/passwd` names uid 1000; its image ID.
+fn saved_image(user: &str) -> (Vec<u8>, String) {
+    use sha2::Digest;
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut layer = tar::Builder::new(Vec::new());
+    let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(passwd.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer
+        .append_data(&mut h, "etc/passwd", &passwd[..])
+        .unwrap();
+    let layer = layer.into_inner().unwrap();
+    let diff = hex(&sha2::Sha256::digest(&layer));
+    let config = serde_json::json!({
+        "config": {"User": user},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff}")]},
+    })
+    .to_string();
+    let id = hex(&sha2::Sha256::digest(config.as_bytes()));
+    let manifest = serde_json::json!([{
+        "Config": format!("{id}.json"),
+        "RepoTags": null,
+        "Layers": [format!("{diff}/layer.tar")],
+    }])
+    .to_string();
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (format!("{diff}/layer.tar"), layer),
+        (format!("{id}.json"), config.into_bytes()),
+        ("manifest.json".to_string(), manifest.into_bytes()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    (out.into_inner().unwrap(), format!("sha256:{id}"))
+}
+
+fn script_building(user: &str) -> (Script, String) {
+    let (saved, id) = saved_image(user);
+    let script = Script {
+        saved,
+        build_end: Some(crate::engine::BuildEvent::Image(id.clone())),
+        ..Script::default()
+    };
+    (script, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_build_is_tagged_in_the_callers_namespace_and_recorded() {
+    if cannot_serve() {
+        return;
+    }
+    let (script, id) = script_building("1000");
+    let h = Harness::new("[build]\nenabled = true\n", script);
+    let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app"]).await;
+    assert_eq!(last_status(&got), (Kind::Exit, 0), "{}", stderr_text(&got));
+    let uid = nix::unistd::geteuid().as_raw();
+    let user = crate::policy::build::namespace_user(&crate::system::Caller {
+        uid,
+        gid: 0,
+        pid: 0,
+        groups: vec![],
+        name: nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+        group: None,
+    });
+    let calls = h.fake.calls();
+    for t in ["1", "latest"] {
+        let want = Recorded::Tag(id.clone(), format!("urun/{user}/app:{t}"));
+        assert!(calls.contains(&want), "{want:?} in {calls:?}");
+    }
+    let records = h.helper.builds.list(uid).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].image_id, id);
+    assert_eq!(records[0].tags.len(), 2);
+    // The built image is kept (build engine = run engine); nothing else to delete.
+    assert!(!calls.contains(&Recorded::DeleteUntagged(id.clone())));
+    let result = got.iter().find(|(k, _)| *k == Kind::Result).unwrap();
+    let outcome = wire::Outcome::decode(&result.1).unwrap();
+    assert!(matches!(outcome, wire::Outcome::Built { image_id, .. } if image_id == id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_fails_half_way_takes_its_tags_back_and_records_nothing() {
+    if cannot_serve() {
+        return;
+    }
+    let (mut script, id) = script_building("1000");
+    script.fail.insert(Op::Tag, 1);
+    let h = Harness::new("[build]\nenabled = true\n", script);
+    let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app:2"]).await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    let calls = h.fake.calls();
+    let first = calls
+        .iter()
+        .find_map(|c| match c {
+            Recorded::Tag(_, t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(calls.contains(&Recorded::RemoveImage(first)), "{calls:?}");
+    assert!(calls.contains(&Recorded::DeleteUntagged(id)), "{calls:?}");
+    let uid = nix::unistd::geteuid().as_raw();
+    assert!(h.helper.builds.list(uid).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_image_whose_user_is_root_is_deleted() {
+    if cannot_serve() {
+        return;
+    }
+    let (script, id) = script_building("0");
+    let h = Harness::new("[build]\nenabled = true\n", script);
+    let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app"]).await;
+    assert_eq!(last_status(&got), (Kind::Error, 125));
+    assert!(
+        stderr_text(&got).contains("[image.user-root]"),
+        "{}",
+        stderr_text(&got)
+    );
+    let calls = h.fake.calls();
+    assert!(calls.contains(&Recorded::DeleteUntagged(id)), "{calls:?}");
+    assert!(!calls.iter().any(|c| matches!(c, Recorded::Tag(..))));
+}
