@@ -125,7 +125,8 @@ fn a_build_reads_the_context_as_the_caller_and_prints_what_docker_prints() {
         ],
     );
     std::os::unix::fs::symlink("/etc/shadow", dir.join("shadow")).unwrap();
-    let iid = dir.join("iid");
+    // Outside the context (the ID file would change it).
+    let iid = PathBuf::from(format!("/home/{}/iid-{}", s.alice.name, unique()));
     let iid_s = iid.display().to_string();
     let o = s.urun_in(
         &s.alice,
