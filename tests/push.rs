@@ -6,9 +6,10 @@
 //! is down is one line and leaves nothing on the engine; credentials come from the
 //! root-only file the policy names, and appear nowhere a user or the log can read.
 //!
-//! The builds are made the way urund leaves them (an image tagged in the user's
-//! namespace and its record in urund's store), as in tests/images.rs; tests/build.rs
-//! builds for real.
+//! Most builds are made the way urund leaves them (an image tagged in the user's
+//! namespace and its record in urund's store), as in tests/images.rs; the last test
+//! builds for real with `urun build` on a user-namespaced build engine, pushes, and
+//! runs the digest on the run engine.
 
 mod common;
 
@@ -234,4 +235,86 @@ fn credentials_come_from_the_root_only_file_and_are_shown_nowhere() {
     d.wait_log("chmod 600", Duration::from_secs(5));
     assert!(!d.log_text().contains(password));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The whole path across two engines: a user-namespaced build engine builds, urund
+/// checks and moves the image to the run engine, `urun push` promotes it, and on the
+/// run engine (the image gone, as on another host) its digest is pulled and run as
+/// whoever runs it. A build that fails an image check leaves nothing to push.
+#[test]
+#[serial]
+fn build_push_pull_by_digest_and_run_across_two_engines() {
+    let reg = TestRegistry::start();
+    let _dockremap = common::engine::Dockremap::note();
+    let engine = common::engine::ExtraEngine::start(common::engine::EngineConfig {
+        userns_remap: Some("default".into()),
+        ..Default::default()
+    });
+    engine.load_image(image());
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let bob = TestUser::new(&[&g]);
+    let a = &reg.addr;
+    let d = Daemon::start(&format!(
+        "{}[images]\nallow = [\"{}\", \"{a}/urun/*\"]\n\
+         [pull]\nmode = \"missing\"\nregistries = [\"{a}\"]\n\
+         [build]\nenabled = true\nengine = \"{}\"\nmax_runtime = \"2m\"\nsetuid = \"error\"\n\
+         registry = \"{a}\"\n",
+        policy_for(&g),
+        image(),
+        engine.socket().display()
+    ));
+    let build = |name: &str, dockerfile: &str| {
+        let dir = std::env::temp_dir().join(format!("urun-push-ctx-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(
+            &dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        let o = d.run(&alice, &["build", "-t", name, dir.to_str().unwrap()], b"");
+        let _ = std::fs::remove_dir_all(&dir);
+        o
+    };
+    let o = build(
+        "app:1",
+        &format!("FROM {}\nRUN echo built > /marker\nUSER 1000\n", image()),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let local = format!("urun/{}/app:1", alice.name);
+    let local_guard = TestImage(local.clone());
+    let id = image_id(&local);
+
+    // a build whose image fails a check ([build] setuid = "error") has nothing to push
+    let o = build(
+        "bad:1",
+        &format!("FROM {}\nRUN chmod u+s /bin/busybox\nUSER 1000\n", image()),
+    );
+    assert_eq!(o.status.code(), Some(125), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("image.setuid"), "{}", stderr(&o));
+    let o = d.run(&alice, &["push", "bad:1"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("not one of your builds"),
+        "{}",
+        stderr(&o)
+    );
+
+    // promoted
+    let remote = format!("{a}/urun/{}/app", alice.name);
+    let o = d.run(&alice, &["push", "app:1"], b"");
+    let digest = pushed(&o, &format!("{remote}:1"));
+    let by_digest = format!("{remote}@{digest}");
+
+    // on a host without the image: pulled by digest, run as the caller
+    drop(local_guard);
+    assert!(!d.docker(&["image", "inspect", &id]).status.success());
+    let _pulled = TestImage(by_digest.clone());
+    for user in [&alice, &bob] {
+        let o = d.run(user, &[&by_digest, "sh", "-c", "cat /marker; id -u"], b"");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(stdout(&o), format!("built\n{}\n", user.uid));
+    }
+    assert_eq!(image_id(&by_digest), id);
 }
