@@ -376,3 +376,73 @@ fn the_shell_functions_docker_build_builds() {
     );
     assert!(own_images(&s, &s.alice).is_empty());
 }
+
+/// The file descriptors of process `pid` whose target contains `what`.
+fn fds_of(pid: u32, what: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|p| p.display().to_string())
+                .filter(|p| p.contains(what))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Review finding B3: a context was spooled in urund's runtime directory (under
+/// /run, a tmpfs: RAM) and a client that stopped sending held it until max_runtime.
+/// Now the spool is under the state directory, and a stalled client is cut off by
+/// the context's own deadline, its spool released.
+#[test]
+#[serial]
+fn b3_a_stalled_context_is_spooled_on_disk_and_cut_off_by_its_own_deadline() {
+    use common::raw::{self, frame, Then};
+    use urun::wire::{BuildRequest, Kind, VERSION};
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let policy = format!(
+        "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nenabled = true\nmax_runtime = \"1h\"\n",
+        policy_for(&g)
+    );
+    let d = Daemon::prepare(&policy).launch_env(&[("URUND_TEST_CONTEXT_IDLE_MS", "3000")]);
+    let req = BuildRequest {
+        version: VERSION,
+        dockerfile: "Dockerfile".into(),
+        ..Default::default()
+    };
+    let mut first = frame(Kind::Build, &req.encode());
+    first.extend(frame(Kind::Context, &[0u8; 16 << 10]));
+    let t = Instant::now();
+    let client = raw::spawn(
+        &d,
+        &alice,
+        &first,
+        Then::Send {
+            more: b"",
+            times: 0,
+            pause: Duration::from_secs(120),
+        },
+    );
+    // The spool: an unlinked file in <state dir>/spool, never in the runtime directory.
+    let spool = loop {
+        let found = fds_of(d.pid(), "context-");
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no spool seen");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let state = d.state.display().to_string();
+    assert!(
+        spool[0].starts_with(&format!("{state}/spool/context-")),
+        "{spool:?}"
+    );
+    // Cut off after 3 s without data (max_runtime is an hour), with one line.
+    let o = client.wait_with_output().unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let msg = raw::expect_error_frame(&raw::reply(&stdout(&o)));
+    assert!(msg.starts_with("the build context stopped coming"), "{msg}");
+    assert!(fds_of(d.pid(), "context-").is_empty(), "spool released");
+    d.wait_log("\"rule\":\"build.spool\"", Duration::from_secs(10));
+}

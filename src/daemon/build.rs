@@ -7,7 +7,8 @@
 //!      ([`crate::policy::build::admit_build`], pure);
 //!   3. the context: `Context` frames until `ContextEnd`, counted against
 //!      `[build] max_context` while they are read (refused at the first byte over),
-//!      spooled into an unlinked root-only file in urund's runtime directory and hashed;
+//!      spooled into an unlinked root-only file in urund's state directory and hashed
+//!      (with room for it across users, and deadlines of its own: [`super::spool`]);
 //!      then checked as a hostile archive ([`crate::policy::buildcontext`]): names,
 //!      types, links, the Dockerfile;
 //!   4. the Dockerfile, statically ([`crate::policy::dockerfile::check`]) with the
@@ -49,9 +50,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::unix::OwnedReadHalf;
@@ -112,6 +113,8 @@ impl Trace {
 /// The context as urund received it.
 struct Spool {
     file: Arc<File>,
+    /// Its place among the contexts urund holds (released with the spool).
+    _room: super::spool::Room,
     len: u64,
     /// sha256 of the stream, hex.
     sha: String,
@@ -367,30 +370,41 @@ impl Helper {
     /// counted against `[build] max_context` as they come and hashed.
     async fn read_context(&self, rd: &mut OwnedReadHalf, rec: &mut Record) -> Result<Spool, End> {
         let limit = self.policy.build.max_context.0;
-        let path = self.runtime.path.join(format!("context-{}", rec.request));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path);
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => {
-                return Err(End::Failed(RunError {
-                    status: status::REFUSED,
-                    message: format!("urund cannot spool the build context: {e}"),
-                }))
-            }
-        };
-        // Unlinked at once: nothing to clean up, whatever happens.
-        let _ = std::fs::remove_file(&path);
+        // On disk under the state directory, with room for it across users (B3).
+        let state = self.builds.path().parent().unwrap_or(self.builds.path());
+        let dir = super::spool::dir(state).map_err(|e| {
+            eprintln!("urund: the build spool: {e}");
+            End::Failed(RunError {
+                status: status::REFUSED,
+                message: "urund cannot spool the build context (its log says why)".into(),
+            })
+        })?;
+        let (file, room) = self
+            .spool
+            .open(&dir, &format!("context-{}", rec.request), limit)
+            .map_err(End::Refused)?;
         let file = Arc::new(file);
+        let started = tokio::time::Instant::now();
         let mut hasher = Sha256::new();
         let mut len: u64 = 0;
         loop {
-            let frame = match read_frame(rd).await {
+            // A client that stops sending is cut off, whatever max_runtime says.
+            let left = super::spool::TOTAL.saturating_sub(started.elapsed());
+            let wait = super::spool::idle().min(left);
+            let frame = match tokio::time::timeout(wait, read_frame(rd)).await {
+                Err(_) => {
+                    return Err(refused(
+                        Rule::BuildSpool,
+                        format!(
+                            "the build context stopped coming ({} s without data, or {} s                              in all); nothing was built",
+                            super::spool::idle().as_secs_f64(),
+                            super::spool::TOTAL.as_secs()
+                        ),
+                    ))
+                }
+                Ok(f) => f,
+            };
+            let frame = match frame {
                 Ok(Some(f)) => f,
                 Ok(None) => return Err(End::ClientGone),
                 Err(FrameError::Io(_)) => return Err(End::ClientGone),
@@ -441,6 +455,7 @@ impl Helper {
         rec.bytes_in = len;
         Ok(Spool {
             file,
+            _room: room,
             len,
             sha: hex(hasher.finalize()),
         })

@@ -164,7 +164,7 @@ fn build_text(p: &Policy, caller: &Caller, in_group: bool) -> String {
         );
     }
     let mut t = String::from("\nBuilding images (urun build): allowed\n");
-    let user = caller.display_name();
+    let user = crate::policy::build::namespace_user(caller);
     t.push_str(&format!(
         "  Your images: {}NAME:TAG (urun images lists them, urun rmi removes them)\n",
         b.user_prefix(&user)

@@ -110,7 +110,10 @@ impl Helper {
         let records = self.records(caller.uid)?;
         let targets = names
             .iter()
-            .map(|n| resolve(n, caller.name.as_deref(), &self.policy.build, &records))
+            .map(|n| {
+                let user = crate::policy::build::namespace_user(caller);
+                resolve(n, Some(&user), &self.policy.build, &records)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(End::Refused)?;
         let mut done = ImageRemoval::default();

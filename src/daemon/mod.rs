@@ -65,6 +65,7 @@ mod relay;
 mod request;
 mod rundir;
 mod serve;
+mod spool;
 mod stdin;
 
 pub use listen::run;
@@ -120,6 +121,8 @@ pub struct Helper {
     runtime: RuntimeDir,
     /// The record of every image a user built (what makes an image "own").
     builds: Arc<builds::Builds>,
+    /// Build contexts being received, across users (`spool`).
+    spool: Arc<spool::Reservations>,
     /// Users with a `urun push` in progress (one each).
     pushes: Mutex<std::collections::HashSet<u32>>,
     /// An image's identity files by image ID (an ID's content never changes).
@@ -175,6 +178,7 @@ impl Helper {
             runs: Mutex::new(HashMap::new()),
             runtime: p.runtime,
             builds: p.builds,
+            spool: Arc::new(spool::Reservations::default()),
             pushes: Mutex::new(std::collections::HashSet::new()),
             image_files: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),

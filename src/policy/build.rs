@@ -301,12 +301,17 @@ impl<'de> Deserialize<'de> for RuleSeverities {
 }
 
 /// The repository component that stands for `caller` in the build namespace: their
-/// user name when it is a valid repository path component, else `uid<uid>` (a name
-/// from the user database is not trusted to be one). Pure.
+/// user name when it is a valid repository path component and not all digits, else
+/// their uid in decimal (a name from the user database is not trusted to be one).
+/// A component of digits only is therefore always its owner's uid and nobody's name,
+/// so two users never share one (review S2: `uid<N>` was also a possible user name,
+/// whose builds could take the other's tags). Pure.
 pub fn namespace_user(caller: &crate::policy::Caller) -> String {
     match &caller.name {
-        Some(n) if n.len() <= 64 && path_component(n) => n.clone(),
-        _ => format!("uid{}", caller.uid),
+        Some(n) if n.len() <= 64 && path_component(n) && !n.bytes().all(|b| b.is_ascii_digit()) => {
+            n.clone()
+        }
+        _ => caller.uid.to_string(),
     }
 }
 
@@ -603,11 +608,28 @@ mod tests {
     fn an_odd_user_name_becomes_the_uid_in_the_namespace() {
         let mut c = caller();
         c.name = Some("Alice".into());
-        assert_eq!(namespace_user(&c), format!("uid{}", c.uid));
+        assert_eq!(namespace_user(&c), c.uid.to_string());
         c.name = None;
-        assert_eq!(namespace_user(&c), format!("uid{}", c.uid));
+        assert_eq!(namespace_user(&c), c.uid.to_string());
         c.name = Some("bob".into());
         assert_eq!(namespace_user(&c), "bob");
+    }
+
+    /// Review S2: a user named like another's fallback (`uid1001`, or now `1001`) must
+    /// not share that user's namespace.
+    #[test]
+    fn s2_no_user_name_can_be_another_users_namespace() {
+        let mut odd = caller();
+        odd.uid = 1001;
+        odd.name = Some("Odd$".into());
+        let mut named = caller();
+        named.uid = 2000;
+        for name in ["1001", "uid1001", "01001"] {
+            named.name = Some(name.into());
+            assert_ne!(namespace_user(&named), namespace_user(&odd), "{name}");
+        }
+        named.name = Some("1001".into());
+        assert_eq!(namespace_user(&named), "2000");
     }
 
     #[test]

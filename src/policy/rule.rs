@@ -66,11 +66,13 @@ pub enum Rule {
     /// `urun push` without a usable registry (`[build] registry`, `registry_auth`), or
     /// while another push of the caller's is in progress.
     BuildRegistry,
+    /// No room to receive another build context now (urund's spool, across users).
+    BuildSpool,
 }
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 40] = [
+    pub const ALL: [Rule; 41] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
@@ -111,6 +113,7 @@ impl Rule {
         Rule::BuildMaxRuntime,
         Rule::BuildNamespace,
         Rule::BuildRegistry,
+        Rule::BuildSpool,
     ];
 
     /// The stable id: the audit log's `rule`, and what messages name.
@@ -156,6 +159,7 @@ impl Rule {
             Rule::BuildMaxRuntime => "build.max_runtime",
             Rule::BuildNamespace => "build.namespace",
             Rule::BuildRegistry => "build.registry",
+            Rule::BuildSpool => "build.spool",
         }
     }
 }

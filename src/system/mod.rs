@@ -932,6 +932,13 @@ pub fn root_only_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The bytes an unprivileged writer could still write on the filesystem of `fd`
+/// (`fstatvfs`: `f_bavail * f_frsize`).
+pub fn free_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = nix::sys::statvfs::fstatvfs(fd).map_err(io::Error::from)?;
+    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
 /// The flags of the mount a descriptor is on (`fstatvfs`'s `f_flag`, the kernel's
 /// `ST_*` bits: read-only, nosuid, nodev, noexec, nosymfollow, atime, ...), unmasked.
 pub fn mount_flags(fd: BorrowedFd<'_>) -> io::Result<u64> {

@@ -320,6 +320,7 @@ fn every_rule_of_a_request_is_covered() {
         Rule::Docker,
         // The build and image-management paths decide these: policy::build::admit_build,
         // the context and the checks, urun push.
+        Rule::BuildSpool,
         Rule::BuildRegistry,
         Rule::BuildEnabled,
         Rule::BuildGroup,
