@@ -631,3 +631,53 @@ fn measure_a_build_through_urund_against_docker_build() {
         eprintln!("round {round}: urun build {urun:?}, docker build {docker:?}");
     }
 }
+
+/// A RUN step can print the builder's own lines (` ---> Running in <id>`); urund once
+/// removed whatever container such a line named (any container on the engine, with its
+/// volumes). Now a container named in the output is removed only if it has this
+/// build's forced shape and no urun label: a victim on the same engine keeps running.
+#[test]
+#[serial]
+fn a_container_named_in_a_run_steps_output_is_left_alone() {
+    let s = Setup::new("");
+    let victim = s
+        .engine
+        .must(&[
+            "run",
+            "-d",
+            "--label",
+            "io.urun.uid=4242",
+            image(),
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let plain = s
+        .engine
+        .must(&["run", "-d", image(), "sleep", "600"])
+        .trim()
+        .to_string();
+    let df = format!(
+        "FROM {}\nUSER 1000\nRUN echo ' ---> Running in {}'; echo ' ---> Running in {}'; exit 3\n",
+        image(),
+        &victim[..12],
+        &plain[..12]
+    );
+    let o = build(&s, &s.alice, &df, &["b2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for id in [&victim, &plain] {
+        let state = s
+            .engine
+            .must(&["inspect", "-f", "{{.State.Running}}", id])
+            .trim()
+            .to_string();
+        assert_eq!(
+            state,
+            "true",
+            "container {id} was touched\n{}",
+            s.d.log_text()
+        );
+    }
+    s.engine.must(&["rm", "-f", &victim, &plain]);
+}

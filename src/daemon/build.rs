@@ -37,7 +37,7 @@ use super::outbox::Outbox;
 use super::request::{read_frame, FrameError};
 use super::serve::{daemon_error, End};
 use super::Helper;
-use crate::engine::{BaseFacts, BuildEvent, RunError};
+use crate::engine::{BaseFacts, BuildEvent, BuildShape, RunError};
 use crate::policy::build::{admit_build, BuildAdmission, BuildFacts};
 use crate::policy::dockerfile::{self, BaseImage, CheckInput, Finding, Report, Severity};
 use crate::policy::forced::{build_settings, BuildDigests};
@@ -74,6 +74,9 @@ const MAX_FINDINGS: usize = 64;
 /// untagged images created since the build started.
 #[derive(Default)]
 pub(super) struct Trace {
+    /// The forced settings every step container of this build has (B2: a container
+    /// named in the output is removed only if it has them).
+    shape: BuildShape,
     containers: Vec<String>,
     images: Vec<String>,
     /// The image the builder reported (aux), kept until it is moved or refused.
@@ -351,6 +354,10 @@ impl Helper {
             checks: checks_label(&report),
         };
         let settings = build_settings(&self.policy.build, caller, req, &digests);
+        trace.lock().unwrap().shape = BuildShape {
+            memory: settings.memory,
+            network: settings.network.to_string(),
+        };
         let body = context_body(spool.file.clone(), spool.len);
         let image = self.run_build(req, &settings, body, rd, out, trace).await?;
         rec.image_id = Some(image.clone());
@@ -851,7 +858,10 @@ impl Helper {
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
         if !trace.containers.is_empty() {
             loop {
-                match engine.existing_containers(&trace.containers).await {
+                match engine
+                    .existing_containers(&trace.containers, &trace.shape)
+                    .await
+                {
                     Ok(left) if left.is_empty() => break,
                     Ok(left) if tokio::time::Instant::now() >= deadline => {
                         for id in left {

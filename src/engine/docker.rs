@@ -770,7 +770,11 @@ impl DockerEngine {
         }
     }
 
-    pub async fn existing_containers(&self, ids: &[String]) -> Result<Vec<String>> {
+    pub async fn existing_containers(
+        &self,
+        ids: &[String],
+        shape: &super::BuildShape,
+    ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for id in ids {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -784,7 +788,23 @@ impl DockerEngine {
                 )
                 .await
             {
-                Ok(c) => out.extend(c.id),
+                Ok(c) => {
+                    let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
+                    let host = c.host_config.as_ref();
+                    let ours = shape.admits(
+                        labels.into_iter().flat_map(|l| l.keys()),
+                        host.and_then(|h| h.memory),
+                        host.and_then(|h| h.network_mode.as_deref()),
+                    );
+                    if ours {
+                        out.extend(c.id);
+                    } else {
+                        eprintln!(
+                            "urund: container {id}, named in a build's output, is not a \
+                             step of that build; left alone"
+                        );
+                    }
+                }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(failed(e, format!("inspecting container {id}"))),
             }
@@ -943,8 +963,12 @@ impl Engine for DockerEngine {
     fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool> {
         Box::pin(DockerEngine::delete_untagged(self, image_id, since))
     }
-    fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>> {
-        Box::pin(DockerEngine::existing_containers(self, ids))
+    fn existing_containers<'a>(
+        &'a self,
+        ids: &'a [String],
+        shape: &'a super::BuildShape,
+    ) -> Call<'a, Vec<String>> {
+        Box::pin(DockerEngine::existing_containers(self, ids, shape))
     }
 }
 

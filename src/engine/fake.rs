@@ -592,7 +592,11 @@ impl Engine for Fake {
         Box::pin(async move { r.map(|()| true) })
     }
 
-    fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>> {
+    fn existing_containers<'a>(
+        &'a self,
+        ids: &'a [String],
+        _shape: &'a super::BuildShape,
+    ) -> Call<'a, Vec<String>> {
         let r = self.record(Recorded::ExistingContainers(ids.to_vec()), None);
         Box::pin(async move { r.map(|()| vec![]) })
     }

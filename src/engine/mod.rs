@@ -154,9 +154,41 @@ pub trait Engine: Send + Sync + 'static {
     /// alone (tagged, older, in use or gone).
     fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool>;
 
-    /// Build, clean-up: of these container IDs (or unique prefixes) those that still
-    /// exist, by full ID.
-    fn existing_containers<'a>(&'a self, ids: &'a [String]) -> Call<'a, Vec<String>>;
+    /// Build, clean-up: of these container IDs (or unique prefixes), taken from the
+    /// builder's text output, those that still exist AND are verifiably build-step
+    /// containers of this build's shape ([`BuildShape`]: no `io.urun.` label, the
+    /// build's memory limit and network mode), by full ID. The IDs come from text a RUN
+    /// step can print, so nothing else is ever returned (and so never removed): not a
+    /// run's or a probe's container, not a container another program made.
+    fn existing_containers<'a>(
+        &'a self,
+        ids: &'a [String],
+        shape: &'a BuildShape,
+    ) -> Call<'a, Vec<String>>;
+}
+
+/// What every step container of one build has in common, set by urund's forced build
+/// settings: the only way a container named in the builder's output is told apart
+/// from someone else's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuildShape {
+    pub memory: i64,
+    pub network: String,
+}
+
+impl BuildShape {
+    /// Whether a container with these labels, memory limit and network mode can be a
+    /// step container of a build of this shape. Pure.
+    pub fn admits<'a>(
+        &self,
+        mut labels: impl Iterator<Item = &'a String>,
+        memory: Option<i64>,
+        network: Option<&str>,
+    ) -> bool {
+        !labels.any(|k| k.starts_with(crate::policy::build::RESERVED_LABEL_PREFIX))
+            && memory == Some(self.memory)
+            && network == Some(self.network.as_str())
+    }
 }
 
 /// A base image on the build engine: its ID and what the Dockerfile check uses.
@@ -364,6 +396,24 @@ mod tests {
     fn registry_headers_are_re_encoded_in_the_url_safe_alphabet() {
         assert_eq!(url_safe_base64("ab+c/d=="), "ab-c_d==");
         assert_eq!(url_safe_base64("e30="), "e30=");
+    }
+
+    #[test]
+    fn only_a_container_of_the_builds_shape_without_urun_labels_counts_as_a_build_step() {
+        let shape = BuildShape {
+            memory: 512 << 20,
+            network: "none".into(),
+        };
+        let none: Vec<String> = vec![];
+        let urun = vec!["io.urun.uid".to_string()];
+        let other = vec!["com.example".to_string()];
+        assert!(shape.admits(none.iter(), Some(512 << 20), Some("none")));
+        assert!(shape.admits(other.iter(), Some(512 << 20), Some("none")));
+        assert!(!shape.admits(urun.iter(), Some(512 << 20), Some("none")));
+        assert!(!shape.admits(none.iter(), Some(0), Some("none")));
+        assert!(!shape.admits(none.iter(), None, Some("none")));
+        assert!(!shape.admits(none.iter(), Some(512 << 20), Some("default")));
+        assert!(!shape.admits(none.iter(), Some(512 << 20), None));
     }
 
     #[test]

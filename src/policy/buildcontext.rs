@@ -11,7 +11,7 @@
 //! the archive, at most [`MAX_DOCKERFILE`] bytes; its bytes are returned for the check.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 /// Most entries in one context.
@@ -60,6 +60,10 @@ pub fn check(archive: impl Read, dockerfile: &str) -> Result<Context, String> {
     // name → whether it is a regular file
     let mut seen: HashMap<String, bool> = HashMap::new();
     let mut found: Option<Vec<u8>> = None;
+    // Names that are not directories, and every proper prefix of every name: no entry
+    // may lie below a symlink or a file, in either order (see `below_no_leaf`).
+    let mut leaves: HashSet<String> = HashSet::new();
+    let mut parents: HashSet<String> = HashSet::new();
     let entries = ar
         .entries()
         .map_err(|e| format!("not a tar archive: {e}"))?;
@@ -105,6 +109,12 @@ pub fn check(archive: impl Read, dockerfile: &str) -> Result<Context, String> {
         if seen.insert(name.clone(), regular).is_some() {
             return Err(format!("{name:?} appears twice"));
         }
+        below_no_leaf(
+            &name,
+            kind == tar::EntryType::Directory,
+            &mut leaves,
+            &mut parents,
+        )?;
         if name == wanted {
             if !regular {
                 return Err(format!("the Dockerfile {name:?} is not a regular file"));
@@ -128,6 +138,38 @@ pub fn check(archive: impl Read, dockerfile: &str) -> Result<Context, String> {
         entries: seen.len(),
         dockerfile,
     })
+}
+
+/// Refuses an entry below a symlink or a file, whichever comes first in the archive.
+/// Docker's extractor writes `d/Dockerfile` *through* a symlink `d -> e` (and replaces
+/// an implicit directory by a later symlink), and the builder opens the Dockerfile
+/// following symlinks: a name that lies below a non-directory means the file urund
+/// checks is not the file the builder reads. Directories only ever lead to entries;
+/// everything else is a leaf.
+fn below_no_leaf(
+    name: &str,
+    dir: bool,
+    leaves: &mut HashSet<String>,
+    parents: &mut HashSet<String>,
+) -> Result<(), String> {
+    for (i, _) in name.match_indices('/') {
+        let prefix = &name[..i];
+        if leaves.contains(prefix) {
+            return Err(format!(
+                "{name:?} lies below {prefix:?}, which is not a directory (a symlink or a file)"
+            ));
+        }
+        parents.insert(prefix.to_string());
+    }
+    if !dir {
+        if parents.contains(name) {
+            return Err(format!(
+                "{name:?} is not a directory (a symlink or a file), but earlier entries lie below it"
+            ));
+        }
+        leaves.insert(name.to_string());
+    }
+    Ok(())
 }
 
 fn unreachable_sparse(name: &str) -> Result<bool, String> {
@@ -173,6 +215,45 @@ mod tests {
     }
 
     use tar::EntryType as T;
+
+    #[test]
+    fn an_entry_below_a_symlink_or_a_file_is_refused_in_either_order() {
+        let benign: &[u8] = b"FROM scratch\nUSER 1000\n";
+        let hostile: &[u8] = b"FROM scratch\nADD http://127.0.0.1/x /x\nUSER 1000\n";
+        // The review's B1: the builder reads e/Dockerfile through d -> e.
+        let through = [
+            ("d", T::Symlink, &b""[..], Some("e")),
+            ("e/", T::Directory, &b""[..], None),
+            ("d/Dockerfile", T::Regular, benign, None),
+            ("e/Dockerfile", T::Regular, hostile, None),
+        ];
+        let e = check(&tar_of(&through)[..], "d/Dockerfile").unwrap_err();
+        assert!(e.contains("\"d/Dockerfile\" lies below \"d\""), "{e}");
+        // The symlink after the entries below it replaces the implicit directory.
+        let after = [
+            ("d/Dockerfile", T::Regular, benign, None),
+            ("d", T::Symlink, &b""[..], Some("e")),
+            ("e/Dockerfile", T::Regular, hostile, None),
+        ];
+        let e = check(&tar_of(&after)[..], "d/Dockerfile").unwrap_err();
+        assert!(e.contains("\"d\" is not a directory"), "{e}");
+        // Below a regular file or a hard link, too.
+        for kind in [T::Regular, T::Link] {
+            let t = tar_of(&[
+                ("f", T::Regular, &b"x"[..], None),
+                ("g", kind, &b""[..], (kind == T::Link).then_some("f")),
+                ("g/Dockerfile", T::Regular, benign, None),
+            ]);
+            assert!(check(&t[..], "g/Dockerfile").is_err());
+        }
+        // Directories, explicit or implicit, in any order, are fine.
+        let t = tar_of(&[
+            ("d/Dockerfile", T::Regular, benign, None),
+            ("d/", T::Directory, &b""[..], None),
+            ("d/e/f", T::Regular, &b""[..], None),
+        ]);
+        assert!(check(&t[..], "d/Dockerfile").is_ok());
+    }
 
     #[test]
     fn a_plain_context_gives_its_dockerfile() {
