@@ -405,8 +405,8 @@ mod tests {
             network: "none".into(),
         };
         let none: Vec<String> = vec![];
-        let urun = vec!["io.urun.uid".to_string()];
-        let other = vec!["com.example".to_string()];
+        let urun = ["io.urun.uid".to_string()];
+        let other = ["com.example".to_string()];
         assert!(shape.admits(none.iter(), Some(512 << 20), Some("none")));
         assert!(shape.admits(other.iter(), Some(512 << 20), Some("none")));
         assert!(!shape.admits(urun.iter(), Some(512 << 20), Some("none")));
