@@ -1417,12 +1417,14 @@ fn debian_package_installs_runs_for_a_member_and_purges_without_leftovers() {
     after.retain(|p| !p.starts_with("/var/lib/dpkg/info/urun."));
     let mut expected = host.expected(without_run(before.clone()));
     // Kept on remove: the conffile, and urund's state (the secret its containers are
-    // labelled with; a reinstalled urund still removes them).
+    // labelled with, so a reinstalled urund still removes them; the records of users'
+    // builds, whose images stay on the engine).
     let mut kept = vec![
         "/etc/urun",
         "/etc/urun/policy.toml",
         STATE_DIR,
         "/var/lib/urun/instance",
+        "/var/lib/urun/builds",
     ];
     // An administrator's policy that was there before and differs from the package's
     // is kept by dpkg (--force-confold), with the package's version beside it.
