@@ -261,6 +261,7 @@ impl Helper {
             .and_then(|g| system::group_gid(&g.0).ok().flatten());
         let mut running = self.building.lock().unwrap();
         let facts = BuildFacts {
+            root_engine: !self.separate_build_engine() || !self.build_engine_userns,
             access_gid: self.group_gid,
             build_gid,
             running: running.get(&caller.uid).copied().unwrap_or(0),
@@ -711,8 +712,10 @@ impl Helper {
             stream: self.build_engine.save(image),
             chunk: Bytes::new(),
         };
+        let max = self.policy.build.max_image_size.0;
         let scanned =
-            tokio::task::spawn_blocking(move || imagecheck::scan(reader, base_layers)).await;
+            tokio::task::spawn_blocking(move || imagecheck::scan_bounded(reader, base_layers, max))
+                .await;
         let scan = match scanned {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
