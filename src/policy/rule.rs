@@ -75,7 +75,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 41] = [
+    pub const ALL: [Rule; 42] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
