@@ -1068,7 +1068,10 @@ async fn a_checked_build_is_tagged_in_the_callers_namespace_and_recorded() {
         return;
     }
     let (script, id) = script_building("1000");
-    let h = Harness::new("[build]\nenabled = true\n", script);
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        script,
+    );
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app"]).await;
     assert_eq!(last_status(&got), (Kind::Exit, 0), "{}", stderr_text(&got));
     let uid = nix::unistd::geteuid().as_raw();
@@ -1106,7 +1109,10 @@ async fn a_delivery_that_fails_half_way_takes_its_tags_back_and_records_nothing(
     }
     let (mut script, id) = script_building("1000");
     script.fail.insert(Op::Tag, 1);
-    let h = Harness::new("[build]\nenabled = true\n", script);
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        script,
+    );
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app:2"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     let calls = h.fake.calls();
@@ -1129,7 +1135,10 @@ async fn a_built_image_whose_user_is_root_is_deleted() {
         return;
     }
     let (script, id) = script_building("0");
-    let h = Harness::new("[build]\nenabled = true\n", script);
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        script,
+    );
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(
