@@ -32,7 +32,7 @@ impl Setup {
         let alice = TestUser::new(&[&g]);
         let bob = TestUser::new(&[&g]);
         let policy = format!(
-            "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nenabled = true\n",
+            "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nenabled = true\nallow_root_engine = true\n",
             policy_for(&g)
         );
         let d = Daemon::start(&policy);
@@ -401,7 +401,7 @@ fn b3_a_stalled_context_is_spooled_on_disk_and_cut_off_by_its_own_deadline() {
     let g = TestGroup::new("urg");
     let alice = TestUser::new(&[&g]);
     let policy = format!(
-        "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nenabled = true\nmax_runtime = \"1h\"\n",
+        "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nenabled = true\nallow_root_engine = true\nmax_runtime = \"1h\"\n",
         policy_for(&g)
     );
     let d = Daemon::prepare(&policy).launch_env(&[("URUND_TEST_CONTEXT_IDLE_MS", "3000")]);

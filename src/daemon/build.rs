@@ -238,8 +238,40 @@ impl Helper {
             trace.built = None;
         }
         self.clean_build(trace, since).await;
+        self.sweep_namespace_copies().await;
         rec.build = Some(audit);
         end
+    }
+
+    /// Review B4: an own build copied to a separate build engine as a base (step 4,
+    /// `save` by name then `load`) would stay there, tagged `<namespace>/<user>/…`,
+    /// readable by any later build there and untouched by `urun rmi`. The last build
+    /// to end removes every name in the build namespace from the build engine (the
+    /// image goes with its last name, unless a container still uses it). Left while
+    /// other builds run (one of them may be about to build `FROM` such a copy); a build
+    /// that starts between the count and the removal fails with "not found", never
+    /// anything worse.
+    async fn sweep_namespace_copies(&self) {
+        if !self.separate_build_engine() {
+            return;
+        }
+        let running: u32 = self.building.lock().unwrap().values().sum();
+        if running > 1 {
+            return;
+        }
+        let images = match self.build_engine.list_images().await {
+            Ok(i) => i,
+            Err(e) => return eprintln!("urund: listing the build engine's images: {e:#}"),
+        };
+        for tag in images.iter().flat_map(|i| &i.repo_tags) {
+            let ours = crate::policy::reference::Reference::parse(tag)
+                .is_ok_and(|r| judge::in_build_namespace(&self.policy, &r));
+            if ours {
+                if let Err(e) = self.build_engine.remove_image(tag).await {
+                    eprintln!("urund: removing the copy {tag} from the build engine: {e:#}");
+                }
+            }
+        }
     }
 
     /// Step 2: the pure admission from what urund counts, and the build's place in
@@ -261,6 +293,7 @@ impl Helper {
             .and_then(|g| system::group_gid(&g.0).ok().flatten());
         let mut running = self.building.lock().unwrap();
         let facts = BuildFacts {
+            root_engine: !self.separate_build_engine() || !self.build_engine_userns,
             access_gid: self.group_gid,
             build_gid,
             running: running.get(&caller.uid).copied().unwrap_or(0),
@@ -711,8 +744,10 @@ impl Helper {
             stream: self.build_engine.save(image),
             chunk: Bytes::new(),
         };
+        let max = self.policy.build.max_image_size.0;
         let scanned =
-            tokio::task::spawn_blocking(move || imagecheck::scan(reader, base_layers)).await;
+            tokio::task::spawn_blocking(move || imagecheck::scan_bounded(reader, base_layers, max))
+                .await;
         let scan = match scanned {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

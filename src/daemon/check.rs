@@ -566,13 +566,20 @@ fn build_engine(f: &Facts) -> Option<Item> {
         (None, false, true) => item(
             false,
             "build engine",
-            "the run daemon, without userns-remap: a build's RUN steps run as the host's root              (confined only by the container) on the daemon that runs everyone's containers;              set [build] engine to a dedicated dockerd with \"userns-remap\": \"default\"              (README, \"Building images\")",
+            "the run daemon, without userns-remap: a build's RUN steps would run as the host's \
+             root (confined only by the container) on the daemon that runs everyone's \
+             containers, so builds are refused unless [build] allow_root_engine = true; set \
+             [build] engine to a dedicated dockerd with \"userns-remap\": \"default\" \
+             (README, \"Building images\")",
         ),
         (None, false, false) => item(
             false,
             "build engine",
             format!(
-                "{which}: userns-remap is off, so RUN steps run as the host's root (confined                  only by the container); set \"userns-remap\": \"default\" in its daemon.json"
+                "{which}: userns-remap is off, so RUN steps would run as the host's root \
+                 (confined only by the container) and builds are refused unless \
+                 [build] allow_root_engine = true; set \"userns-remap\": \"default\" in its \
+                 daemon.json"
             ),
         ),
     })
@@ -605,7 +612,8 @@ fn registry(f: &Facts) -> Vec<Item> {
             false,
             "registry",
             format!(
-                "{a}: plain HTTP (GET /v2/: {code}) and not on loopback: images and                  credentials cross the network in clear, and every dockerd must list it in                  insecure-registries; serve it with TLS"
+                "{a}: plain HTTP (GET /v2/: {code}) and not on loopback: images and \
+                 credentials cross the network in clear, and every dockerd must list it in                  insecure-registries; serve it with TLS"
             ),
         ),
     }];

@@ -54,7 +54,13 @@ pub async fn run(opts: Options) -> Result<()> {
         );
     }
     let engine: Arc<dyn Engine> = Arc::new(DockerEngine::connect(&opts.docker_host).await?);
-    let build_engine = build_engine(&policy).await?;
+    let (build_engine, build_engine_userns) = build_engine(&policy, &opts.docker_host).await?;
+    if policy.build.enabled && build_engine.is_none() && !policy.build.allow_root_engine {
+        eprintln!(
+            "urund: builds would run on the run daemon: they are refused unless \
+             [build] allow_root_engine = true (or set [build] engine)"
+        );
+    }
     check_runtimes(&policy, engine.as_ref()).await?;
     if policy.network.mode == NetworkMode::Isolated {
         engine
@@ -71,6 +77,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let helper = Arc::new(Helper::new(Parts {
         engine,
         build_engine,
+        build_engine_userns,
         policy,
         policy_path: opts.policy.clone(),
         group_gid,
@@ -96,21 +103,44 @@ pub async fn run(opts: Options) -> Result<()> {
 }
 
 /// The build engine `[build] engine` names, connected now (builds on, and an engine
-/// named): urund does not start without it rather than fail every build later.
-async fn build_engine(policy: &Policy) -> Result<Option<Arc<dyn Engine>>> {
+/// named): urund does not start without it rather than fail every build later. With
+/// whether it is a dockerd of its own with `userns-remap` (`docker info`; the same
+/// socket as the run daemon's is not), which builds need unless
+/// `[build] allow_root_engine`.
+async fn build_engine(
+    policy: &Policy,
+    docker_host: &str,
+) -> Result<(Option<Arc<dyn Engine>>, bool)> {
     let Some(path) = policy
         .build
         .engine
         .as_ref()
         .filter(|_| policy.build.enabled)
     else {
-        return Ok(None);
+        return Ok((None, false));
     };
     let uri = format!("unix://{}", path.0.display());
     let e = DockerEngine::connect(&uri)
         .await
         .with_context(|| format!("policy [build] engine = {:?}", path.0))?;
-    Ok(Some(Arc::new(e)))
+    let run = docker_host.strip_prefix("unix://").unwrap_or(docker_host);
+    let same = std::fs::canonicalize(&path.0).ok() == std::fs::canonicalize(run).ok();
+    let userns = !same
+        && e.info()
+            .await
+            .context("asking the build engine whether it has userns-remap (docker info)")?
+            .security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.split(',').any(|kv| kv == "name=userns"));
+    if !userns && !policy.build.allow_root_engine {
+        eprintln!(
+            "urund: [build] engine {} is the run daemon or has no userns-remap: builds are \
+             refused unless [build] allow_root_engine = true",
+            path.0.display()
+        );
+    }
+    Ok((Some(Arc::new(e)), userns))
 }
 
 /// Every runtime the policy names (`[runtime]`, `[[runtime.image]]`, the override

@@ -97,6 +97,8 @@ pub struct Helper {
     /// The engine builds run on (`[build] engine`); the same `Arc` as `engine` when
     /// the policy names none.
     build_engine: Arc<dyn Engine>,
+    /// `[build] engine` is a dedicated dockerd with `userns-remap` (asked at start).
+    build_engine_userns: bool,
     /// Builds in progress per uid (`[build] max_concurrent`).
     building: Mutex<HashMap<u32, u32>>,
     policy: Policy,
@@ -146,6 +148,8 @@ pub(crate) struct Parts {
     pub engine: Arc<dyn Engine>,
     /// `[build] engine` when the policy names one (else builds use `engine`).
     pub build_engine: Option<Arc<dyn Engine>>,
+    /// That engine reported `userns-remap` (`docker info`) at start.
+    pub build_engine_userns: bool,
     pub policy: Policy,
     pub policy_path: PathBuf,
     /// gid of the policy's `access.group`.
@@ -164,6 +168,7 @@ impl Helper {
     pub(crate) fn new(p: Parts) -> Helper {
         Helper {
             janitor: Janitor::new(p.engine.clone(), p.owner, p.audit.clone()),
+            build_engine_userns: p.build_engine.is_some() && p.build_engine_userns,
             build_engine: p.build_engine.unwrap_or_else(|| p.engine.clone()),
             building: Mutex::new(HashMap::new()),
             engine: p.engine,

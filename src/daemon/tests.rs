@@ -88,6 +88,7 @@ impl Harness {
         let helper = Helper::new(Parts {
             engine: Arc::new(fake.clone()),
             build_engine: None,
+            build_engine_userns: false,
             policy: policy(policy_extra),
             policy_path: PathBuf::from("/test/policy.toml"),
             group_gid: access_gid().expect("a user urund can serve"),
@@ -932,7 +933,10 @@ async fn a_dockerfile_that_fails_a_check_reaches_no_build() {
     if cannot_serve() {
         return;
     }
-    let h = Harness::new("[build]\nenabled = true\n", Script::default());
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        Script::default(),
+    );
     let got = build_to_end(&h, "FROM busybox\nUSER root\n", &["x"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(stderr_text(&got).contains("[user.root] Dockerfile:2:"));
@@ -953,7 +957,7 @@ async fn a_build_gets_the_forced_settings_and_an_image_that_cannot_be_checked_is
         return;
     }
     let h = Harness::new(
-        "[build]\nenabled = true\nmemory = \"512m\"\ncpus = 0.5\n",
+        "[build]\nenabled = true\nallow_root_engine = true\nmemory = \"512m\"\ncpus = 0.5\n",
         Script::default(),
     );
     let got = build_to_end(&h, "FROM busybox\nUSER 1000\n", &["app:1"]).await;
@@ -1064,7 +1068,10 @@ async fn a_checked_build_is_tagged_in_the_callers_namespace_and_recorded() {
         return;
     }
     let (script, id) = script_building("1000");
-    let h = Harness::new("[build]\nenabled = true\n", script);
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        script,
+    );
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app"]).await;
     assert_eq!(last_status(&got), (Kind::Exit, 0), "{}", stderr_text(&got));
     let uid = nix::unistd::geteuid().as_raw();
@@ -1102,7 +1109,10 @@ async fn a_delivery_that_fails_half_way_takes_its_tags_back_and_records_nothing(
     }
     let (mut script, id) = script_building("1000");
     script.fail.insert(Op::Tag, 1);
-    let h = Harness::new("[build]\nenabled = true\n", script);
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        script,
+    );
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app:2"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     let calls = h.fake.calls();
@@ -1125,7 +1135,10 @@ async fn a_built_image_whose_user_is_root_is_deleted() {
         return;
     }
     let (script, id) = script_building("0");
-    let h = Harness::new("[build]\nenabled = true\n", script);
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        script,
+    );
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(

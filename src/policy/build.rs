@@ -14,6 +14,8 @@
 //! max_concurrent = 1                   # builds one user may have at once
 //! max_context = "256m"                 # enforced by urund while it reads the context
 //! max_images = 20                      # own images one user may keep
+//! max_image_size = "4g"                # largest built image kept
+//! allow_root_engine = false            # refuse builds on the run daemon / without userns-remap
 //! run_own = true                       # a user may run their own builds
 //! setuid = "warning"                   # setuid/setgid files added by the build
 //! registry = "127.0.0.1:5000"          # `urun push` target (host[:port])
@@ -64,6 +66,13 @@ pub struct Build {
     pub max_context: Bytes,
     /// Own images one user may keep; a build past it is refused.
     pub max_images: Count,
+    /// Largest built image kept (all its layers, uncompressed); a bigger one is
+    /// refused and removed like an image that fails a check.
+    pub max_image_size: Bytes,
+    /// Build on an engine that is the run daemon or lacks `userns-remap` (a `RUN`
+    /// step's root is then the host's root, confined only by the container). Off:
+    /// such builds are refused.
+    pub allow_root_engine: bool,
     /// A user may run their own builds without an `images.allow` entry.
     pub run_own: bool,
     /// Severity of setuid/setgid files the build's layers add (`off`, `warning`,
@@ -94,6 +103,8 @@ impl Default for Build {
             max_concurrent: Count(1),
             max_context: Bytes(256 << 20),
             max_images: Count(20),
+            max_image_size: Bytes(4 << 30),
+            allow_root_engine: false,
             run_own: true,
             setuid: PolicySeverity(Severity::Warning),
             rules: RuleSeverities::default(),
@@ -367,6 +378,9 @@ pub struct BuildFacts {
     pub build_gid: Option<u32>,
     /// The caller's builds in progress.
     pub running: u32,
+    /// The build engine is the run daemon or has no `userns-remap` (urund asks it at
+    /// start).
+    pub root_engine: bool,
     /// The caller's own images on record.
     pub images: usize,
 }
@@ -400,6 +414,14 @@ pub fn admit_build(
         );
     }
     crate::policy::judge::judge_access(caller, policy, facts.access_gid)?;
+    if facts.root_engine && !b.allow_root_engine {
+        return refuse(
+            Rule::BuildEngine,
+            "building is refused here: the build engine is the run daemon or has no \
+             userns-remap, so a RUN step would run as the host's root (policy [build] engine, \
+             allow_root_engine); ask your administrator",
+        );
+    }
     if let Some(g) = &b.group {
         if !facts.build_gid.is_some_and(|gid| caller.in_group(gid)) {
             return refuse(
@@ -512,6 +534,7 @@ mod tests {
             access_gid: 100,
             build_gid: Some(200),
             running: 0,
+            root_engine: false,
             images: 0,
         }
     }
@@ -538,11 +561,18 @@ mod tests {
         labelled
             .labels
             .insert("io.urun.build.uid".into(), "0".into());
+        let root = BuildFacts {
+            root_engine: true,
+            ..facts()
+        };
+        let allowed = parse("[build]\nenabled = true\nallow_root_engine = true\n").unwrap();
+        assert!(admit_build(&c, &allowed, &req(&[]), &root).is_ok());
         let cases = [
             (
                 Rule::BuildEnabled,
                 admit_build(&c, &parse("").unwrap(), &req(&[]), &facts()),
             ),
+            (Rule::BuildEngine, admit_build(&c, &on, &req(&[]), &root)),
             (
                 Rule::AccessGroup,
                 admit_build(

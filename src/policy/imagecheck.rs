@@ -103,6 +103,8 @@ pub struct Scan {
     pub image_id: String,
     /// Layers of the image, and how many of them are the base image's.
     pub layers: usize,
+    /// Bytes of all its layers (uncompressed, as saved): its size on disk, about.
+    pub bytes: u64,
     pub base_layers: usize,
     /// `config.User` (empty when unset).
     pub user: String,
@@ -447,6 +449,12 @@ struct RootFs {
 /// Scans the `docker save` archive of one image whose lowest `base_layers` layers
 /// are the base image's (0 for `FROM scratch`).
 pub fn scan(r: impl Read, base_layers: usize) -> Result<Scan, ScanError> {
+    scan_bounded(r, base_layers, u64::MAX)
+}
+
+/// [`scan`], refusing (as soon as it is read) an image whose layers hold more than
+/// `max_bytes` (`[build] max_image_size`).
+pub fn scan_bounded(r: impl Read, base_layers: usize, max_bytes: u64) -> Result<Scan, ScanError> {
     let mut s = Scanner {
         keys: RandomState::new(),
         entries: 0,
@@ -457,6 +465,7 @@ pub fn scan(r: impl Read, base_layers: usize) -> Result<Scan, ScanError> {
     let mut json: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut outer = Reader::new(r);
     let mut n = 0;
+    let mut bytes: u64 = 0;
     while let Some(e) = outer.next_entry()? {
         n += 1;
         if n > MAX_OUTER {
@@ -469,6 +478,12 @@ pub fn scan(r: impl Read, base_layers: usize) -> Result<Scan, ScanError> {
             Kind::File if is_layer => {
                 if layers.len() + aliases.len() >= MAX_LAYERS {
                     return refuse(format!("more than {MAX_LAYERS} layers"));
+                }
+                bytes = bytes.saturating_add(e.size);
+                if bytes > max_bytes {
+                    return refuse(format!(
+                        "its layers hold more than {max_bytes} bytes ([build] max_image_size)"
+                    ));
                 }
                 let l = s.layer(outer.data())?;
                 if layers.insert(path.clone(), l).is_some() {
@@ -587,6 +602,7 @@ pub fn scan(r: impl Read, base_layers: usize) -> Result<Scan, ScanError> {
     Ok(Scan {
         image_id: format!("sha256:{digest}"),
         layers: ordered.len(),
+        bytes,
         base_layers,
         user: c.user.unwrap_or_default(),
         env: c.env.unwrap_or_default(),

@@ -63,6 +63,9 @@ pub enum Rule {
     BuildMaxRuntime,
     /// A reference inside the build namespace, which only builds fill.
     BuildNamespace,
+    /// The build engine is the run daemon or lacks `userns-remap`, and
+    /// `[build] allow_root_engine` is off.
+    BuildEngine,
     /// `urun push` without a usable registry (`[build] registry`, `registry_auth`), or
     /// while another push of the caller's is in progress.
     BuildRegistry,
@@ -72,7 +75,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order of the serve path.
-    pub const ALL: [Rule; 41] = [
+    pub const ALL: [Rule; 42] = [
         Rule::Protocol,
         Rule::AllowRoot,
         Rule::AccessGroup,
@@ -112,6 +115,7 @@ impl Rule {
         Rule::BuildImage,
         Rule::BuildMaxRuntime,
         Rule::BuildNamespace,
+        Rule::BuildEngine,
         Rule::BuildRegistry,
         Rule::BuildSpool,
     ];
@@ -158,6 +162,7 @@ impl Rule {
             Rule::BuildImage => "build.image",
             Rule::BuildMaxRuntime => "build.max_runtime",
             Rule::BuildNamespace => "build.namespace",
+            Rule::BuildEngine => "build.engine",
             Rule::BuildRegistry => "build.registry",
             Rule::BuildSpool => "build.spool",
         }

@@ -333,6 +333,7 @@ fn every_rule_of_a_request_is_covered() {
         Rule::BuildBase,
         Rule::BuildImage,
         Rule::BuildMaxRuntime,
+        Rule::BuildEngine,
     ];
     let all: BTreeSet<Rule> = Rule::ALL
         .into_iter()

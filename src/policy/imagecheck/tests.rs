@@ -397,6 +397,19 @@ fn a_scan_reads_a_stream_sent_in_chunks_through_a_channel() {
 }
 
 #[test]
+fn an_image_over_the_size_bound_is_refused_as_its_layers_are_read() {
+    let big = layer_tar(&[E::File("blob", 0o644, &[7u8; 100_000])]);
+    let t = saved(&[base(), big], Some("app"), &[]);
+    let s = scan(&t[..], 1).unwrap();
+    assert!(s.bytes > 100_000 && s.bytes < 120_000, "{}", s.bytes);
+    assert_eq!(scan_bounded(&t[..], 1, s.bytes).unwrap().bytes, s.bytes);
+    match scan_bounded(&t[..], 1, 50_000) {
+        Err(ScanError::Refused(m)) => assert!(m.contains("max_image_size"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_layer_saved_twice_is_read_through_its_link() {
     let same = layer_tar(&[E::Dir("x/")]);
     let t = saved(&[base(), same.clone(), same], Some("app"), &[]);
