@@ -255,30 +255,7 @@ pub(crate) fn images_table(rows: &[ImageRow], quiet: bool, full: bool, now: i64)
             human_size(r.size, 3),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|c| {
-            let w = table
-                .iter()
-                .map(|row| row[c].chars().count())
-                .max()
-                .unwrap_or(0);
-            (w + 3).max(10)
-        })
-        .collect();
-    let mut t = String::new();
-    for row in &table {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c == 4 {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}", w = widths[c]));
-            }
-        }
-        t.push_str(line.trim_end());
-        t.push('\n');
-    }
-    t
+    columns(&table)
 }
 
 /// `urun images --registry`: what you pushed, as `docker images --digests` shows
@@ -309,7 +286,13 @@ pub(crate) fn registry_table(rows: &[ImageRow], quiet: bool, full: bool, now: i6
             created(now - r.created),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
+    columns(&table)
+}
+
+/// docker's table layout: every column but the last padded to its widest cell plus
+/// three spaces (at least 10), the last as it is, trailing spaces trimmed.
+fn columns<const N: usize>(table: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| {
             let w = table
                 .iter()
@@ -320,12 +303,13 @@ pub(crate) fn registry_table(rows: &[ImageRow], quiet: bool, full: bool, now: i6
         })
         .collect();
     let mut t = String::new();
-    for row in &table {
+    for row in table {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            match c {
-                3 => line.push_str(cell),
-                _ => line.push_str(&format!("{cell:<w$}", w = widths[c])),
+            if c == N - 1 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}", w = widths[c]));
             }
         }
         t.push_str(line.trim_end());
