@@ -179,22 +179,102 @@ pub struct Urun {
     pub command: Vec<String>,
 }
 
-/// A `docker run` flag urun knows and refuses, defined once: its clap id, why it is
-/// refused (`{uid}` is replaced by the caller's uid), and the values that are accepted
-/// after all (`--ipc private`). The reason is the flag's help text (man page,
-/// completions) and the refusal message.
+/// A docker flag urun knows and refuses, defined once: its clap id (a flag its row
+/// defines: its long spelling), why it is refused (`{uid}` is replaced by the caller's uid), the values that are accepted
+/// after all (`--ipc private`), and, for a flag that is nothing but refused, how it is
+/// spelled if its table row defines it (`urun build`'s). The reason is the flag's help
+/// text (man page, completions) and the refusal message.
 pub struct RefusedFlag {
     pub id: &'static str,
     pub reason: &'static str,
     pub accepted: &'static [&'static str],
+    /// `None`: the flag is a field of the command's arguments struct.
+    pub spelling: Option<Spelling>,
 }
 
+/// How a refused flag that its table row defines is spelled besides `--ID`: an
+/// optional short form, and what it takes.
+#[derive(Clone, Copy)]
+pub struct Spelling {
+    pub short: Option<char>,
+    pub takes: Takes,
+}
+
+/// What a refused flag takes, as docker's does (parsed, so that the refusal can name
+/// it rather than call it unknown).
+#[derive(Clone, Copy)]
+pub enum Takes {
+    /// Nothing (`--squash`).
+    Nothing,
+    /// One value, once (`--network MODE`).
+    One(&'static str),
+    /// A value, as often as given (`--secret SECRET`).
+    Many(&'static str),
+}
+
+/// A refused flag defined by its command's arguments struct.
 pub(crate) const fn refused(id: &'static str, reason: &'static str) -> RefusedFlag {
     RefusedFlag {
         id,
         reason,
         accepted: &[],
+        spelling: None,
     }
+}
+
+/// A refused flag defined by its table row alone: `--long` (`-short` too), taking
+/// `takes`; its id is `long`.
+pub(crate) const fn refused_flag(
+    long: &'static str,
+    short: Option<char>,
+    takes: Takes,
+    reason: &'static str,
+) -> RefusedFlag {
+    RefusedFlag {
+        id: long,
+        reason,
+        accepted: &[],
+        spelling: Some(Spelling { short, takes }),
+    }
+}
+
+/// `cmd` with its table of refused flags: the flags a row defines added under the
+/// [`REFUSED`] heading, and every flag that is nothing but refused given `help(reason)`
+/// as its help (a flag refused only for some values keeps its own, which names them).
+fn with_refused(
+    mut cmd: clap::Command,
+    table: &[RefusedFlag],
+    help: impl Fn(&'static str) -> String,
+) -> clap::Command {
+    use clap::{Arg, ArgAction};
+    for f in table.iter().filter(|f| f.accepted.is_empty()) {
+        let Some(s) = f.spelling else {
+            cmd = cmd.mut_arg(f.id, |a| a.help(help(f.reason)));
+            continue;
+        };
+        // As clap's derive makes a field's flag (bool, Option<String>, Vec<String>).
+        let arg = match s.takes {
+            Takes::Nothing => Arg::new(f.id)
+                .required(false)
+                .value_parser(clap::value_parser!(bool))
+                .action(ArgAction::SetTrue),
+            Takes::One(v) => Arg::new(f.id)
+                .value_name(v)
+                .value_parser(clap::value_parser!(String))
+                .action(ArgAction::Set),
+            Takes::Many(v) => Arg::new(f.id)
+                .value_name(v)
+                .value_parser(clap::value_parser!(String))
+                .action(ArgAction::Append),
+        };
+        cmd = cmd.arg(
+            arg.short(s.short)
+                .long(f.id)
+                .help_heading(REFUSED)
+                .help(help(f.reason)),
+        );
+    }
+    cmd
 }
 
 const NAMESPACES: &str = "namespaces are always private, never the host's or another container's";
@@ -216,11 +296,13 @@ pub const REFUSED_FLAGS: &[RefusedFlag] = &[
         id: "ipc",
         reason: "namespaces are always private, never the host's or another container's (only --ipc private)",
         accepted: &["private"],
+        spelling: None,
     },
     RefusedFlag {
         id: "cgroupns",
         reason: "namespaces are always private (only --cgroupns private)",
         accepted: &["private"],
+        spelling: None,
     },
     refused("device", DEVICES),
     refused("gpus", DEVICES),
@@ -251,6 +333,7 @@ pub const REFUSED_FLAGS: &[RefusedFlag] = &[
         id: "pull",
         reason: "urund pulls only missing images, and only where the policy allows it (only --pull missing or --pull never)",
         accepted: &["never", "missing"],
+        spelling: None,
     },
 ];
 
@@ -477,13 +560,11 @@ pub fn urun_command() -> clap::Command {
     for (k, v) in EXIT_STATUSES {
         statuses.push_str(&format!("  {k:<6} {v}\n"));
     }
-    let mut cmd = Urun::command().after_help(format!("{forced}\n{statuses}"));
-    // A flag refused only for some values keeps its own help, which names them.
-    for f in REFUSED_FLAGS.iter().filter(|f| f.accepted.is_empty()) {
-        let help = f.reason.replace(" (uid {uid})", "");
-        cmd = cmd.mut_arg(f.id, |a| a.help(help));
-    }
-    cmd
+    with_refused(
+        Urun::command().after_help(format!("{forced}\n{statuses}")),
+        REFUSED_FLAGS,
+        |reason| reason.replace(" (uid {uid})", ""),
+    )
 }
 
 /// Parses urun's arguments. `Err` carries clap's error (printed by the caller).

@@ -3,7 +3,8 @@
 //! come from these definitions and tables.
 #![forbid(unsafe_code)]
 
-use super::{refusal_in, RefusedFlag, Usage, REFUSED};
+use super::Takes::{Many, Nothing, One};
+use super::{refusal_in, refused_flag, with_refused, RefusedFlag, Usage};
 use crate::policy::build::RESERVED_LABEL_PREFIX;
 use crate::wire::build::MAX_BUILD_ITEMS;
 use crate::DEFAULT_SOCKET;
@@ -12,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// `urun build`: the safe subset of `docker build`. Every `docker build` flag urun
-/// knows is defined here, accepted or refused; anything else is an unknown flag.
+/// knows is defined here if accepted, or in [`BUILD_REFUSED_FLAGS`] if refused;
+/// anything else is an unknown flag.
 #[derive(Parser, Debug, Clone, Default)]
 #[command(
     name = "urun-build",
@@ -82,64 +84,6 @@ pub struct BuildArgs {
     #[arg(long = "force-rm")]
     pub force_rm: bool,
 
-    // ── refused: parsed so the refusal can name them (see `BUILD_REFUSED_FLAGS`) ──
-    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
-    pub network: Option<String>,
-    #[arg(long = "add-host", value_name = "HOST:IP", help_heading = REFUSED)]
-    pub add_host: Vec<String>,
-    #[arg(long, value_name = "SECRET", help_heading = REFUSED)]
-    pub secret: Vec<String>,
-    #[arg(long, value_name = "SSH", help_heading = REFUSED)]
-    pub ssh: Vec<String>,
-    #[arg(long = "security-opt", value_name = "OPT", help_heading = REFUSED)]
-    pub security_opt: Vec<String>,
-    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
-    pub isolation: Option<String>,
-    #[arg(long = "cgroup-parent", value_name = "CGROUP", help_heading = REFUSED)]
-    pub cgroup_parent: Option<String>,
-    #[arg(short = 'o', long, value_name = "OUTPUT", help_heading = REFUSED)]
-    pub output: Vec<String>,
-    #[arg(long = "cache-from", value_name = "IMAGE", help_heading = REFUSED)]
-    pub cache_from: Vec<String>,
-    #[arg(long = "cache-to", value_name = "CACHE", help_heading = REFUSED)]
-    pub cache_to: Vec<String>,
-    #[arg(long, value_name = "PLATFORM", help_heading = REFUSED)]
-    pub platform: Option<String>,
-    #[arg(long, help_heading = REFUSED)]
-    pub squash: bool,
-    #[arg(short = 'm', long, value_name = "BYTES", help_heading = REFUSED)]
-    pub memory: Option<String>,
-    #[arg(long = "memory-swap", value_name = "BYTES", help_heading = REFUSED)]
-    pub memory_swap: Option<String>,
-    #[arg(short = 'c', long = "cpu-shares", value_name = "N", help_heading = REFUSED)]
-    pub cpu_shares: Option<String>,
-    #[arg(long = "cpu-period", value_name = "N", help_heading = REFUSED)]
-    pub cpu_period: Option<String>,
-    #[arg(long = "cpu-quota", value_name = "N", help_heading = REFUSED)]
-    pub cpu_quota: Option<String>,
-    #[arg(long = "cpuset-cpus", value_name = "CPUS", help_heading = REFUSED)]
-    pub cpuset_cpus: Option<String>,
-    #[arg(long = "cpuset-mems", value_name = "MEMS", help_heading = REFUSED)]
-    pub cpuset_mems: Option<String>,
-    #[arg(long, value_name = "LIMIT", help_heading = REFUSED)]
-    pub ulimit: Vec<String>,
-    #[arg(long = "shm-size", value_name = "BYTES", help_heading = REFUSED)]
-    pub shm_size: Option<String>,
-    #[arg(long = "build-context", value_name = "NAME=PATH", help_heading = REFUSED)]
-    pub build_context: Vec<String>,
-    #[arg(long, help_heading = REFUSED)]
-    pub compress: bool,
-    #[arg(long, help_heading = REFUSED)]
-    pub stream: bool,
-    #[arg(long, value_name = "TYPE", help_heading = REFUSED)]
-    pub progress: Option<String>,
-    #[arg(long = "disable-content-trust", help_heading = REFUSED)]
-    pub disable_content_trust: bool,
-    #[arg(long, help_heading = REFUSED)]
-    pub push: bool,
-    #[arg(long, value_name = "BUILDER", help_heading = REFUSED)]
-    pub builder: Option<String>,
-
     /// The build context: a directory (read as you), or - for a tar archive or a
     /// Dockerfile alone on standard input
     #[arg(value_name = "PATH | -")]
@@ -151,75 +95,124 @@ const BUILD_LIMITS: &str =
 const BUILD_NETWORK: &str =
     "build steps get the network the policy gives builds ([build] network; urun --policy shows it)";
 
-/// Every refused `docker build` flag, in one table (see [`RefusedFlag`]).
+/// Every refused `docker build` flag, in one table (see [`RefusedFlag`]): all but
+/// `--pull` (refused for some values) are defined by their row alone.
 pub const BUILD_REFUSED_FLAGS: &[RefusedFlag] = &[
     RefusedFlag {
         id: "pull",
         reason: "base images are pulled only when missing, and only where the policy \
                  allows it (only --pull missing or --pull never)",
         accepted: &["missing", "never"],
+        spelling: None,
     },
-    super::refused("network", BUILD_NETWORK),
-    super::refused("add_host", BUILD_NETWORK),
-    super::refused(
+    refused_flag("network", None, One("MODE"), BUILD_NETWORK),
+    refused_flag("add-host", None, Many("HOST:IP"), BUILD_NETWORK),
+    refused_flag(
         "secret",
+        None,
+        Many("SECRET"),
         "build secrets are not available: layers and cache stay on a shared build engine",
     ),
-    super::refused("ssh", "SSH agent forwarding is not available to builds"),
-    super::refused(
-        "security_opt",
+    refused_flag(
+        "ssh",
+        None,
+        Many("SSH"),
+        "SSH agent forwarding is not available to builds",
+    ),
+    refused_flag(
+        "security-opt",
+        None,
+        Many("OPT"),
         "build containers have the build engine's fixed security settings",
     ),
-    super::refused("isolation", "the isolation is the build engine's"),
-    super::refused("cgroup_parent", BUILD_LIMITS),
-    super::refused(
+    refused_flag(
+        "isolation",
+        None,
+        One("MODE"),
+        "the isolation is the build engine's",
+    ),
+    refused_flag("cgroup-parent", None, One("CGROUP"), BUILD_LIMITS),
+    refused_flag(
         "output",
+        Some('o'),
+        Many("OUTPUT"),
         "the image always goes to the run engine, tagged in your namespace; nothing is exported",
     ),
-    super::refused(
-        "cache_from",
+    refused_flag(
+        "cache-from",
+        None,
+        Many("IMAGE"),
         "only the build engine's own layer cache is used",
     ),
-    super::refused("cache_to", "the layer cache stays on the build engine"),
-    super::refused(
+    refused_flag(
+        "cache-to",
+        None,
+        Many("CACHE"),
+        "the layer cache stays on the build engine",
+    ),
+    refused_flag(
         "platform",
+        None,
+        One("PLATFORM"),
         "images are built for the build engine's own platform",
     ),
-    super::refused(
+    refused_flag(
         "squash",
+        None,
+        Nothing,
         "layers are kept as built (urund checks what they add)",
     ),
-    super::refused("memory", BUILD_LIMITS),
-    super::refused("memory_swap", BUILD_LIMITS),
-    super::refused("cpu_shares", BUILD_LIMITS),
-    super::refused("cpu_period", BUILD_LIMITS),
-    super::refused("cpu_quota", BUILD_LIMITS),
-    super::refused("cpuset_cpus", BUILD_LIMITS),
-    super::refused("cpuset_mems", BUILD_LIMITS),
-    super::refused("ulimit", BUILD_LIMITS),
-    super::refused("shm_size", BUILD_LIMITS),
-    super::refused(
-        "build_context",
+    refused_flag("memory", Some('m'), One("BYTES"), BUILD_LIMITS),
+    refused_flag("memory-swap", None, One("BYTES"), BUILD_LIMITS),
+    refused_flag("cpu-shares", Some('c'), One("N"), BUILD_LIMITS),
+    refused_flag("cpu-period", None, One("N"), BUILD_LIMITS),
+    refused_flag("cpu-quota", None, One("N"), BUILD_LIMITS),
+    refused_flag("cpuset-cpus", None, One("CPUS"), BUILD_LIMITS),
+    refused_flag("cpuset-mems", None, One("MEMS"), BUILD_LIMITS),
+    refused_flag("ulimit", None, Many("LIMIT"), BUILD_LIMITS),
+    refused_flag("shm-size", None, One("BYTES"), BUILD_LIMITS),
+    refused_flag(
+        "build-context",
+        None,
+        Many("NAME=PATH"),
         "a build sees only the one context you send",
     ),
-    super::refused(
+    refused_flag(
         "compress",
+        None,
+        Nothing,
         "the context goes to urund on this host, uncompressed",
     ),
-    super::refused("stream", "the context is always streamed to urund"),
-    super::refused(
+    refused_flag(
+        "stream",
+        None,
+        Nothing,
+        "the context is always streamed to urund",
+    ),
+    refused_flag(
         "progress",
+        None,
+        One("TYPE"),
         "the build's output is the legacy builder's plain log",
     ),
-    super::refused(
-        "disable_content_trust",
+    refused_flag(
+        "disable-content-trust",
+        None,
+        Nothing,
         "content trust is not available; base images are the policy's",
     ),
-    super::refused(
+    refused_flag(
         "push",
+        None,
+        Nothing,
         "push a checked build with urun push once it is built",
     ),
-    super::refused("builder", "the builder is urund's ([build] engine)"),
+    refused_flag(
+        "builder",
+        None,
+        One("BUILDER"),
+        "the builder is urund's ([build] engine)",
+    ),
 ];
 
 /// `urun build`'s exit statuses: (status, meaning). In --help, the man page and README.
@@ -244,11 +237,8 @@ pub fn build_command() -> clap::Command {
     for (k, v) in BUILD_EXIT_STATUSES {
         statuses.push_str(&format!("  {k:<4} {v}\n"));
     }
-    let mut cmd = BuildArgs::command().after_help(statuses);
-    for f in BUILD_REFUSED_FLAGS.iter().filter(|f| f.accepted.is_empty()) {
-        cmd = cmd.mut_arg(f.id, |a| a.help(f.reason));
-    }
-    cmd
+    let cmd = BuildArgs::command().after_help(statuses);
+    with_refused(cmd, BUILD_REFUSED_FLAGS, str::to_string)
 }
 
 /// Parses `urun build`'s arguments (after the word `build`; the first is the program)
@@ -401,23 +391,23 @@ pub struct RmiArgs {
     /// urund's socket
     #[arg(long, env = "URUN_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
-    #[arg(short = 'f', long, help_heading = REFUSED)]
-    pub force: bool,
-    #[arg(long = "no-prune", help_heading = REFUSED)]
-    pub no_prune: bool,
     /// Your images: NAME[:TAG] or an ID
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
 }
 
-/// Every refused `docker rmi` flag.
+/// Every refused `docker rmi` flag, each defined by its row (see [`RefusedFlag`]).
 pub const RMI_REFUSED_FLAGS: &[RefusedFlag] = &[
-    super::refused(
+    refused_flag(
         "force",
+        Some('f'),
+        Nothing,
         "an image still used by a container, or tagged outside your namespace, is never removed",
     ),
-    super::refused(
-        "no_prune",
+    refused_flag(
+        "no-prune",
+        None,
+        Nothing,
         "urun rmi removes only what your builds made; there is nothing else to keep",
     ),
 ];
@@ -464,11 +454,7 @@ pub fn images_command() -> clap::Command {
 }
 
 pub fn rmi_command() -> clap::Command {
-    let mut cmd = RmiArgs::command();
-    for f in RMI_REFUSED_FLAGS {
-        cmd = cmd.mut_arg(f.id, |a| a.help(f.reason));
-    }
-    cmd
+    with_refused(RmiArgs::command(), RMI_REFUSED_FLAGS, str::to_string)
 }
 
 pub fn push_command() -> clap::Command {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::client::cli::{split_command, Sub};
+use crate::client::cli::{split_command, Sub, REFUSED};
 use std::ffi::OsString;
 
 fn parse(args: &[&str]) -> (BuildArgs, ArgMatches) {
