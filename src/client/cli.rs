@@ -11,12 +11,14 @@ use std::path::PathBuf;
 
 mod build;
 pub use build::*;
+use Takes::{Many, Nothing, One};
 
 /// Heading under which `--help` lists the docker flags urun knows and refuses.
 const REFUSED: &str = "Docker flags urun refuses (exit 125, the message says why)";
 
 /// urun: run a container as yourself through urund. Every `docker run` flag urun knows
-/// is defined here once, accepted or refused; anything else is an unknown flag.
+/// is defined once: here if accepted (or refused only for some values), in
+/// [`REFUSED_FLAGS`] if refused; anything else is an unknown flag.
 #[derive(Parser, Debug, Clone, Default)]
 #[command(
     name = "urun",
@@ -111,57 +113,6 @@ pub struct Urun {
     #[arg(long, value_name = "MODE")]
     pub cgroupns: Option<String>,
 
-    // ── refused: parsed so the refusal can name them (see `refusal`) ──
-    #[arg(long, help_heading = REFUSED)]
-    pub privileged: bool,
-    #[arg(long = "cap-add", value_name = "CAP", help_heading = REFUSED)]
-    pub cap_add: Vec<String>,
-    #[arg(long = "security-opt", value_name = "OPT", help_heading = REFUSED)]
-    pub security_opt: Vec<String>,
-    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
-    pub pid: Option<String>,
-    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
-    pub uts: Option<String>,
-    #[arg(long, value_name = "MODE", help_heading = REFUSED)]
-    pub userns: Option<String>,
-    #[arg(long, value_name = "DEVICE", help_heading = REFUSED)]
-    pub device: Vec<String>,
-    #[arg(long, value_name = "GPUS", help_heading = REFUSED)]
-    pub gpus: Option<String>,
-    #[arg(short = 'p', long, value_name = "PORTS", help_heading = REFUSED)]
-    pub publish: Vec<String>,
-    #[arg(short = 'P', long = "publish-all", help_heading = REFUSED)]
-    pub publish_all: bool,
-    #[arg(long, value_name = "SPEC", help_heading = REFUSED)]
-    pub mount: Vec<String>,
-    #[arg(long = "volumes-from", value_name = "CONTAINER", help_heading = REFUSED)]
-    pub volumes_from: Vec<String>,
-    #[arg(long, value_name = "NAME=VALUE", help_heading = REFUSED)]
-    pub sysctl: Vec<String>,
-    #[arg(long = "add-host", value_name = "HOST:IP", help_heading = REFUSED)]
-    pub add_host: Vec<String>,
-    #[arg(long, value_name = "CONTAINER", help_heading = REFUSED)]
-    pub link: Vec<String>,
-    #[arg(long = "group-add", value_name = "GROUP", help_heading = REFUSED)]
-    pub group_add: Vec<String>,
-    #[arg(long, value_name = "RUNTIME", help_heading = REFUSED)]
-    pub runtime: Option<String>,
-    #[arg(long = "log-driver", value_name = "DRIVER", help_heading = REFUSED)]
-    pub log_driver: Option<String>,
-    #[arg(long = "log-opt", value_name = "OPT", help_heading = REFUSED)]
-    pub log_opt: Vec<String>,
-    #[arg(long, value_name = "POLICY", help_heading = REFUSED)]
-    pub restart: Option<String>,
-    #[arg(short = 'm', long, value_name = "BYTES", help_heading = REFUSED)]
-    pub memory: Option<String>,
-    #[arg(long, value_name = "N", help_heading = REFUSED)]
-    pub cpus: Option<String>,
-    #[arg(long = "pids-limit", value_name = "N", help_heading = REFUSED)]
-    pub pids_limit: Option<String>,
-    #[arg(long, value_name = "LIMIT", help_heading = REFUSED)]
-    pub ulimit: Vec<String>,
-    #[arg(short = 'd', long, help_heading = REFUSED)]
-    pub detach: bool,
     /// Image to run (present on the host, or pulled if the policy allows it)
     #[arg(
         value_name = "IMAGE",
@@ -210,16 +161,6 @@ pub enum Takes {
     One(&'static str),
     /// A value, as often as given (`--secret SECRET`).
     Many(&'static str),
-}
-
-/// A refused flag defined by its command's arguments struct.
-pub(crate) const fn refused(id: &'static str, reason: &'static str) -> RefusedFlag {
-    RefusedFlag {
-        id,
-        reason,
-        accepted: &[],
-        spelling: None,
-    }
 }
 
 /// A refused flag defined by its table row alone: `--long` (`-short` too), taking
@@ -284,14 +225,16 @@ const NO_NETWORK: &str = "containers have no network";
 const NO_LOG: &str = "container output goes only to you, never to a log";
 const LIMITS: &str = "resource limits come from the administrator's policy ([limits])";
 
-/// Every refused flag, in one table (see [`RefusedFlag`]).
+/// Every refused `docker run` flag, in one table (see [`RefusedFlag`]): all but
+/// `--ipc`, `--cgroupns` and `--pull` (refused for some values) are defined by their
+/// row alone.
 pub const REFUSED_FLAGS: &[RefusedFlag] = &[
-    refused("privileged", "containers always run without privileges as you (uid {uid})"),
-    refused("cap_add", "all capabilities are always dropped; containers run as you (uid {uid})"),
-    refused("security_opt", "security options are fixed (no-new-privileges, the daemon's seccomp/AppArmor profile)"),
-    refused("pid", NAMESPACES),
-    refused("uts", NAMESPACES),
-    refused("userns", NAMESPACES),
+    refused_flag("privileged", None, Nothing, "containers always run without privileges as you (uid {uid})"),
+    refused_flag("cap-add", None, Many("CAP"), "all capabilities are always dropped; containers run as you (uid {uid})"),
+    refused_flag("security-opt", None, Many("OPT"), "security options are fixed (no-new-privileges, the daemon's seccomp/AppArmor profile)"),
+    refused_flag("pid", None, One("MODE"), NAMESPACES),
+    refused_flag("uts", None, One("MODE"), NAMESPACES),
+    refused_flag("userns", None, One("MODE"), NAMESPACES),
     RefusedFlag {
         id: "ipc",
         reason: "namespaces are always private, never the host's or another container's (only --ipc private)",
@@ -304,31 +247,33 @@ pub const REFUSED_FLAGS: &[RefusedFlag] = &[
         accepted: &["private"],
         spelling: None,
     },
-    refused("device", DEVICES),
-    refused("gpus", DEVICES),
-    refused("publish", PORTS),
-    refused("publish_all", PORTS),
+    refused_flag("device", None, Many("DEVICE"), DEVICES),
+    refused_flag("gpus", None, One("GPUS"), DEVICES),
+    refused_flag("publish", Some('p'), Many("PORTS"), PORTS),
+    refused_flag("publish-all", Some('P'), Nothing, PORTS),
     // -v is accepted (the working-directory form, checked by the client and urund);
     // --mount is docker's general form and stays refused.
-    refused("mount", "mounting host paths is not available: only your working \
+    refused_flag("mount", None, Many("SPEC"), "mounting host paths is not available: only your working \
         directory can be mounted, with -v \"$PWD\":DIR or --here (policy [mounts])"),
-    refused("volumes_from", "containers never share volumes"),
-    refused("sysctl", "kernel parameters are the daemon's defaults"),
-    refused("add_host", NO_NETWORK),
-    refused("link", NO_NETWORK),
-    refused("group_add", "containers run with your own uid and gid only (uid {uid})"),
-    refused(
+    refused_flag("volumes-from", None, Many("CONTAINER"), "containers never share volumes"),
+    refused_flag("sysctl", None, Many("NAME=VALUE"), "kernel parameters are the daemon's defaults"),
+    refused_flag("add-host", None, Many("HOST:IP"), NO_NETWORK),
+    refused_flag("link", None, Many("CONTAINER"), NO_NETWORK),
+    refused_flag("group-add", None, Many("GROUP"), "containers run with your own uid and gid only (uid {uid})"),
+    refused_flag(
         "runtime",
+        None,
+        One("RUNTIME"),
         "the runtime is the policy's ([runtime]; urun --policy shows yours)",
     ),
-    refused("log_driver", NO_LOG),
-    refused("log_opt", NO_LOG),
-    refused("restart", "containers are never restarted; they end when urun does"),
-    refused("memory", LIMITS),
-    refused("cpus", LIMITS),
-    refused("pids_limit", LIMITS),
-    refused("ulimit", LIMITS),
-    refused("detach", "urun runs in the foreground only: the container ends when urun does"),
+    refused_flag("log-driver", None, One("DRIVER"), NO_LOG),
+    refused_flag("log-opt", None, Many("OPT"), NO_LOG),
+    refused_flag("restart", None, One("POLICY"), "containers are never restarted; they end when urun does"),
+    refused_flag("memory", Some('m'), One("BYTES"), LIMITS),
+    refused_flag("cpus", None, One("N"), LIMITS),
+    refused_flag("pids-limit", None, One("N"), LIMITS),
+    refused_flag("ulimit", None, Many("LIMIT"), LIMITS),
+    refused_flag("detach", Some('d'), Nothing, "urun runs in the foreground only: the container ends when urun does"),
     RefusedFlag {
         id: "pull",
         reason: "urund pulls only missing images, and only where the policy allows it (only --pull missing or --pull never)",
