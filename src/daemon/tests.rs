@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
 
 /// A policy that lets the test's own user (root, in the test environment or not) run
 /// `busybox*` images with everything else as the packaged defaults.
@@ -110,13 +111,13 @@ impl Harness {
     }
 
     /// A client connection served by the helper, as the accept loop would.
-    fn connect(&self) -> (UnixStream, tokio::task::JoinHandle<()>) {
+    fn connect(&self) -> (UnixStream, JoinHandle<()>) {
         let (client, server) = UnixStream::pair().unwrap();
         (client, self.serve(server))
     }
 
     /// Serves `server` as the accept loop would.
-    fn serve(&self, server: UnixStream) -> tokio::task::JoinHandle<()> {
+    fn serve(&self, server: UnixStream) -> JoinHandle<()> {
         let uid = nix::unistd::geteuid().as_raw();
         let table = self.helper.conns.clone();
         table
@@ -174,8 +175,9 @@ async fn send(client: &mut UnixStream, kind: Kind, payload: &[u8]) {
     client.write_all(&bytes).await.unwrap();
 }
 
-fn run_request(image: &str) -> Vec<u8> {
-    Request::new(image.into(), vec!["true".into()]).encode()
+/// A request to run `true` in `image`.
+fn run_request(image: &str) -> Request {
+    Request::new(image.into(), vec!["true".into()])
 }
 
 /// Reads frames until urund closes its side.
@@ -199,14 +201,44 @@ fn last_status(frames: &[(Kind, Vec<u8>)]) -> (Kind, u8) {
     (*kind, payload[0])
 }
 
-/// Runs one request to its end; the frames the client got.
-async fn run_to_end(h: &Harness, image: &str) -> Vec<(Kind, Vec<u8>)> {
-    let (mut client, task) = h.connect();
-    send(&mut client, Kind::Request, &run_request(image)).await;
+/// Reads `client` until urund closes its side, then waits for the connection's end;
+/// the frames the client got.
+async fn finish(mut client: UnixStream, task: JoinHandle<()>) -> Vec<(Kind, Vec<u8>)> {
     let got = frames(&mut client).await;
     drop(client);
     task.await.unwrap();
     got
+}
+
+/// One connection to its end: `sent` (frame kinds and payloads), then what urund
+/// answers.
+async fn exchange(h: &Harness, sent: &[(Kind, &[u8])]) -> Vec<(Kind, Vec<u8>)> {
+    let (mut client, task) = h.connect();
+    for (kind, payload) in sent {
+        send(&mut client, *kind, payload).await;
+    }
+    finish(client, task).await
+}
+
+/// Runs one request to its end; the frames the client got.
+async fn run_to_end(h: &Harness, image: &str) -> Vec<(Kind, Vec<u8>)> {
+    exchange(h, &[(Kind::Request, &run_request(image).encode())]).await
+}
+
+/// A connection whose run request `req` has got as far as its container's start.
+async fn started(h: &Harness, req: &Request) -> (UnixStream, JoinHandle<()>) {
+    let (mut client, task) = h.connect();
+    send(&mut client, Kind::Request, &req.encode()).await;
+    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    (client, task)
+}
+
+/// The fake's script for a container that runs until it is killed.
+fn until_killed() -> Script {
+    Script {
+        exit: None,
+        ..Script::default()
+    }
 }
 
 fn decisions(h: &Harness) -> Vec<String> {
@@ -231,17 +263,21 @@ async fn a_refused_image_reaches_no_engine_call_and_is_recorded_as_refused() {
     assert_eq!(audit[0]["status"], 125);
 }
 
+/// The fake's script for an image that is not there until it is pulled.
+fn missing_until_pulled() -> Script {
+    Script {
+        image: None,
+        pulled: Some(fake::image("busybox:latest")),
+        ..Script::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_pull_creates_nothing() {
     if cannot_serve() {
         return;
     }
-    let script = Script {
-        image: None,
-        pulled: Some(fake::image("busybox:latest")),
-        ..Script::default()
-    };
-    let h = Harness::new("", script);
+    let h = Harness::new("", missing_until_pulled());
     let got = run_to_end(&h, "busybox:latest").await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert_eq!(
@@ -257,12 +293,10 @@ async fn an_allowed_pull_sends_progress_then_runs() {
     if cannot_serve() {
         return;
     }
-    let script = Script {
-        image: None,
-        pulled: Some(fake::image("busybox:latest")),
-        ..Script::default()
-    };
-    let h = Harness::new("[pull]\nmode = \"missing\"\nregistries = [\"*\"]\n", script);
+    let h = Harness::new(
+        "[pull]\nmode = \"missing\"\nregistries = [\"*\"]\n",
+        missing_until_pulled(),
+    );
     let got = run_to_end(&h, "busybox:latest").await;
     assert!(got.iter().any(|(k, _)| *k == Kind::Progress), "{got:?}");
     assert_eq!(last_status(&got), (Kind::Exit, 0));
@@ -324,14 +358,8 @@ async fn a_client_that_goes_away_gets_its_container_removed() {
     if cannot_serve() {
         return;
     }
-    let script = Script {
-        exit: None,
-        ..Script::default()
-    };
-    let h = Harness::new("", script);
-    let (mut client, task) = h.connect();
-    send(&mut client, Kind::Request, &run_request("busybox:latest")).await;
-    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let h = Harness::new("", until_killed());
+    let (client, task) = started(&h, &run_request("busybox:latest")).await;
     // While it runs, its directory holds the generated identity files.
     let dirs = h.run_dirs_left();
     assert_eq!(dirs.len(), 1);
@@ -352,21 +380,24 @@ async fn a_client_that_goes_away_gets_its_container_removed() {
     assert_eq!(audit[1]["message"], "client went away; container removed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deadline_kills_and_removes_the_container() {
-    if cannot_serve() {
-        return;
-    }
-    let script = Script {
-        exit: None,
-        ..Script::default()
-    };
+/// Runs `busybox:latest` with `script` under a 1 s `limits.max_runtime`, which must
+/// end it.
+async fn run_past_the_deadline(script: Script) -> Harness {
     let h = Harness::new("[limits]\nmax_runtime = \"1s\"\n", script);
     let got = run_to_end(&h, "busybox:latest").await;
     assert_eq!(
         last_status(&got),
         (Kind::Error, crate::wire::status::MAX_RUNTIME)
     );
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_kills_and_removes_the_container() {
+    if cannot_serve() {
+        return;
+    }
+    let h = run_past_the_deadline(until_killed()).await;
     let run = h.fake.created()[1].clone();
     assert!(h.fake.calls().contains(&Recorded::Signal(run, "SIGKILL")));
     h.assert_nothing_left();
@@ -383,12 +414,7 @@ async fn a_wait_that_never_returns_is_ended_by_the_deadline() {
         wait_hangs: true,
         ..Script::default()
     };
-    let h = Harness::new("[limits]\nmax_runtime = \"1s\"\n", script);
-    let got = run_to_end(&h, "busybox:latest").await;
-    assert_eq!(
-        last_status(&got),
-        (Kind::Error, crate::wire::status::MAX_RUNTIME)
-    );
+    let h = run_past_the_deadline(script).await;
     h.assert_nothing_left();
 }
 
@@ -450,20 +476,12 @@ async fn urund_shutdown_removes_a_running_container() {
     if cannot_serve() {
         return;
     }
-    let script = Script {
-        exit: None,
-        ..Script::default()
-    };
-    let h = Harness::new("", script);
-    let (mut client, task) = h.connect();
-    send(&mut client, Kind::Request, &run_request("busybox:latest")).await;
-    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let h = Harness::new("", until_killed());
+    let (client, task) = started(&h, &run_request("busybox:latest")).await;
     h.helper.shutdown().await;
     let run = h.fake.created()[1].clone();
     assert!(h.fake.calls().contains(&Recorded::Remove(run)));
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
+    let got = finish(client, task).await;
     assert!(!got.is_empty());
     h.assert_nothing_left();
     assert!(decisions(&h).iter().all(|d| !d.is_empty()));
@@ -475,11 +493,7 @@ async fn a_policy_query_is_answered_without_the_engine() {
         return;
     }
     let h = Harness::new("", Script::default());
-    let (mut client, task) = h.connect();
-    send(&mut client, Kind::Query, &Query::policy().encode()).await;
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
+    let got = exchange(&h, &[(Kind::Query, &Query::policy().encode())]).await;
     assert_eq!(got[0].0, Kind::Stdout);
     assert!(String::from_utf8_lossy(&got[0].1).contains("Images you may run: busybox*"));
     assert_eq!(last_status(&got), (Kind::Exit, 0));
@@ -493,10 +507,7 @@ async fn a_request_that_never_comes_is_refused_without_the_engine() {
         return;
     }
     let h = Harness::new("", Script::default());
-    let (mut client, task) = h.connect();
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
+    let got = exchange(&h, &[]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(h.fake.calls().is_empty());
     assert_eq!(decisions(&h), ["refused"]);
@@ -508,16 +519,10 @@ async fn stdin_and_signals_reach_the_container_and_a_second_interrupt_kills_it()
     if cannot_serve() {
         return;
     }
-    let script = Script {
-        exit: None,
-        ..Script::default()
-    };
-    let h = Harness::new("", script);
-    let (mut client, task) = h.connect();
+    let h = Harness::new("", until_killed());
     let mut req = Request::new("busybox:latest".into(), vec!["cat".into()]);
     req.interactive = true;
-    send(&mut client, Kind::Request, &req.encode()).await;
-    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let (mut client, task) = started(&h, &req).await;
     let run = h.fake.created()[1].clone();
     send(&mut client, Kind::Stdin, b"typed\n").await;
     send(&mut client, Kind::Signal, &wire::Signal::Term.encode()).await;
@@ -533,9 +538,7 @@ async fn stdin_and_signals_reach_the_container_and_a_second_interrupt_kills_it()
     // The client's SIGKILL: killed after the attach connection is closed, and the
     // status Docker reports is the run's.
     send(&mut client, Kind::Signal, &wire::Signal::Kill.encode()).await;
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
+    let got = finish(client, task).await;
     assert_eq!(last_status(&got), (Kind::Exit, 137));
     assert!(h
         .fake
@@ -561,11 +564,7 @@ async fn a_passed_directory_is_pinned_during_the_run_and_unmounted_at_its_end() 
     let mine = Scratch::new();
     std::fs::write(mine.0.join("hello.txt"), "hi").unwrap();
     let policy = format!("[mounts]\nworkdir = true\nroots = [{:?}]\n", mine.0);
-    let script = Script {
-        exit: None,
-        ..Script::default()
-    };
-    let h = Harness::new(&policy, script);
+    let h = Harness::new(&policy, until_killed());
     // The client's side: the request, with the directory's descriptor passed along.
     let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
     server.set_nonblocking(true).unwrap();
@@ -600,16 +599,10 @@ async fn a_run_over_max_concurrent_or_with_a_name_in_use_creates_nothing() {
     if cannot_serve() {
         return;
     }
-    let script = Script {
-        exit: None,
-        ..Script::default()
-    };
-    let h = Harness::new("[limits]\nmax_concurrent = 1\n", script);
+    let h = Harness::new("[limits]\nmax_concurrent = 1\n", until_killed());
     let mut req = Request::new("busybox:latest".into(), vec!["sleep".into()]);
     req.name = Some("web".into());
-    let (mut first, first_task) = h.connect();
-    send(&mut first, Kind::Request, &req.encode()).await;
-    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let (first, first_task) = started(&h, &req).await;
     let calls = h.fake.calls().len();
     let got = run_to_end(&h, "busybox:latest").await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
@@ -620,22 +613,10 @@ async fn a_run_over_max_concurrent_or_with_a_name_in_use_creates_nothing() {
     h.assert_nothing_left();
 
     // The name, now with room for two runs.
-    let h = Harness::new(
-        "[limits]\nmax_concurrent = 2\n",
-        Script {
-            exit: None,
-            ..Script::default()
-        },
-    );
-    let (mut first, first_task) = h.connect();
-    send(&mut first, Kind::Request, &req.encode()).await;
-    h.until(|c| matches!(c, Recorded::Start(_))).await;
+    let h = Harness::new("[limits]\nmax_concurrent = 2\n", until_killed());
+    let (first, first_task) = started(&h, &req).await;
     let calls = h.fake.calls().len();
-    let (mut second, second_task) = h.connect();
-    send(&mut second, Kind::Request, &req.encode()).await;
-    let got = frames(&mut second).await;
-    drop(second);
-    second_task.await.unwrap();
+    let got = exchange(&h, &[(Kind::Request, &req.encode())]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert_eq!(h.fake.calls().len(), calls, "{:?}", h.fake.calls());
     assert_eq!(h.audit().last().unwrap()["rule"], "name");
@@ -651,13 +632,9 @@ async fn the_run_is_created_from_the_resolved_image_as_the_caller_with_the_force
         return;
     }
     let h = Harness::new("", Script::default());
-    let (mut client, task) = h.connect();
     let mut req = Request::new("busybox:latest".into(), vec!["id".into()]);
     req.env = vec!["TERM=xterm".into()];
-    send(&mut client, Kind::Request, &req.encode()).await;
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
+    let got = exchange(&h, &[(Kind::Request, &req.encode())]).await;
     assert_eq!(last_status(&got), (Kind::Exit, 0));
     let bodies = h.fake.bodies();
     let (probe, run) = (&bodies[0], &bodies[1]);
@@ -741,12 +718,18 @@ async fn start_up_refuses_a_runtime_the_daemon_lacks_or_a_sandbox_with_few_pids(
 
 /// One `Manage` request to its end; the frames the client got.
 async fn manage_to_end(h: &Harness, op: wire::Op) -> Vec<(Kind, Vec<u8>)> {
-    let (mut client, task) = h.connect();
-    send(&mut client, Kind::Manage, &wire::Manage::new(op).encode()).await;
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
-    got
+    exchange(h, &[(Kind::Manage, &wire::Manage::new(op).encode())]).await
+}
+
+/// `urun push app:1` to its end.
+async fn push_app(h: &Harness) -> Vec<(Kind, Vec<u8>)> {
+    manage_to_end(
+        h,
+        wire::Op::Push {
+            image: "app:1".into(),
+        },
+    )
+    .await
 }
 
 /// A build record of the test's user for the fake's image, tagged `urun/<me>/app:1`.
@@ -783,13 +766,7 @@ async fn a_push_of_an_own_build_tags_pushes_untags_and_records_the_digest() {
     }
     let h = Harness::new(PUSH_POLICY, Script::default());
     let (id, tag) = own_build(&h);
-    let got = manage_to_end(
-        &h,
-        wire::Op::Push {
-            image: "app:1".into(),
-        },
-    )
-    .await;
+    let got = push_app(&h).await;
     assert_eq!(last_status(&got), (Kind::Exit, 0), "{got:?}");
     let remote = format!("127.0.0.1:5000/{tag}");
     let result = got.iter().find(|(k, _)| *k == Kind::Result).unwrap();
@@ -847,13 +824,7 @@ async fn a_push_of_anything_but_an_own_build_is_refused_before_the_engine_is_ask
     // no registry configured
     let h = Harness::new("[build]\nenabled = true\n", Script::default());
     own_build(&h);
-    let got = manage_to_end(
-        &h,
-        wire::Op::Push {
-            image: "app:1".into(),
-        },
-    )
-    .await;
+    let got = push_app(&h).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert_eq!(h.audit()[0]["rule"], "build.registry");
 }
@@ -869,13 +840,7 @@ async fn a_failed_push_removes_its_registry_name_and_records_no_digest() {
     };
     let h = Harness::new(PUSH_POLICY, script);
     let (id, tag) = own_build(&h);
-    let got = manage_to_end(
-        &h,
-        wire::Op::Push {
-            image: "app:1".into(),
-        },
-    )
-    .await;
+    let got = push_app(&h).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     let remote = format!("127.0.0.1:5000/{tag}");
     assert!(h.fake.calls().contains(&Recorded::RemoveImage(remote)));
@@ -904,21 +869,25 @@ fn context_tar(dockerfile: &str) -> Vec<u8> {
 
 /// Runs one build (as root, the unit tests' caller) to its end.
 async fn build_to_end(h: &Harness, dockerfile: &str, tags: &[&str]) -> Vec<(Kind, Vec<u8>)> {
-    let (mut client, task) = h.connect();
     let req = wire::BuildRequest {
         version: wire::VERSION,
         dockerfile: "Dockerfile".into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         ..Default::default()
     };
-    send(&mut client, Kind::Build, &req.encode()).await;
-    send(&mut client, Kind::Context, &context_tar(dockerfile)).await;
-    send(&mut client, Kind::ContextEnd, b"").await;
-    let got = frames(&mut client).await;
-    drop(client);
-    task.await.unwrap();
-    got
+    exchange(
+        h,
+        &[
+            (Kind::Build, &req.encode()),
+            (Kind::Context, &context_tar(dockerfile)),
+            (Kind::ContextEnd, b""),
+        ],
+    )
+    .await
 }
+
+/// Builds on, on the run engine (urund's own, root's, in these tests).
+const BUILDS_ON: &str = "[build]\nenabled = true\nallow_root_engine = true\n";
 
 fn stderr_text(frames: &[(Kind, Vec<u8>)]) -> String {
     frames
@@ -933,10 +902,7 @@ async fn a_dockerfile_that_fails_a_check_reaches_no_build() {
     if cannot_serve() {
         return;
     }
-    let h = Harness::new(
-        "[build]\nenabled = true\nallow_root_engine = true\n",
-        Script::default(),
-    );
+    let h = Harness::new(BUILDS_ON, Script::default());
     let got = build_to_end(&h, "FROM busybox\nUSER root\n", &["x"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(stderr_text(&got).contains("[user.root] Dockerfile:2:"));
@@ -1068,10 +1034,7 @@ async fn a_checked_build_is_tagged_in_the_callers_namespace_and_recorded() {
         return;
     }
     let (script, id) = script_building("1000");
-    let h = Harness::new(
-        "[build]\nenabled = true\nallow_root_engine = true\n",
-        script,
-    );
+    let h = Harness::new(BUILDS_ON, script);
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app"]).await;
     assert_eq!(last_status(&got), (Kind::Exit, 0), "{}", stderr_text(&got));
     let uid = nix::unistd::geteuid().as_raw();
@@ -1109,10 +1072,7 @@ async fn a_delivery_that_fails_half_way_takes_its_tags_back_and_records_nothing(
     }
     let (mut script, id) = script_building("1000");
     script.fail.insert(Op::Tag, 1);
-    let h = Harness::new(
-        "[build]\nenabled = true\nallow_root_engine = true\n",
-        script,
-    );
+    let h = Harness::new(BUILDS_ON, script);
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app:1", "app:2"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     let calls = h.fake.calls();
@@ -1135,10 +1095,7 @@ async fn a_built_image_whose_user_is_root_is_deleted() {
         return;
     }
     let (script, id) = script_building("0");
-    let h = Harness::new(
-        "[build]\nenabled = true\nallow_root_engine = true\n",
-        script,
-    );
+    let h = Harness::new(BUILDS_ON, script);
     let got = build_to_end(&h, "FROM scratch\nUSER 1000\n", &["app"]).await;
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(
