@@ -263,6 +263,47 @@ async fn a_refused_image_reaches_no_engine_call_and_is_recorded_as_refused() {
     assert_eq!(audit[0]["status"], 125);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_policy_refuses_on_its_own_reaches_no_engine_call() {
+    if cannot_serve() {
+        return;
+    }
+    // Each is refused on the request and the caller alone: admission comes before the
+    // engine is asked anything (not even whether the image is there).
+    let with = |change: fn(&mut Request)| {
+        let mut req = run_request("busybox:latest");
+        change(&mut req);
+        req
+    };
+    let cases = [
+        (
+            "images.reference",
+            with(|r| r.image = "Not A Reference".into()),
+        ),
+        ("env.allow", with(|r| r.env = vec!["SECRET=x".into()])),
+        ("user", with(|r| r.user = Some("12345:12345".into()))),
+        ("network.mode", with(|r| r.network = Some("host".into()))),
+        ("name", with(|r| r.name = Some("not a name!".into()))),
+        (
+            "mounts.workdir",
+            with(|r| {
+                r.mount = Some(wire::MountRequest {
+                    target: "/work".into(),
+                    read_only: true,
+                })
+            }),
+        ),
+    ];
+    for (rule, req) in cases {
+        let h = Harness::new("", Script::default());
+        let got = exchange(&h, &[(Kind::Request, &req.encode())]).await;
+        assert_eq!(last_status(&got), (Kind::Error, 125), "{rule}");
+        assert!(h.fake.calls().is_empty(), "{rule}: {:?}", h.fake.calls());
+        assert_eq!(decisions(&h), ["refused"], "{rule}");
+        assert_eq!(h.audit()[0]["rule"], rule);
+    }
+}
+
 /// The fake's script for an image that is not there until it is pulled.
 fn missing_until_pulled() -> Script {
     Script {
