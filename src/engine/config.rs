@@ -300,13 +300,24 @@ mod tests {
 
     /// The configuration for `r` with default limits, no network and `inside`.
     fn build_with(r: &Request, inside: &Inside) -> ContainerCreateBody {
+        build_under(r, &Limits::default(), NetworkMode::None, inside)
+    }
+
+    /// The configuration for `r` with `limits`, `network` and `inside` (image `x`, no
+    /// labels, the default runtime).
+    fn build_under(
+        r: &Request,
+        limits: &Limits,
+        network: NetworkMode,
+        inside: &Inside,
+    ) -> ContainerCreateBody {
         container_config(
             &caller(),
-            &Limits::default(),
+            limits,
             "x",
             r,
             HashMap::new(),
-            NetworkMode::None,
+            network,
             inside,
             &RuntimeName::default(),
         )
@@ -473,16 +484,7 @@ mod tests {
             tmpfs_size: Bytes(8 << 20),
             ..Limits::default()
         };
-        let c = container_config(
-            &caller(),
-            &l,
-            "x",
-            &Request::default(),
-            HashMap::new(),
-            NetworkMode::None,
-            &i,
-            &RuntimeName::default(),
-        );
+        let c = build_under(&Request::default(), &l, NetworkMode::None, &i);
         assert!(c.volumes.is_none());
         let h = c.host_config.unwrap();
         let t = h.tmpfs.unwrap();
@@ -564,15 +566,11 @@ mod tests {
             tmpfs_size: Bytes(8 << 20),
             ..Limits::default()
         };
-        let c = container_config(
-            &caller(),
-            &l,
-            "x",
+        let c = build_under(
             &Request::default(),
-            HashMap::new(),
+            &l,
             NetworkMode::None,
             &Inside::default(),
-            &RuntimeName::default(),
         );
         let h = c.host_config.unwrap();
         assert_eq!(
@@ -588,15 +586,11 @@ mod tests {
             assert_eq!(c.network_disabled, Some(true));
             assert!(c.networking_config.is_none());
         });
-        let c = container_config(
-            &caller(),
-            &Limits::default(),
-            "x",
+        let c = build_under(
             &Request::default(),
-            HashMap::new(),
+            &Limits::default(),
             NetworkMode::Isolated,
             &Inside::default(),
-            &RuntimeName::default(),
         );
         let h = c.host_config.unwrap();
         assert_eq!(h.network_mode.as_deref(), Some("urun-isolated"));
