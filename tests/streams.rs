@@ -13,7 +13,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn setup(limits: &str) -> (TestGroup, TestUser, Daemon) {
@@ -44,6 +44,50 @@ fn output_with(mut cmd: Command, stdin: impl Into<Stdio>) -> Output {
         .stderr(Stdio::piped())
         .output()
         .expect("running urun")
+}
+
+/// Starts `cmd` with these standard streams.
+fn spawn(mut cmd: Command, stdin: impl Into<Stdio>, stdout: Stdio, stderr: Stdio) -> Child {
+    cmd.stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until urun's container runs (and has had a moment to start reading).
+fn until_running(d: &Daemon) {
+    d.wait_running(1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Kills the client once its container runs.
+fn kill_once_running(d: &Daemon, mut child: Child) {
+    until_running(d);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// No container of urund's is left within `secs` seconds.
+fn no_container_within(d: &Daemon, secs: u64, what: &str) {
+    d.wait_no_containers(Duration::from_secs(secs))
+        .unwrap_or_else(|left| panic!("{what}: containers left after {secs} s: {left:?}"));
+}
+
+/// Reads 1 MiB of the client's stdout (every byte `byte`), then closes it: urun ends
+/// as SIGPIPE does (141) and no container is left.
+fn close_stdout_after_a_mib(d: &Daemon, mut child: Child, byte: u8, what: &str) {
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    out.read_exact(&mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&b| b == byte),
+        "{what}: stdout is not what cat wrote"
+    );
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{what}: urun's status");
+    no_container_within(d, 5, what);
 }
 
 /// A scratch directory the test removes.
@@ -191,13 +235,12 @@ fn a_fifo_a_socket_and_dev_null_on_stdin_arrive_byte_exact() {
 fn stdin_ended_early_by_its_writer_gives_the_container_exactly_what_was_written() {
     let (_g, u, d) = setup("");
     let data = random_bytes(3 << 20, 0x5eed_0004);
-    let mut child = d
-        .urun(&u, &["-i", image(), "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        d.urun(&u, &["-i", image(), "cat"]),
+        Stdio::piped(),
+        Stdio::piped(),
+        Stdio::piped(),
+    );
     let mut w = child.stdin.take().unwrap();
     // Part of it, a pause (the container is reading), the rest cut short by closing.
     w.write_all(&data[..1 << 20]).unwrap();
@@ -213,44 +256,27 @@ fn stdin_ended_early_by_its_writer_gives_the_container_exactly_what_was_written(
 #[serial]
 fn stdout_closed_early_by_its_reader_ends_the_run_as_sigpipe_and_leaves_no_container() {
     let (_g, u, d) = setup("");
-    let mut child = d
-        .urun(&u, &[image(), "cat", "/dev/zero"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    out.read_exact(&mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 0), "stdout is not what cat wrote");
-    drop(out);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(141), "urun's status");
-    d.wait_no_containers(Duration::from_secs(5))
-        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+    let child = spawn(
+        d.urun(&u, &[image(), "cat", "/dev/zero"]),
+        Stdio::null(),
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    close_stdout_after_a_mib(&d, child, 0, "cat /dev/zero");
     // The same with urund reading a passed stdin at the same time.
-    let mut child = d
-        .urun(&u, &["-i", image(), "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        d.urun(&u, &["-i", image(), "cat"]),
+        Stdio::piped(),
+        Stdio::piped(),
+        Stdio::null(),
+    );
     let mut w = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         let chunk = vec![7u8; 1 << 16];
         while w.write_all(&chunk).is_ok() {}
     });
-    let mut out = child.stdout.take().unwrap();
-    out.read_exact(&mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 7), "stdout is not stdin");
-    drop(out);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(141), "urun's status");
+    close_stdout_after_a_mib(&d, child, 7, "cat of a passed stdin");
     feeder.join().unwrap();
-    d.wait_no_containers(Duration::from_secs(5))
-        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
 }
 
 /// A stdin that never ends: a FIFO whose writer stays open and silent, and a huge
@@ -302,8 +328,7 @@ fn the_deadline_ends_a_run_while_urund_moves_an_endless_stdin() {
             stderr(&o)
         );
         assert!(took < Duration::from_secs(20), "{what}: took {took:?}");
-        d.wait_no_containers(Duration::from_secs(5))
-            .unwrap_or_else(|left| panic!("{what}: containers left: {left:?}"));
+        no_container_within(&d, 5, what);
     }
 }
 
@@ -313,35 +338,25 @@ fn a_client_killed_while_urund_moves_its_stdin_leaves_no_container() {
     let (_g, u, d) = setup("");
     let dir = Scratch::new();
     for (what, stdin, _writer) in endless_stdins(&dir) {
-        let mut child = d
-            .urun(&u, &["-i", image(), "sh", "-c", "cat >/dev/null"])
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        d.wait_running(1, Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(500));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        d.wait_no_containers(Duration::from_secs(3))
-            .unwrap_or_else(|left| panic!("{what}: containers left after 3 s: {left:?}"));
+        let child = spawn(
+            d.urun(&u, &["-i", image(), "sh", "-c", "cat >/dev/null"]),
+            stdin,
+            Stdio::null(),
+            Stdio::null(),
+        );
+        kill_once_running(&d, child);
+        no_container_within(&d, 3, what);
     }
     // And a container that never reads the file it is given.
     let sparse = dir.0.join("sparse");
-    let mut child = d
-        .urun(&u, &["-i", image(), "sleep", "1000"])
-        .stdin(std::fs::File::open(&sparse).unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    d.wait_running(1, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(500));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    d.wait_no_containers(Duration::from_secs(3))
-        .unwrap_or_else(|left| panic!("not reading: containers left after 3 s: {left:?}"));
+    let child = spawn(
+        d.urun(&u, &["-i", image(), "sleep", "1000"]),
+        std::fs::File::open(&sparse).unwrap(),
+        Stdio::null(),
+        Stdio::null(),
+    );
+    kill_once_running(&d, child);
+    no_container_within(&d, 3, "not reading");
 }
 
 /// A crafted client that passes, as its stdin, `path` opened `how` (see
@@ -400,8 +415,7 @@ fn with_a_passed_stdin_one_interrupt_reaches_a_container_whose_stdin_is_full() {
         d.urun(&u, &["-i", image(), "sleep", "1000"]),
         Stdio::piped(),
     );
-    d.wait_running(1, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(500));
+    until_running(&d);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(c.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -416,6 +430,5 @@ fn with_a_passed_stdin_one_interrupt_reaches_a_container_whose_stdin_is_full() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130));
-    d.wait_no_containers(Duration::from_secs(5))
-        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+    no_container_within(&d, 5, "after the interrupt");
 }
