@@ -345,37 +345,8 @@ impl Builder {
         )
         .map_err(|e| io_err(&root_name, e))?;
         let dockerignore = read_small(&root, ".dockerignore", MAX_DOCKERIGNORE)?;
-        let patterns = match &dockerignore {
-            None => Vec::new(),
-            Some(b) => ignore::read_dockerignore(std::str::from_utf8(b).map_err(|_| {
-                ContextError::BadBuildFile {
-                    path: ".dockerignore".into(),
-                    why: "is not UTF-8 text".into(),
-                }
-            })?),
-        };
-        let (dockerfile_in, added) = match &self.dockerfile {
-            Dockerfile::InContext(p) => {
-                let clean = ignore::clean(p);
-                if clean.starts_with("../")
-                    || clean == ".."
-                    || clean.starts_with('/')
-                    || clean == "."
-                {
-                    return Err(ContextError::DockerfileMissing { name: p.clone() });
-                }
-                (Some(clean), None)
-            }
-            Dockerfile::Content(c) => {
-                if c.len() as u64 > MAX_DOCKERFILE {
-                    return Err(ContextError::BadBuildFile {
-                        path: "the Dockerfile".into(),
-                        why: format!("is larger than {MAX_DOCKERFILE} bytes"),
-                    });
-                }
-                (None, Some((Self::added_name(c), c.as_slice())))
-            }
-        };
+        let patterns = dockerignore_patterns(dockerignore.as_deref())?;
+        let (dockerfile_in, added) = self.dockerfile_place()?;
         let patterns = ignore::keep_build_files(patterns, dockerfile_in.as_deref())
             .map_err(ContextError::Pattern)?;
         let matcher = ignore::Matcher::new(&patterns).map_err(ContextError::Pattern)?;
@@ -404,35 +375,50 @@ impl Builder {
             limit: self.limit,
         };
         let result = walk.dir(&root, "").and_then(|()| walk.finish());
-        let over = walk.tar.get_ref().over;
-        let limit = self.limit;
-        let result = result.map_err(|e| match e {
-            ContextError::Io { path, .. } if over => ContextError::TooLarge { limit, path },
-            e => e,
-        });
-        let (dockerfile_name, dockerfile_sha256) = result?;
-        let entries = walk.entries;
-        let mut meter = walk.tar.into_inner().map_err(|e| {
-            if over {
-                ContextError::TooLarge {
-                    limit,
-                    path: "the end of the archive".into(),
-                }
-            } else {
-                io_err("", e)
-            }
-        })?;
-        meter.flush().map_err(|e| io_err("", e))?;
-        let bytes = meter.written;
-        (meter.progress)(bytes);
-        Ok(Summary {
-            bytes,
-            sha256: hex(&meter.hash.finalize()),
-            dockerfile_name,
-            dockerfile_sha256,
-            entries,
-        })
+        walk.summary(result)
     }
+
+    /// Where the Dockerfile goes (see [`Placed`]).
+    fn dockerfile_place(&self) -> Result<Placed<'_>, ContextError> {
+        match &self.dockerfile {
+            Dockerfile::InContext(p) => {
+                let clean = ignore::clean(p);
+                if clean.starts_with("../")
+                    || clean == ".."
+                    || clean.starts_with('/')
+                    || clean == "."
+                {
+                    return Err(ContextError::DockerfileMissing { name: p.clone() });
+                }
+                Ok((Some(clean), None))
+            }
+            Dockerfile::Content(c) => {
+                if c.len() as u64 > MAX_DOCKERFILE {
+                    return Err(ContextError::BadBuildFile {
+                        path: "the Dockerfile".into(),
+                        why: format!("is larger than {MAX_DOCKERFILE} bytes"),
+                    });
+                }
+                Ok((None, Some((Self::added_name(c), c.as_slice()))))
+            }
+        }
+    }
+}
+
+/// Where the Dockerfile goes: its clean path in the context, or the name and content
+/// of the one to add.
+type Placed<'a> = (Option<String>, Option<(String, &'a [u8])>);
+
+/// The patterns of a `.dockerignore` (none without one).
+fn dockerignore_patterns(dockerignore: Option<&[u8]>) -> Result<Vec<String>, ContextError> {
+    let Some(b) = dockerignore else {
+        return Ok(Vec::new());
+    };
+    let text = std::str::from_utf8(b).map_err(|_| ContextError::BadBuildFile {
+        path: ".dockerignore".into(),
+        why: "is not UTF-8 text".into(),
+    })?;
+    Ok(ignore::read_dockerignore(text))
 }
 
 impl<W: Write> Walk<'_, '_, W> {
@@ -739,6 +725,42 @@ impl<W: Write> Walk<'_, '_, W> {
             Some(h) => Ok((name, hex(&h.finalize()))),
             None => Err(ContextError::DockerfileMissing { name }),
         }
+    }
+
+    /// The archive's end and its summary, once the walk has given `result` (the
+    /// Dockerfile's name and sha256): an I/O error past the limit is the limit's.
+    fn summary(
+        self,
+        result: Result<(String, String), ContextError>,
+    ) -> Result<Summary, ContextError> {
+        let over = self.tar.get_ref().over;
+        let limit = self.limit;
+        let result = result.map_err(|e| match e {
+            ContextError::Io { path, .. } if over => ContextError::TooLarge { limit, path },
+            e => e,
+        });
+        let (dockerfile_name, dockerfile_sha256) = result?;
+        let entries = self.entries;
+        let mut meter = self.tar.into_inner().map_err(|e| {
+            if over {
+                ContextError::TooLarge {
+                    limit,
+                    path: "the end of the archive".into(),
+                }
+            } else {
+                io_err("", e)
+            }
+        })?;
+        meter.flush().map_err(|e| io_err("", e))?;
+        let bytes = meter.written;
+        (meter.progress)(bytes);
+        Ok(Summary {
+            bytes,
+            sha256: hex(&meter.hash.finalize()),
+            dockerfile_name,
+            dockerfile_sha256,
+            entries,
+        })
     }
 }
 
