@@ -225,50 +225,7 @@ fn compile(text: &str) -> Result<Vec<Tok>, String> {
                 }
                 toks.push(Tok::Lit(n));
             }
-            '[' => {
-                let mut negate = false;
-                if p.get(i) == Some(&'^') {
-                    negate = true;
-                    i += 1;
-                }
-                let mut ranges = Vec::new();
-                loop {
-                    let mut lo = p[i];
-                    if lo == ']' && !ranges.is_empty() {
-                        i += 1;
-                        break;
-                    }
-                    if lo == '[' {
-                        return Err("[ inside [...] is not supported".into());
-                    }
-                    if lo == '\\' {
-                        i += 1;
-                        lo = p[i];
-                        if lo.is_ascii_alphanumeric() {
-                            return Err(format!("\\{lo} inside [...] is not supported"));
-                        }
-                    }
-                    i += 1;
-                    let mut hi = lo;
-                    if p[i] == '-' {
-                        i += 1;
-                        hi = p[i];
-                        if hi == '\\' {
-                            i += 1;
-                            hi = p[i];
-                            if hi.is_ascii_alphanumeric() {
-                                return Err(format!("\\{hi} inside [...] is not supported"));
-                            }
-                        }
-                        i += 1;
-                        if hi < lo {
-                            return Err(format!("the range {lo}-{hi} is backwards"));
-                        }
-                    }
-                    ranges.push((lo, hi));
-                }
-                toks.push(Tok::Class { negate, ranges });
-            }
+            '[' => toks.push(class(&p, &mut i)?),
             '+' | '(' | ')' | '|' | '{' | '}' | '^' => {
                 return Err(format!(
                     "{c:?} is a regular-expression operator in docker's matcher; urun does not \
@@ -279,6 +236,51 @@ fn compile(text: &str) -> Result<Vec<Tok>, String> {
         }
     }
     Ok(toks)
+}
+
+/// A `[...]` class whose `[` is just before `p[*i]`, moving past its `]`.
+fn class(p: &[char], i: &mut usize) -> Result<Tok, String> {
+    let mut negate = false;
+    if p.get(*i) == Some(&'^') {
+        negate = true;
+        *i += 1;
+    }
+    let mut ranges = Vec::new();
+    loop {
+        let c = p[*i];
+        if c == ']' && !ranges.is_empty() {
+            *i += 1;
+            break;
+        }
+        if c == '[' {
+            return Err("[ inside [...] is not supported".into());
+        }
+        let lo = class_char(p, i)?;
+        let mut hi = lo;
+        if p[*i] == '-' {
+            *i += 1;
+            hi = class_char(p, i)?;
+            if hi < lo {
+                return Err(format!("the range {lo}-{hi} is backwards"));
+            }
+        }
+        ranges.push((lo, hi));
+    }
+    Ok(Tok::Class { negate, ranges })
+}
+
+/// One character of a `[...]` class at `p[*i]` (`\` escapes the next), moving past it.
+fn class_char(p: &[char], i: &mut usize) -> Result<char, String> {
+    let mut c = p[*i];
+    if c == '\\' {
+        *i += 1;
+        c = p[*i];
+        if c.is_ascii_alphanumeric() {
+            return Err(format!("\\{c} inside [...] is not supported"));
+        }
+    }
+    *i += 1;
+    Ok(c)
 }
 
 /// Whether `toks` match all of `s` (anchored both ends).
