@@ -114,12 +114,38 @@ fn request(args: &Urun) -> Result<Request> {
     Ok(req)
 }
 
+/// `urun --policy`: urund's answer.
+fn show_policy(socket: &Path) -> Result<Finished> {
+    let sock = connect(socket)?;
+    let mut w = sock.try_clone().context("socket")?;
+    let sent = wire::write_frame(&mut w, Kind::Query, &Query::policy().encode());
+    refused_or(sent, sock, "sending the query to urund")
+}
+
+/// Sends the request. The directory travels as an open descriptor with it: urund
+/// mounts what we opened, never a path. A passed stdin comes after it.
+fn send_request(
+    writer: &mut UnixStream,
+    req: &Request,
+    dir: Option<&File>,
+    pass_stdin: bool,
+) -> io::Result<()> {
+    let stdin = io::stdin();
+    let fds: Vec<_> = dir
+        .map(|d| d.as_fd())
+        .into_iter()
+        .chain(pass_stdin.then(|| stdin.as_fd()))
+        .collect();
+    if fds.is_empty() {
+        return wire::write_frame(writer, Kind::Request, &req.encode());
+    }
+    let frame = wire::encode_frame(Kind::Request, &req.encode());
+    crate::system::send_with_fds(writer, &frame, &fds)
+}
+
 fn run_inner(args: &Urun) -> Result<Finished> {
     if args.show_policy {
-        let sock = connect(&args.socket)?;
-        let mut w = sock.try_clone().context("socket")?;
-        let sent = wire::write_frame(&mut w, Kind::Query, &Query::policy().encode());
-        return refused_or(sent, sock, "sending the query to urund");
+        return show_policy(&args.socket);
     }
     let mut req = request(args)?;
     let dir = working_directory(args, &mut req)?;
@@ -147,23 +173,7 @@ fn run_inner(args: &Urun) -> Result<Finished> {
         .context("blocking signals for forwarding")?;
     let sock = connect(&args.socket)?;
     let mut writer = sock.try_clone().context("socket")?;
-    // The directory travels as an open descriptor with the request: urund mounts what
-    // we opened, never a path. A passed stdin comes after it.
-    let stdin = io::stdin();
-    let fds: Vec<_> = dir
-        .as_ref()
-        .map(|d| d.as_fd())
-        .into_iter()
-        .chain(pass_stdin.then(|| stdin.as_fd()))
-        .collect();
-    let sent = match fds.is_empty() {
-        false => {
-            let frame = wire::encode_frame(Kind::Request, &req.encode());
-            crate::system::send_with_fds(&writer, &frame, &fds)
-        }
-        true => wire::write_frame(&mut writer, Kind::Request, &req.encode()),
-    };
-    drop(fds);
+    let sent = send_request(&mut writer, &req, dir.as_ref(), pass_stdin);
     if sent.is_err() {
         return refused_or(sent, sock, "sending the request to urund");
     }
