@@ -246,6 +246,36 @@ struct Walk<'a, 'p, W: Write> {
     limit: u64,
 }
 
+/// Opens `name` in `dirfd` read-only with `flags`, never following a symlink, and
+/// checks that it is the file the walk saw (`seen`: device, inode, type): a symlink or
+/// a file of another type there now is a change. The descriptor and its `fstat`.
+fn open_seen(
+    dirfd: &OwnedFd,
+    name: &str,
+    path: &str,
+    flags: OFlag,
+    seen: &FileStat,
+) -> Result<(OwnedFd, FileStat), ContextError> {
+    let fd = nix::fcntl::openat(
+        dirfd,
+        name,
+        OFlag::O_RDONLY | flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => ContextError::Changed { path: path.into() },
+        nix::errno::Errno::ENOTDIR if flags.contains(OFlag::O_DIRECTORY) => {
+            ContextError::Changed { path: path.into() }
+        }
+        e => io_err(path, e),
+    })?;
+    let now = fstat(&fd).map_err(|e| io_err(path, e))?;
+    if !same_file(seen, &now) {
+        return Err(ContextError::Changed { path: path.into() });
+    }
+    Ok((fd, now))
+}
+
 fn kind_name(mode: u32) -> &'static str {
     match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFIFO => "FIFO (named pipe)",
@@ -561,23 +591,7 @@ impl<W: Write> Walk<'_, '_, W> {
         path: &str,
         seen: &FileStat,
     ) -> Result<OwnedFd, ContextError> {
-        let fd = nix::fcntl::openat(
-            dirfd,
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
-                ContextError::Changed { path: path.into() }
-            }
-            e => io_err(path, e),
-        })?;
-        let now = fstat(&fd).map_err(|e| io_err(path, e))?;
-        if !same_file(seen, &now) {
-            return Err(ContextError::Changed { path: path.into() });
-        }
-        Ok(fd)
+        open_seen(dirfd, name, path, OFlag::O_DIRECTORY, seen).map(|(fd, _)| fd)
     }
 
     fn file(
@@ -657,22 +671,8 @@ impl<W: Write> Walk<'_, '_, W> {
         path: &str,
         seen: &FileStat,
     ) -> Result<OwnedFd, ContextError> {
-        let fd = nix::fcntl::openat(
-            dirfd,
-            name,
-            OFlag::O_RDONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_NONBLOCK
-                | OFlag::O_NOCTTY
-                | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::ELOOP => ContextError::Changed { path: path.into() },
-            e => io_err(path, e),
-        })?;
-        let now = fstat(&fd).map_err(|e| io_err(path, e))?;
-        if !same_file(seen, &now) || now.st_size != seen.st_size {
+        let (fd, now) = open_seen(dirfd, name, path, OFlag::O_NONBLOCK | OFlag::O_NOCTTY, seen)?;
+        if now.st_size != seen.st_size {
             return Err(ContextError::Changed { path: path.into() });
         }
         Ok(fd)
