@@ -49,18 +49,7 @@ pub fn main(argv: Vec<OsString>) -> u8 {
         );
         return status::REFUSED;
     };
-    match build(&args, &context) {
-        Ok(Finished { status, message }) => {
-            if let Some(m) = message {
-                eprintln!("urun: {m}");
-            }
-            status
-        }
-        Err(e) => {
-            eprintln!("urun: {e:#}");
-            status::REFUSED
-        }
-    }
+    super::exit_status(build(&args, &context))
 }
 
 /// Where the context comes from, decided (and read, for what is small) before urund

@@ -74,7 +74,13 @@ fn main_run(argv: Vec<OsString>) -> u8 {
 
 /// Runs urun with parsed arguments; returns the exit status.
 pub fn run(args: Urun) -> u8 {
-    match run_inner(&args) {
+    exit_status(run_inner(&args))
+}
+
+/// How a command ended, as urun's exit status: the message urund sent, or urun's own
+/// error ([`status::REFUSED`]), on stderr.
+fn exit_status(end: Result<Finished>) -> u8 {
+    match end {
         Ok(Finished { status, message }) => {
             if let Some(m) = message {
                 eprintln!("urun: {m}");
