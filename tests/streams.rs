@@ -279,6 +279,47 @@ fn stdout_closed_early_by_its_reader_ends_the_run_as_sigpipe_and_leaves_no_conta
     feeder.join().unwrap();
 }
 
+#[test]
+#[serial]
+fn a_container_that_reads_only_the_start_of_its_stdin_ends_the_run_at_once() {
+    // urund is in the middle of moving a chunk when the container closes its stdin:
+    // the run ends with the container's status and exactly what it printed, whatever
+    // the stdin is (a regular file, a pipe fed forever, a 1 TiB sparse file).
+    let (_g, u, d) = setup("");
+    let dir = Scratch::new();
+    let data = random_bytes(32 << 20, 0x5eed_0006);
+    let path = dir.0.join("input");
+    std::fs::write(&path, &data).unwrap();
+    let sparse = dir.0.join("sparse");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let cmd = ["-i", image(), "head", "-c", "100000"];
+    let o = output_with(d.urun(&u, &cmd), std::fs::File::open(&path).unwrap());
+    assert!(o.status.success(), "file: {}", stderr(&o));
+    assert_same(&o.stdout, &data[..100000], "file");
+    let o = output_with(d.urun(&u, &cmd), std::fs::File::open(&sparse).unwrap());
+    assert!(o.status.success(), "sparse file: {}", stderr(&o));
+    assert_same(&o.stdout, &[0u8; 100000], "sparse file");
+    let mut child = d
+        .urun(&u, &cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let fed = data.clone();
+    let feeder = std::thread::spawn(move || while w.write_all(&fed).is_ok() {});
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "pipe: {}", stderr(&o));
+    assert_same(&o.stdout, &data[..100000], "pipe");
+    feeder.join().unwrap();
+    d.wait_no_containers(Duration::from_secs(5))
+        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+}
+
 /// A stdin that never ends: a FIFO whose writer stays open and silent, and a huge
 /// sparse file that is always ready.
 fn endless_stdins(dir: &Scratch) -> Vec<(&'static str, std::fs::File, Option<std::fs::File>)> {

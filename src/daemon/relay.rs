@@ -10,7 +10,7 @@ use super::serve::daemon_error;
 use super::serve::End;
 use super::stdin::{move_stdin, PassedStdin};
 use super::Helper;
-use crate::engine::{Attached, Engine, Output, RunError};
+use crate::engine::{Attached, Engine, Input, Output, RunError};
 use crate::policy::rule::{Refusal, Rule};
 use crate::system;
 use crate::wire::{status, Kind, ProtocolError, Request, Signal, WinSize};
@@ -19,7 +19,7 @@ use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tokio::time::Sleep;
@@ -301,7 +301,7 @@ impl Control<'_> {
 /// connection is watched all along.
 pub(super) async fn pump_client(
     rd: &mut OwnedReadHalf,
-    input: Pin<Box<dyn AsyncWrite + Send>>,
+    input: Pin<Box<dyn Input>>,
     stdin: Option<PassedStdin>,
     bytes_in: &AtomicU64,
     control: Control<'_>,
@@ -326,7 +326,7 @@ pub(super) async fn pump_client(
 
 async fn pump_frames(
     rd: &mut OwnedReadHalf,
-    mut input: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    mut input: Option<Pin<Box<dyn Input>>>,
     bytes_in: &AtomicU64,
     pending: &Pending,
 ) -> PumpEnd {

@@ -1,23 +1,26 @@
 //! A client's stdin passed as a descriptor ([`crate::wire::Request::stdin_fd`]): urund
-//! reads it itself and writes it to the container's attach connection, so the bytes
-//! no longer go through the client and its socket (bench/NOTES.md).
+//! moves it to the container's attach connection itself, so the bytes no longer go
+//! through the client and its socket (bench/NOTES.md). Where it can, without copying
+//! them either: a pipe or a regular file is spliced into a pipe of urund's own and
+//! from there into the attach connection ([`splice_stdin`]); a socket, or an engine
+//! whose stdin is not a socket of urund's, is read and written in chunks.
 //!
 //! The descriptor is the client's and hostile (SECURITY.md, "A passed stdin"): it is
 //! checked from what the kernel says of it ([`system::check_passed_stdin`]), only ever
 //! read, never changed (its file description, with its `O_NONBLOCK` flag and its file
 //! position, is shared with the client), and read only in ways that never wait on the
-//! event loop: epoll for pipes and sockets, then `RWF_NOWAIT` reads (sockets, files)
-//! or `splice(SPLICE_F_NONBLOCK)` into urund's own pipe (pipes and FIFOs), and for a
-//! regular file whose data is not in memory yet one bounded read on tokio's blocking
-//! pool.
+//! event loop: epoll for pipes and sockets, then `RWF_NOWAIT` reads (sockets) or
+//! `splice(SPLICE_F_NONBLOCK)` into urund's own pipe (pipes and FIFOs), and a regular
+//! file always on tokio's blocking pool, one bounded read or splice at a time.
 
+use crate::engine::Input;
 use crate::system::{self, StdinKind};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, Interest};
 
 /// Most bytes read from a passed stdin at once (and so written in one go to the
 /// attach connection); also the most a regular file yields before the event loop
@@ -50,9 +53,16 @@ impl PassedStdin {
 /// holds outlives the run but a read on the blocking pool, which ends by itself.
 pub(super) async fn move_stdin(
     stdin: PassedStdin,
-    mut input: Pin<Box<dyn AsyncWrite + Send>>,
+    mut input: Pin<Box<dyn Input>>,
     bytes_in: &AtomicU64,
 ) {
+    if let (Some(sock), StdinKind::Pipe | StdinKind::File) = (input.socket(), stdin.kind) {
+        match splice_stdin(&stdin, sock, bytes_in).await {
+            Spliced::End => return close(input).await,
+            Spliced::Closed => return,
+            Spliced::Unsupported => {}
+        }
+    }
     let mut buf = vec![0u8; STDIN_CHUNK];
     // Pipes and sockets: readiness from epoll (registering does not change the file
     // description). A regular file cannot be registered and is always ready.
@@ -99,8 +109,96 @@ pub(super) async fn move_stdin(
     close(input).await;
 }
 
-async fn close(mut input: Pin<Box<dyn AsyncWrite + Send>>) {
+async fn close(mut input: Pin<Box<dyn Input>>) {
     let _ = input.shutdown().await;
+}
+
+/// How [`splice_stdin`] ended.
+enum Spliced {
+    /// The stdin ended (end of file or a read error): close the container's stdin.
+    End,
+    /// The container no longer takes its stdin.
+    Closed,
+    /// The stdin cannot be spliced (nothing was taken from it): copy it instead.
+    Unsupported,
+}
+
+/// Most bytes moved from the passed stdin into urund's pipe at once (the pipe's size
+/// if the kernel allows it, see [`system::staging_pipe`]).
+const SPLICE_CHUNK: usize = 1 << 20;
+
+/// Moves a passed pipe or regular file into the attach connection `sock` (urund's
+/// own, non-blocking) through urund's own pipe, without copying the bytes: a chunk is
+/// spliced in (a pipe once epoll says it is readable, with `SPLICE_F_NONBLOCK`; a
+/// regular file on the blocking pool, as its reads may wait for the disk), then
+/// spliced out to the connection, waiting for room with epoll. The pipe is empty
+/// whenever a chunk is taken, so taking one never waits on it.
+async fn splice_stdin(stdin: &PassedStdin, sock: Arc<OwnedFd>, bytes_in: &AtomicU64) -> Spliced {
+    let Ok((stage_r, stage_w)) = system::staging_pipe() else {
+        return Spliced::Unsupported;
+    };
+    let stage_w = Arc::new(stage_w);
+    let ready = match stdin.kind {
+        StdinKind::Pipe => match system::watch_readable(stdin.fd.clone()) {
+            Ok(a) => Some(a),
+            Err(_) => return Spliced::Unsupported,
+        },
+        _ => None,
+    };
+    let mut first = true;
+    loop {
+        let taken = match &ready {
+            Some(a) => splice_ready(a, &stage_w).await,
+            None => {
+                let (from, to) = (stdin.fd.clone(), stage_w.clone());
+                let job = tokio::task::spawn_blocking(move || {
+                    system::splice(from.as_fd(), to.as_fd(), SPLICE_CHUNK)
+                });
+                job.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+        };
+        let n = match taken {
+            Ok(0) => return Spliced::End,
+            Ok(n) => n,
+            // A filesystem without `splice` says so at once: copy instead.
+            Err(e) if first && e.raw_os_error() == Some(libc::EINVAL) => {
+                return Spliced::Unsupported
+            }
+            Err(_) => return Spliced::End,
+        };
+        first = false;
+        bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let mut left = n;
+        while left > 0 {
+            match system::splice(stage_r.as_fd(), sock.as_fd(), left) {
+                Ok(0) => return Spliced::Closed,
+                Ok(k) => left -= k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if system::wait_ready(sock.clone(), Interest::WRITABLE)
+                        .await
+                        .is_err()
+                    {
+                        return Spliced::Closed;
+                    }
+                }
+                // The daemon closed the container's stdin (EPIPE) or the connection.
+                Err(_) => return Spliced::Closed,
+            }
+        }
+    }
+}
+
+/// One splice from a passed pipe or FIFO into urund's own once epoll says it is
+/// readable: `SPLICE_F_NONBLOCK`, so bytes taken meanwhile by the client's own copy of
+/// the descriptor mean waiting again, never a splice that blocks.
+async fn splice_ready(a: &AsyncFd<Arc<OwnedFd>>, to: &OwnedFd) -> std::io::Result<usize> {
+    loop {
+        let mut guard = a.readable().await?;
+        match guard.try_io(|fd| system::splice(fd.get_ref().as_fd(), to.as_fd(), SPLICE_CHUNK)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
 }
 
 /// One read of a pipe or socket once epoll says it is readable; `RWF_NOWAIT`, so a
@@ -125,8 +223,8 @@ async fn read_pipe(
 ) -> std::io::Result<usize> {
     let n = loop {
         let mut guard = a.readable().await?;
-        let moved = guard
-            .try_io(|fd| system::splice_nowait(fd.get_ref().as_fd(), stage_w.as_fd(), buf.len()));
+        let moved =
+            guard.try_io(|fd| system::splice(fd.get_ref().as_fd(), stage_w.as_fd(), buf.len()));
         match moved {
             Ok(r) => break r?,
             Err(_would_block) => continue,

@@ -192,6 +192,9 @@ impl DockerEngine {
             // one write and no wait for the daemon per chunk.
             let _ = system::set_send_buffer(wr.as_fd(), ATTACH_SEND_BUFFER);
         }
+        // Non-blocking for good (tokio's already is; `splice` into it waits only if
+        // the descriptor itself says so): urund's own connection, nobody else's.
+        system::set_nonblocking(wr.as_fd()).map_err(|e| io_failed(e, "attaching to container"))?;
         Ok(Attached {
             output: output_stream(Arc::new(rd), tty),
             input: Box::pin(AttachInput {
@@ -1071,6 +1074,12 @@ impl AsyncWrite for AttachInput {
         _: &mut std::task::Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         Poll::Ready(system::shutdown_write(self.sock.as_fd()))
+    }
+}
+
+impl super::Input for AttachInput {
+    fn socket(&self) -> Option<Arc<OwnedFd>> {
+        Some(self.sock.clone())
     }
 }
 

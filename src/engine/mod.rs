@@ -272,8 +272,21 @@ pub enum Output {
 /// The two directions of an attached container.
 pub struct Attached {
     pub output: BoxStream<'static, std::io::Result<Output>>,
-    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    pub input: Pin<Box<dyn Input>>,
 }
+
+/// The container's stdin: written to, or, where the engine's connection is a socket
+/// of urund's own, spliced into ([`Input::socket`]).
+pub trait Input: AsyncWrite + Send {
+    /// The connection's sending side, non-blocking, for `splice` from urund's own
+    /// pipe (a passed stdin without copies: src/daemon/stdin.rs). Writes and splices
+    /// are never mixed on one input. `None`: only writes.
+    fn socket(&self) -> Option<std::sync::Arc<std::os::fd::OwnedFd>> {
+        None
+    }
+}
+
+impl Input for tokio::io::DuplexStream {}
 
 /// A failure the user should see with a specific exit status (docker's conventions).
 #[derive(Debug)]

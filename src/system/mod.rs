@@ -823,10 +823,23 @@ pub fn staging_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Moves at most `len` bytes from the pipe `from` into the pipe `to` without waiting
-/// on either (`SPLICE_F_NONBLOCK`): `EAGAIN` if `from` is empty (or `to` full), 0 at
-/// end of file.
-pub fn splice_nowait(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+/// Sets `O_NONBLOCK` on a descriptor of urund's own (never on one a client passed:
+/// its file description is shared with the client).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Moves at most `len` bytes from `from` into `to`, one of them a pipe, without the
+/// kernel copying them (`splice`). It never waits on a pipe at either end
+/// (`SPLICE_F_NONBLOCK`: `EAGAIN` if `from` is an empty pipe or `to` a full one), nor
+/// on a socket `to` that is non-blocking (`EAGAIN` when it has no room); a regular
+/// file `from` is read as `read` would (so not on the event loop). 0 at end of file.
+/// A socket `to` whose peer has gone gives `EPIPE` (and a `SIGPIPE`, which Rust
+/// programs ignore).
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     loop {
         // SAFETY: both descriptors are open for the life of their borrows; null offsets
         // (pipes have none); splice reads and writes no memory of ours.
