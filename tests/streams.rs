@@ -302,13 +302,12 @@ fn a_container_that_reads_only_the_start_of_its_stdin_ends_the_run_at_once() {
     let o = output_with(d.urun(&u, &cmd), std::fs::File::open(&sparse).unwrap());
     assert!(o.status.success(), "sparse file: {}", stderr(&o));
     assert_same(&o.stdout, &[0u8; 100000], "sparse file");
-    let mut child = d
-        .urun(&u, &cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        d.urun(&u, &cmd),
+        Stdio::piped(),
+        Stdio::piped(),
+        Stdio::piped(),
+    );
     let mut w = child.stdin.take().unwrap();
     let fed = data.clone();
     let feeder = std::thread::spawn(move || while w.write_all(&fed).is_ok() {});
@@ -316,8 +315,7 @@ fn a_container_that_reads_only_the_start_of_its_stdin_ends_the_run_at_once() {
     assert!(o.status.success(), "pipe: {}", stderr(&o));
     assert_same(&o.stdout, &data[..100000], "pipe");
     feeder.join().unwrap();
-    d.wait_no_containers(Duration::from_secs(5))
-        .unwrap_or_else(|left| panic!("containers left: {left:?}"));
+    no_container_within(&d, 5, "a container that read the start of its stdin");
 }
 
 /// A stdin that never ends: a FIFO whose writer stays open and silent, and a huge
