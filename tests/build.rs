@@ -195,6 +195,24 @@ impl Setup {
         let others: Vec<&str> = i.split_whitespace().filter(|x| *x != base).collect();
         (c.trim().to_string(), others.join(" "))
     }
+
+    /// Nothing is left on the build engine besides the test image.
+    fn assert_build_engine_clean(&self) {
+        let (containers, images) = self.build_engine_leftovers();
+        assert_eq!(
+            (containers.as_str(), images.as_str()),
+            ("", ""),
+            "{}",
+            self.d.log_text()
+        );
+    }
+}
+
+/// `n` bytes of a fixed pseudo-random pattern.
+fn noise(n: u32) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
 /// The context directory `dir` with `dockerfile`, archived as the client would.
@@ -298,8 +316,7 @@ fn a_run_step_runs_as_a_remapped_uid_and_only_its_author_runs_the_image() {
     );
     assert_eq!(stdout(&o).trim(), s.alice.uid.to_string());
     // and no longer on the build engine, nor the RUN step's anonymous volume
-    let (containers, images) = s.build_engine_leftovers();
-    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    s.assert_build_engine_clean();
     assert_eq!(s.engine.must(&["volume", "ls", "-q"]).trim(), "");
     // Its author runs it, as herself; the file the RUN step wrote is there.
     let o =
@@ -427,8 +444,7 @@ fn each_static_check_refuses_with_its_line_and_exit_125() {
         assert!(err.contains("nothing was built"), "{df:?}: {err}");
     }
     // Nothing reached either engine.
-    let (containers, images) = s.build_engine_leftovers();
-    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    s.assert_build_engine_clean();
     let o = sh(
         "docker",
         &["images", "-q", &format!("urun/{}/x", s.alice.name)],
@@ -442,9 +458,7 @@ fn a_context_over_max_context_is_refused_while_it_streams() {
     let s = Setup::new("max_context = \"4m\"\n");
     let dir = tmp(0o755);
     // 6 MiB.
-    let big: Vec<u8> = (0..6u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big = noise(6 << 20);
     std::fs::write(dir.0.join("big"), &big).unwrap();
     let (tar, name) = context(
         &dir.0,
@@ -458,8 +472,7 @@ fn a_context_over_max_context_is_refused_while_it_streams() {
     assert_eq!(o.status.code(), Some(125), "{err}");
     assert!(err.contains("[build] max_context"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(30));
-    let (containers, images) = s.build_engine_leftovers();
-    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    s.assert_build_engine_clean();
     s.d.wait_log("build.max_context", Duration::from_secs(10));
 }
 
@@ -479,8 +492,7 @@ fn a_build_past_max_runtime_is_stopped_with_124_and_leaves_nothing() {
     assert!(err.contains("[build] max_runtime"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     assert!(stdout(&o).contains("started"), "{}", stdout(&o));
-    let (containers, images) = s.build_engine_leftovers();
-    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    s.assert_build_engine_clean();
     // No volume either.
     assert_eq!(s.engine.must(&["volume", "ls", "-q"]).trim(), "");
 }
@@ -502,13 +514,7 @@ fn a_failing_run_step_exits_1_with_its_output_and_leaves_nothing() {
         "{out}"
     );
     assert!(err.contains("returned a non-zero code: 3"), "{err}");
-    let (containers, images) = s.build_engine_leftovers();
-    assert_eq!(
-        (containers.as_str(), images.as_str()),
-        ("", ""),
-        "{}",
-        s.d.log_text()
-    );
+    s.assert_build_engine_clean();
     // The RUN steps' anonymous volumes (the base's VOLUME) went with their containers.
     assert_eq!(s.engine.must(&["volume", "ls", "-q"]).trim(), "");
 }
@@ -539,13 +545,7 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
             "{err}"
         );
         assert!(err.contains("nothing was tagged"), "{err}");
-        let (containers, images) = s.build_engine_leftovers();
-        assert_eq!(
-            (containers.as_str(), images.as_str()),
-            ("", ""),
-            "{}",
-            s.d.log_text()
-        );
+        s.assert_build_engine_clean();
         let o = sh(
             "docker",
             &["images", "-q", &format!("urun/{}/checked", s.alice.name)],
@@ -574,8 +574,7 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
         "{err}"
     );
     assert!(!err.contains("API_TOKEN=x"), "{err}");
-    let (containers, images) = s.build_engine_leftovers();
-    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+    s.assert_build_engine_clean();
 }
 
 /// Measurement, not a check (run with `--ignored --nocapture`): the same build of a
@@ -587,9 +586,7 @@ fn an_image_that_fails_a_check_is_removed_and_never_tagged() {
 fn measure_a_build_through_urund_against_docker_build() {
     let s = Setup::new("");
     let dir = tmp(0o755);
-    let big: Vec<u8> = (0..64u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big = noise(64 << 20);
     std::fs::write(dir.0.join("big"), &big).unwrap();
     std::fs::set_permissions(
         dir.0.join("big"),

@@ -128,61 +128,12 @@ pub(super) async fn first_byte(rd: &OwnedReadHalf) {
 /// and, if the request says [`Request::stdin_fd`], the client's stdin after it; none
 /// with a query. Descriptors sent with any later byte are discarded by the kernel.
 pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
-    let mut h = [0u8; wire::HEADER];
-    let mut got = 0;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    {
-        let sock: &UnixStream = rd.as_ref();
-        while got < h.len() {
-            sock.readable().await.map_err(FrameError::Io)?;
-            let r = sock.try_io(tokio::io::Interest::READABLE, || {
-                system::recv_with_fds(sock.as_fd(), &mut h[got..])
-            });
-            match r {
-                Ok((0, _)) => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                Ok((n, f)) => {
-                    got += n;
-                    fds.extend(f);
-                    if fds.len() > system::MAX_PASSED_FDS {
-                        return Err(FrameError::Protocol(ProtocolError::BadPayload(
-                            Kind::Request,
-                        )));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Err(FrameError::Protocol(ProtocolError::BadRequest(
-                        e.to_string(),
-                    )))
-                }
-                Err(e) => return Err(FrameError::Io(e)),
-            }
-        }
-    }
+    let (h, fds) = read_header_with_fds(rd).await?;
     let (kind, len) = wire::parse_first_header(h, !fds.is_empty()).map_err(FrameError::Protocol)?;
     let mut payload = vec![0u8; len];
     rd.read_exact(&mut payload).await.map_err(FrameError::Io)?;
     match kind {
-        Kind::Request => {
-            let req = Request::decode(&payload).map_err(FrameError::Protocol)?;
-            let bad = |m: &str| FrameError::Protocol(ProtocolError::BadRequest(m.to_string()));
-            // The stdin descriptor is the last one sent.
-            let stdin = match req.stdin_fd {
-                true => Some(
-                    fds.pop()
-                        .ok_or_else(|| bad("stdin_fd without a descriptor"))?,
-                ),
-                false => None,
-            };
-            if req.stdin_fd && (!req.interactive || req.tty) {
-                return Err(bad("stdin_fd is only for -i without -t"));
-            }
-            let dir = fds.pop();
-            if !fds.is_empty() {
-                return Err(bad("two descriptors, and stdin_fd not set"));
-            }
-            Ok(First::Run(Box::new(req), dir, stdin))
-        }
+        Kind::Request => run_request(&payload, fds),
         Kind::Build => BuildRequest::decode(&payload)
             .map(|b| First::Build(Box::new(b)))
             .map_err(FrameError::Protocol),
@@ -193,4 +144,64 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
             .map(|_| First::Query)
             .map_err(FrameError::Protocol),
     }
+}
+
+/// The first frame's header, with the descriptors passed along with its bytes (at most
+/// [`system::MAX_PASSED_FDS`]).
+async fn read_header_with_fds(
+    rd: &OwnedReadHalf,
+) -> Result<([u8; wire::HEADER], Vec<OwnedFd>), FrameError> {
+    let mut h = [0u8; wire::HEADER];
+    let mut got = 0;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let sock: &UnixStream = rd.as_ref();
+    while got < h.len() {
+        sock.readable().await.map_err(FrameError::Io)?;
+        let r = sock.try_io(tokio::io::Interest::READABLE, || {
+            system::recv_with_fds(sock.as_fd(), &mut h[got..])
+        });
+        match r {
+            Ok((0, _)) => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok((n, f)) => {
+                got += n;
+                fds.extend(f);
+                if fds.len() > system::MAX_PASSED_FDS {
+                    return Err(FrameError::Protocol(ProtocolError::BadPayload(
+                        Kind::Request,
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(FrameError::Protocol(ProtocolError::BadRequest(
+                    e.to_string(),
+                )))
+            }
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok((h, fds))
+}
+
+/// A run request and the descriptors passed with it: the working directory's, then
+/// (with `stdin_fd`, for -i without -t only) the stdin's; nothing else.
+fn run_request(payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<First, FrameError> {
+    let req = Request::decode(payload).map_err(FrameError::Protocol)?;
+    let bad = |m: &str| FrameError::Protocol(ProtocolError::BadRequest(m.to_string()));
+    // The stdin descriptor is the last one sent.
+    let stdin = match req.stdin_fd {
+        true => Some(
+            fds.pop()
+                .ok_or_else(|| bad("stdin_fd without a descriptor"))?,
+        ),
+        false => None,
+    };
+    if req.stdin_fd && (!req.interactive || req.tty) {
+        return Err(bad("stdin_fd is only for -i without -t"));
+    }
+    let dir = fds.pop();
+    if !fds.is_empty() {
+        return Err(bad("two descriptors, and stdin_fd not set"));
+    }
+    Ok(First::Run(Box::new(req), dir, stdin))
 }
