@@ -552,12 +552,12 @@ impl<W: Write> Walk<'_, '_, W> {
                 return Ok(());
             }
             // excluded, but an exception below it: walk it, do not archive it
-            let sub = self.open_dir(dirfd, name, path, &st)?;
+            let sub = open_seen(dirfd, name, path, OFlag::O_DIRECTORY, &st)?.0;
             return self.dir(&sub, path);
         }
         match kind {
             SFlag::S_IFDIR => {
-                let sub = self.open_dir(dirfd, name, path, &st)?;
+                let sub = open_seen(dirfd, name, path, OFlag::O_DIRECTORY, &st)?.0;
                 let h = self.header(&st, tar::EntryType::Directory, 0);
                 self.append(&format!("{path}/"), h, io::empty())?;
                 self.dir(&sub, path)
@@ -582,16 +582,6 @@ impl<W: Write> Walk<'_, '_, W> {
                 kind: kind_name(st.st_mode),
             }),
         }
-    }
-
-    fn open_dir(
-        &self,
-        dirfd: &OwnedFd,
-        name: &str,
-        path: &str,
-        seen: &FileStat,
-    ) -> Result<OwnedFd, ContextError> {
-        open_seen(dirfd, name, path, OFlag::O_DIRECTORY, seen).map(|(fd, _)| fd)
     }
 
     fn file(
