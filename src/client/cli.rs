@@ -416,57 +416,16 @@ impl Sub {
 /// `Err`: a command word after run options (`urun -it build`), which is ambiguous.
 pub fn split_command(argv: Vec<OsString>) -> Result<(Sub, Vec<OsString>), String> {
     let cmd = urun_command();
-    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
-    let long_takes = |name: &str| {
-        cmd.get_arguments().any(|a| {
-            (a.get_long() == Some(name) || a.get_all_aliases().unwrap_or_default().contains(&name))
-                && takes_value(a)
-        })
-    };
-    let short_takes = |c: char| {
-        cmd.get_arguments()
-            .any(|a| a.get_short() == Some(c) && takes_value(a))
-    };
     let mut only_socket = true;
     let mut i = 1;
     while i < argv.len() {
         let Some(a) = argv[i].to_str() else { break };
-        if a == "--" {
-            break;
-        }
-        if let Some(long) = a.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
-                Some((n, _)) => (n, true),
-                None => (long, false),
-            };
-            if name == "help" || name == "version" {
-                break;
-            }
-            if name != "socket" {
-                only_socket = false;
-            }
-            if !inline && (name == "socket" || long_takes(name)) {
-                i += 1;
-            }
-            i += 1;
-            continue;
-        }
         if a.len() > 1 && a.starts_with('-') {
-            only_socket = false;
-            let cluster = &a[1..];
-            for (k, c) in cluster.char_indices() {
-                if c == 'h' || c == 'V' {
-                    return Ok((Sub::Run, argv));
-                }
-                if short_takes(c) {
-                    // the value is the rest of the cluster, or the next word
-                    if k + c.len_utf8() == cluster.len() {
-                        i += 1;
-                    }
-                    break;
-                }
-            }
-            i += 1;
+            let Some((words, socket)) = option_span(&cmd, a) else {
+                break;
+            };
+            only_socket &= socket;
+            i += words;
             continue;
         }
         let Some(sub) = Sub::from_word(a) else { break };
@@ -488,6 +447,47 @@ pub fn split_command(argv: Vec<OsString>) -> Result<(Sub, Vec<OsString>), String
         return Ok((sub, out));
     }
     Ok((Sub::Run, argv))
+}
+
+/// How many words the option `a` (a word starting with `-`) spans on the run's
+/// command line `cmd`, and whether it is `--socket`. `None` for `--`, help and
+/// version: no command word is looked for after them.
+fn option_span(cmd: &clap::Command, a: &str) -> Option<(usize, bool)> {
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    if a == "--" {
+        return None;
+    }
+    if let Some(long) = a.strip_prefix("--") {
+        let (name, inline) = match long.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (long, false),
+        };
+        if name == "help" || name == "version" {
+            return None;
+        }
+        let takes = name == "socket"
+            || cmd.get_arguments().any(|a| {
+                (a.get_long() == Some(name)
+                    || a.get_all_aliases().unwrap_or_default().contains(&name))
+                    && takes_value(a)
+            });
+        return Some((if takes && !inline { 2 } else { 1 }, name == "socket"));
+    }
+    let cluster = &a[1..];
+    for (k, c) in cluster.char_indices() {
+        if c == 'h' || c == 'V' {
+            return None;
+        }
+        if cmd
+            .get_arguments()
+            .any(|a| a.get_short() == Some(c) && takes_value(a))
+        {
+            // the value is the rest of the cluster, or the next word
+            let last = k + c.len_utf8() == cluster.len();
+            return Some((if last { 2 } else { 1 }, false));
+        }
+    }
+    Some((1, false))
 }
 
 /// `urun`'s clap command with the commands, forced settings and exit statuses
