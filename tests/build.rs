@@ -770,3 +770,70 @@ fn an_image_id_printed_by_a_run_step_is_not_deleted() {
     let (containers, images) = s.build_engine_leftovers();
     assert_eq!((containers.as_str(), images.as_str()), ("", ""));
 }
+
+/// Review B2's residual: a container named in the output was removed if it had the
+/// build's memory limit and network mode and no urun label, which every build's step
+/// containers have: a RUN step naming another user's running step container (its ID
+/// is readable in `/proc/*/cgroup` on the build host) had it removed 30 s after the
+/// build ended, and that build failed. Now each build in progress has its own mark
+/// (its steps' `/dev/shm` size), and only a container with this build's mark is this
+/// build's.
+#[test]
+#[serial]
+fn another_builds_step_container_named_in_the_output_is_left_alone() {
+    let s = Setup::new("memory = \"256m\"\n");
+    // Another build's step: the same forced settings, another build's mark.
+    let shm = ((64u64 << 20) + 7 * 4096).to_string();
+    let other = s
+        .engine
+        .must(&[
+            "run",
+            "-d",
+            "--memory",
+            "256m",
+            "--memory-swap",
+            "256m",
+            "--network",
+            "none",
+            "--shm-size",
+            &shm,
+            image(),
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let df = format!(
+        "FROM {}\nUSER 1000\nRUN grep ' /dev/shm ' /proc/mounts; \
+         echo ' ---> Running in {}'; exit 3\n",
+        image(),
+        &other[..12]
+    );
+    let t = Instant::now();
+    let o = build(&s, &s.alice, &df, &["b2r"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // The step got this build's mark: 64 MiB and one page (the first mark).
+    assert!(stdout(&o).contains("size=65540k"), "{}", stdout(&o));
+    // urund's clean-up is over once it logs the build's audit record; the old code
+    // waited 30 s for the container, then removed it.
+    s.d.wait_log("\"argv\":[\"build\",\"b2r\"]", Duration::from_secs(60));
+    let state = s
+        .engine
+        .must(&["inspect", "-f", "{{.State.Running}}", &other])
+        .trim()
+        .to_string();
+    assert_eq!(
+        state,
+        "true",
+        "another build's step {other} was touched\n{}",
+        s.d.log_text()
+    );
+    assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
+    assert!(
+        s.d.log_text()
+            .contains("is not a step of that build; left alone"),
+        "{}",
+        s.d.log_text()
+    );
+    s.engine.must(&["rm", "-f", &other]);
+}

@@ -131,14 +131,18 @@ struct Spool {
     sha: String,
 }
 
-/// A build counted against `[build] max_concurrent` while it lives.
+/// A build counted against `[build] max_concurrent` while it lives, with its mark
+/// (its step containers' `/dev/shm` size, which no other build in progress has).
 struct BuildSlot<'a> {
     map: &'a Mutex<HashMap<u32, u32>>,
     uid: u32,
+    marks: &'a Mutex<std::collections::BTreeSet<u16>>,
+    mark: u16,
 }
 
 impl Drop for BuildSlot<'_> {
     fn drop(&mut self) {
+        self.marks.lock().unwrap().remove(&self.mark);
         let mut m = self.map.lock().unwrap();
         match m.get(&self.uid).copied() {
             Some(n) if n > 1 => {
@@ -193,7 +197,7 @@ impl Helper {
             .chain(req.tags.iter().cloned())
             .collect();
         rec.image = req.dockerfile.clone();
-        let (admission, _slot) = match self.admit_build_request(caller, &req) {
+        let (admission, slot) = match self.admit_build_request(caller, &req) {
             Ok(x) => x,
             Err(r) => return End::Refused(r),
         };
@@ -202,7 +206,7 @@ impl Helper {
         let trace = Mutex::new(Trace::default());
         let mut audit = BuildAudit::default();
         let mut delivered = false;
-        let steps = self.build_steps(caller, rec, &req, rd, out, &trace, &mut audit);
+        let steps = self.build_steps(caller, rec, &req, rd, out, &trace, &mut audit, slot.mark);
         let end = match tokio::time::timeout(Duration::from_secs(limit.0), steps).await {
             // 7. Not under the deadline: delivered whole, or undone.
             Ok(Ok(image)) => {
@@ -245,6 +249,8 @@ impl Helper {
             trace.built = None;
         }
         self.clean_build(trace).await;
+        // The mark is free again only once the build's containers are gone.
+        drop(slot);
         self.sweep_namespace_copies().await;
         rec.build = Some(audit);
         end
@@ -307,12 +313,26 @@ impl Helper {
             images,
         };
         let admission = admit_build(caller, &self.policy, req, &facts)?;
+        let mark = {
+            let mut marks = self.build_marks.lock().unwrap();
+            let free = (0..crate::policy::forced::BUILD_MARKS).find(|m| !marks.contains(m));
+            let Some(mark) = free else {
+                return Err(Refusal::new(
+                    Rule::BuildSpool,
+                    "urund is busy: too many builds in progress; try again later",
+                ));
+            };
+            marks.insert(mark);
+            mark
+        };
         running.insert(caller.uid, facts.running + 1);
         Ok((
             admission,
             BuildSlot {
                 map: &self.building,
                 uid: caller.uid,
+                marks: &self.build_marks,
+                mark,
             },
         ))
     }
@@ -328,6 +348,7 @@ impl Helper {
         out: &Outbox,
         trace: &Mutex<Trace>,
         audit: &mut BuildAudit,
+        mark: u16,
     ) -> Result<String, End> {
         // 3. The context: counted while read, then checked as a hostile archive.
         let spool = self.read_context(rd, rec).await?;
@@ -398,10 +419,11 @@ impl Helper {
             context: audit.context.clone(),
             checks: checks_label(&report),
         };
-        let settings = build_settings(&self.policy.build, caller, req, &digests);
+        let settings = build_settings(&self.policy.build, caller, req, &digests, mark);
         trace.lock().unwrap().shape = BuildShape {
             memory: settings.memory,
             network: settings.network.to_string(),
+            shm_size: settings.shm_size,
         };
         let body = context_body(spool.file.clone(), spool.len);
         // Only an image created from now on can be this build's (S1): the context, and

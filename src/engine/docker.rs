@@ -857,6 +857,7 @@ impl DockerEngine {
                         labels.into_iter().flat_map(|l| l.keys()),
                         host.and_then(|h| h.memory),
                         host.and_then(|h| h.network_mode.as_deref()),
+                        host.and_then(|h| h.shm_size),
                     );
                     if ours {
                         out.extend(c.id);
@@ -896,7 +897,7 @@ pub fn build_options(s: &BuildSettings) -> bollard::query_parameters::BuildImage
         cpuperiod: Some(clamp(s.cpu_period)),
         cpuquota: Some(clamp(s.cpu_quota)),
         buildargs: Some(s.buildargs.clone()),
-        shmsize: None,
+        shmsize: Some(clamp(s.shm_size)),
         squash: None,
         labels: Some(s.labels.clone()),
         networkmode: Some(s.network.to_string()),
@@ -1440,9 +1441,11 @@ mod tests {
             &caller,
             &req,
             &Default::default(),
+            5,
         );
         let o = build_options(&s);
         assert_eq!(o.networkmode.as_deref(), Some("none"));
+        assert_eq!(o.shmsize, Some((64 << 20) + 6 * 4096));
         assert_eq!((o.memory, o.memswap), (Some(i32::MAX), Some(i32::MAX)));
         assert_eq!((o.cpuperiod, o.cpuquota), (Some(100_000), Some(100_000)));
         assert!(o.rm && o.forcerm && o.pull.is_none() && o.t.is_none());

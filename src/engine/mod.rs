@@ -162,10 +162,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Build, clean-up: of these container IDs (or unique prefixes), taken from the
     /// builder's text output, those that still exist AND are verifiably build-step
-    /// containers of this build's shape ([`BuildShape`]: no `io.urun.` label, the
-    /// build's memory limit and network mode), by full ID. The IDs come from text a RUN
-    /// step can print, so nothing else is ever returned (and so never removed): not a
-    /// run's or a probe's container, not a container another program made.
+    /// containers of this build ([`BuildShape`]: no `io.urun.` label, the build's
+    /// memory limit and network mode, and its own `/dev/shm` size), by full ID. The IDs
+    /// come from text a RUN step can print, so nothing else is ever returned (and so
+    /// never removed): not a run's or a probe's container, not another build's step,
+    /// not a container another program made.
     fn existing_containers<'a>(
         &'a self,
         ids: &'a [String],
@@ -175,25 +176,30 @@ pub trait Engine: Send + Sync + 'static {
 
 /// What every step container of one build has in common, set by urund's forced build
 /// settings: the only way a container named in the builder's output is told apart
-/// from someone else's.
+/// from someone else's. The `/dev/shm` size carries the build's mark, which no other
+/// build in progress has (review B2: the rest is the same for every build).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BuildShape {
     pub memory: i64,
     pub network: String,
+    pub shm_size: i64,
 }
 
 impl BuildShape {
-    /// Whether a container with these labels, memory limit and network mode can be a
-    /// step container of a build of this shape. Pure.
+    /// Whether a container with these labels, memory limit, network mode and
+    /// `/dev/shm` size can be a step container of this build. Pure.
     pub fn admits<'a>(
         &self,
         mut labels: impl Iterator<Item = &'a String>,
         memory: Option<i64>,
         network: Option<&str>,
+        shm_size: Option<i64>,
     ) -> bool {
         !labels.any(|k| k.starts_with(crate::policy::build::RESERVED_LABEL_PREFIX))
             && memory == Some(self.memory)
             && network == Some(self.network.as_str())
+            && self.shm_size > 0
+            && shm_size == Some(self.shm_size)
     }
 }
 
@@ -503,17 +509,29 @@ mod tests {
         let shape = BuildShape {
             memory: 512 << 20,
             network: "none".into(),
+            shm_size: (64 << 20) + 7 * 4096,
         };
+        let shm = Some(shape.shm_size);
         let none: Vec<String> = vec![];
         let urun = ["io.urun.uid".to_string()];
         let other = ["com.example".to_string()];
-        assert!(shape.admits(none.iter(), Some(512 << 20), Some("none")));
-        assert!(shape.admits(other.iter(), Some(512 << 20), Some("none")));
-        assert!(!shape.admits(urun.iter(), Some(512 << 20), Some("none")));
-        assert!(!shape.admits(none.iter(), Some(0), Some("none")));
-        assert!(!shape.admits(none.iter(), None, Some("none")));
-        assert!(!shape.admits(none.iter(), Some(512 << 20), Some("default")));
-        assert!(!shape.admits(none.iter(), Some(512 << 20), None));
+        let m = Some(512 << 20);
+        assert!(shape.admits(none.iter(), m, Some("none"), shm));
+        assert!(shape.admits(other.iter(), m, Some("none"), shm));
+        assert!(!shape.admits(urun.iter(), m, Some("none"), shm));
+        assert!(!shape.admits(none.iter(), Some(0), Some("none"), shm));
+        assert!(!shape.admits(none.iter(), None, Some("none"), shm));
+        assert!(!shape.admits(none.iter(), m, Some("default"), shm));
+        assert!(!shape.admits(none.iter(), m, None, shm));
+        // Review B2: another build in progress has everything but the mark.
+        assert!(!shape.admits(none.iter(), m, Some("none"), Some((64 << 20) + 8 * 4096)));
+        assert!(!shape.admits(none.iter(), m, Some("none"), None));
+        // A shape without a mark (a build never started) admits nothing.
+        let unmarked = BuildShape {
+            shm_size: 0,
+            ..shape
+        };
+        assert!(!unmarked.admits(none.iter(), m, Some("none"), Some(0)));
     }
 
     fn rec(id: u8, parent: Option<u8>, container: Option<u8>) -> ImageRecord {
