@@ -24,21 +24,25 @@ use urun::client::context::{Builder, Dockerfile};
 use urun::wire::{BuildRequest, VERSION};
 
 /// The crafted client: connects as the user, sends the `Build` frame, the archive in
-/// `Context` frames of 256 KiB, and (unless `end` is false) `ContextEnd`; then prints
+/// `Context` frames of 256 KiB (once the archive's file exists: a test may write it
+/// after the request was admitted), and (unless `end` is false) `ContextEnd`; then prints
 /// `Stdout` frames on stdout, `Stderr` frames on stderr, a `Result` as a line
 /// `urun-result: <json>` on stderr, and exits with the `Exit` status or the `Error`
 /// frame's (its message on stderr).
 const CLIENT: &str = r#"
-import socket, struct, sys
+import os, socket, struct, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 req = sys.argv[2].encode()
+s.sendall(struct.pack(">BI", 0x07, len(req)) + req)
+# The archive may come later than the request (a test writes it once admitted).
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.05)
 data = open(sys.argv[3], "rb").read()
 end = sys.argv[4] == "end"
 def frame(k, p):
     return struct.pack(">BI", k, len(p)) + p
 try:
-    s.sendall(frame(0x07, req))
     for i in range(0, len(data), 262144):
         s.sendall(frame(0x08, data[i:i + 262144]))
     if end:
@@ -677,4 +681,159 @@ fn a_container_named_in_a_run_steps_output_is_left_alone() {
         );
     }
     s.engine.must(&["rm", "-f", &victim, &plain]);
+}
+
+/// Review S1: urund deleted any untagged image created since the build began whose ID
+/// the build's output named (` ---> <id>`), so a RUN step could print the ID of
+/// another user's build's intermediate image (learnt, say, from a cache hit) and have
+/// it deleted under that build. Now an image is deleted only if the engine says this
+/// build made it (committed from a container this build ran, or a COPY on such an
+/// image): bob's first stage survives alice's build, and bob's build goes through.
+#[test]
+#[serial]
+fn an_image_id_printed_by_a_run_step_is_not_deleted() {
+    let mut s = Setup::new("");
+    // Alice's request is admitted first (her context comes later, naming bob's image).
+    let dir = tmp(0o755);
+    let tar = dir.0.join("context.tar");
+    let alice = {
+        let (d, user, tar) = (
+            s.d.socket.clone(),
+            s.alice.command("/usr/bin/python3"),
+            tar.clone(),
+        );
+        let req = serde_json::to_string(&request("Dockerfile", &["s1"])).unwrap();
+        let mut c = user;
+        c.args(["-c", CLIENT, d.to_str().unwrap(), &req])
+            .arg(&tar)
+            .arg("end")
+            .stdin(Stdio::null());
+        std::thread::spawn(move || c.output().expect("python3"))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    // Bob's two-stage build: the first stage's image waits, untagged and unused,
+    // while the second stage's RUN step sleeps; then COPY --from takes it.
+    let bob_df = format!(
+        "FROM {0} AS first\nRUN echo from-the-first-stage > /v\nFROM {0}\nRUN sleep 15\n\
+         COPY --from=first /v /v\nUSER 1000\n",
+        image()
+    );
+    let bob = {
+        let dir = tmp(0o755);
+        std::fs::write(dir.0.join("Dockerfile"), &bob_df).unwrap();
+        let path = dir.0.display().to_string();
+        let mut c = s.d.urun(&s.bob, &["build", "-t", "victim", &path]);
+        c.stdin(Stdio::null());
+        std::thread::spawn(move || {
+            let o = c.output().expect("urun build");
+            drop(dir);
+            o
+        })
+    };
+    // The first stage's image: the one image besides the base while bob's RUN sleeps.
+    let t = Instant::now();
+    let first = loop {
+        let (containers, images) = s.build_engine_leftovers();
+        if !containers.is_empty() && !images.is_empty() {
+            let v: Vec<&str> = images.split_whitespace().collect();
+            assert_eq!(v.len(), 1, "{images}");
+            break v[0].to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "bob's build did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Alice's RUN step prints the builder's line for it, and her build fails.
+    let df = format!(
+        "FROM {}\nUSER 1000\nRUN echo ' ---> {}'; exit 3\n",
+        image(),
+        &first["sha256:".len().."sha256:".len() + 12]
+    );
+    std::fs::create_dir(dir.0.join("ctx")).unwrap();
+    let (made, _) = context(&dir.0.join("ctx"), &df);
+    std::fs::rename(&made, &tar).unwrap();
+    let o = alice.join().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    // Bob's image is still there, and his build goes through.
+    let there = s.engine.docker(&["image", "inspect", &first]);
+    assert!(
+        there.status.success(),
+        "bob's first stage {first} was deleted by alice's build\n{}",
+        s.d.log_text()
+    );
+    let o = bob.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    s.built.0.push(own_id(&s.bob, "victim"));
+    // Each build still cleaned up after itself.
+    let (containers, images) = s.build_engine_leftovers();
+    assert_eq!((containers.as_str(), images.as_str()), ("", ""));
+}
+
+/// Review B2's residual: a container named in the output was removed if it had the
+/// build's memory limit and network mode and no urun label, which every build's step
+/// containers have: a RUN step naming another user's running step container (its ID
+/// is readable in `/proc/*/cgroup` on the build host) had it removed 30 s after the
+/// build ended, and that build failed. Now each build in progress has its own mark
+/// (its steps' `/dev/shm` size), and only a container with this build's mark is this
+/// build's.
+#[test]
+#[serial]
+fn another_builds_step_container_named_in_the_output_is_left_alone() {
+    let s = Setup::new("memory = \"256m\"\n");
+    // Another build's step: the same forced settings, another build's mark.
+    let shm = ((64u64 << 20) + 7 * 4096).to_string();
+    let other = s
+        .engine
+        .must(&[
+            "run",
+            "-d",
+            "--memory",
+            "256m",
+            "--memory-swap",
+            "256m",
+            "--network",
+            "none",
+            "--shm-size",
+            &shm,
+            image(),
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let df = format!(
+        "FROM {}\nUSER 1000\nRUN grep ' /dev/shm ' /proc/mounts; \
+         echo ' ---> Running in {}'; exit 3\n",
+        image(),
+        &other[..12]
+    );
+    let t = Instant::now();
+    let o = build(&s, &s.alice, &df, &["b2r"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // The step got this build's mark: 64 MiB and one page (the first mark).
+    assert!(stdout(&o).contains("size=65540k"), "{}", stdout(&o));
+    // urund's clean-up is over once it logs the build's audit record; the old code
+    // waited 30 s for the container, then removed it.
+    s.d.wait_log("\"argv\":[\"build\",\"b2r\"]", Duration::from_secs(60));
+    let state = s
+        .engine
+        .must(&["inspect", "-f", "{{.State.Running}}", &other])
+        .trim()
+        .to_string();
+    assert_eq!(
+        state,
+        "true",
+        "another build's step {other} was touched\n{}",
+        s.d.log_text()
+    );
+    assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
+    assert!(
+        s.d.log_text()
+            .contains("is not a step of that build; left alone"),
+        "{}",
+        s.d.log_text()
+    );
+    s.engine.must(&["rm", "-f", &other]);
 }

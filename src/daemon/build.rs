@@ -28,7 +28,8 @@
 //! Anything but success leaves nothing on the build engine that this build made: the
 //! builder removes its containers itself (rm, forcerm, also when the build is
 //! cancelled by urund closing the connection); urund waits for that, and deletes the
-//! build's intermediate images that are untagged and no older than the build.
+//! build's intermediate images: those the engine says this build made
+//! ([`crate::engine::own_images`]), never an image the output merely names.
 
 use super::audit::{BuildAudit, Record};
 use super::builds::BuildRecord;
@@ -37,7 +38,7 @@ use super::outbox::Outbox;
 use super::request::{read_frame, FrameError};
 use super::serve::{daemon_error, End};
 use super::Helper;
-use crate::engine::{BaseFacts, BuildEvent, BuildShape, RunError};
+use crate::engine::{own_images, BaseFacts, BuildEvent, BuildShape, RunError};
 use crate::policy::build::{admit_build, BuildAdmission, BuildFacts};
 use crate::policy::dockerfile::{self, BaseImage, CheckInput, Finding, Report, Severity};
 use crate::policy::forced::{build_settings, BuildDigests};
@@ -69,16 +70,23 @@ const QUIET_TAIL: usize = 64 * 1024;
 const MAX_FINDINGS: usize = 64;
 
 /// What a build left on the build engine, as seen in the builder's output: candidates
-/// for clean-up, never proof of anything (a RUN step can print the same lines), so
-/// urund only waits for containers the builder removes itself, and deletes only
-/// untagged images created since the build started.
+/// for clean-up, never proof of anything (a RUN step can print the same lines, and a
+/// cache hit names another build's image), so urund only waits for containers the
+/// builder removes itself, and deletes only images the engine says this build made
+/// ([`own_images`], review S1).
 #[derive(Default)]
 pub(super) struct Trace {
     /// The forced settings every step container of this build has (B2: a container
     /// named in the output is removed only if it has them).
     shape: BuildShape,
     containers: Vec<String>,
+    /// Images named in the output (` ---> <id>`), and each stage's (aux), in order.
     images: Vec<String>,
+    /// The build's base images (as urund resolved them) and its stages' images (aux):
+    /// what a `COPY`/`ADD` step of this build makes its image on.
+    anchors: Vec<String>,
+    /// When the builder was started (seconds since the epoch); `None`: never.
+    since: Option<i64>,
     /// The image the builder reported (aux), kept until it is moved or refused.
     built: Option<String>,
     /// Text not yet ended by a newline.
@@ -123,14 +131,18 @@ struct Spool {
     sha: String,
 }
 
-/// A build counted against `[build] max_concurrent` while it lives.
+/// A build counted against `[build] max_concurrent` while it lives, with its mark
+/// (its step containers' `/dev/shm` size, which no other build in progress has).
 struct BuildSlot<'a> {
     map: &'a Mutex<HashMap<u32, u32>>,
     uid: u32,
+    marks: &'a Mutex<std::collections::BTreeSet<u16>>,
+    mark: u16,
 }
 
 impl Drop for BuildSlot<'_> {
     fn drop(&mut self) {
+        self.marks.lock().unwrap().remove(&self.mark);
         let mut m = self.map.lock().unwrap();
         match m.get(&self.uid).copied() {
             Some(n) if n > 1 => {
@@ -185,17 +197,16 @@ impl Helper {
             .chain(req.tags.iter().cloned())
             .collect();
         rec.image = req.dockerfile.clone();
-        let (admission, _slot) = match self.admit_build_request(caller, &req) {
+        let (admission, slot) = match self.admit_build_request(caller, &req) {
             Ok(x) => x,
             Err(r) => return End::Refused(r),
         };
         ticket.running();
-        let since = now_secs();
         let limit = self.policy.build.max_runtime;
         let trace = Mutex::new(Trace::default());
         let mut audit = BuildAudit::default();
         let mut delivered = false;
-        let steps = self.build_steps(caller, rec, &req, rd, out, &trace, &mut audit);
+        let steps = self.build_steps(caller, rec, &req, rd, out, &trace, &mut audit, slot.mark);
         let end = match tokio::time::timeout(Duration::from_secs(limit.0), steps).await {
             // 7. Not under the deadline: delivered whole, or undone.
             Ok(Ok(image)) => {
@@ -237,7 +248,9 @@ impl Helper {
         if delivered && !self.separate_build_engine() {
             trace.built = None;
         }
-        self.clean_build(trace, since).await;
+        self.clean_build(trace).await;
+        // The mark is free again only once the build's containers are gone.
+        drop(slot);
         self.sweep_namespace_copies().await;
         rec.build = Some(audit);
         end
@@ -300,12 +313,26 @@ impl Helper {
             images,
         };
         let admission = admit_build(caller, &self.policy, req, &facts)?;
+        let mark = {
+            let mut marks = self.build_marks.lock().unwrap();
+            let free = (0..crate::policy::forced::BUILD_MARKS).find(|m| !marks.contains(m));
+            let Some(mark) = free else {
+                return Err(Refusal::new(
+                    Rule::BuildSpool,
+                    "urund is busy: too many builds in progress; try again later",
+                ));
+            };
+            marks.insert(mark);
+            mark
+        };
         running.insert(caller.uid, facts.running + 1);
         Ok((
             admission,
             BuildSlot {
                 map: &self.building,
                 uid: caller.uid,
+                marks: &self.build_marks,
+                mark,
             },
         ))
     }
@@ -321,6 +348,7 @@ impl Helper {
         out: &Outbox,
         trace: &Mutex<Trace>,
         audit: &mut BuildAudit,
+        mark: u16,
     ) -> Result<String, End> {
         // 3. The context: counted while read, then checked as a hostile archive.
         let spool = self.read_context(rd, rec).await?;
@@ -349,7 +377,12 @@ impl Helper {
             ));
         };
         // 4. The Dockerfile, with the base images present on the build engine.
-        let (report, base_layers) = self.check_dockerfile(caller, req, &text, out).await?;
+        let (report, bases) = self.check_dockerfile(caller, req, &text, out).await?;
+        trace
+            .lock()
+            .unwrap()
+            .anchors
+            .extend(bases.values().map(|b| b.id.clone()));
         audit.findings = report
             .findings
             .iter()
@@ -386,12 +419,16 @@ impl Helper {
             context: audit.context.clone(),
             checks: checks_label(&report),
         };
-        let settings = build_settings(&self.policy.build, caller, req, &digests);
+        let settings = build_settings(&self.policy.build, caller, req, &digests, mark);
         trace.lock().unwrap().shape = BuildShape {
             memory: settings.memory,
             network: settings.network.to_string(),
+            shm_size: settings.shm_size,
         };
         let body = context_body(spool.file.clone(), spool.len);
+        // Only an image created from now on can be this build's (S1): the context, and
+        // so anything its RUN steps print, is fixed before this second.
+        trace.lock().unwrap().since = Some(now_secs());
         let image = self.run_build(req, &settings, body, rd, out, trace).await?;
         rec.image_id = Some(image.clone());
         trace.lock().unwrap().built = Some(image.clone());
@@ -400,7 +437,7 @@ impl Helper {
             .facts
             .final_base
             .as_ref()
-            .and_then(|b| base_layers.get(b).copied())
+            .and_then(|b| bases.get(b).map(|f| f.layers))
             .unwrap_or(0);
         self.check_image(&image, base, out, audit).await?;
         Ok(image)
@@ -510,7 +547,7 @@ impl Helper {
         req: &BuildRequest,
         text: &str,
         out: &Outbox,
-    ) -> Result<(Report, BTreeMap<String, usize>), End> {
+    ) -> Result<(Report, BTreeMap<String, BaseFacts>), End> {
         let allowed = |r: &str| self.image_allowed_in_build(caller, r);
         let severity = &self.policy.build.rules.0;
         let input = |base: &dyn Fn(&str) -> Option<BaseImage>| -> Report {
@@ -546,7 +583,7 @@ impl Helper {
             return Ok((first, BTreeMap::new()));
         }
         let mut bases: BTreeMap<String, BaseImage> = BTreeMap::new();
-        let mut layers: BTreeMap<String, usize> = BTreeMap::new();
+        let mut facts_of: BTreeMap<String, BaseFacts> = BTreeMap::new();
         for u in first.facts.images.iter().filter(|u| u.allowed) {
             if bases.contains_key(&u.reference) {
                 continue;
@@ -558,10 +595,10 @@ impl Helper {
                 ));
             }
             let facts = self.ensure_base(&u.reference, req.never_pull, out).await?;
-            bases.insert(u.reference.clone(), facts.base);
-            layers.insert(u.reference.clone(), facts.layers);
+            bases.insert(u.reference.clone(), facts.base.clone());
+            facts_of.insert(u.reference.clone(), facts);
         }
-        Ok((input(&|r| bases.get(r).cloned()), layers))
+        Ok((input(&|r| bases.get(r).cloned()), facts_of))
     }
 
     /// Whether a `FROM`/`COPY --from` image may be used: the run policy's image rules,
@@ -699,8 +736,12 @@ impl Helper {
                         return Err(End::Exit(1));
                     }
                     Some(Ok(BuildEvent::Image(id))) => {
-                        // Each stage's image is the build's own too (clean-up).
+                        // Each stage's image is a candidate for clean-up too, and what
+                        // a later stage's COPY may make its image on.
                         let mut t = trace.lock().unwrap();
+                        if t.anchors.len() < 1024 {
+                            t.anchors.push(id.clone());
+                        }
                         if let Some(prev) = image.replace(id) {
                             if t.images.len() < 1024 {
                                 t.images.push(prev);
@@ -885,10 +926,9 @@ impl Helper {
     }
 
     /// After a build: waits (bounded) for the builder's own removal of the build's
-    /// containers, removes those still there, and deletes the build's untagged images
-    /// created since it started (see [`Trace`]; an image another one is built on is
-    /// left: the engine refuses to delete it).
-    async fn clean_build(&self, trace: Trace, since: i64) {
+    /// containers, removes those still there, and deletes the images the engine says
+    /// this build made ([`own_images`]; one by one, never their parents with them).
+    async fn clean_build(&self, trace: Trace) {
         let engine = self.build_engine.as_ref();
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
         if !trace.containers.is_empty() {
@@ -917,14 +957,51 @@ impl Helper {
                 }
             }
         }
-        let images = trace
-            .built
-            .into_iter()
-            .chain(trace.images.into_iter().rev());
-        for image in images {
-            match engine.delete_untagged(&image, since).await {
-                Ok(_) => {}
+        // The images: those the engine says this build made (S1), children first; an
+        // image the engine keeps for a child not yet gone is tried again once the
+        // others are.
+        let Some(since) = trace.since else { return };
+        let mut names: Vec<String> = trace.images.clone();
+        names.extend(trace.built.iter().cloned());
+        names.dedup();
+        let mut records = Vec::new();
+        for name in &names {
+            match engine.image_record(name).await {
+                Ok(Some(r)) => {
+                    if !records
+                        .iter()
+                        .any(|x: &crate::engine::ImageRecord| x.id == r.id)
+                    {
+                        records.push(r);
+                    }
+                }
+                Ok(None) => {}
                 Err(e) => eprintln!("urund: {e:#}"),
+            }
+        }
+        let mut left = own_images(&records, &trace.containers, &trace.anchors, since);
+        for r in &records {
+            if !r.tagged && r.created >= since && !left.contains(&r.id) {
+                eprintln!(
+                    "urund: image {}, named in a build's output, was not made by that build \
+                     (another build's, or a cache hit); left alone",
+                    r.id
+                );
+            }
+        }
+        while !left.is_empty() {
+            let before = left.len();
+            let mut kept = Vec::new();
+            for image in left {
+                match engine.delete_untagged(&image, since).await {
+                    Ok(true) => {}
+                    Ok(false) => kept.push(image),
+                    Err(e) => eprintln!("urund: {e:#}"),
+                }
+            }
+            left = kept;
+            if left.len() == before {
+                break;
             }
         }
     }

@@ -101,6 +101,9 @@ pub struct Helper {
     build_engine_userns: bool,
     /// Builds in progress per uid (`[build] max_concurrent`).
     building: Mutex<HashMap<u32, u32>>,
+    /// The marks of the builds in progress (each its own: review B2, see
+    /// [`crate::engine::BuildShape`]).
+    build_marks: Mutex<std::collections::BTreeSet<u16>>,
     policy: Policy,
     policy_path: PathBuf,
     group_gid: u32,
@@ -171,6 +174,7 @@ impl Helper {
             build_engine_userns: p.build_engine.is_some() && p.build_engine_userns,
             build_engine: p.build_engine.unwrap_or_else(|| p.engine.clone()),
             building: Mutex::new(HashMap::new()),
+            build_marks: Mutex::new(std::collections::BTreeSet::new()),
             engine: p.engine,
             policy: p.policy,
             policy_path: p.policy_path,

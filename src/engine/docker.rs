@@ -762,14 +762,73 @@ impl DockerEngine {
         if tagged || created < since {
             return Ok(false);
         }
+        // That image only: its untagged parents may be another build's (the layer
+        // cache is shared), and the build's clean-up deletes its own one by one.
         let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(false)
-            .noprune(false)
+            .noprune(true)
             .build();
         match self.docker.remove_image(&full, Some(opts), None).await {
             Ok(_) => Ok(true),
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(false),
             Err(e) => Err(failed(e, format!("removing image {full}"))),
+        }
+    }
+
+    /// `GET /images/{id}/json` read by hand: bollard's model of the answer has no
+    /// `Container` (the field newer APIs dropped; Engine API 1.41 has it).
+    pub async fn image_record(&self, image_id: &str) -> Result<Option<super::ImageRecord>> {
+        let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+        let plain = hex.len() >= 12
+            && hex.len() <= 64
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !plain {
+            return Ok(None);
+        }
+        let doing = format!("inspecting image {image_id}");
+        let path = format!("/v{}/images/{image_id}/json", self.api_version());
+        let Some(body) = self.raw_get(&path, &doing).await? else {
+            return Ok(None);
+        };
+        let r = image_record_of(&body).with_context(|| doing.clone())?;
+        // The daemon resolves a prefix: the answer must be the image asked for.
+        Ok(r.filter(|r| r.id["sha256:".len()..].starts_with(hex)))
+    }
+
+    /// One `GET` over the daemon's socket as HTTP/1.0 (no chunking: the body is
+    /// everything up to the end of the connection, at most [`MAX_RAW_BODY`]).
+    /// `Ok(None)`: 404.
+    async fn raw_get(&self, path: &str, doing: &str) -> Result<Option<Vec<u8>>> {
+        let mut s = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| io_failed(e, doing))?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| io_failed(e, doing))?;
+        let mut all = Vec::new();
+        (&mut s)
+            .take(MAX_RAW_BODY as u64 + MAX_HEAD as u64 + 1)
+            .read_to_end(&mut all)
+            .await
+            .map_err(|e| io_failed(e, doing))?;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let n = match resp.parse(&all) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => bail!("{doing}: malformed response"),
+        };
+        if all.len() - n > MAX_RAW_BODY {
+            bail!("{doing}: the answer is larger than {MAX_RAW_BODY} bytes");
+        }
+        match resp.code {
+            Some(200) => Ok(Some(all[n..].to_vec())),
+            Some(404) => Ok(None),
+            code => bail!(
+                "{doing}: {} {}",
+                code.map_or("no status".to_string(), |c| c.to_string()),
+                String::from_utf8_lossy(&all[n..]).trim()
+            ),
         }
     }
 
@@ -798,6 +857,7 @@ impl DockerEngine {
                         labels.into_iter().flat_map(|l| l.keys()),
                         host.and_then(|h| h.memory),
                         host.and_then(|h| h.network_mode.as_deref()),
+                        host.and_then(|h| h.shm_size),
                     );
                     if ours {
                         out.extend(c.id);
@@ -837,7 +897,7 @@ pub fn build_options(s: &BuildSettings) -> bollard::query_parameters::BuildImage
         cpuperiod: Some(clamp(s.cpu_period)),
         cpuquota: Some(clamp(s.cpu_quota)),
         buildargs: Some(s.buildargs.clone()),
-        shmsize: None,
+        shmsize: Some(clamp(s.shm_size)),
         squash: None,
         labels: Some(s.labels.clone()),
         networkmode: Some(s.network.to_string()),
@@ -849,6 +909,43 @@ pub fn build_options(s: &BuildSettings) -> bollard::query_parameters::BuildImage
             bollard::query_parameters::BuilderVersion::BuilderBuildKit
         },
     }
+}
+
+/// Largest answer [`DockerEngine::raw_get`] reads (an image's inspect is a few KiB).
+const MAX_RAW_BODY: usize = 1 << 20;
+
+/// The facts of an image from its inspect JSON (`None`: no valid `Id`). Pure.
+fn image_record_of(body: &[u8]) -> Result<Option<super::ImageRecord>> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Inspect {
+        id: Option<String>,
+        parent: Option<String>,
+        created: Option<String>,
+        repo_tags: Option<Vec<String>>,
+        container: Option<String>,
+    }
+    let i: Inspect = serde_json::from_slice(body).context("the daemon's answer")?;
+    let Some(id) = i.id.filter(|id| crate::policy::build::is_image_id(id)) else {
+        return Ok(None);
+    };
+    let hex64 = |c: &String| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    Ok(Some(super::ImageRecord {
+        id,
+        parent: i
+            .parent
+            .filter(|p| crate::policy::build::is_image_id(p))
+            .unwrap_or_default(),
+        created: i
+            .created
+            .as_deref()
+            .and_then(created_seconds)
+            .unwrap_or(i64::MIN),
+        tagged: i
+            .repo_tags
+            .is_some_and(|t| t.iter().any(|t| t != "<none>:<none>")),
+        container: i.container.filter(hex64).unwrap_or_default(),
+    }))
 }
 
 /// An RFC 3339 time as Docker writes `Created` → seconds since the epoch. Pure.
@@ -965,6 +1062,9 @@ impl Engine for DockerEngine {
     }
     fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool> {
         Box::pin(DockerEngine::delete_untagged(self, image_id, since))
+    }
+    fn image_record<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<super::ImageRecord>> {
+        Box::pin(DockerEngine::image_record(self, image_id))
     }
     fn existing_containers<'a>(
         &'a self,
@@ -1341,9 +1441,11 @@ mod tests {
             &caller,
             &req,
             &Default::default(),
+            5,
         );
         let o = build_options(&s);
         assert_eq!(o.networkmode.as_deref(), Some("none"));
+        assert_eq!(o.shmsize, Some((64 << 20) + 6 * 4096));
         assert_eq!((o.memory, o.memswap), (Some(i32::MAX), Some(i32::MAX)));
         assert_eq!((o.cpuperiod, o.cpuquota), (Some(100_000), Some(100_000)));
         assert!(o.rm && o.forcerm && o.pull.is_none() && o.t.is_none());

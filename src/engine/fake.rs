@@ -5,8 +5,8 @@
 //! like any creation.
 
 use super::{
-    Attached, BaseFacts, BuildEvent, Call, Engine, ImageRemoval, ImageSummary, Listed, Output,
-    RunError, Unreachable,
+    Attached, BaseFacts, BuildEvent, Call, Engine, ImageRecord, ImageRemoval, ImageSummary, Listed,
+    Output, RunError, Unreachable,
 };
 use crate::policy::build::RegistryAuth;
 use crate::policy::forced::BuildSettings;
@@ -108,6 +108,9 @@ pub struct Script {
     pub build_end: Option<BuildEvent>,
     /// What `save` streams.
     pub saved: Vec<u8>,
+    /// What `image_record` says of an image (by ID or prefix); any other image is
+    /// untagged, new, and committed from [`STEP_CONTAINER`] (a step of the build).
+    pub records: Vec<(String, Option<ImageRecord>)>,
 }
 
 impl Default for Script {
@@ -132,12 +135,20 @@ impl Default for Script {
                 base: Default::default(),
                 layers: 1,
             }),
-            build_output: vec!["Step 1/2 : FROM busybox\n", "Step 2/2 : USER 1000\n"],
+            build_output: vec![
+                "Step 1/2 : FROM busybox\n",
+                "Step 2/2 : USER 1000\n",
+                " ---> Running in 5e5e5e5e5e5e\n",
+            ],
             build_end: Some(BuildEvent::Image(format!("sha256:{}", "cd".repeat(32)))),
             saved: b"saved image".to_vec(),
+            records: vec![],
         }
     }
 }
+
+/// The step container of the default script's build (its output names it).
+pub const STEP_CONTAINER: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
 /// What the fake's pushes report.
 pub const PUSHED_DIGEST: &str =
@@ -590,6 +601,33 @@ impl Engine for Fake {
     fn delete_untagged<'a>(&'a self, image_id: &'a str, _since: i64) -> Call<'a, bool> {
         let r = self.record(Recorded::DeleteUntagged(image_id.into()), None);
         Box::pin(async move { r.map(|()| true) })
+    }
+
+    fn image_record<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<ImageRecord>> {
+        let script = self.state.lock().unwrap().script.clone();
+        let hex = image_id
+            .strip_prefix("sha256:")
+            .unwrap_or(image_id)
+            .to_string();
+        let found = script
+            .records
+            .iter()
+            .find(|(id, _)| id.strip_prefix("sha256:").unwrap_or(id).starts_with(&hex))
+            .map(|(_, r)| r.clone());
+        let r = found.unwrap_or_else(|| {
+            Some(ImageRecord {
+                id: format!("sha256:{hex}"),
+                parent: script
+                    .base
+                    .as_ref()
+                    .map(|b| b.id.clone())
+                    .unwrap_or_default(),
+                created: i64::MAX,
+                tagged: false,
+                container: STEP_CONTAINER.into(),
+            })
+        });
+        Box::pin(async move { Ok(r) })
     }
 
     fn existing_containers<'a>(

@@ -150,16 +150,23 @@ pub trait Engine: Send + Sync + 'static {
     /// Build, clean-up: deletes an image by full ID (or a prefix of 12 or more hex
     /// digits, as the builder prints them) if it has no tag (never a tagged image: a
     /// removal by ID would untag it) and was created at or after `since`
-    /// (seconds since the epoch); its untagged parents go with it. `Ok(false)`: left
-    /// alone (tagged, older, in use or gone).
+    /// (seconds since the epoch). That image only: its parents stay (no pruning: a
+    /// parent may be another build's, reused through the shared layer cache).
+    /// `Ok(false)`: left alone (tagged, older, in use, has children, or gone).
     fn delete_untagged<'a>(&'a self, image_id: &'a str, since: i64) -> Call<'a, bool>;
+
+    /// Build, clean-up: what the engine says about an image the build's output named
+    /// (by full ID or a prefix of 12 or more hex digits): the facts
+    /// [`own_images`] judges by (`Ok(None)`: gone, or not such an ID).
+    fn image_record<'a>(&'a self, image_id: &'a str) -> Call<'a, Option<ImageRecord>>;
 
     /// Build, clean-up: of these container IDs (or unique prefixes), taken from the
     /// builder's text output, those that still exist AND are verifiably build-step
-    /// containers of this build's shape ([`BuildShape`]: no `io.urun.` label, the
-    /// build's memory limit and network mode), by full ID. The IDs come from text a RUN
-    /// step can print, so nothing else is ever returned (and so never removed): not a
-    /// run's or a probe's container, not a container another program made.
+    /// containers of this build ([`BuildShape`]: no `io.urun.` label, the build's
+    /// memory limit and network mode, and its own `/dev/shm` size), by full ID. The IDs
+    /// come from text a RUN step can print, so nothing else is ever returned (and so
+    /// never removed): not a run's or a probe's container, not another build's step,
+    /// not a container another program made.
     fn existing_containers<'a>(
         &'a self,
         ids: &'a [String],
@@ -169,26 +176,112 @@ pub trait Engine: Send + Sync + 'static {
 
 /// What every step container of one build has in common, set by urund's forced build
 /// settings: the only way a container named in the builder's output is told apart
-/// from someone else's.
+/// from someone else's. The `/dev/shm` size carries the build's mark, which no other
+/// build in progress has (review B2: the rest is the same for every build).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BuildShape {
     pub memory: i64,
     pub network: String,
+    pub shm_size: i64,
 }
 
 impl BuildShape {
-    /// Whether a container with these labels, memory limit and network mode can be a
-    /// step container of a build of this shape. Pure.
+    /// Whether a container with these labels, memory limit, network mode and
+    /// `/dev/shm` size can be a step container of this build. Pure.
     pub fn admits<'a>(
         &self,
         mut labels: impl Iterator<Item = &'a String>,
         memory: Option<i64>,
         network: Option<&str>,
+        shm_size: Option<i64>,
     ) -> bool {
         !labels.any(|k| k.starts_with(crate::policy::build::RESERVED_LABEL_PREFIX))
             && memory == Some(self.memory)
             && network == Some(self.network.as_str())
+            && self.shm_size > 0
+            && shm_size == Some(self.shm_size)
     }
+}
+
+/// An image as the build engine describes it: the facts the clean-up of a build
+/// judges by (see [`own_images`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageRecord {
+    /// `sha256:<64 hex>`.
+    pub id: String,
+    /// The image it was made on (`sha256:…`), empty if none.
+    pub parent: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub tagged: bool,
+    /// The container it was committed from (64 hex), empty for an image no container
+    /// made (a `COPY`/`ADD` step's, a pulled or loaded one).
+    pub container: String,
+}
+
+/// Review S1: which of the images a build's output named are verifiably that build's
+/// own, so that its clean-up may delete them. The output is untrusted (a `RUN` step
+/// prints what it likes, including another build's image IDs, and a cache hit names
+/// an image another build made), so a name is only a candidate; an image is this
+/// build's only if the engine says so:
+///
+/// - it has no tag and was created at or after `since` (when the builder started);
+/// - it was committed from a container the build's output named as its step
+///   (` ---> Running in <id>`, in `containers`: a container ID, 256 random bits, is
+///   printed only to the build that ran it; SECURITY.md says what a host user who
+///   reads a running step's ID in `/proc` can still do), or
+/// - no container made it (`COPY`/`ADD`) and it was made on top of an image judged
+///   this build's here, or of one of `anchors` (the build's base and stage images).
+///
+/// A cache hit (another build's image) is never this build's: its container is not
+/// one this build ran. The result comes children first (the reverse of the output's
+/// order), the order in which the engine lets them go. Pure.
+pub fn own_images(
+    records: &[ImageRecord],
+    containers: &[String],
+    anchors: &[String],
+    since: i64,
+) -> Vec<String> {
+    let ran = |c: &str| {
+        c.len() == 64
+            && containers
+                .iter()
+                .any(|p| p.len() >= 12 && c.starts_with(p.as_str()))
+    };
+    let candidate = |r: &ImageRecord| {
+        crate::policy::build::is_image_id(&r.id) && !r.tagged && r.created >= since
+    };
+    let mut own: Vec<bool> = records
+        .iter()
+        .map(|r| candidate(r) && !r.container.is_empty() && ran(&r.container))
+        .collect();
+    // COPY/ADD images on top of own images, however deep: one pass per level.
+    loop {
+        let mut grew = false;
+        for (i, r) in records.iter().enumerate() {
+            if own[i] || !candidate(r) || !r.container.is_empty() || r.parent.is_empty() {
+                continue;
+            }
+            let on_own = records
+                .iter()
+                .zip(&own)
+                .any(|(p, o)| *o && p.id == r.parent);
+            if on_own || anchors.contains(&r.parent) {
+                own[i] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (r, o) in records.iter().zip(own).rev() {
+        if o && !out.contains(&r.id) {
+            out.push(r.id.clone());
+        }
+    }
+    out
 }
 
 /// A base image on the build engine: its ID and what the Dockerfile check uses.
@@ -416,17 +509,124 @@ mod tests {
         let shape = BuildShape {
             memory: 512 << 20,
             network: "none".into(),
+            shm_size: (64 << 20) + 7 * 4096,
         };
+        let shm = Some(shape.shm_size);
         let none: Vec<String> = vec![];
         let urun = ["io.urun.uid".to_string()];
         let other = ["com.example".to_string()];
-        assert!(shape.admits(none.iter(), Some(512 << 20), Some("none")));
-        assert!(shape.admits(other.iter(), Some(512 << 20), Some("none")));
-        assert!(!shape.admits(urun.iter(), Some(512 << 20), Some("none")));
-        assert!(!shape.admits(none.iter(), Some(0), Some("none")));
-        assert!(!shape.admits(none.iter(), None, Some("none")));
-        assert!(!shape.admits(none.iter(), Some(512 << 20), Some("default")));
-        assert!(!shape.admits(none.iter(), Some(512 << 20), None));
+        let m = Some(512 << 20);
+        assert!(shape.admits(none.iter(), m, Some("none"), shm));
+        assert!(shape.admits(other.iter(), m, Some("none"), shm));
+        assert!(!shape.admits(urun.iter(), m, Some("none"), shm));
+        assert!(!shape.admits(none.iter(), Some(0), Some("none"), shm));
+        assert!(!shape.admits(none.iter(), None, Some("none"), shm));
+        assert!(!shape.admits(none.iter(), m, Some("default"), shm));
+        assert!(!shape.admits(none.iter(), m, None, shm));
+        // Review B2: another build in progress has everything but the mark.
+        assert!(!shape.admits(none.iter(), m, Some("none"), Some((64 << 20) + 8 * 4096)));
+        assert!(!shape.admits(none.iter(), m, Some("none"), None));
+        // A shape without a mark (a build never started) admits nothing.
+        let unmarked = BuildShape {
+            shm_size: 0,
+            ..shape
+        };
+        assert!(!unmarked.admits(none.iter(), m, Some("none"), Some(0)));
+    }
+
+    fn rec(id: u8, parent: Option<u8>, container: Option<u8>) -> ImageRecord {
+        let id_of = |b: u8| format!("sha256:{}", format!("{b:02x}").repeat(32));
+        ImageRecord {
+            id: id_of(id),
+            parent: parent.map(id_of).unwrap_or_default(),
+            created: 100,
+            tagged: false,
+            container: container
+                .map(|c| format!("{c:02x}").repeat(32))
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn only_images_this_builds_steps_made_are_its_own() {
+        let base = format!("sha256:{}", "0b".repeat(32));
+        let ran = vec!["c1".repeat(6), "c2".repeat(6), "c3".repeat(6)];
+        let mut on_base = rec(0x11, None, Some(0xc1));
+        on_base.parent = base.clone();
+        let records = vec![
+            // RUN step on the base, committed from a container this build ran.
+            on_base,
+            // COPY on it: no container, made on an own image.
+            rec(0x12, Some(0x11), None),
+            // RUN on the COPY.
+            rec(0x13, Some(0x12), Some(0xc2)),
+            // Another build's image a RUN step printed (or a cache hit): its container
+            // is not one this build ran, whatever its parent.
+            rec(0x21, Some(0x11), Some(0xd1)),
+            // A COPY on top of that other build's image.
+            rec(0x22, Some(0x21), None),
+            // A COPY of someone else's made on a foreign parent.
+            rec(0x23, Some(0x99), None),
+            // Tagged, or older than the build: never.
+            ImageRecord {
+                tagged: true,
+                ..rec(0x31, Some(0x13), Some(0xc3))
+            },
+            ImageRecord {
+                created: 99,
+                ..rec(0x32, Some(0x13), Some(0xc3))
+            },
+        ];
+        let own = own_images(&records, &ran, &[], 100);
+        let ids = |v: &[u8]| -> Vec<String> {
+            v.iter()
+                .map(|b| format!("sha256:{}", format!("{b:02x}").repeat(32)))
+                .collect()
+        };
+        // Children first.
+        assert_eq!(own, ids(&[0x13, 0x12, 0x11]));
+        // A COPY on the base counts once the base is an anchor.
+        let mut copy_on_base = rec(0x14, None, None);
+        copy_on_base.parent = base.clone();
+        let mut with = records.clone();
+        with.push(copy_on_base);
+        let own = own_images(&with, &ran, std::slice::from_ref(&base), 100);
+        assert_eq!(own, ids(&[0x14, 0x13, 0x12, 0x11]));
+        // A container named by fewer than 12 digits proves nothing.
+        assert!(own_images(&records, &["c1c1c1".into()], &[], 100).is_empty());
+        // Nothing named, nothing own.
+        assert!(own_images(&records, &[], &[base], 100).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_own_image_is_always_untagged_new_and_made_by_a_step_of_the_build(
+            raw in proptest::collection::vec(
+                (0u8..8, proptest::option::of(0u8..8), proptest::option::of(0u8..4), proptest::bool::ANY, 98i64..102),
+                0..16,
+            ),
+            ran in proptest::collection::vec(0u8..4, 0..3),
+        ) {
+            let mut records: Vec<ImageRecord> = Vec::new();
+            for (i, p, c, t, at) in &raw {
+                let r = ImageRecord { tagged: *t, created: *at, ..rec(*i, *p, *c) };
+                if !records.iter().any(|x| x.id == r.id) {
+                    records.push(r);
+                }
+            }
+            let ran: Vec<String> = ran.iter().map(|c| format!("{c:02x}").repeat(6)).collect();
+            let own = own_images(&records, &ran, &[], 100);
+            for id in &own {
+                let r = records.iter().find(|r| &r.id == id && !r.tagged && r.created >= 100);
+                proptest::prop_assert!(r.is_some());
+                let r = r.unwrap();
+                if r.container.is_empty() {
+                    proptest::prop_assert!(own.contains(&r.parent));
+                } else {
+                    proptest::prop_assert!(ran.iter().any(|c| r.container.starts_with(c.as_str())));
+                }
+            }
+        }
     }
 
     #[test]

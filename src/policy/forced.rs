@@ -254,7 +254,13 @@ pub const BUILD_FORCED: &[(&str, &str)] = &[
     (
         "Intermediate containers",
         "always removed (rm and forcerm), with their anonymous volumes; a failed, \
-         refused or stopped build's images deleted",
+         refused or stopped build's images deleted (only those the engine says it \
+         made, never one its output merely names)",
+    ),
+    (
+        "Shared memory",
+        "/dev/shm of 64 MiB plus a number of 4 KiB pages no other build in progress \
+         has: how urund tells this build's step containers from any other container",
     ),
     (
         "Base images",
@@ -311,7 +317,16 @@ pub struct BuildSettings {
     pub labels: HashMap<String, String>,
     /// Builder version "1": the legacy builder.
     pub legacy_builder: bool,
+    /// Every step container's `/dev/shm` size: [`BUILD_SHM`] plus one more page than
+    /// this build's mark, unique among the builds in progress (review B2; never
+    /// Docker's default, so no container made without a mark has it).
+    pub shm_size: i64,
 }
+
+/// The `/dev/shm` of a build's step containers before its mark (Docker's default).
+pub const BUILD_SHM: i64 = 64 << 20;
+/// Marks a build can be given (`0..BUILD_MARKS`): [`BUILD_SHM`] plus at most 16 MiB.
+pub const BUILD_MARKS: u16 = 4096;
 
 /// What urund found about a build that goes into its labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -333,6 +348,7 @@ pub fn build_settings(
     caller: &Caller,
     req: &crate::wire::BuildRequest,
     facts: &BuildDigests,
+    mark: u16,
 ) -> BuildSettings {
     use crate::policy::build as b;
     let memory = build.memory.0.min(BUILD_MAX_MEMORY) as i64;
@@ -366,6 +382,7 @@ pub fn build_settings(
             .collect(),
         labels,
         legacy_builder: true,
+        shm_size: BUILD_SHM + (1 + i64::from(mark.min(BUILD_MARKS - 1))) * 4096,
     }
 }
 
@@ -413,7 +430,7 @@ mod tests {
             context: "c".into(),
             checks: "ok".into(),
         };
-        let s = build_settings(&policy, &caller(), &req, &facts);
+        let s = build_settings(&policy, &caller(), &req, &facts, 3);
         // Network, Memory (capped at the API's field), CPU
         assert_eq!(s.network, "none");
         assert_eq!(s.memory, i32::MAX as i64);
@@ -430,14 +447,21 @@ mod tests {
             Some("ok")
         );
         assert_eq!(s.buildargs.get("V").map(String::as_str), Some("2"));
+        // Shared memory: the build's mark, in pages above 64 MiB (never Docker's
+        // default 64 MiB), within 16 MiB.
+        assert_eq!(s.shm_size, (64 << 20) + 4 * 4096);
+        let first = build_settings(&policy, &caller(), &req, &facts, 0);
+        assert_eq!(first.shm_size, (64 << 20) + 4096);
+        let top = build_settings(&policy, &caller(), &req, &facts, u16::MAX);
+        assert_eq!(top.shm_size, (64 << 20) + 4096 * 4096);
         policy.network = true;
         policy.memory = crate::policy::Bytes(512 << 20);
         policy.cpus = crate::policy::model::Cpus(0.5);
-        let s = build_settings(&policy, &caller(), &req, &facts);
+        let s = build_settings(&policy, &caller(), &req, &facts, 0);
         assert_eq!(s.network, "default");
         assert_eq!(s.memory, 512 << 20);
         assert_eq!(s.cpu_quota, 50_000);
-        assert_eq!(BUILD_FORCED.len(), 15);
+        assert_eq!(BUILD_FORCED.len(), 16);
     }
 
     #[test]
