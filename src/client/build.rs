@@ -137,29 +137,7 @@ pub(crate) fn source(
 ) -> Result<(Source, String)> {
     let file_is_stdin = args.file.as_deref() == Some(Path::new("-"));
     if context_arg == "-" {
-        let head =
-            read_up_to(stdin, 512).context("reading the build context from standard input")?;
-        return match stdin_kind(&head) {
-            StdinKind::Tar => {
-                let name = match &args.file {
-                    Some(f) => f
-                        .to_str()
-                        .context("-f: the Dockerfile's name is not UTF-8")?
-                        .to_string(),
-                    None => "Dockerfile".to_string(),
-                };
-                Ok((Source::Tar(head), name))
-            }
-            StdinKind::Compressed(kind) => anyhow::bail!(
-                "the build context on standard input is {kind}-compressed: urun sends a \
-                 plain tar archive (decompress it first, e.g. zcat context.tar.gz | urun build -)"
-            ),
-            // As docker: a lone Dockerfile, named Dockerfile (-f is not used then).
-            StdinKind::Dockerfile => Ok((
-                Source::Single(read_dockerfile(stdin, head)?),
-                "Dockerfile".to_string(),
-            )),
-        };
+        return stdin_source(args, stdin);
     }
     let dir = cwd.join(context_arg);
     let meta = std::fs::metadata(&dir)
@@ -195,6 +173,32 @@ pub(crate) fn source(
     Ok((Source::Dir(context::Builder::new(root, dockerfile)), name))
 }
 
+/// [`source`] of `urun build -`: a tar archive, or a Dockerfile alone, on `stdin`.
+fn stdin_source(args: &BuildArgs, stdin: &mut impl Read) -> Result<(Source, String)> {
+    let head = read_up_to(stdin, 512).context("reading the build context from standard input")?;
+    match stdin_kind(&head) {
+        StdinKind::Tar => {
+            let name = match &args.file {
+                Some(f) => f
+                    .to_str()
+                    .context("-f: the Dockerfile's name is not UTF-8")?
+                    .to_string(),
+                None => "Dockerfile".to_string(),
+            };
+            Ok((Source::Tar(head), name))
+        }
+        StdinKind::Compressed(kind) => anyhow::bail!(
+            "the build context on standard input is {kind}-compressed: urun sends a \
+             plain tar archive (decompress it first, e.g. zcat context.tar.gz | urun build -)"
+        ),
+        // As docker: a lone Dockerfile, named Dockerfile (-f is not used then).
+        StdinKind::Dockerfile => Ok((
+            Source::Single(read_dockerfile(stdin, head)?),
+            "Dockerfile".to_string(),
+        )),
+    }
+}
+
 /// The `Build` request from the command line. `lookup` is the environment (for
 /// `--build-arg NAME`).
 pub(crate) fn request(
@@ -219,15 +223,7 @@ fn build(args: &BuildArgs, context_arg: &str) -> Result<Finished> {
     let cwd = std::env::current_dir().context("finding the current directory")?;
     let (source, dockerfile) = source(args, context_arg, &mut io::stdin().lock(), &cwd)?;
     let req = request(args, dockerfile, |n| std::env::var(n).ok());
-    // As docker: an old ID file never outlives a failed build.
-    if let Some(f) = &args.iidfile {
-        match std::fs::remove_file(f) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("--iidfile {}", f.display()))
-            }
-            _ => {}
-        }
-    }
+    remove_old_iidfile(args)?;
     // Before any other thread exists (see `super::forwarded_signals`).
     let signals = super::forwarded_signals();
     signals
@@ -278,6 +274,19 @@ fn build(args: &BuildArgs, context_arg: &str) -> Result<Finished> {
         }
     }
     Ok(finished)
+}
+
+/// As docker: an old `--iidfile` never outlives a failed build.
+fn remove_old_iidfile(args: &BuildArgs) -> Result<()> {
+    if let Some(f) = &args.iidfile {
+        match std::fs::remove_file(f) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("--iidfile {}", f.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// docker's legacy builder's last lines (or the ID alone with `-q`), and `--iidfile`.
