@@ -595,24 +595,7 @@ impl<W: Write> Walk<'_, '_, W> {
         let key = (seen.st_dev, seen.st_ino);
         if seen.st_nlink > 1 {
             if let Some(first) = self.links.get(&key).cloned() {
-                let mut h = self.header(seen, tar::EntryType::Link, 0);
-                self.room(path, 0)?;
-                self.tar
-                    .append_link(&mut h, path, &first)
-                    .map_err(|e| io_err(path, e))?;
-                self.entries += 1;
-                if is_dockerfile {
-                    // its content is the first name's; read it for the digest
-                    let fd = self.open_file(dirfd, name, path, seen)?;
-                    let mut hash = Sha256::new();
-                    let mut reader = Hashing {
-                        inner: File::from(fd).take(seen.st_size as u64),
-                        hash: Some(&mut hash),
-                    };
-                    io::copy(&mut reader, &mut io::sink()).map_err(|e| io_err(path, e))?;
-                    self.dockerfile_hash = Some(hash);
-                }
-                return Ok(());
+                return self.hard_link(dirfd, name, path, seen, &first);
             }
         }
         if path == ".dockerignore" && self.added.is_some() {
@@ -650,6 +633,35 @@ impl<W: Write> Walk<'_, '_, W> {
         }
         if let Some(h) = hash {
             self.dockerfile_hash = Some(h);
+        }
+        Ok(())
+    }
+
+    /// A second or later name of a file archived already as `first`: a link to it.
+    fn hard_link(
+        &mut self,
+        dirfd: &OwnedFd,
+        name: &str,
+        path: &str,
+        seen: &FileStat,
+        first: &str,
+    ) -> Result<(), ContextError> {
+        let mut h = self.header(seen, tar::EntryType::Link, 0);
+        self.room(path, 0)?;
+        self.tar
+            .append_link(&mut h, path, first)
+            .map_err(|e| io_err(path, e))?;
+        self.entries += 1;
+        if self.dockerfile_in == Some(path) {
+            // its content is the first name's; read it for the digest
+            let fd = self.open_file(dirfd, name, path, seen)?;
+            let mut hash = Sha256::new();
+            let mut reader = Hashing {
+                inner: File::from(fd).take(seen.st_size as u64),
+                hash: Some(&mut hash),
+            };
+            io::copy(&mut reader, &mut io::sink()).map_err(|e| io_err(path, e))?;
+            self.dockerfile_hash = Some(hash);
         }
         Ok(())
     }
