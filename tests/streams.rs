@@ -471,3 +471,92 @@ fn with_a_passed_stdin_one_interrupt_reaches_a_container_whose_stdin_is_full() {
     assert_eq!(status.code(), Some(130));
     no_container_within(&d, 5, "after the interrupt");
 }
+
+/// A hostile client (python3, as `user`): passes one end of a pipe as its stdin
+/// (`which`: "read", or "write", which urund refuses and closes) while a thread of its
+/// own holds that pipe's lock (a blocking `splice` from an empty socket into the pipe
+/// waits with the lock held), for `hold` seconds.
+fn spawn_holding_stdin_lock(d: &Daemon, user: &TestUser, which: &str, hold: u32) -> Child {
+    const PY: &str = r#"
+import ctypes, json, os, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+r, w = os.pipe()
+os.write(w, b"x")
+a, b = socket.socketpair()
+threading.Thread(target=lambda: libc.splice(a.fileno(), None, w, None, 65536, 0), daemon=True).start()
+time.sleep(0.3)
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+req = json.dumps({"version": 1, "image": sys.argv[2], "command": ["cat"],
+                  "interactive": True, "stdin_fd": True}).encode()
+fd = r if sys.argv[3] == "read" else w
+s.sendmsg([struct.pack(">BI", 1, len(req)) + req],
+          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+time.sleep(float(sys.argv[4]))
+"#;
+    user.command("/usr/bin/python3")
+        .args(["-c", PY, d.socket.to_str().unwrap(), image(), which])
+        .arg(hold.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3")
+}
+
+/// The status of `child` if it ends within `limit`; else it is killed and `None`.
+fn status_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Review R1: every read of a pipe and its last close take the pipe's lock, which the
+/// client can hold for as long as it likes; urund once did both on its single event
+/// loop, where the wait cannot even be interrupted (not by SIGKILL): one member froze
+/// urund for everyone, deadlines included. Now the pipe is read and closed on a
+/// thread of the run's own: another member's run goes through, and the hostile run
+/// still ends at its deadline, while the lock is held.
+#[test]
+#[serial]
+fn a_client_holding_its_stdin_pipes_lock_does_not_freeze_urund() {
+    let (g, u, d) = setup("[limits]\nmax_runtime = \"3s\"\n");
+    let other = TestUser::new(&[&g]);
+    for which in ["read", "write"] {
+        let mut hostile = spawn_holding_stdin_lock(&d, &u, which, 40);
+        if which == "read" {
+            d.wait_running(1, Duration::from_secs(20));
+        }
+        // urund is reading (or closing) the pipe by now.
+        std::thread::sleep(Duration::from_secs(2));
+        let t = Instant::now();
+        let mut run = d
+            .urun(&other, &[image(), "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = status_within(&mut run, Duration::from_secs(20));
+        // The hostile run's container goes at its deadline, the lock still held.
+        let left = d.wait_no_containers(Duration::from_secs(15));
+        let _ = hostile.kill();
+        let _ = hostile.wait();
+        assert_eq!(
+            status,
+            Some(0),
+            "{which} end: another member's run while a client holds its stdin pipe's lock \
+             (gave up after {:?})",
+            t.elapsed()
+        );
+        left.unwrap_or_else(|c| panic!("{which} end: containers left past the deadline: {c:?}"));
+    }
+}

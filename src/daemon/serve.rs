@@ -8,7 +8,7 @@ use super::listen::Ticket;
 use super::outbox::Outbox;
 use super::request::{linger, read_first, First};
 use super::rundir::RunDir;
-use super::stdin::PassedStdin;
+use super::stdin::{PassedStdin, Released};
 use super::Helper;
 use crate::daemon::janitor::{Removal, Whose};
 use crate::engine::RunError;
@@ -30,6 +30,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
+
+/// What a connection keeps until its last frame is delivered: the run's place in
+/// `max_concurrent` (so a user's undelivered runs count too), and, for a passed stdin,
+/// what resolves once urund has closed it off the event loop (review R1: a run, or
+/// before admission the connection, keeps its place until then).
+#[derive(Default)]
+pub(super) struct Kept<'a> {
+    slot: Option<Slot<'a>>,
+    released: Option<Released>,
+}
 
 impl Helper {
     /// The groups never given to a container (see [`identity::DeniedGroups`]), their
@@ -69,10 +79,11 @@ impl Helper {
         let (mut rd, wr) = stream.into_split();
         let out = Outbox::spawn(wr);
         // The run's place in `limits.max_concurrent`: kept until the client has its
-        // last frame (or delivery gave up), so a user's undelivered runs count too.
-        let mut slot = None;
+        // last frame (or delivery gave up), so a user's undelivered runs count too, and
+        // until urund has closed a passed stdin.
+        let mut kept = Kept::default();
         let end = self
-            .admit_and_run(&caller, &mut rec, &mut rd, &out, &mut ticket, &mut slot)
+            .admit_and_run(&caller, &mut rec, &mut rd, &out, &mut ticket, &mut kept)
             .await;
         // 7. Record.
         let frame = record_end(&mut rec, &end);
@@ -81,7 +92,10 @@ impl Helper {
         // Bounded, whatever the client does: see `Outbox::finish` and `linger`.
         out.finish(Some(frame)).await;
         linger(&mut rd).await;
-        drop(slot);
+        if let Some(r) = kept.released {
+            r.wait().await;
+        }
+        drop(kept.slot);
     }
 
     /// Steps 2 to 6. Returns how the connection ends.
@@ -92,7 +106,7 @@ impl Helper {
         rd: &mut OwnedReadHalf,
         out: &Outbox,
         ticket: &mut Ticket,
-        slot: &mut Option<Slot<'a>>,
+        kept: &mut Kept<'a>,
     ) -> End {
         // 2. What: one bounded request and the directory passed with it (or a
         //    question about the policy).
@@ -103,14 +117,25 @@ impl Helper {
             Ok(First::Manage(m)) => return self.manage(caller, rec, *m, out).await,
             Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
         };
-        // A passed stdin: checked before anything else is done for the request.
-        let stdin = match stdin.map(PassedStdin::check).transpose() {
-            Ok(s) => s,
-            Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
+        // A passed stdin: checked before anything else is done for the request; the
+        // connection keeps its place until urund has closed it (review R1).
+        let stdin = match stdin {
+            None => None,
+            Some(fd) => {
+                let (let_go, checked) = PassedStdin::take(fd).await;
+                kept.released = Some(let_go);
+                match checked {
+                    Ok(s) => Some(s),
+                    Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
+                }
+            }
         };
         record_request(rec, &req);
         // 3 and 4. May they, with which limits, which image, which network.
-        let admitted = match self.admit(caller, rec, &req, dir.as_ref(), out, slot).await {
+        let admitted = match self
+            .admit(caller, rec, &req, dir.as_ref(), out, &mut kept.slot)
+            .await
+        {
             Ok(a) => a,
             Err(end) => return end,
         };

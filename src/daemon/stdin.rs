@@ -1,263 +1,314 @@
 //! A client's stdin passed as a descriptor ([`crate::wire::Request::stdin_fd`]): urund
 //! moves it to the container's attach connection itself, so the bytes no longer go
 //! through the client and its socket (bench/NOTES.md). Where it can, without copying
-//! them either: a pipe or a regular file is spliced into a pipe of urund's own and
-//! from there into the attach connection ([`splice_stdin`]); a socket, or an engine
-//! whose stdin is not a socket of urund's, is read and written in chunks.
+//! them: a pipe or a regular file is spliced into a pipe of urund's own, and from
+//! there into the attach connection; a socket, or a file that cannot be spliced, is
+//! read and written into that pipe; an engine whose stdin is not a socket of urund's
+//! gets the pipe's bytes written.
 //!
 //! The descriptor is the client's and hostile (SECURITY.md, "A passed stdin"): it is
 //! checked from what the kernel says of it ([`system::check_passed_stdin`]), only ever
 //! read, never changed (its file description, with its `O_NONBLOCK` flag and its file
-//! position, is shared with the client), and read only in ways that never wait on the
-//! event loop: epoll for pipes and sockets, then `RWF_NOWAIT` reads (sockets) or
-//! `splice(SPLICE_F_NONBLOCK)` into urund's own pipe (pipes and FIFOs), and a regular
-//! file always on tokio's blocking pool, one bounded read or splice at a time.
+//! position, is shared with the client), and checked, read and closed only on a
+//! thread of the run's own ([`fill_stage`]), never on the event loop: every read or
+//! splice of a pipe, and its last close, take the pipe's lock, which the client can
+//! hold for as long as it likes (a blocking `splice` from an empty socket into the
+//! pipe waits with the lock held), and a thread waiting for that lock cannot be
+//! interrupted (review R1: urund's single event loop once did both, and one member
+//! froze it for everyone); `fstat` of a file on a filesystem the client serves (FUSE)
+//! waits for the client's answer. The thread waits with `poll` (a tenth of a second at
+//! most, so it notices a run that ended) and never reads in a way that waits for data.
+//! The event loop touches only urund's own pipe. A thread stuck on the client's lock
+//! costs the client's own run: its `max_concurrent` place (or, before it has one, its
+//! connection) is kept until urund has let go of the descriptor ([`Released`]).
 
 use crate::engine::Input;
 use crate::system::{self, StdinKind};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWriteExt, Interest};
+use tokio::sync::oneshot;
 
-/// Most bytes read from a passed stdin at once (and so written in one go to the
-/// attach connection); also the most a regular file yields before the event loop
-/// runs something else.
+/// Most bytes read from a passed stdin at once when it is copied (and so written in
+/// one go); also the most the event loop moves to an engine without a socket at once.
 pub(super) const STDIN_CHUNK: usize = 256 * 1024;
 
-/// A checked stdin descriptor.
+/// Most bytes moved from the passed stdin into urund's pipe at once (the pipe's size
+/// if the kernel allows it, see [`system::staging_pipe`]).
+const SPLICE_CHUNK: usize = 1 << 20;
+
+/// How long the stdin's thread waits in `poll` before it looks whether the run still
+/// wants the stdin.
+const POLL_MS: u16 = 100;
+
+/// The stack of a stdin's thread: it holds no buffer of its own (a copy's chunk is
+/// on the heap).
+const THREAD_STACK: usize = 128 * 1024;
+
+/// A checked stdin descriptor. Dropped unused, it is closed on a thread of its own.
 pub(super) struct PassedStdin {
-    fd: Arc<OwnedFd>,
+    fd: Option<OwnedFd>,
     kind: StdinKind,
+    released: Option<oneshot::Sender<()>>,
+}
+
+/// Resolves once urund has closed a passed stdin (which may wait for as long as the
+/// client holds the file's lock): the connection keeps its place until then.
+pub(super) struct Released(oneshot::Receiver<()>);
+
+impl Released {
+    pub(super) async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Runs `f` on a thread of its own; `Err` (nothing run, `f` dropped here) if no
+/// thread can be made.
+fn on_thread(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("urund-stdin".into())
+        .stack_size(THREAD_STACK)
+        .spawn(f)
+        .map(drop)
 }
 
 impl PassedStdin {
-    /// `Err`: why the descriptor is refused (one line, rule `protocol`).
-    pub(super) fn check(fd: OwnedFd) -> Result<PassedStdin, String> {
-        match system::check_passed_stdin(fd.as_fd()) {
-            Ok(kind) => Ok(PassedStdin {
-                fd: Arc::new(fd),
-                kind,
-            }),
-            Err(e) => Err(format!("passed stdin refused: {}", e.0)),
+    /// Takes a passed stdin descriptor: checked on a thread (`Err`: why it is refused,
+    /// one line, rule `protocol`; it is then closed there), with what resolves once
+    /// urund has let go of it.
+    pub(super) async fn take(fd: OwnedFd) -> (Released, Result<PassedStdin, String>) {
+        let (tx, rx) = oneshot::channel();
+        let (ctx, crx) = oneshot::channel();
+        let check = move || match system::check_passed_stdin(fd.as_fd()) {
+            Ok(kind) => {
+                let _ = ctx.send(Ok(PassedStdin {
+                    fd: Some(fd),
+                    kind,
+                    released: Some(tx),
+                }));
+            }
+            Err(e) => {
+                drop(fd);
+                let _ = ctx.send(Err(format!("passed stdin refused: {}", e.0)));
+                drop(tx);
+            }
+        };
+        let checked = match on_thread(check) {
+            Ok(()) => crx
+                .await
+                .unwrap_or_else(|_| Err("passed stdin refused: its check failed".into())),
+            Err(e) => Err(format!(
+                "passed stdin refused: urund cannot check it now: {e}"
+            )),
+        };
+        (Released(rx), checked)
+    }
+}
+
+impl Drop for PassedStdin {
+    fn drop(&mut self) {
+        if let (Some(fd), Some(tx)) = (self.fd.take(), self.released.take()) {
+            let _ = on_thread(move || {
+                drop(fd);
+                drop(tx);
+            });
         }
     }
 }
 
-/// Copies the passed stdin to the container's stdin until it ends (end of file, or
+/// Sets its flag when dropped: the stdin's thread stops at its next look.
+struct Stop(Arc<AtomicBool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Moves the passed stdin to the container's stdin until it ends (end of file, or
 /// any read error: as a client whose stdin fails sends `StdinEof`), then closes the
 /// container's stdin. Returns early if the container no longer takes its stdin.
-/// Cancelled by dropping (the deadline, the client's hang-up or SIGKILL): nothing it
-/// holds outlives the run but a read on the blocking pool, which ends by itself.
+/// Cancelled by dropping (the deadline, the client's hang-up or SIGKILL): the stdin's
+/// thread notices within [`POLL_MS`] (at once if it is writing into urund's pipe,
+/// whose reading end is gone), closes the descriptor and ends.
 pub(super) async fn move_stdin(
-    stdin: PassedStdin,
+    mut stdin: PassedStdin,
     mut input: Pin<Box<dyn Input>>,
     bytes_in: &AtomicU64,
 ) {
-    if let (Some(sock), StdinKind::Pipe | StdinKind::File) = (input.socket(), stdin.kind) {
-        match splice_stdin(&stdin, sock, bytes_in).await {
-            Spliced::End => return close(input).await,
-            Spliced::Closed => return,
-            Spliced::Unsupported => {}
-        }
-    }
-    let mut buf = vec![0u8; STDIN_CHUNK];
-    // Pipes and sockets: readiness from epoll (registering does not change the file
-    // description). A regular file cannot be registered and is always ready.
-    let ready = match stdin.kind {
-        StdinKind::Pipe | StdinKind::Socket => match system::watch_readable(stdin.fd.clone()) {
-            Ok(a) => Some(a),
-            Err(_) => return close(input).await,
-        },
-        StdinKind::File => None,
+    let (Some(fd), Some(released)) = (stdin.fd.take(), stdin.released.take()) else {
+        return close(input).await;
     };
-    let stage = match stdin.kind {
-        StdinKind::Pipe => match system::staging_pipe() {
-            Ok(p) => Some(p),
-            Err(_) => return close(input).await,
-        },
-        _ => None,
+    let Ok((stage_r, stage_w)) = system::staging_pipe() else {
+        // `fd` and `released` are closed and dropped off the event loop.
+        drop(PassedStdin {
+            fd: Some(fd),
+            kind: stdin.kind,
+            released: Some(released),
+        });
+        return close(input).await;
     };
-    loop {
-        let n = match (&ready, &stage) {
-            (Some(a), Some(stage)) => read_pipe(a, stage, &mut buf).await,
-            (Some(a), None) => read_ready(a, &mut buf).await,
-            (None, _) => {
-                let r = read_file(&stdin.fd, buf).await;
-                buf = r.1;
-                r.0
-            }
-        };
-        let n = match n {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        if input.write_all(&buf[..n]).await.is_err() {
-            // The container closed its stdin: nothing more to write.
-            return;
-        }
-        if stdin.kind == StdinKind::File {
-            // A regular file is always ready: let the deadline, the client's frames
-            // and every other connection run between chunks.
-            tokio::task::yield_now().await;
-        }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = Stop(stop.clone());
+    let kind = stdin.kind;
+    let filled = on_thread(move || {
+        fill_stage(fd.as_fd(), kind, stage_w.as_fd(), &stop);
+        // Ends urund's pipe (the run reads end of file after the last byte), then the
+        // client's descriptor: the last close of a pipe may wait for its lock.
+        drop(stage_w);
+        drop(fd);
+        drop(released);
+    });
+    if filled.is_err() {
+        return close(input).await;
     }
-    drop(ready);
-    close(input).await;
+    let stage_r = Arc::new(stage_r);
+    let drained = match input.socket() {
+        Some(sock) => splice_out(&stage_r, sock, bytes_in).await,
+        None => copy_out(&stage_r, &mut input, bytes_in).await,
+    };
+    if drained {
+        close(input).await;
+    }
 }
 
 async fn close(mut input: Pin<Box<dyn Input>>) {
     let _ = input.shutdown().await;
 }
 
-/// How [`splice_stdin`] ended.
-enum Spliced {
-    /// The stdin ended (end of file or a read error): close the container's stdin.
-    End,
-    /// The container no longer takes its stdin.
-    Closed,
-    /// The stdin cannot be spliced (nothing was taken from it): copy it instead.
-    Unsupported,
+/// Moves urund's pipe into the attach connection `sock` (urund's own, non-blocking)
+/// without copying: `true` at the pipe's end (the stdin ended: close the container's
+/// stdin), `false` if the container no longer takes its stdin.
+async fn splice_out(stage_r: &Arc<OwnedFd>, sock: Arc<OwnedFd>, bytes_in: &AtomicU64) -> bool {
+    loop {
+        if system::wait_ready(stage_r.clone(), Interest::READABLE)
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        match system::splice(stage_r.as_fd(), sock.as_fd(), SPLICE_CHUNK) {
+            Ok(0) => return true,
+            Ok(n) => {
+                bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            // The pipe has bytes (it was readable): the connection has no room.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if system::wait_ready(sock.clone(), Interest::WRITABLE)
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            // The daemon closed the container's stdin (EPIPE) or the connection.
+            Err(_) => return false,
+        }
+    }
 }
 
-/// Most bytes moved from the passed stdin into urund's pipe at once (the pipe's size
-/// if the kernel allows it, see [`system::staging_pipe`]).
-const SPLICE_CHUNK: usize = 1 << 20;
+/// Copies urund's pipe into an engine's stdin that is not a socket of urund's: as
+/// [`splice_out`].
+async fn copy_out(
+    stage_r: &Arc<OwnedFd>,
+    input: &mut Pin<Box<dyn Input>>,
+    bytes_in: &AtomicU64,
+) -> bool {
+    let mut buf = vec![0u8; STDIN_CHUNK];
+    loop {
+        if system::wait_ready(stage_r.clone(), Interest::READABLE)
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        match system::read_nowait(stage_r.as_fd(), &mut buf, -1) {
+            Ok(0) => return true,
+            Ok(n) => {
+                bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                if input.write_all(&buf[..n]).await.is_err() {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return true,
+        }
+    }
+}
 
-/// Moves a passed pipe or regular file into the attach connection `sock` (urund's
-/// own, non-blocking) through urund's own pipe, without copying the bytes: a chunk is
-/// spliced in (a pipe once epoll says it is readable, with `SPLICE_F_NONBLOCK`; a
-/// regular file on the blocking pool, as its reads may wait for the disk), then
-/// spliced out to the connection, waiting for room with epoll. The pipe is empty
-/// whenever a chunk is taken, so taking one never waits on it.
-async fn splice_stdin(stdin: &PassedStdin, sock: Arc<OwnedFd>, bytes_in: &AtomicU64) -> Spliced {
-    let Ok((stage_r, stage_w)) = system::staging_pipe() else {
-        return Spliced::Unsupported;
-    };
-    let stage_w = Arc::new(stage_w);
-    let ready = match stdin.kind {
-        StdinKind::Pipe => match system::watch_readable(stdin.fd.clone()) {
-            Ok(a) => Some(a),
-            Err(_) => return Spliced::Unsupported,
-        },
-        _ => None,
-    };
+/// The stdin's thread: moves the passed stdin into urund's pipe until the stdin ends
+/// or fails, the run no longer wants it (`stop`), or the pipe's reading end is gone.
+/// A pipe, and a regular file where the filesystem can, by `splice` (never waiting on
+/// either pipe); a socket with `RWF_NOWAIT` reads, a file without `splice` with
+/// ordinary ones (on a filesystem checked to end its reads), written into the pipe.
+fn fill_stage(fd: BorrowedFd<'_>, kind: StdinKind, stage_w: BorrowedFd<'_>, stop: &AtomicBool) {
+    let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
-        let taken = match &ready {
-            Some(a) => splice_ready(a, &stage_w).await,
-            None => {
-                let (from, to) = (stdin.fd.clone(), stage_w.clone());
-                let job = tokio::task::spawn_blocking(move || {
-                    system::splice(from.as_fd(), to.as_fd(), SPLICE_CHUNK)
-                });
-                job.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // Room in urund's pipe (or its reading end gone: the splice or write says so).
+        match system::poll_for(stage_w, true, POLL_MS) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => return,
+        }
+        if kind != StdinKind::File {
+            match system::poll_for(fd, false, POLL_MS) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => return,
             }
+        }
+        if buf.is_empty() && kind != StdinKind::Socket {
+            match system::splice(fd, stage_w, SPLICE_CHUNK) {
+                Ok(0) => return,
+                Ok(_) => first = false,
+                // A filesystem without `splice` says so at once: copy instead.
+                Err(e)
+                    if first
+                        && kind == StdinKind::File
+                        && e.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    buf = vec![0u8; STDIN_CHUNK]
+                }
+                // Taken meanwhile by the client's own copy of the descriptor, or no
+                // room after all: look again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+            continue;
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; STDIN_CHUNK];
+        }
+        let n = match kind {
+            StdinKind::Socket => system::read_nowait(fd, &mut buf, -1),
+            _ => system::read_waiting(fd, &mut buf),
         };
-        let n = match taken {
-            Ok(0) => return Spliced::End,
+        let n = match n {
+            Ok(0) => return,
             Ok(n) => n,
-            // A filesystem without `splice` says so at once: copy instead.
-            Err(e) if first && e.raw_os_error() == Some(libc::EINVAL) => {
-                return Spliced::Unsupported
-            }
-            Err(_) => return Spliced::End,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
         };
-        first = false;
-        bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        let mut left = n;
-        while left > 0 {
-            match system::splice(stage_r.as_fd(), sock.as_fd(), left) {
-                Ok(0) => return Spliced::Closed,
-                Ok(k) => left -= k,
+        let mut done = 0;
+        while done < n {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match system::write_nowait(stage_w, &buf[done..n]) {
+                Ok(k) => done += k,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if system::wait_ready(sock.clone(), Interest::WRITABLE)
-                        .await
-                        .is_err()
-                    {
-                        return Spliced::Closed;
+                    if system::poll_for(stage_w, true, POLL_MS).is_err() {
+                        return;
                     }
                 }
-                // The daemon closed the container's stdin (EPIPE) or the connection.
-                Err(_) => return Spliced::Closed,
+                Err(_) => return,
             }
         }
-    }
-}
-
-/// One splice from a passed pipe or FIFO into urund's own once epoll says it is
-/// readable: `SPLICE_F_NONBLOCK`, so bytes taken meanwhile by the client's own copy of
-/// the descriptor mean waiting again, never a splice that blocks.
-async fn splice_ready(a: &AsyncFd<Arc<OwnedFd>>, to: &OwnedFd) -> std::io::Result<usize> {
-    loop {
-        let mut guard = a.readable().await?;
-        match guard.try_io(|fd| system::splice(fd.get_ref().as_fd(), to.as_fd(), SPLICE_CHUNK)) {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-/// One read of a pipe or socket once epoll says it is readable; `RWF_NOWAIT`, so a
-/// byte taken meanwhile by the client's own copy of the descriptor means waiting
-/// again, never a read that blocks.
-async fn read_ready(a: &AsyncFd<Arc<OwnedFd>>, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        let mut guard = a.readable().await?;
-        match guard.try_io(|fd| system::read_nowait(fd.get_ref().as_fd(), buf, -1)) {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-/// One read of a pipe or FIFO once epoll says it is readable: spliced without waiting
-/// into urund's own pipe (see [`system::staging_pipe`]), then read from there.
-async fn read_pipe(
-    a: &AsyncFd<Arc<OwnedFd>>,
-    (stage_r, stage_w): &(OwnedFd, OwnedFd),
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    let n = loop {
-        let mut guard = a.readable().await?;
-        let moved =
-            guard.try_io(|fd| system::splice(fd.get_ref().as_fd(), stage_w.as_fd(), buf.len()));
-        match moved {
-            Ok(r) => break r?,
-            Err(_would_block) => continue,
-        }
-    };
-    // All `n` bytes are in our own pipe now: reading them never waits.
-    let mut got = 0;
-    while got < n {
-        match system::read_nowait(stage_r.as_fd(), &mut buf[got..n], -1) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// One read of a regular file at its position: `RWF_NOWAIT` on the event loop; if the
-/// data is not in memory yet, one ordinary read of at most [`STDIN_CHUNK`] on the
-/// blocking pool (the filesystem was checked to support `RWF_NOWAIT`, so it is a local
-/// one whose reads end).
-async fn read_file(fd: &Arc<OwnedFd>, mut buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
-    match system::read_nowait(fd.as_fd(), &mut buf, -1) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        r => return (r, buf),
-    }
-    let fd = fd.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        let r = system::read_waiting(fd.as_fd(), &mut buf);
-        (r, buf)
-    });
-    match job.await {
-        Ok(r) => r,
-        Err(e) => (Err(std::io::Error::other(e)), vec![0u8; STDIN_CHUNK]),
     }
 }

@@ -722,9 +722,9 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// What a client's stdin descriptor is, for the ways urund reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StdinKind {
-    /// A pipe or FIFO: waited on with epoll.
+    /// A pipe or FIFO: waited on with `poll`, spliced into urund's own pipe.
     Pipe,
-    /// A socket: waited on with epoll.
+    /// A socket: waited on with `poll`, read with `RWF_NOWAIT`.
     Socket,
     /// A regular file: always "ready"; a read that would wait for the disk is done off
     /// the event loop.
@@ -799,17 +799,36 @@ pub fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> io::Resul
     }
 }
 
-/// Registers a passed pipe or socket with the event loop's epoll for readability. The
-/// descriptor is not changed (registration sets nothing on the file description, which
-/// the client shares); epoll fails for a regular file, which is always ready.
-pub fn watch_readable(
-    fd: std::sync::Arc<OwnedFd>,
-) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<OwnedFd>>> {
-    // SAFETY: `fd` is an open descriptor owned by the `Arc` that the `AsyncFd` holds
-    // for its whole life, so it stays open and names the same file description until
-    // the `AsyncFd` is dropped, and `as_raw_fd` of an `Arc<OwnedFd>` never changes.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
+/// Waits at most `ms` milliseconds for `fd` to be readable (`write`: writable), or at
+/// its end, or failed: `Ok(false)` if it was not. `poll` only: it takes no lock of the
+/// file and changes nothing on its description (a passed stdin's is the client's).
+/// Never called on the event loop.
+pub fn poll_for(fd: BorrowedFd<'_>, write: bool, ms: u16) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags};
+    let events = match write {
+        true => PollFlags::POLLOUT,
+        false => PollFlags::POLLIN,
+    };
+    let mut fds = [PollFd::new(fd, events)];
+    loop {
+        match poll(&mut fds, ms) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+        }
+    }
+}
+
+/// One `write` to a non-blocking descriptor of urund's own (its staging pipe):
+/// `EAGAIN` if it is full.
+pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::write(fd, buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
 }
 
 /// A pipe of urund's own (both ends non-blocking, 1 MiB if the kernel allows) that a
