@@ -18,7 +18,8 @@
 //! froze it for everyone); `fstat` of a file on a filesystem the client serves (FUSE)
 //! waits for the client's answer. The thread waits with `poll` (a tenth of a second at
 //! most, so it notices a run that ended) and never reads in a way that waits for data.
-//! The event loop touches only urund's own pipe. A thread stuck on the client's lock
+//! The event loop touches only urund's own pipe, which the thread never holds locked while it
+//! waits (see [`fill_stage`]). A thread stuck on the client's lock
 //! costs the client's own run: its `max_concurrent` place (or, before it has one, its
 //! connection) is kept until urund has let go of the descriptor ([`Released`]).
 
@@ -238,14 +239,52 @@ async fn copy_out(
     }
 }
 
+/// Moves `n` bytes from the thread's own pipe into urund's (both urund's: nothing but
+/// room in urund's pipe is waited for, with `poll`); `false` if the run no longer
+/// wants them or urund's pipe is gone.
+fn pass_on(own_r: BorrowedFd<'_>, stage_w: BorrowedFd<'_>, n: usize, stop: &AtomicBool) -> bool {
+    let mut left = n;
+    while left > 0 {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        match system::splice(own_r, stage_w, left) {
+            Ok(0) => return false,
+            Ok(k) => left -= k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if system::poll_for(stage_w, true, POLL_MS).is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// The stdin's thread: moves the passed stdin into urund's pipe until the stdin ends
 /// or fails, the run no longer wants it (`stop`), or the pipe's reading end is gone.
 /// A pipe, and a regular file where the filesystem can, by `splice` (never waiting on
 /// either pipe); a socket with `RWF_NOWAIT` reads, a file without `splice` with
 /// ordinary ones (on a filesystem checked to end its reads), written into the pipe.
+///
+/// What is spliced goes through a second pipe, the thread's own, first: a splice from
+/// one pipe into another holds both pipes' locks (`pipe_double_lock`), so a splice
+/// straight from the client's pipe into urund's could hold urund's pipe locked while
+/// it waits for the lock the client holds, and the event loop, splicing urund's pipe
+/// out, would wait with it; a splice from a file holds the pipe locked while the disk
+/// is read. The thread's own pipe is locked by nobody else, and from there into
+/// urund's pipe is a move between two pipes of urund's that waits for nothing.
 fn fill_stage(fd: BorrowedFd<'_>, kind: StdinKind, stage_w: BorrowedFd<'_>, stop: &AtomicBool) {
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
+    let own = match kind {
+        StdinKind::Socket => None,
+        _ => match system::staging_pipe() {
+            Ok(p) => Some(p),
+            Err(_) => return,
+        },
+    };
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -263,10 +302,15 @@ fn fill_stage(fd: BorrowedFd<'_>, kind: StdinKind, stage_w: BorrowedFd<'_>, stop
                 Err(_) => return,
             }
         }
-        if buf.is_empty() && kind != StdinKind::Socket {
-            match system::splice(fd, stage_w, SPLICE_CHUNK) {
+        if let (true, Some((own_r, own_w))) = (buf.is_empty(), &own) {
+            match system::splice(fd, own_w.as_fd(), SPLICE_CHUNK) {
                 Ok(0) => return,
-                Ok(_) => first = false,
+                Ok(n) => {
+                    first = false;
+                    if !pass_on(own_r.as_fd(), stage_w, n, stop) {
+                        return;
+                    }
+                }
                 // A filesystem without `splice` says so at once: copy instead.
                 Err(e)
                     if first
