@@ -7,7 +7,9 @@
 //! other type (devices, FIFOs, sockets, sparse or unknown entries), a name that is
 //! absolute, has a `..` component, is empty, not UTF-8 or longer than [`MAX_NAME`], a
 //! name that appears twice (after `./` and a trailing `/` are taken off), more than
-//! [`MAX_ENTRIES`] entries. The Dockerfile the request names must be a regular file of
+//! [`MAX_ENTRIES`] entries. A directory entry for the context's root itself (`./`, as
+//! `tar -C dir -c .` writes first) is accepted once, as Docker does, and is only that:
+//! never a file, a link, or a second time. The Dockerfile the request names must be a regular file of
 //! the archive, at most [`MAX_DOCKERFILE`] bytes; its bytes are returned for the check.
 //!
 //! What the builder is sent is not the archive as received but [`Context::sent`]: its
@@ -110,6 +112,20 @@ pub fn check(archive: impl Read, dockerfile: &str) -> Result<Context, String> {
             .ok_or_else(|| "malformed archive: an entry's size overflows".to_string())?;
         let kind = e.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
+            continue;
+        }
+        if is_root(&e.path_bytes()) {
+            // The root directory: nothing to extract, nothing may lie below it but
+            // what lies below the context anyway.
+            if kind != tar::EntryType::Directory {
+                return Err(format!(
+                    "{:?} names the context's root but is not a directory",
+                    String::from_utf8_lossy(&e.path_bytes())
+                ));
+            }
+            if seen.insert(ROOT.into(), false).is_some() {
+                return Err("the context's root directory appears twice".into());
+            }
             continue;
         }
         let name = clean_name(&e.path_bytes())?;
@@ -223,6 +239,15 @@ pub fn assemble(archive: &[u8], sent: &[Piece]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The key of the root directory entry in `seen` (no clean name is `.`).
+const ROOT: &str = ".";
+
+/// Whether a raw entry name is the context's root directory: `.`, `./`, `.//.`, …
+/// (`.` components and slashes only, at least one `.`, not absolute). Pure.
+fn is_root(raw: &[u8]) -> bool {
+    raw.first() == Some(&b'.') && raw.split(|b| *b == b'/').all(|c| c.is_empty() || c == b".")
 }
 
 /// Refuses an entry below a symlink or a file, whichever comes first in the archive.
@@ -412,6 +437,57 @@ mod tests {
     }
 
     #[test]
+    fn a_root_directory_entry_first_is_accepted_as_docker_does() {
+        // `tar -C dir -c .`: "./" first, then "./Dockerfile", "./src/", ...
+        let t = tar_of(&[
+            ("./", T::Directory, b"", None),
+            ("./Dockerfile", T::Regular, b"FROM scratch\n", None),
+            ("./src/", T::Directory, b"", None),
+            ("./src/a", T::Regular, b"x", None),
+        ]);
+        let c = check(&t[..], "Dockerfile").unwrap();
+        assert_eq!(c.dockerfile, b"FROM scratch\n");
+        for root in [".", "./", ".//./"] {
+            let t = tar_of(&[
+                (root, T::Directory, b"", None),
+                ("Dockerfile", T::Regular, b"FROM scratch\n", None),
+            ]);
+            assert!(check(&t[..], "Dockerfile").is_ok(), "{root}");
+        }
+        // Only a directory, only once, and never below anything or as a link target.
+        let df = ("Dockerfile", T::Regular, &b"FROM scratch\n"[..], None);
+        for (bad, want) in [
+            (
+                vec![("./", T::Symlink, &b""[..], Some("/etc")), df],
+                "not a directory",
+            ),
+            (
+                vec![("./", T::Regular, &b"x"[..], None), df],
+                "not a directory",
+            ),
+            (
+                vec![(".", T::Link, &b""[..], Some("Dockerfile")), df],
+                "not a directory",
+            ),
+            (
+                vec![
+                    ("./", T::Directory, &b""[..], None),
+                    ("./", T::Directory, &b""[..], None),
+                    df,
+                ],
+                "twice",
+            ),
+            (vec![df, ("h", T::Link, &b""[..], Some("./"))], "empty name"),
+            (vec![("/./", T::Directory, &b""[..], None), df], "absolute"),
+            (vec![("./..", T::Directory, &b""[..], None), df], ".."),
+        ] {
+            let e = check(&tar_of(&bad)[..], "Dockerfile").expect_err(want);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        assert!(check(&tar_of(&[("./", T::Directory, b"", None), df])[..], "./").is_err());
+    }
+
+    #[test]
     fn a_plain_context_gives_its_dockerfile() {
         let t = tar_of(&[
             ("Dockerfile", T::Regular, b"FROM scratch\n", None),
@@ -508,6 +584,16 @@ mod tests {
                 let l = listing(&sent);
                 prop_assert_eq!(l.last().map(|e| e.0.as_str()), Some("Dockerfile"));
                 prop_assert_eq!(l.iter().filter(|e| e.0 == "Dockerfile").count(), 1);
+            }
+        }
+
+        #[test]
+        fn a_root_name_is_never_a_clean_name(s in "[./a-z]{0,12}") {
+            // Either the root, or a name that stays inside it: never both.
+            prop_assert!(!(is_root(s.as_bytes()) && clean_name(s.as_bytes()).is_ok()));
+            if is_root(s.as_bytes()) {
+                prop_assert!(!s.contains(".."));
+                prop_assert!(!s.starts_with('/'));
             }
         }
 
