@@ -255,6 +255,25 @@ fn the_dockerfile_from_outside_the_context_or_stdin_and_a_tar_on_stdin() {
         b"",
     );
     assert_eq!(stdout(&o), "in the context\n", "{}", stderr(&o));
+    // One made as `tar -C dir -c .` does: its first entry is the root, "./"; docker
+    // accepts it, and so does urund.
+    std::fs::write(dir.join("Dockerfile"), df("COPY f /i\n")).unwrap();
+    let tar = sh("tar", &["-C", dir.to_str().unwrap(), "-cf", "-", "."]);
+    assert!(tar.status.success());
+    assert!(tar.stdout.starts_with(b"./\0"), "first entry not ./");
+    let o = s.urun_in(
+        &s.alice,
+        &home,
+        &["build", "-q", "-t", "dotslash", "-"],
+        &tar.stdout,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.d.run(
+        &s.alice,
+        &[&format!("urun/{}/dotslash", s.alice.name), "cat", "/i"],
+        b"",
+    );
+    assert_eq!(stdout(&o), "in the context\n", "{}", stderr(&o));
     // A compressed one is refused by the client, with what to do.
     let o = s.urun_in(&s.alice, &home, &["build", "-"], &[0x1f, 0x8b, 8, 0, 0, 0]);
     assert_eq!(o.status.code(), Some(125));

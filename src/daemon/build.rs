@@ -419,13 +419,17 @@ impl Helper {
             context: audit.context.clone(),
             checks: checks_label(&report),
         };
-        let settings = build_settings(&self.policy.build, caller, req, &digests, mark);
+        let mut settings = build_settings(&self.policy.build, caller, req, &digests, mark);
+        // The builder opens the Dockerfile urund wrote, by the name urund checked.
+        settings.dockerfile = context.dockerfile_name.clone();
         trace.lock().unwrap().shape = BuildShape {
             memory: settings.memory,
             network: settings.network.to_string(),
             shm_size: settings.shm_size,
         };
-        let body = context_body(spool.file.clone(), spool.len);
+        // What the builder reads: the archive's entries as urund read them, and the
+        // checked Dockerfile written last by urund (defence in depth for B1).
+        let body = context_body(spool.file.clone(), context.sent);
         // Only an image created from now on can be this build's (S1): the context, and
         // so anything its RUN steps print, is fixed before this second.
         trace.lock().unwrap().since = Some(now_secs());
@@ -1068,26 +1072,41 @@ impl Read for AtReader {
     }
 }
 
-/// The spooled context as the builder's request body, read in [`CHUNK`]s.
-fn context_body(file: Arc<File>, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
-    futures_util::stream::unfold(0u64, move |off| {
-        let file = file.clone();
-        async move {
-            if off >= len {
-                return None;
-            }
-            let n = CHUNK.min((len - off) as usize);
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; n];
-                file.read_exact_at(&mut buf, off).map(|()| buf)
+/// The builder's request body: `pieces` of the spooled context (read in [`CHUNK`]s)
+/// and of urund's own making, in order.
+fn context_body(
+    file: Arc<File>,
+    pieces: Vec<buildcontext::Piece>,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    use buildcontext::Piece;
+    let chunks = pieces.into_iter().flat_map(|p| match p {
+        Piece::Archive { start, end } => (start..end)
+            .step_by(CHUNK)
+            .map(|off| Piece::Archive {
+                start: off,
+                end: end.min(off + CHUNK as u64),
             })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-            Some((read.map(Bytes::from), off + n as u64))
-        }
-    })
-    .boxed()
+            .collect::<Vec<_>>(),
+        made => vec![made],
+    });
+    futures_util::stream::iter(chunks)
+        .then(move |p| {
+            let file = file.clone();
+            async move {
+                match p {
+                    Piece::Made(b) => Ok(Bytes::from(b)),
+                    Piece::Archive { start, end } => tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; (end - start) as usize];
+                        file.read_exact_at(&mut buf, start)
+                            .map(|()| Bytes::from(buf))
+                    })
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r),
+                }
+            }
+        })
+        .boxed()
 }
 
 #[cfg(test)]

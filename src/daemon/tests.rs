@@ -1004,6 +1004,77 @@ async fn a_build_gets_the_forced_settings_and_an_image_that_cannot_be_checked_is
     assert_eq!(rec["build"]["context_bytes"], settings.1 as u64);
 }
 
+/// Defence in depth for B1: the builder is sent the archive's entries as urund read
+/// them and the checked Dockerfile written last by urund, under the name it checked,
+/// and nothing past the end of the archive urund read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_reads_the_checked_dockerfile_written_last_by_urund() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new(
+        "[build]\nenabled = true\nallow_root_engine = true\n",
+        Script::default(),
+    );
+    let df = "FROM busybox\nUSER 1000\n";
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [("./Dockerfile", df.as_bytes()), ("src/a", b"a".as_slice())] {
+        let mut hd = tar::Header::new_gnu();
+        hd.set_size(data.len() as u64);
+        hd.set_mode(0o640);
+        b.append_data(&mut hd, name, data).unwrap();
+    }
+    let mut archive = b.into_inner().unwrap();
+    // After the end of the archive: another "Dockerfile" no tar reader should see.
+    archive.extend_from_slice(&context_tar("FROM busybox\nUSER root\n"));
+    let req = wire::BuildRequest {
+        version: wire::VERSION,
+        dockerfile: "./Dockerfile".into(),
+        tags: vec!["x".into()],
+        ..Default::default()
+    };
+    let _ = exchange(
+        &h,
+        &[
+            (Kind::Build, &req.encode()),
+            (Kind::Context, &archive),
+            (Kind::ContextEnd, b""),
+        ],
+    )
+    .await;
+    let settings = h
+        .fake
+        .calls()
+        .iter()
+        .find_map(|c| match c {
+            Recorded::Build(s, _) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a build");
+    assert_eq!(settings.dockerfile, "Dockerfile");
+    let sent = h.fake.contexts().pop().unwrap();
+    let mut ar = tar::Archive::new(&sent[..]);
+    let entries: Vec<(String, u32, String)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            let name = e.path().unwrap().display().to_string();
+            (name, e.header().mode().unwrap(), text)
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("src/a".to_string(), 0o640, "a".to_string()),
+            ("Dockerfile".to_string(), 0o640, df.to_string()),
+        ]
+    );
+    assert!(!String::from_utf8_lossy(&sent).contains("USER root"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_are_off_unless_the_policy_turns_them_on() {
     if cannot_serve() {

@@ -180,6 +180,8 @@ struct State {
     next: u64,
     /// What the container read on its stdin.
     stdin: Arc<Mutex<Vec<u8>>>,
+    /// The context archive each build was sent.
+    contexts: Vec<Vec<u8>>,
 }
 
 /// The recording fake. Clones share their state.
@@ -203,6 +205,7 @@ impl Fake {
                 live: BTreeSet::new(),
                 next: 0,
                 stdin: Arc::default(),
+                contexts: vec![],
             })),
             stopped: Arc::default(),
         }
@@ -211,6 +214,11 @@ impl Fake {
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The context archive each build was sent, in order.
+    pub fn contexts(&self) -> Vec<Vec<u8>> {
+        self.state.lock().unwrap().contexts.clone()
     }
 
     /// Containers created and not (yet) removed.
@@ -549,13 +557,15 @@ impl Engine for Fake {
         let fake = self.clone();
         let settings = settings.clone();
         futures_util::stream::once(async move {
-            let mut n = 0;
+            let mut sent = Vec::new();
             while let Some(chunk) = context.next().await {
                 match chunk {
-                    Ok(c) => n += c.len(),
+                    Ok(c) => sent.extend_from_slice(&c),
                     Err(e) => return futures_util::stream::iter(vec![Err(e.into())]).boxed(),
                 }
             }
+            let n = sent.len();
+            fake.state.lock().unwrap().contexts.push(sent);
             if let Err(e) = fake.record(Recorded::Build(Box::new(settings), n), Some(Op::Build)) {
                 return futures_util::stream::iter(vec![Err(e)]).boxed();
             }

@@ -46,7 +46,8 @@
 //!   Triggers registered in an earlier stage run when a later stage is built `FROM` it
 //!   (as Docker runs them), and are checked there like any instruction; triggers of a
 //!   base image run too when `urund` supplied them in [`BaseImage::onbuild`].
-//! - `healthcheck.missing` (warning): the final image has no `HEALTHCHECK`.
+//! - `healthcheck.missing` (warning): the final image has no `HEALTHCHECK` (an
+//!   explicit `HEALTHCHECK NONE` is a choice, not a finding).
 //! - `continuation.empty` (warning): an empty line inside a continued instruction, which
 //!   does **not** end it (the next line still belongs to it).
 //! - `parse.error`: anything the legacy builder would refuse to parse (unknown
@@ -583,6 +584,8 @@ struct UserSet {
 enum Health {
     Yes,
     No,
+    /// `HEALTHCHECK NONE` in the Dockerfile: switched off on purpose, no warning.
+    Disabled,
     Unknown,
 }
 
@@ -1081,7 +1084,7 @@ impl Checker<'_, '_> {
                 });
             }
             Kind::Healthcheck { none } => {
-                st.health = if *none { Health::No } else { Health::Yes };
+                st.health = if *none { Health::Disabled } else { Health::Yes };
             }
             _ => {}
         }
@@ -1341,7 +1344,7 @@ impl Checker<'_, '_> {
             }
         }
         match st.health {
-            Health::Yes => {}
+            Health::Yes | Health::Disabled => {}
             Health::No => self.report(
                 Rule::HealthcheckMissing,
                 from_line,

@@ -498,10 +498,25 @@ fn healthcheck_missing_is_a_warning() {
         &chk("FROM alpine\nHEALTHCHECK --interval=5s CMD true\nUSER 1\n"),
         "healthcheck.missing",
     );
-    has(
+    // HEALTHCHECK NONE is an explicit choice, here or in an earlier stage; a later
+    // HEALTHCHECK CMD still counts, and NONE after it switches it off on purpose.
+    lacks(
         &chk("FROM alpine\nHEALTHCHECK NONE\nUSER 1\n"),
         "healthcheck.missing",
-        1,
+    );
+    lacks(
+        &chk("FROM alpine AS a\nHEALTHCHECK NONE\nFROM a\nUSER 1\n"),
+        "healthcheck.missing",
+    );
+    lacks(
+        &chk("FROM busybox\nHEALTHCHECK CMD x\nHEALTHCHECK NONE\nUSER 1\n"),
+        "healthcheck.missing",
+    );
+    // A NONE in another stage says nothing of the final one.
+    has(
+        &chk("FROM alpine AS a\nHEALTHCHECK NONE\nFROM alpine\nUSER 1\n"),
+        "healthcheck.missing",
+        3,
     );
     // inherited from the base image or an earlier stage
     lacks(&chk("FROM busybox\nUSER 1\n"), "healthcheck.missing");
