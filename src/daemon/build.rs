@@ -604,7 +604,7 @@ impl Helper {
     /// Whether a `FROM`/`COPY --from` image may be used: the run policy's image rules,
     /// or (with `[build] run_own`) one of the caller's own builds by its tag.
     fn image_allowed_in_build(&self, caller: &Caller, reference: &str) -> bool {
-        let Ok(r) = judge::judge_image(&self.policy, reference) else {
+        let Ok(r) = judge::judge_image(&self.policy, caller, reference) else {
             let Ok(parsed) = judge::parse_reference(reference) else {
                 return false;
             };

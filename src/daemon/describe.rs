@@ -30,7 +30,7 @@ pub(super) fn describe(
         path.display()
     );
     t.push_str(&limits_text(limits));
-    t.push_str(&images_text(policy));
+    t.push_str(&images_text(policy, caller));
     t.push_str(&runtime_text(policy, runtime));
     t.push_str(&host_text(policy));
     t.push_str(&build_text(policy, caller, in_build_group));
@@ -43,13 +43,7 @@ pub(super) fn describe(
 
 /// Patterns as a list, or "none".
 fn list(v: &[Pattern]) -> String {
-    if v.is_empty() {
-        return "none".to_string();
-    }
-    v.iter()
-        .map(|p| p.0.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::policy::judge::list(v)
 }
 
 /// One line per limit.
@@ -73,13 +67,15 @@ fn limits_text(l: &Limits) -> String {
     .collect()
 }
 
-/// Which images, their volumes, pulls.
-fn images_text(p: &Policy) -> String {
+/// Which images (with what `{user}` is for the caller), their volumes, pulls.
+fn images_text(p: &Policy, caller: &Caller) -> String {
     let digest = match p.images.require_digest {
         true => " (pinned by digest only: NAME@sha256:...)",
         false => "",
     };
-    let mut t = format!("\nImages you may run: {}{digest}\n", list(&p.images.allow));
+    let user = crate::policy::build::namespace_user(caller);
+    let allow = crate::policy::judge::allow_list(p, &user);
+    let mut t = format!("\nImages you may run: {allow}{digest}\n");
     t.push_str(match p.images.volumes {
         ImageVolumes::Tmpfs => {
             "Image VOLUMEs: each an empty tmpfs of tmpfs_size (never a Docker volume)\n"
@@ -283,6 +279,21 @@ mod tests {
         );
         assert!(t.contains("Missing images: pulled from docker.io\n"), "{t}");
         assert!(t.contains("Network: isolated bridge urun-isolated"), "{t}");
+        let own = policy("[images]\nallow = [\"r:5000/urun/{user}/*\", \"debian*\"]\n");
+        let t = describe(
+            &own,
+            Path::new("p"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+            false,
+        );
+        assert!(
+            t.contains(
+                "Images you may run: r:5000/urun/{user}/*, debian*, where {user} is alice\n"
+            ),
+            "{t}"
+        );
     }
 
     #[test]
