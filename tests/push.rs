@@ -318,3 +318,67 @@ fn build_push_pull_by_digest_and_run_across_two_engines() {
     }
     assert_eq!(image_id(&by_digest), id);
 }
+
+/// A urund that dies mid-push leaves the push's registry name on the run engine. Its
+/// next start removes that name, and nothing like it that it cannot prove its own: the
+/// same image under a name that is no tag of the build's record, under another user's
+/// or namespace's or registry's name, an image that is no build under the very name, or
+/// the build's own tag. No user can have urund make such a name: a tag there is never
+/// pulled, only a digest.
+#[test]
+#[serial]
+fn a_push_name_left_by_a_urund_that_died_is_removed_at_its_next_start_and_nothing_else() {
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let bob = TestUser::new(&[&g]);
+    // no registry needed: the push is cut short by SIGKILL before it would start
+    let a = "127.0.0.1:5999";
+    let mut d = Daemon::start(&format!(
+        "{}[images]\nallow = [\"{a}/urun/*\"]\n\
+         [pull]\nmode = \"missing\"\nregistries = [\"{a}\"]\n\
+         [build]\nenabled = true\nregistry = \"{a}\"\n",
+        policy_for(&g),
+    ));
+    let (_img, id) = own_build(&d, &alice, "app", "a");
+    let (_other, other_id) = own_build(&d, &bob, "tool", "b");
+    d.kill9();
+    // as the push had left it
+    let leftover = format!("{a}/urun/{}/app:1", alice.name);
+    // similar names urund cannot prove it made
+    let similar = [
+        (format!("{a}/urun/{}/other:1", alice.name), &id),
+        (format!("{a}/urun/{}/app:1", bob.name), &id),
+        (format!("{a}/urunx/{}/app:1", alice.name), &id),
+        (format!("127.0.0.1:5998/urun/{}/app:1", alice.name), &id),
+        (format!("{a}/urun/{}/tool:1", alice.name), &other_id),
+    ];
+    let mut guards = vec![TestImage(leftover.clone())];
+    for (name, target) in std::iter::once((leftover.clone(), &id)).chain(similar.iter().cloned()) {
+        assert!(d.docker(&["tag", target, &name]).status.success(), "{name}");
+        guards.push(TestImage(name));
+    }
+    d.relaunch();
+    d.wait_log(
+        &format!("removed {leftover}, the registry name of a push"),
+        Duration::from_secs(10),
+    );
+    assert!(!d.docker(&["image", "inspect", &leftover]).status.success());
+    for (name, target) in &similar {
+        assert_eq!(image_id(name), **target, "{name} is gone");
+    }
+    assert_eq!(image_id(&format!("urun/{}/app:1", alice.name)), id);
+
+    // a tag in that space is never pulled (no user can make urund put one there)
+    let o = d.run(
+        &alice,
+        &[&format!("{a}/urun/{}/new:1", alice.name), "true"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("are pulled only by digest") && stderr(&o).contains("build.namespace"),
+        "{}",
+        stderr(&o)
+    );
+    drop(guards);
+}

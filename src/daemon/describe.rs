@@ -84,7 +84,13 @@ fn images_text(p: &Policy, caller: &Caller) -> String {
     });
     t.push_str(&match p.pull.mode {
         PullMode::Never => "Missing images: not pulled (ask your administrator)\n".to_string(),
-        PullMode::Missing => format!("Missing images: pulled from {}\n", list(&p.pull.registries)),
+        PullMode::Missing => format!(
+            "Missing images: pulled from {}{}\n",
+            list(&p.pull.registries),
+            p.build
+                .push_prefix()
+                .map_or(String::new(), |x| format!(" (under {x} only by digest)"))
+        ),
     });
     t
 }
@@ -279,6 +285,21 @@ mod tests {
         );
         assert!(t.contains("Missing images: pulled from docker.io\n"), "{t}");
         assert!(t.contains("Network: isolated bridge urun-isolated"), "{t}");
+        let pushing = policy(
+            "[pull]\nmode = \"missing\"\nregistries = [\"r:5000\"]\n[build]\nregistry = \"r:5000\"\n",
+        );
+        let t = describe(
+            &pushing,
+            Path::new("p"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+            false,
+        );
+        assert!(
+            t.contains("Missing images: pulled from r:5000 (under r:5000/urun/ only by digest)\n"),
+            "{t}"
+        );
         let own = policy("[images]\nallow = [\"r:5000/urun/{user}/*\", \"debian*\"]\n");
         let t = describe(
             &own,

@@ -124,6 +124,19 @@ impl Build {
     pub fn user_prefix(&self, user: &str) -> String {
         format!("{}/{}/", self.namespace.0, user)
     }
+
+    /// The names `urun push` gives images on the run engine, as a prefix:
+    /// `<registry>/<namespace>/`. A push tags the build `<registry>/<its tag>` (Docker
+    /// pushes a local name to the registry it names, under the same path and tag), so
+    /// these names cannot carry a mark of their own; instead the space is reserved:
+    /// urund never pulls a tag into it (only digests, which make no tag), so a tag there
+    /// is a push's, and urund's start removes those a push left
+    /// ([`crate::policy::judge::in_push_space`]). `None` without a registry.
+    pub fn push_prefix(&self) -> Option<String> {
+        self.registry
+            .as_ref()
+            .map(|r| format!("{r}/{}/", self.namespace.0))
+    }
 }
 
 /// Registry credentials, from the file `[build] registry_auth` names:

@@ -71,6 +71,18 @@ pub fn in_build_namespace(policy: &Policy, r: &Reference) -> bool {
             .is_some_and(|n| n.starts_with(&format!("{}/", policy.build.namespace.0)))
 }
 
+/// Whether `r` lies where `urun push` names images on the engine,
+/// `<build.registry>/<build.namespace>/` (see [`crate::policy::build::Build::push_prefix`]);
+/// never for a Docker Hub registry, whose familiar names are the build namespace's own.
+/// Pure.
+pub fn in_push_space(policy: &Policy, r: &Reference) -> bool {
+    let Some(prefix) = policy.build.push_prefix() else {
+        return false;
+    };
+    r.registry() != Some(reference::DOCKER_HUB)
+        && r.familiar_name().is_some_and(|n| n.starts_with(&prefix))
+}
+
 /// Whether `r` lies in the caller's own part of the build namespace. Pure.
 pub fn own_namespace(caller: &Caller, policy: &Policy, r: &Reference) -> bool {
     let prefix = policy
@@ -285,6 +297,19 @@ pub fn judge_pull(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
                     "Unable to find image '{image}' locally, and images under {}/ are only \
                      made by urun build, never pulled (build.namespace)",
                     policy.build.namespace.0
+                ),
+            );
+        }
+    }
+    if let Ok(r) = Reference::parse(image) {
+        if in_push_space(policy, &r) && !r.is_pinned() {
+            return refuse(
+                Rule::BuildNamespace,
+                format!(
+                    "Unable to find image '{image}' locally, and images under {} are pulled \
+                     only by digest here: name it NAME@sha256:DIGEST (urun images --registry \
+                     lists your pushes) (build.namespace)",
+                    policy.build.push_prefix().unwrap_or_default()
                 ),
             );
         }
@@ -863,6 +888,41 @@ mod tests {
         let id = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(rule(judge_pull(&p, &id)), "pull.mode");
         assert_eq!(rule(judge_pull(&p, "sha256:abcd")), "images.reference");
+    }
+
+    /// The names `urun push` gives images on the engine are urund's alone: no pull
+    /// makes a tag there (a digest makes none), so urund's start may remove what a push
+    /// left there.
+    #[test]
+    fn tags_in_the_push_space_are_never_pulled_only_digests() {
+        let p = policy(
+            "[pull]\nmode = \"missing\"\nregistries = [\"r.example:5000\"]\n\
+             [build]\nregistry = \"r.example:5000\"\n",
+        );
+        let d = format!("sha256:{}", "ab".repeat(32));
+        for tag in [
+            "r.example:5000/urun/alice/app:1",
+            "r.example:5000/urun/alice/app",
+        ] {
+            let r = judge_pull(&p, tag).unwrap_err();
+            assert_eq!(r.rule, Rule::BuildNamespace, "{tag}");
+            assert!(
+                r.message
+                    .contains("r.example:5000/urun/ are pulled only by digest"),
+                "{}",
+                r.message
+            );
+        }
+        for ok in [
+            format!("r.example:5000/urun/alice/app@{d}"),
+            "r.example:5000/urunx/alice/app:1".to_string(),
+            "r.example:5000/other/urun/app:1".to_string(),
+        ] {
+            assert_eq!(judge_pull(&p, &ok).map(|_| ()), Ok(()), "{ok}");
+        }
+        // without [build] registry there is no such space
+        let p = policy("[pull]\nmode = \"missing\"\nregistries = [\"r.example:5000\"]\n");
+        assert!(judge_pull(&p, "r.example:5000/urun/alice/app:1").is_ok());
     }
 
     #[test]
