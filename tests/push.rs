@@ -382,3 +382,66 @@ fn a_push_name_left_by_a_urund_that_died_is_removed_at_its_next_start_and_nothin
     );
     drop(guards);
 }
+
+/// `urun push` needs what `urun build` needs now: a member taken out of `[build] group`
+/// can no longer promote their builds (125, the same line and rule as `urun build`,
+/// nothing pushed), while they still can while a member.
+#[test]
+#[serial]
+fn a_member_removed_from_the_build_group_can_no_longer_push() {
+    let reg = TestRegistry::start();
+    let g = TestGroup::new("urg");
+    let builders = TestGroup::new("urb");
+    let alice = TestUser::new(&[&g, &builders]);
+    let a = &reg.addr;
+    let d = Daemon::start(&format!(
+        "{}[build]\nenabled = true\ngroup = \"{}\"\nregistry = \"{a}\"\n",
+        policy_for(&g),
+        builders.name
+    ));
+    let (_one, _) = own_build(&d, &alice, "app", "a");
+    let (_two, _) = own_build(&d, &alice, "later", "b");
+    let o = d.run(&alice, &["push", "app:1"], b"");
+    pushed(&o, &format!("{a}/urun/{}/app:1", alice.name));
+
+    let o = sh("gpasswd", &["-d", &alice.name, &builders.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.run(&alice, &["push", "later:1"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    let line = stderr(&o);
+    assert_eq!(
+        line,
+        format!(
+            "urun: you ({} uid {}) are not a member of group {:?}, the only one that may \
+             build (policy [build] group)\n",
+            alice.name, alice.uid, builders.name
+        )
+    );
+    let ctx = std::env::temp_dir().join(format!("urun-push-ctx-{}", unique()));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::set_permissions(
+        &ctx,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nUSER 1000\n", image()),
+    )
+    .unwrap();
+    let b = d.run(&alice, &["build", "-t", "x:1", ctx.to_str().unwrap()], b"");
+    let _ = std::fs::remove_dir_all(&ctx);
+    assert_eq!(b.status.code(), Some(125));
+    // (urun build says first that it sends the context, as docker build does)
+    assert_eq!(
+        stderr(&b).lines().last(),
+        Some(line.trim_end()),
+        "the same line as urun build"
+    );
+    // nothing pushed, nothing left on the engine
+    let path = format!("urun/{}/later", alice.name);
+    assert_eq!(reg.manifest_digest(&path, "1"), None);
+    let remote = format!("{a}/{path}:1");
+    assert!(!d.docker(&["image", "inspect", &remote]).status.success());
+    d.wait_log("build.group", Duration::from_secs(5));
+}

@@ -155,13 +155,17 @@ fn host_text(p: &Policy) -> String {
 /// their images go and the build's limits.
 fn build_text(p: &Policy, caller: &Caller, in_group: bool) -> String {
     let b = &p.build;
+    let push_too = "  Pushing builds (urun push) needs the same\n";
     if !b.enabled {
-        return "\nBuilding images (urun build): not available here (policy [build] enabled = false)\n"
-            .into();
+        return format!(
+            "\nBuilding images (urun build): not available here (policy [build] enabled = \
+             false)\n{push_too}"
+        );
     }
     if let Some(g) = b.group.as_ref().filter(|_| !in_group) {
         return format!(
-            "\nBuilding images (urun build): only for members of group {}, which you are not\n",
+            "\nBuilding images (urun build): only for members of group {}, which you are not\n\
+             {push_too}",
             g.0
         );
     }
@@ -171,6 +175,13 @@ fn build_text(p: &Policy, caller: &Caller, in_group: bool) -> String {
         "  Your images: {}NAME:TAG (urun images lists them, urun rmi removes them)\n",
         b.user_prefix(&user)
     ));
+    t.push_str(&match &b.registry {
+        None => "  Pushing builds (urun push): no registry here\n".to_string(),
+        Some(r) => format!(
+            "  Pushing builds (urun push): to {r}/{}NAME:TAG\n",
+            b.user_prefix(&user)
+        ),
+    });
     t.push_str(&match &b.engine {
         None => "  Build engine: the run daemon's\n".to_string(),
         Some(e) => format!("  Build engine: {}\n", e.0.display()),
@@ -368,8 +379,15 @@ mod tests {
             "Building images (urun build): not available here (policy [build] enabled = false)\n"
         ));
         let grouped = policy("[build]\nenabled = true\ngroup = \"builders\"\n");
-        assert!(text(&grouped, false)
-            .contains("only for members of group builders, which you are not\n"));
+        assert!(text(&grouped, false).contains(
+            "only for members of group builders, which you are not\n  Pushing builds (urun \
+             push) needs the same\n"
+        ));
+        assert!(text(&off, true).contains("  Pushing builds (urun push) needs the same\n"));
+        assert!(text(&grouped, true).contains("  Pushing builds (urun push): no registry here\n"));
+        let pushing = policy("[build]\nenabled = true\nregistry = \"r:5000\"\n");
+        assert!(text(&pushing, true)
+            .contains("  Pushing builds (urun push): to r:5000/urun/alice/NAME:TAG\n"));
         let t = text(&grouped, true);
         assert!(t.contains("Building images (urun build): allowed\n"), "{t}");
         assert!(t.contains("  Your images: urun/alice/NAME:TAG"), "{t}");

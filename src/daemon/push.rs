@@ -2,6 +2,10 @@
 //! policy's registry (`[build] registry`), as `<registry>/<namespace>/<user>/<name>:<tag>`.
 //!
 //! The security argument, in order:
+//! 0. Only a caller who may build now ([`crate::policy::build::may_build`]: `[build]
+//!    enabled`, membership of `[build] group`), refused with the same line and rule as
+//!    `urun build`: promoting is part of building, and a member taken out of the build
+//!    group promotes nothing more.
 //! 1. Only a build the caller made through urun: the name must resolve to one of the
 //!    caller's build records ([`super::builds`], written by urund after every check
 //!    passed; an image's labels prove nothing), through one of its tags, and that tag
@@ -37,7 +41,7 @@ use super::pull::{send_progress, Throttle};
 use super::serve::{daemon_error, End};
 use super::Helper;
 use crate::engine::{ImageSummary, RunError};
-use crate::policy::build::Build;
+use crate::policy::build::{may_build, Build};
 use crate::policy::rule::{Refusal, Rule};
 use crate::system::{self, Caller};
 use crate::wire::{status, Outcome, Progress};
@@ -95,6 +99,8 @@ impl Helper {
     ) -> Result<Outcome, End> {
         let b = &self.policy.build;
         let refuse = |rule: Rule, m: String| Err(End::Refused(Refusal::new(rule, m)));
+        // 0. Only who may build now.
+        may_build(caller, &self.policy, self.group_gid, self.build_gid()).map_err(End::Refused)?;
         let Some(registry) = b.registry.as_deref() else {
             return refuse(
                 Rule::BuildRegistry,

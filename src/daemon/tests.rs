@@ -870,6 +870,42 @@ async fn a_push_of_anything_but_an_own_build_is_refused_before_the_engine_is_ask
     assert_eq!(h.audit()[0]["rule"], "build.registry");
 }
 
+/// `urun push` needs what `urun build` needs now (`[build] enabled`, `[build] group`):
+/// the same line and rule, before the engine or the records are asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_by_a_caller_who_may_not_build_now_is_refused_like_a_build() {
+    if cannot_serve() {
+        return;
+    }
+    for (policy, rule) in [
+        ("[build]\nregistry = \"127.0.0.1:5000\"\n", "build.enabled"),
+        (
+            "[build]\nenabled = true\ngroup = \"no-such-group-urun\"\nregistry = \"127.0.0.1:5000\"\n",
+            "build.group",
+        ),
+    ] {
+        let h = Harness::new(policy, Script::default());
+        own_build(&h);
+        let pushed = manage_to_end(
+            &h,
+            wire::Op::Push {
+                image: "app:1".into(),
+            },
+        )
+        .await;
+        assert_eq!(last_status(&pushed), (Kind::Error, 125), "{policy}");
+        assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
+        let built = build_to_end(&h, "FROM busybox\nUSER 1000\n", &[]).await;
+        assert_eq!(
+            wire::decode_error(&pushed.last().unwrap().1).unwrap(),
+            wire::decode_error(&built.last().unwrap().1).unwrap(),
+        );
+        let audit = h.audit();
+        assert_eq!(audit[0]["rule"], rule);
+        assert_eq!(audit[1]["rule"], rule);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_push_removes_its_registry_name_and_records_no_digest() {
     if cannot_serve() {
