@@ -196,13 +196,27 @@ fn an_image_with_a_tag_outside_the_namespace_keeps_it() {
 fn push_without_a_registry_is_refused_policy_says_whether_one_may_build_and_non_members_get_nothing(
 ) {
     let (g, alice, _bob, d) = setup();
+    // where building is off, pushing is too (the build's own line and rule)
     let o = d.run(&alice, &["push", "app:1"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        "urun: building images is not enabled here (policy [build] enabled = false); ask \
+         your administrator\n"
+    );
+    // where building is on but no registry is set
+    let on = Daemon::start(&format!(
+        "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nenabled = true\n",
+        policy_for(&g)
+    ));
+    let o = on.run(&alice, &["push", "app:1"], b"");
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(
         stderr(&o),
         "urun: urun push: this host has no registry to push to ([build] registry is not \
          set); nothing was pushed\n"
     );
+    drop(on);
     // nothing pushed: the header only
     let o = d.run(&alice, &["images", "--registry"], b"");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -107,6 +107,93 @@ fn image_patterns_allow_and_refuse_and_the_refusal_is_audited() {
     assert_eq!(refused["status"], 125);
 }
 
+/// Review S3: on a run host `allow = ["<registry>/urun/*"]` let every member run every
+/// other member's promoted images. `{user}` stands for the caller's own namespace
+/// component: each member runs their own and is refused the other's (125, one line
+/// naming images.allow, no container), `urun --policy` says what `{user}` is, and an
+/// unknown placeholder keeps urund from starting and fails `urund check` with the line.
+#[test]
+#[serial]
+fn s3_an_owner_pattern_lets_each_member_run_only_their_own_promoted_images() {
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let bob = TestUser::new(&[&g]);
+    let reg = "registry.example.org:5000";
+    // as a run host has them after pulling: built elsewhere, named in the registry
+    let imgs: Vec<TestImage> = [&alice, &bob]
+        .iter()
+        .map(|u| marked_image(&format!("{reg}/urun/{}/app:1", u.name), &u.name))
+        .collect();
+    let d = start_with_audit(
+        &g,
+        &format!("[images]\nallow = [\"{reg}/urun/{{user}}/*\"]\n"),
+    );
+    for (me, other) in [(&alice, &bob), (&bob, &alice)] {
+        let mine = format!("{reg}/urun/{}/app:1", me.name);
+        let o = d.run(me, &[&mine, "cat", "/marker"], b"");
+        assert_eq!(stdout(&o), format!("{}\n", me.name), "{}", stderr(&o));
+        let theirs = format!("{reg}/urun/{}/app:1", other.name);
+        let o = d.run(me, &[&theirs, "cat", "/marker"], b"");
+        assert_eq!(o.status.code(), Some(125));
+        assert!(stdout(&o).is_empty());
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "urun: image {theirs:?} is not allowed (policy images.allow: \
+                 {reg}/urun/{{user}}/*, where {{user}} is {}); ask your administrator\n",
+                me.name
+            )
+        );
+    }
+    assert!(d.containers().is_empty());
+    let refused: Vec<_> = audit_wait(&d, 4)
+        .into_iter()
+        .filter(|r| r["decision"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|r| r["rule"] == "images.allow"));
+    let o = d.run(&alice, &["--policy"], b"");
+    assert!(
+        stdout(&o).contains(&format!(
+            "Images you may run: {reg}/urun/{{user}}/*, where {{user}} is {}\n",
+            alice.name
+        )),
+        "{}",
+        stdout(&o)
+    );
+    drop(imgs);
+
+    // an unknown placeholder: urund check fails naming the line; urund does not start
+    let bad = Daemon::prepare(&format!(
+        "{}[images]\nallow = [\"{reg}/urun/{{uid}}/*\"]\n",
+        policy_for(&g)
+    ));
+    let o = Command::new(URUND)
+        .args(["check", "--policy"])
+        .arg(&bad.policy)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("FAIL policy:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains(&format!("{}:4: key images.allow", bad.policy.display()))
+            && line.contains("unknown placeholder {uid}"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bad.urund_command(&[]).status().unwrap();
+    assert_eq!(o.code(), Some(1));
+    assert!(
+        bad.log_text().contains("unknown placeholder {uid}"),
+        "{}",
+        bad.log_text()
+    );
+}
+
 #[test]
 #[serial]
 fn require_digest_refuses_tags_and_runs_the_pinned_image() {

@@ -318,3 +318,130 @@ fn build_push_pull_by_digest_and_run_across_two_engines() {
     }
     assert_eq!(image_id(&by_digest), id);
 }
+
+/// A urund that dies mid-push leaves the push's registry name on the run engine. Its
+/// next start removes that name, and nothing like it that it cannot prove its own: the
+/// same image under a name that is no tag of the build's record, under another user's
+/// or namespace's or registry's name, an image that is no build under the very name, or
+/// the build's own tag. No user can have urund make such a name: a tag there is never
+/// pulled, only a digest.
+#[test]
+#[serial]
+fn a_push_name_left_by_a_urund_that_died_is_removed_at_its_next_start_and_nothing_else() {
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let bob = TestUser::new(&[&g]);
+    // no registry needed: the push is cut short by SIGKILL before it would start
+    let a = "127.0.0.1:5999";
+    let mut d = Daemon::start(&format!(
+        "{}[images]\nallow = [\"{a}/urun/*\"]\n\
+         [pull]\nmode = \"missing\"\nregistries = [\"{a}\"]\n\
+         [build]\nenabled = true\nregistry = \"{a}\"\n",
+        policy_for(&g),
+    ));
+    let (_img, id) = own_build(&d, &alice, "app", "a");
+    let (_other, other_id) = own_build(&d, &bob, "tool", "b");
+    d.kill9();
+    // as the push had left it
+    let leftover = format!("{a}/urun/{}/app:1", alice.name);
+    // similar names urund cannot prove it made
+    let similar = [
+        (format!("{a}/urun/{}/other:1", alice.name), &id),
+        (format!("{a}/urun/{}/app:1", bob.name), &id),
+        (format!("{a}/urunx/{}/app:1", alice.name), &id),
+        (format!("127.0.0.1:5998/urun/{}/app:1", alice.name), &id),
+        (format!("{a}/urun/{}/tool:1", alice.name), &other_id),
+    ];
+    let mut guards = vec![TestImage(leftover.clone())];
+    for (name, target) in std::iter::once((leftover.clone(), &id)).chain(similar.iter().cloned()) {
+        assert!(d.docker(&["tag", target, &name]).status.success(), "{name}");
+        guards.push(TestImage(name));
+    }
+    d.relaunch();
+    d.wait_log(
+        &format!("removed {leftover}, the registry name of a push"),
+        Duration::from_secs(10),
+    );
+    assert!(!d.docker(&["image", "inspect", &leftover]).status.success());
+    for (name, target) in &similar {
+        assert_eq!(image_id(name), **target, "{name} is gone");
+    }
+    assert_eq!(image_id(&format!("urun/{}/app:1", alice.name)), id);
+
+    // a tag in that space is never pulled (no user can make urund put one there)
+    let o = d.run(
+        &alice,
+        &[&format!("{a}/urun/{}/new:1", alice.name), "true"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("are pulled only by digest") && stderr(&o).contains("build.namespace"),
+        "{}",
+        stderr(&o)
+    );
+    drop(guards);
+}
+
+/// `urun push` needs what `urun build` needs now: a member taken out of `[build] group`
+/// can no longer promote their builds (125, the same line and rule as `urun build`,
+/// nothing pushed), while they still can while a member.
+#[test]
+#[serial]
+fn a_member_removed_from_the_build_group_can_no_longer_push() {
+    let reg = TestRegistry::start();
+    let g = TestGroup::new("urg");
+    let builders = TestGroup::new("urb");
+    let alice = TestUser::new(&[&g, &builders]);
+    let a = &reg.addr;
+    let d = Daemon::start(&format!(
+        "{}[build]\nenabled = true\ngroup = \"{}\"\nregistry = \"{a}\"\n",
+        policy_for(&g),
+        builders.name
+    ));
+    let (_one, _) = own_build(&d, &alice, "app", "a");
+    let (_two, _) = own_build(&d, &alice, "later", "b");
+    let o = d.run(&alice, &["push", "app:1"], b"");
+    pushed(&o, &format!("{a}/urun/{}/app:1", alice.name));
+
+    let o = sh("gpasswd", &["-d", &alice.name, &builders.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.run(&alice, &["push", "later:1"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    let line = stderr(&o);
+    assert_eq!(
+        line,
+        format!(
+            "urun: you ({} uid {}) are not a member of group {:?}, the only one that may \
+             build (policy [build] group)\n",
+            alice.name, alice.uid, builders.name
+        )
+    );
+    let ctx = std::env::temp_dir().join(format!("urun-push-ctx-{}", unique()));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::set_permissions(
+        &ctx,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nUSER 1000\n", image()),
+    )
+    .unwrap();
+    let b = d.run(&alice, &["build", "-t", "x:1", ctx.to_str().unwrap()], b"");
+    let _ = std::fs::remove_dir_all(&ctx);
+    assert_eq!(b.status.code(), Some(125));
+    // (urun build says first that it sends the context, as docker build does)
+    assert_eq!(
+        stderr(&b).lines().last(),
+        Some(line.trim_end()),
+        "the same line as urun build"
+    );
+    // nothing pushed, nothing left on the engine
+    let path = format!("urun/{}/later", alice.name);
+    assert_eq!(reg.manifest_digest(&path, "1"), None);
+    let remote = format!("{a}/{path}:1");
+    assert!(!d.docker(&["image", "inspect", &remote]).status.success());
+    d.wait_log("build.group", Duration::from_secs(5));
+}

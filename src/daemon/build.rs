@@ -287,6 +287,15 @@ impl Helper {
         }
     }
 
+    /// The gid of `[build] group`, if the policy names one and it exists.
+    pub(super) fn build_gid(&self) -> Option<u32> {
+        self.policy
+            .build
+            .group
+            .as_ref()
+            .and_then(|g| system::group_gid(&g.0).ok().flatten())
+    }
+
     /// Step 2: the pure admission from what urund counts, and the build's place in
     /// `max_concurrent`, taken under the lock it was counted under.
     fn admit_build_request(
@@ -298,12 +307,7 @@ impl Helper {
             eprintln!("urund: {e:#}");
             0
         });
-        let build_gid = self
-            .policy
-            .build
-            .group
-            .as_ref()
-            .and_then(|g| system::group_gid(&g.0).ok().flatten());
+        let build_gid = self.build_gid();
         let mut running = self.building.lock().unwrap();
         let facts = BuildFacts {
             root_engine: !self.separate_build_engine() || !self.build_engine_userns,
@@ -608,7 +612,7 @@ impl Helper {
     /// Whether a `FROM`/`COPY --from` image may be used: the run policy's image rules,
     /// or (with `[build] run_own`) one of the caller's own builds by its tag.
     fn image_allowed_in_build(&self, caller: &Caller, reference: &str) -> bool {
-        let Ok(r) = judge::judge_image(&self.policy, reference) else {
+        let Ok(r) = judge::judge_image(&self.policy, caller, reference) else {
             let Ok(parsed) = judge::parse_reference(reference) else {
                 return false;
             };

@@ -164,6 +164,37 @@ pub fn build_memory(p: &Policy) -> Option<Item> {
     })
 }
 
+/// `images.allow` patterns without `{user}` that admit every user's images in a
+/// build namespace (`<registry>/urun/*`, `urun/*`): each member runs every other
+/// member's builds. A warning with the owner-aware pattern, unless sharing is meant
+/// (review S3). Pure.
+pub fn shared_images(p: &Policy) -> Vec<Item> {
+    let ns = format!("{}/", p.build.namespace.0);
+    p.images
+        .allow
+        .iter()
+        .filter(|a| !a.is_owner())
+        .filter_map(|a| {
+            let text = a.as_str();
+            let at = match text.strip_prefix(&ns) {
+                Some(_) => 0,
+                None => text.find(&format!("/{ns}"))? + 1,
+            };
+            let prefix = &text[..at + ns.len()];
+            let admits = |u: &str| a.matches(&format!("{prefix}{u}/x:1"), "nobody0");
+            (admits("a0") && admits("b1")).then(|| Item {
+                ok: false,
+                name: "policy images.allow",
+                text: format!(
+                    "{text} admits every user's images under {prefix}: each member may run \
+                     the others'; {prefix}{{user}}/* admits only each one's own (keep the \
+                     shared pattern only if they are meant to be shared)"
+                ),
+            })
+        })
+        .collect()
+}
+
 /// Policy items that depend on this host: do the groups it names exist?
 fn policy_items(p: &Policy) -> Vec<Item> {
     let mut v = Vec::new();
@@ -206,6 +237,7 @@ fn policy_items(p: &Policy) -> Vec<Item> {
             text: "mode = \"missing\" but no registries are listed: nothing can be pulled".into(),
         });
     }
+    v.extend(shared_images(p));
     for name in p.group.keys() {
         if !matches!(system::group_gid(&name.0), Ok(Some(_))) {
             v.push(Item {
@@ -1033,6 +1065,26 @@ mod tests {
         let (tcp, tls, nnp) = daemon_settings(&[], &json);
         assert_eq!(tcp, ["tcp://127.0.0.1:2375"]);
         assert!(!tls && nnp);
+    }
+
+    #[test]
+    fn a_pattern_sharing_every_users_builds_is_warned_about() {
+        let p = |t: &str| Policy::parse(t, Path::new("/p")).unwrap();
+        let w = shared_images(&p(
+            "[images]\nallow = [\"r:5000/urun/*\", \"urun/*\", \"r:5000/urun/{user}/*\", \
+             \"debian:*\", \"*\", \"r:5000/urun/team/*\"]\n",
+        ));
+        let texts: Vec<&str> = w.iter().map(|i| i.text.as_str()).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("r:5000/urun/* admits every user's images under r:5000/urun/"));
+        assert!(texts[0].contains("r:5000/urun/{user}/* admits only each one's own"));
+        assert!(texts[1].starts_with("urun/* admits"));
+        assert!(w.iter().all(|i| !i.ok && !i.text.contains('\n')));
+        // another namespace
+        let w = shared_images(&p(
+            "[images]\nallow = [\"r/site/*\"]\n[build]\nnamespace = \"site\"\n",
+        ));
+        assert_eq!(w.len(), 1);
     }
 
     #[test]

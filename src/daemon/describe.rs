@@ -30,7 +30,7 @@ pub(super) fn describe(
         path.display()
     );
     t.push_str(&limits_text(limits));
-    t.push_str(&images_text(policy));
+    t.push_str(&images_text(policy, caller));
     t.push_str(&runtime_text(policy, runtime));
     t.push_str(&host_text(policy));
     t.push_str(&build_text(policy, caller, in_build_group));
@@ -43,13 +43,7 @@ pub(super) fn describe(
 
 /// Patterns as a list, or "none".
 fn list(v: &[Pattern]) -> String {
-    if v.is_empty() {
-        return "none".to_string();
-    }
-    v.iter()
-        .map(|p| p.0.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::policy::judge::list(v)
 }
 
 /// One line per limit.
@@ -73,13 +67,15 @@ fn limits_text(l: &Limits) -> String {
     .collect()
 }
 
-/// Which images, their volumes, pulls.
-fn images_text(p: &Policy) -> String {
+/// Which images (with what `{user}` is for the caller), their volumes, pulls.
+fn images_text(p: &Policy, caller: &Caller) -> String {
     let digest = match p.images.require_digest {
         true => " (pinned by digest only: NAME@sha256:...)",
         false => "",
     };
-    let mut t = format!("\nImages you may run: {}{digest}\n", list(&p.images.allow));
+    let user = crate::policy::build::namespace_user(caller);
+    let allow = crate::policy::judge::allow_list(p, &user);
+    let mut t = format!("\nImages you may run: {allow}{digest}\n");
     t.push_str(match p.images.volumes {
         ImageVolumes::Tmpfs => {
             "Image VOLUMEs: each an empty tmpfs of tmpfs_size (never a Docker volume)\n"
@@ -88,7 +84,13 @@ fn images_text(p: &Policy) -> String {
     });
     t.push_str(&match p.pull.mode {
         PullMode::Never => "Missing images: not pulled (ask your administrator)\n".to_string(),
-        PullMode::Missing => format!("Missing images: pulled from {}\n", list(&p.pull.registries)),
+        PullMode::Missing => format!(
+            "Missing images: pulled from {}{}\n",
+            list(&p.pull.registries),
+            p.build
+                .push_prefix()
+                .map_or(String::new(), |x| format!(" (under {x} only by digest)"))
+        ),
     });
     t
 }
@@ -153,13 +155,17 @@ fn host_text(p: &Policy) -> String {
 /// their images go and the build's limits.
 fn build_text(p: &Policy, caller: &Caller, in_group: bool) -> String {
     let b = &p.build;
+    let push_too = "  Pushing builds (urun push) needs the same\n";
     if !b.enabled {
-        return "\nBuilding images (urun build): not available here (policy [build] enabled = false)\n"
-            .into();
+        return format!(
+            "\nBuilding images (urun build): not available here (policy [build] enabled = \
+             false)\n{push_too}"
+        );
     }
     if let Some(g) = b.group.as_ref().filter(|_| !in_group) {
         return format!(
-            "\nBuilding images (urun build): only for members of group {}, which you are not\n",
+            "\nBuilding images (urun build): only for members of group {}, which you are not\n\
+             {push_too}",
             g.0
         );
     }
@@ -169,6 +175,13 @@ fn build_text(p: &Policy, caller: &Caller, in_group: bool) -> String {
         "  Your images: {}NAME:TAG (urun images lists them, urun rmi removes them)\n",
         b.user_prefix(&user)
     ));
+    t.push_str(&match &b.registry {
+        None => "  Pushing builds (urun push): no registry here\n".to_string(),
+        Some(r) => format!(
+            "  Pushing builds (urun push): to {r}/{}NAME:TAG\n",
+            b.user_prefix(&user)
+        ),
+    });
     t.push_str(&match &b.engine {
         None => "  Build engine: the run daemon's\n".to_string(),
         Some(e) => format!("  Build engine: {}\n", e.0.display()),
@@ -283,6 +296,36 @@ mod tests {
         );
         assert!(t.contains("Missing images: pulled from docker.io\n"), "{t}");
         assert!(t.contains("Network: isolated bridge urun-isolated"), "{t}");
+        let pushing = policy(
+            "[pull]\nmode = \"missing\"\nregistries = [\"r:5000\"]\n[build]\nregistry = \"r:5000\"\n",
+        );
+        let t = describe(
+            &pushing,
+            Path::new("p"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+            false,
+        );
+        assert!(
+            t.contains("Missing images: pulled from r:5000 (under r:5000/urun/ only by digest)\n"),
+            "{t}"
+        );
+        let own = policy("[images]\nallow = [\"r:5000/urun/{user}/*\", \"debian*\"]\n");
+        let t = describe(
+            &own,
+            Path::new("p"),
+            &caller(),
+            &l,
+            &RuntimeName::default(),
+            false,
+        );
+        assert!(
+            t.contains(
+                "Images you may run: r:5000/urun/{user}/*, debian*, where {user} is alice\n"
+            ),
+            "{t}"
+        );
     }
 
     #[test]
@@ -336,8 +379,15 @@ mod tests {
             "Building images (urun build): not available here (policy [build] enabled = false)\n"
         ));
         let grouped = policy("[build]\nenabled = true\ngroup = \"builders\"\n");
-        assert!(text(&grouped, false)
-            .contains("only for members of group builders, which you are not\n"));
+        assert!(text(&grouped, false).contains(
+            "only for members of group builders, which you are not\n  Pushing builds (urun \
+             push) needs the same\n"
+        ));
+        assert!(text(&off, true).contains("  Pushing builds (urun push) needs the same\n"));
+        assert!(text(&grouped, true).contains("  Pushing builds (urun push): no registry here\n"));
+        let pushing = policy("[build]\nenabled = true\nregistry = \"r:5000\"\n");
+        assert!(text(&pushing, true)
+            .contains("  Pushing builds (urun push): to r:5000/urun/alice/NAME:TAG\n"));
         let t = text(&grouped, true);
         assert!(t.contains("Building images (urun build): allowed\n"), "{t}");
         assert!(t.contains("  Your images: urun/alice/NAME:TAG"), "{t}");

@@ -83,7 +83,7 @@ impl Helper {
             .await
             .map_err(|e| End::Failed(daemon_error(e)))?;
         Ok(Outcome::Images {
-            images: image_rows(&records, &engine, &self.policy),
+            images: image_rows(caller, &records, &engine, &self.policy),
         })
     }
 
@@ -244,6 +244,7 @@ pub(super) fn resolve(
 /// every other image tag (or, with `images.require_digest`, repository digest) the
 /// policy's `images.allow` admits. Bounded so the `Result` fits one frame. Pure.
 pub(super) fn image_rows(
+    caller: &Caller,
     records: &[BuildRecord],
     engine: &[ImageSummary],
     policy: &Policy,
@@ -276,7 +277,7 @@ pub(super) fn image_rows(
         };
         for n in names {
             let listed = rows.iter().any(|r| &r.reference == n);
-            if !listed && judge::judge_image(policy, n).is_ok() {
+            if !listed && judge::judge_image(policy, caller, n).is_ok() {
                 rows.push(row(n, i, false));
             }
         }
@@ -372,6 +373,10 @@ mod tests {
         Policy::parse(text, Path::new("/p")).unwrap()
     }
 
+    fn alice() -> Caller {
+        Caller::example()
+    }
+
     #[test]
     fn images_are_own_builds_then_what_the_policy_admits() {
         let p = policy("[images]\nallow = [\"busybox*\", \"urun/*\"]\n");
@@ -387,7 +392,7 @@ mod tests {
             image('e', &["busybox:latest", "debian:12"]),
             image('f', &["urun/bob/tool:1"]),
         ];
-        let rows = image_rows(&records, &engine, &p);
+        let rows = image_rows(&alice(), &records, &engine, &p);
         let got: Vec<(&str, bool)> = rows.iter().map(|r| (r.reference.as_str(), r.own)).collect();
         assert_eq!(
             got,
@@ -402,13 +407,25 @@ mod tests {
         assert_eq!((rows[0].size, rows[0].created), (100, 10));
         // A closed policy: only own builds.
         let closed = policy("[images]\nallow = []\n");
-        let rows = image_rows(&records, &engine, &closed);
+        let rows = image_rows(&alice(), &records, &engine, &closed);
         assert!(rows.iter().all(|r| r.own), "{rows:?}");
         // require_digest: the admitted images by digest.
         let pinned = policy("[images]\nallow = [\"busybox*\"]\nrequire_digest = true\n");
-        let rows = image_rows(&[], &engine, &pinned);
+        let rows = image_rows(&alice(), &[], &engine, &pinned);
         assert_eq!(rows.len(), 1);
         assert!(rows[0].reference.starts_with("busybox@sha256:"), "{rows:?}");
+    }
+
+    #[test]
+    fn images_admitted_by_an_owner_pattern_are_the_callers_own_only() {
+        let p = policy("[images]\nallow = [\"r:5000/urun/{user}/*\"]\n");
+        let engine = [
+            image('a', &["r:5000/urun/alice/app:1"]),
+            image('b', &["r:5000/urun/bob/app:1"]),
+        ];
+        let rows = image_rows(&alice(), &[], &engine, &p);
+        let got: Vec<&str> = rows.iter().map(|r| r.reference.as_str()).collect();
+        assert_eq!(got, ["r:5000/urun/alice/app:1"]);
     }
 
     #[test]
@@ -421,7 +438,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let rows = image_rows(&[], &engine, &p);
+        let rows = image_rows(&alice(), &[], &engine, &p);
         assert!(rows.len() > 1000 && rows.len() < 20_000);
         let o = Outcome::Images { images: rows };
         assert!(o.encode().len() <= MAX_FRAME);

@@ -217,6 +217,8 @@ impl Helper {
                 }
             };
         self.clean_runtime();
+        // The registry names of pushes it was doing.
+        self.sweep_push_names().await;
         let from_systemd = activated.is_some();
         let std_listener = match activated {
             // systemd made the socket (SocketMode=, SocketGroup=): check it, change nothing.

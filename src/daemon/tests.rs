@@ -870,6 +870,42 @@ async fn a_push_of_anything_but_an_own_build_is_refused_before_the_engine_is_ask
     assert_eq!(h.audit()[0]["rule"], "build.registry");
 }
 
+/// `urun push` needs what `urun build` needs now (`[build] enabled`, `[build] group`):
+/// the same line and rule, before the engine or the records are asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_by_a_caller_who_may_not_build_now_is_refused_like_a_build() {
+    if cannot_serve() {
+        return;
+    }
+    for (policy, rule) in [
+        ("[build]\nregistry = \"127.0.0.1:5000\"\n", "build.enabled"),
+        (
+            "[build]\nenabled = true\ngroup = \"no-such-group-urun\"\nregistry = \"127.0.0.1:5000\"\n",
+            "build.group",
+        ),
+    ] {
+        let h = Harness::new(policy, Script::default());
+        own_build(&h);
+        let pushed = manage_to_end(
+            &h,
+            wire::Op::Push {
+                image: "app:1".into(),
+            },
+        )
+        .await;
+        assert_eq!(last_status(&pushed), (Kind::Error, 125), "{policy}");
+        assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
+        let built = build_to_end(&h, "FROM busybox\nUSER 1000\n", &[]).await;
+        assert_eq!(
+            wire::decode_error(&pushed.last().unwrap().1).unwrap(),
+            wire::decode_error(&built.last().unwrap().1).unwrap(),
+        );
+        let audit = h.audit();
+        assert_eq!(audit[0]["rule"], rule);
+        assert_eq!(audit[1]["rule"], rule);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_push_removes_its_registry_name_and_records_no_digest() {
     if cannot_serve() {
@@ -894,6 +930,58 @@ async fn a_failed_push_removes_its_registry_name_and_records_no_digest() {
         .unwrap()
         .digests
         .is_empty());
+}
+
+/// A urund that died mid-push left its registry name on the run engine: the next
+/// start removes it (and audits it), and nothing else: not a name of the same image
+/// that is no tag of the record, not another namespace's or registry's, not the build's
+/// own tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_name_a_stopped_urund_left_is_removed_at_start_and_nothing_else() {
+    if cannot_serve() {
+        return;
+    }
+    let h = Harness::new(PUSH_POLICY, Script::default());
+    let (id, tag) = own_build(&h);
+    let leftover = format!("127.0.0.1:5000/{tag}");
+    let similar = [
+        tag.clone(),
+        format!("127.0.0.1:5000/{tag}x"),
+        format!("127.0.0.1:5000/other/{tag}"),
+        format!("127.0.0.1:5001/{tag}"),
+        "127.0.0.1:5000/urun/someone/app:1".to_string(),
+    ];
+    h.fake.script(|s| {
+        s.images = vec![crate::engine::ImageSummary {
+            id: id.clone(),
+            repo_tags: std::iter::once(leftover.clone())
+                .chain(similar.iter().cloned())
+                .collect(),
+            ..Default::default()
+        }]
+    });
+    assert_eq!(h.helper.sweep_push_names().await, 1);
+    let removed: Vec<Recorded> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Recorded::RemoveImage(_)))
+        .collect();
+    assert_eq!(removed, [Recorded::RemoveImage(leftover.clone())]);
+    let audit = h.audit();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["decision"], "cleanup");
+    assert!(audit[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("removed {leftover}")));
+    // a second start finds nothing
+    assert_eq!(h.helper.sweep_push_names().await, 0);
+    // without a registry in the policy, nothing is urund's
+    let h = Harness::new("[build]\nenabled = true\n", Script::default());
+    own_build(&h);
+    assert_eq!(h.helper.sweep_push_names().await, 0);
+    assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
 }
 
 /// A context archive with `dockerfile` as its `Dockerfile`.

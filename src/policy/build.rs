@@ -124,6 +124,19 @@ impl Build {
     pub fn user_prefix(&self, user: &str) -> String {
         format!("{}/{}/", self.namespace.0, user)
     }
+
+    /// The names `urun push` gives images on the run engine, as a prefix:
+    /// `<registry>/<namespace>/`. A push tags the build `<registry>/<its tag>` (Docker
+    /// pushes a local name to the registry it names, under the same path and tag), so
+    /// these names cannot carry a mark of their own; instead the space is reserved:
+    /// urund never pulls a tag into it (only digests, which make no tag), so a tag there
+    /// is a push's, and urund's start removes those a push left
+    /// ([`crate::policy::judge::in_push_space`]). `None` without a registry.
+    pub fn push_prefix(&self) -> Option<String> {
+        self.registry
+            .as_ref()
+            .map(|r| format!("{r}/{}/", self.namespace.0))
+    }
 }
 
 /// Registry credentials, from the file `[build] registry_auth` names:
@@ -395,15 +408,17 @@ pub struct BuildAdmission {
     pub tags: Vec<(String, String)>,
 }
 
-/// May `caller` build at all, and with these tags and labels: `access.*`,
-/// `[build] enabled`, `group`, `max_concurrent`, `max_images`, the tags' and labels'
-/// shape. The first refusal. Pure.
-pub fn admit_build(
+/// Whether `caller` may build now: `[build] enabled`, `access.*`, membership of
+/// `[build] group` if set (`build_gid`: its gid, `None` when it does not exist). `urun
+/// build` and `urun push` ask it alike, with the same refusals: a member taken out of
+/// the build group, or a host where building was turned off, promotes nothing either.
+/// Pure.
+pub fn may_build(
     caller: &crate::policy::Caller,
     policy: &crate::policy::Policy,
-    req: &crate::wire::BuildRequest,
-    facts: &BuildFacts,
-) -> Result<BuildAdmission, crate::policy::rule::Refusal> {
+    access_gid: u32,
+    build_gid: Option<u32>,
+) -> Result<(), crate::policy::rule::Refusal> {
     use crate::policy::rule::{refuse, Rule};
     let b = &policy.build;
     if !b.enabled {
@@ -413,17 +428,9 @@ pub fn admit_build(
              administrator",
         );
     }
-    crate::policy::judge::judge_access(caller, policy, facts.access_gid)?;
-    if facts.root_engine && !b.allow_root_engine {
-        return refuse(
-            Rule::BuildEngine,
-            "building is refused here: the build engine is the run daemon or has no \
-             userns-remap, so a RUN step would run as the host's root (policy [build] engine, \
-             allow_root_engine); ask your administrator",
-        );
-    }
+    crate::policy::judge::judge_access(caller, policy, access_gid)?;
     if let Some(g) = &b.group {
-        if !facts.build_gid.is_some_and(|gid| caller.in_group(gid)) {
+        if !build_gid.is_some_and(|gid| caller.in_group(gid)) {
             return refuse(
                 Rule::BuildGroup,
                 format!(
@@ -435,6 +442,29 @@ pub fn admit_build(
                 ),
             );
         }
+    }
+    Ok(())
+}
+
+/// May `caller` build at all ([`may_build`]), and with these tags and labels: the
+/// engine (`allow_root_engine`), `max_concurrent`, `max_images`, the tags' and labels'
+/// shape. The first refusal. Pure.
+pub fn admit_build(
+    caller: &crate::policy::Caller,
+    policy: &crate::policy::Policy,
+    req: &crate::wire::BuildRequest,
+    facts: &BuildFacts,
+) -> Result<BuildAdmission, crate::policy::rule::Refusal> {
+    use crate::policy::rule::{refuse, Rule};
+    let b = &policy.build;
+    may_build(caller, policy, facts.access_gid, facts.build_gid)?;
+    if facts.root_engine && !b.allow_root_engine {
+        return refuse(
+            Rule::BuildEngine,
+            "building is refused here: the build engine is the run daemon or has no \
+             userns-remap, so a RUN step would run as the host's root (policy [build] engine, \
+             allow_root_engine); ask your administrator",
+        );
     }
     if facts.running >= b.max_concurrent.0 {
         return refuse(
@@ -631,6 +661,58 @@ mod tests {
             let r = got.expect_err(want.id());
             assert_eq!(r.rule, want, "{}", r.message);
             assert!(!r.message.contains('\n'));
+        }
+    }
+
+    /// `urun push` asks the same question as `urun build`, with the same answers.
+    #[test]
+    fn may_build_is_the_builds_own_first_refusals() {
+        use crate::policy::rule::Rule;
+        let c = caller();
+        let grouped = parse("[build]\nenabled = true\ngroup = \"builders\"\n").unwrap();
+        let mut member = c.clone();
+        member.groups.push(200);
+        assert_eq!(may_build(&member, &grouped, 100, Some(200)), Ok(()));
+        for (policy, who, access, gid, want) in [
+            ("", &member, 100, Some(200), Rule::BuildEnabled),
+            (
+                "[build]\nenabled = true\n",
+                &member,
+                9,
+                Some(200),
+                Rule::AccessGroup,
+            ),
+            (
+                "[build]\nenabled = true\ngroup = \"builders\"\n",
+                &c,
+                100,
+                Some(200),
+                Rule::BuildGroup,
+            ),
+            // a build group that does not exist: nobody
+            (
+                "[build]\nenabled = true\ngroup = \"builders\"\n",
+                &member,
+                100,
+                None,
+                Rule::BuildGroup,
+            ),
+        ] {
+            let p = parse(policy).unwrap();
+            let r = may_build(who, &p, access, gid).unwrap_err();
+            assert_eq!(r.rule, want, "{policy}");
+            let built = admit_build(
+                who,
+                &p,
+                &req(&[]),
+                &BuildFacts {
+                    access_gid: access,
+                    build_gid: gid,
+                    ..facts()
+                },
+            )
+            .unwrap_err();
+            assert_eq!(built, r, "the same line and rule as urun build");
         }
     }
 

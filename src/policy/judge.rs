@@ -45,7 +45,7 @@ pub fn judge_own(
 ) -> Result<bool, Refusal> {
     judge_access(caller, policy, group_gid)?;
     judge_gid(caller, denied)?;
-    let own = match judge_image(policy, &req.image) {
+    let own = match judge_image(policy, caller, &req.image) {
         Ok(r) => own_namespace(caller, policy, &r),
         Err(refusal) if refusal.rule == Rule::ImagesAllow => {
             let r = parse_reference(&req.image)?;
@@ -69,6 +69,18 @@ pub fn in_build_namespace(policy: &Policy, r: &Reference) -> bool {
     r.registry() == Some(reference::DOCKER_HUB)
         && r.familiar_name()
             .is_some_and(|n| n.starts_with(&format!("{}/", policy.build.namespace.0)))
+}
+
+/// Whether `r` lies where `urun push` names images on the engine,
+/// `<build.registry>/<build.namespace>/` (see [`crate::policy::build::Build::push_prefix`]);
+/// never for a Docker Hub registry, whose familiar names are the build namespace's own.
+/// Pure.
+pub fn in_push_space(policy: &Policy, r: &Reference) -> bool {
+    let Some(prefix) = policy.build.push_prefix() else {
+        return false;
+    };
+    r.registry() != Some(reference::DOCKER_HUB)
+        && r.familiar_name().is_some_and(|n| n.starts_with(&prefix))
 }
 
 /// Whether `r` lies in the caller's own part of the build namespace. Pure.
@@ -165,8 +177,10 @@ pub fn judge_gid(caller: &Caller, denied: &DeniedGroups) -> Check {
 
 /// Whether the image reference is well-formed and allowed: `images.require_digest`,
 /// `images.allow` (on the reference in Docker's familiar form, see
-/// [`reference::Reference::familiar`]). The parsed reference.
-pub fn judge_image(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
+/// [`reference::Reference::familiar`]; a pattern's `{user}` is the caller's own
+/// namespace component, [`crate::policy::build::namespace_user`]). The parsed
+/// reference.
+pub fn judge_image(policy: &Policy, caller: &Caller, image: &str) -> Result<Reference, Refusal> {
     let reference = parse_reference(image)?;
     if policy.images.require_digest && !reference.is_pinned() {
         return refuse(
@@ -179,17 +193,28 @@ pub fn judge_image(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
         );
     }
     let full = reference.familiar();
-    if !policy.images.allow.iter().any(|p| p.matches(&full)) {
+    let user = crate::policy::build::namespace_user(caller);
+    if !policy.images.allow.iter().any(|p| p.matches(&full, &user)) {
         return refuse(
             Rule::ImagesAllow,
             format!(
                 "image {full:?} is not allowed (policy images.allow: {}); \
                  ask your administrator",
-                list(&policy.images.allow)
+                allow_list(policy, &user)
             ),
         );
     }
     Ok(reference)
+}
+
+/// `images.allow` for a message to the caller whose namespace component is `user`:
+/// the patterns as written, and what `{user}` is for them if one has it.
+pub fn allow_list(policy: &Policy, user: &str) -> String {
+    let mut t = list(&policy.images.allow);
+    if policy.images.allow.iter().any(|p| p.is_owner()) {
+        t.push_str(&format!(", where {{user}} is {user}"));
+    }
+    t
 }
 
 /// An image reference as typed, or `images.reference`.
@@ -276,6 +301,19 @@ pub fn judge_pull(policy: &Policy, image: &str) -> Result<Reference, Refusal> {
             );
         }
     }
+    if let Ok(r) = Reference::parse(image) {
+        if in_push_space(policy, &r) && !r.is_pinned() {
+            return refuse(
+                Rule::BuildNamespace,
+                format!(
+                    "Unable to find image '{image}' locally, and images under {} are pulled \
+                     only by digest here: name it NAME@sha256:DIGEST (urun images --registry \
+                     lists your pushes) (build.namespace)",
+                    policy.build.push_prefix().unwrap_or_default()
+                ),
+            );
+        }
+    }
     if policy.pull.mode == PullMode::Never {
         return refuse(
             Rule::PullMode,
@@ -345,12 +383,12 @@ pub fn env_allowed(allow: &[Pattern], name: &str) -> bool {
 }
 
 /// The patterns for a message: `a, b`, or `none`.
-pub fn list(p: &[Pattern]) -> String {
+pub fn list<P: std::fmt::Display>(p: &[P]) -> String {
     if p.is_empty() {
         return "none".into();
     }
     p.iter()
-        .map(|p| p.0.as_str())
+        .map(|p| p.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -743,6 +781,57 @@ mod tests {
         );
     }
 
+    /// Review S3: with `allow = ["<registry>/urun/*"]` on a run host every member ran
+    /// every other member's promoted images; `{user}` admits only one's own.
+    #[test]
+    fn s3_an_owner_pattern_admits_only_the_callers_own_images() {
+        let p = policy("[images]\nallow = [\"reg.example:5000/urun/{user}/*\"]\n");
+        let alice = caller(1001, 1001, vec![500]);
+        let mut bob = caller(1002, 1002, vec![500]);
+        bob.name = Some("bob".into());
+        let a = "reg.example:5000/urun/alice/app:1";
+        let b = "reg.example:5000/urun/bob/app:1";
+        assert_eq!(judge(&alice, &p, 500, &denied(), &req(a)), Ok(()));
+        assert_eq!(judge(&bob, &p, 500, &denied(), &req(b)), Ok(()));
+        for (who, image) in [(&alice, b), (&bob, a)] {
+            let r = judge(who, &p, 500, &denied(), &req(image)).unwrap_err();
+            assert_eq!(r.rule, Rule::ImagesAllow);
+            let me = who.name.as_deref().unwrap();
+            assert!(
+                r.message.contains("reg.example:5000/urun/{user}/*")
+                    && r.message.contains(&format!("where {{user}} is {me}"))
+                    && !r.message.contains('\n'),
+                "{}",
+                r.message
+            );
+        }
+        // a name that is no repository component: the uid, as the build namespace
+        let mut odd = caller(1003, 1003, vec![500]);
+        odd.name = Some("Odd.Name".into());
+        let own = "reg.example:5000/urun/1003/app:1";
+        assert_eq!(judge(&odd, &p, 500, &denied(), &req(own)), Ok(()));
+        assert_eq!(
+            rule(judge(
+                &odd,
+                &p,
+                500,
+                &denied(),
+                &req("reg.example:5000/urun/odd.name/app:1")
+            )),
+            "images.allow"
+        );
+        // a user named like that uid does not get it (their component is their uid)
+        let mut digits = caller(2000, 2000, vec![500]);
+        digits.name = Some("1003".into());
+        assert_eq!(
+            rule(judge(&digits, &p, 500, &denied(), &req(own))),
+            "images.allow"
+        );
+        // the shared pattern, where wanted, still admits everyone's
+        let shared = policy("[images]\nallow = [\"reg.example:5000/urun/*\"]\n");
+        assert_eq!(judge(&alice, &shared, 500, &denied(), &req(b)), Ok(()));
+    }
+
     #[test]
     fn digest_required() {
         let p = policy("[images]\nrequire_digest = true\n");
@@ -799,6 +888,41 @@ mod tests {
         let id = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(rule(judge_pull(&p, &id)), "pull.mode");
         assert_eq!(rule(judge_pull(&p, "sha256:abcd")), "images.reference");
+    }
+
+    /// The names `urun push` gives images on the engine are urund's alone: no pull
+    /// makes a tag there (a digest makes none), so urund's start may remove what a push
+    /// left there.
+    #[test]
+    fn tags_in_the_push_space_are_never_pulled_only_digests() {
+        let p = policy(
+            "[pull]\nmode = \"missing\"\nregistries = [\"r.example:5000\"]\n\
+             [build]\nregistry = \"r.example:5000\"\n",
+        );
+        let d = format!("sha256:{}", "ab".repeat(32));
+        for tag in [
+            "r.example:5000/urun/alice/app:1",
+            "r.example:5000/urun/alice/app",
+        ] {
+            let r = judge_pull(&p, tag).unwrap_err();
+            assert_eq!(r.rule, Rule::BuildNamespace, "{tag}");
+            assert!(
+                r.message
+                    .contains("r.example:5000/urun/ are pulled only by digest"),
+                "{}",
+                r.message
+            );
+        }
+        for ok in [
+            format!("r.example:5000/urun/alice/app@{d}"),
+            "r.example:5000/urunx/alice/app:1".to_string(),
+            "r.example:5000/other/urun/app:1".to_string(),
+        ] {
+            assert_eq!(judge_pull(&p, &ok).map(|_| ()), Ok(()), "{ok}");
+        }
+        // without [build] registry there is no such space
+        let p = policy("[pull]\nmode = \"missing\"\nregistries = [\"r.example:5000\"]\n");
+        assert!(judge_pull(&p, "r.example:5000/urun/alice/app:1").is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod dockerfile;
 pub mod forced;
 pub mod identity;
 pub mod imagecheck;
+pub mod imagepattern;
 pub mod judge;
 pub mod model;
 pub mod mounts;

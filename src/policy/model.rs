@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use crate::policy::build::Build;
+pub use crate::policy::imagepattern::ImagePattern;
 pub use crate::policy::runtime::{Runtime, RuntimeName, RuntimeOverride};
 pub use crate::policy::units::{Bytes, Seconds};
 
@@ -66,8 +67,9 @@ impl Default for Access {
 #[serde(deny_unknown_fields, default)]
 pub struct Images {
     /// Glob patterns (`*`, `?`) on the reference as typed, with `:latest` added when
-    /// it names neither a tag nor a digest.
-    pub allow: Vec<Pattern>,
+    /// it names neither a tag nor a digest; `{user}` stands for the caller's own
+    /// namespace component (see [`crate::policy::imagepattern`]).
+    pub allow: Vec<ImagePattern>,
     /// Only references pinned by digest (`name@sha256:...` or `sha256:...`).
     pub require_digest: bool,
     /// What an image's declared `VOLUME`s get: never Docker's disk-backed anonymous
@@ -78,7 +80,7 @@ pub struct Images {
 impl Default for Images {
     fn default() -> Self {
         Images {
-            allow: vec![Pattern("*".into())],
+            allow: vec![ImagePattern::parse("*").expect("a valid pattern")],
             require_digest: false,
             volumes: ImageVolumes::Tmpfs,
         }
@@ -178,6 +180,8 @@ impl<'de> Deserialize<'de> for AbsPath {
 }
 
 /// A glob pattern: `*` matches any run of characters (also `/`), `?` one character.
+/// No braces: placeholders such as `{user}` are understood only in `images.allow`
+/// ([`ImagePattern`]), and a `{user}` anywhere else must not pass for a literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern(pub String);
 
@@ -198,7 +202,12 @@ impl<'de> Deserialize<'de> for Pattern {
         let s = String::deserialize(d)?;
         let ok =
             !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'[');
-        if ok {
+        if ok && s.contains(['{', '}']) {
+            Err(de::Error::custom(format!(
+                "invalid pattern {s:?}: placeholders such as {{user}} are understood only in \
+                 images.allow, and braces are not allowed here"
+            )))
+        } else if ok {
             Ok(Pattern(s))
         } else {
             Err(de::Error::custom(format!(
@@ -776,6 +785,25 @@ mod tests {
     }
 
     #[test]
+    fn image_patterns_know_only_the_user_placeholder_and_say_so_with_the_line() {
+        let p = parse("[images]\nallow = [\"r:1/urun/{user}/*\", \"debian:*\"]\n").unwrap();
+        assert!(p.images.allow[0].is_owner() && !p.images.allow[1].is_owner());
+        let e = parse("[images]\nallow = [\n  \"debian:*\",\n  \"r:1/urun/{uid}/*\",\n]\n")
+            .unwrap_err();
+        // the array's line: where the key is
+        assert_eq!(e.line, Some(2), "{e}");
+        assert_eq!(e.key.as_deref(), Some("images.allow"), "{e}");
+        let s = e.to_string();
+        assert!(
+            s.contains("unknown placeholder {uid}") && s.contains("{user}") && !s.contains('\n'),
+            "{s}"
+        );
+        // elsewhere a placeholder is no literal
+        let e = parse("[[runtime.image]]\nmatch = \"r/{user}/*\"\nname = \"runc\"\n").unwrap_err();
+        assert!(e.to_string().contains("only in images.allow"), "{e}");
+    }
+
+    #[test]
     fn new_section_errors_name_line_and_key() {
         for (bad, line, key) in [
             ("[pull]\nmode = \"always\"\n", 2, "pull.mode"),
@@ -785,6 +813,13 @@ mod tests {
             ("[audit]\nfile = \"rel/log\"\n", 2, "audit.file"),
             ("[connections]\nper_user = 0\n", 2, "connections.per_user"),
             ("[images]\nallow = [\"a[b]\"]\n", 2, "images.allow"),
+            (
+                "[images]\nallow = [\"r:1/urun/{users}/*\"]\n",
+                2,
+                "images.allow",
+            ),
+            ("[env]\nallow = [\"{user}\"]\n", 2, "env.allow"),
+            ("[pull]\nregistries = [\"{user}\"]\n", 2, "pull.registries"),
             ("[images]\nvolumes = \"disk\"\n", 2, "images.volumes"),
             (
                 "\n[group.builders.limits]\nswap = 1\n",
@@ -879,10 +914,8 @@ mod prop {
             && (1..=Seconds::MAX).contains(&l.max_runtime.0)
     }
 
-    fn pattern_ok(p: &Pattern) -> bool {
-        !p.0.is_empty()
-            && p.0.len() <= 255
-            && p.0.bytes().all(|b| b.is_ascii_graphic() && b != b'[')
+    fn pattern_ok(p: &str) -> bool {
+        !p.is_empty() && p.len() <= 255 && p.bytes().all(|b| b.is_ascii_graphic() && b != b'[')
     }
 
     fn group_ok(g: &GroupName) -> bool {
@@ -923,14 +956,19 @@ mod prop {
                 return Err(format!("root {:?} is a system path", r.0));
             }
         }
-        let patterns = p
-            .images
-            .allow
-            .iter()
-            .chain(&p.pull.registries)
-            .chain(&p.env.allow);
-        if let Some(bad) = patterns.into_iter().find(|x| !pattern_ok(x)) {
+        let globs = p.pull.registries.iter().chain(&p.env.allow);
+        if let Some(bad) = globs
+            .map(|x| x.0.as_str())
+            .find(|x| !pattern_ok(x) || x.contains(['{', '}']))
+        {
             return Err(format!("bad pattern {bad:?}"));
+        }
+        for a in &p.images.allow {
+            let s = a.as_str();
+            let bad_braces = s.replacen("{user}", "", 1).contains(['{', '}']);
+            if !pattern_ok(s) || bad_braces || a.is_owner() != s.contains("{user}") {
+                return Err(format!("bad image pattern {s:?}"));
+            }
         }
         let groups = std::iter::once(&p.access.group)
             .chain(p.group.keys())
@@ -1023,6 +1061,10 @@ mod prop {
             Just("[\"/home/../etc\"]".into()),
             Just("[\"debian:*\", \"a?b\"]".into()),
             Just("[\"a[b]\"]".into()),
+            Just("[\"r:1/urun/{user}/*\"]".into()),
+            Just("[\"r:1/urun/{uid}/*\"]".into()),
+            Just("[\"*/{user}/*\"]".into()),
+            Just("[\"{user}\"]".into()),
             Just("[\"\"]".into()),
             Just("\"/var/log/u.log\"".into()),
             Just("\"rel/log\"".into()),

@@ -419,6 +419,11 @@ pub const RMI_REFUSED_FLAGS: &[RefusedFlag] = &[
     bin_name = "urun push",
     version,
     about = "Push one of your checked builds to the policy's registry, under your namespace",
+    long_about = "Push one of your checked builds to the policy's registry, under your \
+                  namespace (<registry>/<namespace>/<you>/NAME:TAG), and print its digest. \
+                  Only while you may build: with [build] enabled and, if the policy names \
+                  one, as a member of [build] group (else the same one-line refusal as \
+                  urun build, exit status 125, nothing pushed).",
     override_usage = "urun push NAME[:TAG]"
 )]
 pub struct PushArgs {
