@@ -117,9 +117,10 @@ impl Helper {
             .collect::<Result<Vec<_>, _>>()
             .map_err(End::Refused)?;
         let mut done = ImageRemoval::default();
+        let own = own_prefixes(&self.policy.build, caller);
         for t in &targets {
             rec.image_id = Some(t.record.image_id.clone());
-            let r = self.remove_target(caller.uid, t, &mut done).await;
+            let r = self.remove_target(caller.uid, &own, t, &mut done).await;
             rec.message = Some(removed_message(&done));
             r.map_err(|e| End::Failed(daemon_error(e)))?;
         }
@@ -135,6 +136,7 @@ impl Helper {
     async fn remove_target(
         &self,
         uid: u32,
+        own: &[String],
         t: &Target,
         done: &mut ImageRemoval,
     ) -> anyhow::Result<()> {
@@ -159,9 +161,12 @@ impl Helper {
         }
         let others = self.builds.holders(id)?.into_iter().any(|u| u != uid);
         match self.engine.inspect_image(id).await? {
-            // Untagged and nobody else's: deleted (docker refuses one a container uses;
-            // then the record stays, so it can be removed later).
-            Some(f) if f.repo_tags.is_empty() && !others => {
+            // Untagged, known by no digest but the caller's own pushes, and nobody
+            // else's: deleted (docker refuses one a container uses; then the record
+            // stays, so it can be removed later). A build can have the very ID of a
+            // system image (`FROM busybox` and nothing else), which a host that pulls
+            // by digest keeps untagged: that one stays.
+            Some(f) if f.repo_tags.is_empty() && only_own(&f.repo_digests, own) && !others => {
                 let r = self.engine.remove_image(id).await?;
                 done.untagged.extend(r.untagged);
                 done.deleted.extend(r.deleted);
@@ -172,6 +177,25 @@ impl Helper {
         self.builds.forget(uid, id)?;
         Ok(())
     }
+}
+
+/// The name prefixes that are the caller's own: their builds' repository
+/// (`<namespace>/<user>/`) and, with a registry, where `urun push` puts them.
+fn own_prefixes(build: &Build, caller: &Caller) -> Vec<String> {
+    let user = crate::policy::build::namespace_user(caller);
+    let mine = build.user_prefix(&user);
+    let mut v = vec![mine.clone()];
+    if let Some(r) = &build.registry {
+        v.push(format!("{r}/{mine}"));
+    }
+    v
+}
+
+/// Whether every one of an image's repository digests is under one of `own`. Pure.
+fn only_own(digests: &[String], own: &[String]) -> bool {
+    digests
+        .iter()
+        .all(|d| own.iter().any(|p| d.starts_with(p.as_str())))
 }
 
 /// One `rmi` name, resolved: the record and which of its tags to remove.
@@ -504,6 +528,32 @@ mod tests {
             (rows[0].id.as_str(), rows[0].created),
             (id('a').as_str(), 5)
         );
+    }
+
+    #[test]
+    fn an_image_known_by_a_digest_not_the_callers_own_is_not_one_to_delete() {
+        let own = vec![
+            "urun/alice/".to_string(),
+            "reg:5000/urun/alice/".to_string(),
+        ];
+        assert!(only_own(&[], &own));
+        assert!(only_own(
+            &[format!("reg:5000/urun/alice/app@sha256:{}", "1".repeat(64))],
+            &own
+        ));
+        // A system image pulled by digest (same ID as a build `FROM` it and nothing else).
+        assert!(!only_own(
+            &[format!("busybox@sha256:{}", "1".repeat(64))],
+            &own
+        ));
+        // Another member's push of the same image.
+        assert!(!only_own(
+            &[format!(
+                "reg:5000/urun/alice2/app@sha256:{}",
+                "1".repeat(64)
+            )],
+            &own
+        ));
     }
 
     #[test]
