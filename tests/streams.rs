@@ -560,3 +560,104 @@ fn a_client_holding_its_stdin_pipes_lock_does_not_freeze_urund() {
         left.unwrap_or_else(|c| panic!("{which} end: containers left past the deadline: {c:?}"));
     }
 }
+
+/// A member that holds the lock of a pipe and makes urund drop the last reference to
+/// it (`dir`: the pipe passed as the working directory, refused; `later`: the pipe
+/// attached to a byte after the request), as /run/rv-review/close_wedge.py. The
+/// client opens the pipe a second time before its holder thread starts, passes that
+/// file and closes its own copy while it is in flight: urund's is the last reference.
+fn spawn_close_wedge(d: &Daemon, user: &TestUser, how: &str, hold: u32) -> Child {
+    const PY: &str = r#"
+import ctypes, json, os, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+sock, image, hold, how = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+r, w = os.pipe()
+fd = os.open("/proc/self/fd/%d" % r, os.O_RDONLY)
+a, b = socket.socketpair()
+threading.Thread(target=lambda: libc.splice(a.fileno(), None, w, None, 65536, 0), daemon=True).start()
+time.sleep(0.3)
+s = socket.socket(socket.AF_UNIX); s.connect(sock)
+rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+if how == "dir":
+    req = json.dumps({"version": 1, "image": image, "command": ["true"],
+                      "mount": {"target": "/w"}}).encode()
+    frame = struct.pack(">BI", 1, len(req)) + req
+    s.sendmsg([frame[:5]], rights)
+    os.close(fd)
+    time.sleep(0.5)
+    s.sendall(frame[5:])
+else:
+    req = json.dumps({"version": 1, "image": image, "command": ["sleep", "3"],
+                      "interactive": True}).encode()
+    s.sendall(struct.pack(">BI", 1, len(req)) + req)
+    try:
+        s.sendmsg([struct.pack(">BI", 2, 1) + b"x"], rights)
+    except OSError:
+        pass  # refused at once (SO_PASSRIGHTS off): nothing queued
+    os.close(fd)
+time.sleep(hold)
+"#;
+    user.command("/usr/bin/python3")
+        .args(["-c", PY, d.socket.to_str().unwrap(), image()])
+        .arg(hold.to_string())
+        .arg(how)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3")
+}
+
+/// Whether urund's event loop (its main thread) stayed in `D` state (waiting
+/// uninterruptibly) through ten looks over two seconds.
+fn event_loop_stuck(pid: u32) -> bool {
+    (0..10).all(|_| {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(200));
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('D'))
+    })
+}
+
+/// Review R2: a pipe's last close takes its lock uninterruptibly, as its reads do
+/// (R1), and urund's event loop once closed descriptors a client passed: a refused
+/// working directory, descriptors sent with bytes after the request (which a plain
+/// `read` makes the kernel close inside urund's call). A member holding the pipe's
+/// lock froze urund for everyone. Now those last references are closed on a thread:
+/// the event loop never waits, and another member's run goes through.
+#[test]
+#[serial]
+fn a_client_holding_a_passed_pipes_lock_cannot_freeze_urund_by_its_close() {
+    let (g, u, d) = setup("[limits]\nmax_runtime = \"5s\"\n");
+    let other = TestUser::new(&[&g]);
+    for how in ["dir", "later"] {
+        let mut hostile = spawn_close_wedge(&d, &u, how, 40);
+        // The pipe has been passed and dropped by now.
+        std::thread::sleep(Duration::from_secs(3));
+        let stuck = event_loop_stuck(d.pid());
+        let t = Instant::now();
+        let mut run = d
+            .urun(&other, &[image(), "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = status_within(&mut run, Duration::from_secs(20));
+        let left = d.wait_no_containers(Duration::from_secs(15));
+        let _ = hostile.kill();
+        let _ = hostile.wait();
+        assert!(
+            !stuck,
+            "{how}: urund's event loop waits uninterruptibly while a client holds a pipe's lock"
+        );
+        assert_eq!(
+            status,
+            Some(0),
+            "{how}: another member's run while a client holds a passed pipe's lock \
+             (gave up after {:?})",
+            t.elapsed()
+        );
+        left.unwrap_or_else(|c| panic!("{how}: containers left past the deadline: {c:?}"));
+    }
+}

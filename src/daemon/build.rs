@@ -35,6 +35,7 @@ use super::audit::{BuildAudit, Record};
 use super::builds::BuildRecord;
 use super::listen::Ticket;
 use super::outbox::Outbox;
+use super::request::ClientRead;
 use super::request::{read_frame, FrameError};
 use super::serve::{daemon_error, End};
 use super::Helper;
@@ -56,7 +57,6 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::unix::OwnedReadHalf;
 
 /// Bytes per read of the spooled context when it is sent to the builder.
 const CHUNK: usize = 256 * 1024;
@@ -189,7 +189,7 @@ impl Helper {
         caller: &Caller,
         rec: &mut Record,
         req: BuildRequest,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         out: &Outbox,
         ticket: &mut Ticket,
     ) -> End {
@@ -348,7 +348,7 @@ impl Helper {
         caller: &Caller,
         rec: &mut Record,
         req: &BuildRequest,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         out: &Outbox,
         trace: &Mutex<Trace>,
         audit: &mut BuildAudit,
@@ -453,7 +453,7 @@ impl Helper {
 
     /// Step 3: `Context` frames until `ContextEnd` into an unlinked root-only file,
     /// counted against `[build] max_context` as they come and hashed.
-    async fn read_context(&self, rd: &mut OwnedReadHalf, rec: &mut Record) -> Result<Spool, End> {
+    async fn read_context(&self, rd: &mut ClientRead, rec: &mut Record) -> Result<Spool, End> {
         let limit = self.policy.build.max_context.0;
         // On disk under the state directory, with room for it across users (B3).
         let state = self.builds.path().parent().unwrap_or(self.builds.path());
@@ -703,7 +703,7 @@ impl Helper {
         req: &BuildRequest,
         settings: &crate::policy::forced::BuildSettings,
         body: BoxStream<'static, std::io::Result<Bytes>>,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         out: &Outbox,
         trace: &Mutex<Trace>,
     ) -> Result<String, End> {

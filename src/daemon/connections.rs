@@ -48,6 +48,10 @@ pub struct Table {
     idle: u32,
     /// The idle ones by uid (only uids with at least one).
     idle_by_uid: HashMap<u32, u32>,
+    /// Connections refused at `accept` whose close has not returned yet, by uid (only
+    /// uids with at least one): counted against their uid's `per_user` cap and as
+    /// open, never against `total` (review R2: a client can make a close wait).
+    closing_by_uid: HashMap<u32, u32>,
 }
 
 impl Table {
@@ -62,13 +66,15 @@ impl Table {
         nofile: u64,
     ) -> Result<(), Refusal> {
         let mine = self.idle_by_uid.get(&uid).copied().unwrap_or(0);
-        if mine >= caps.per_user.0 {
+        let closing = self.closing_by_uid.get(&uid).copied().unwrap_or(0);
+        if mine.saturating_add(closing) >= caps.per_user.0 {
             return Err(Refusal {
                 rule: Rule::ConnectionsPerUser,
                 message: format!(
-                    "you have {mine} connections to urund that are not running a container \
-                     (waiting to send a request or for its answer), the most allowed \
+                    "you have {} connections to urund that are not running a container \
+                     (waiting to send a request or for its answer, or to be closed), the most allowed \
                      (policy connections.per_user = {}); close them and try again",
+                    mine.saturating_add(closing),
                     caps.per_user.0
                 ),
             });
@@ -110,6 +116,36 @@ impl Table {
             }
             _ => {
                 self.idle_by_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// A connection of `uid` that was running a container is being closed: it counts
+    /// as idle again (against its uid's `per_user` cap) until [`Table::closed`], since
+    /// its close may wait for as long as the client likes (review R2). Call at most
+    /// once per connection, after [`Table::not_idle`].
+    pub fn idle_again(&mut self, uid: u32) {
+        self.idle += 1;
+        *self.idle_by_uid.entry(uid).or_insert(0) += 1;
+    }
+
+    /// A connection of `uid` refused at `accept` (never admitted) is being closed:
+    /// counted as open, and against its uid's `per_user` cap, until
+    /// [`Table::refused_closed`].
+    pub fn refused_closing(&mut self, uid: u32) {
+        self.open += 1;
+        *self.closing_by_uid.entry(uid).or_insert(0) += 1;
+    }
+
+    /// The close of a connection counted by [`Table::refused_closing`] returned.
+    pub fn refused_closed(&mut self, uid: u32) {
+        self.open = self.open.saturating_sub(1);
+        match self.closing_by_uid.get(&uid).copied() {
+            Some(n) if n > 1 => {
+                self.closing_by_uid.insert(uid, n - 1);
+            }
+            _ => {
+                self.closing_by_uid.remove(&uid);
             }
         }
     }
@@ -215,6 +251,31 @@ mod tests {
         );
         t.closed();
         t.admit(9, &c, 5, 158).unwrap();
+    }
+
+    #[test]
+    fn closes_that_wait_count_against_their_own_users_cap_only() {
+        let c = caps(2, 3);
+        let mut t = Table::default();
+        // a run of uid 1 ends, its close waits: idle again
+        t.admit(1, &c, 1000, 65536).unwrap();
+        t.not_idle(1);
+        t.idle_again(1);
+        // a refused connection of uid 1 whose close waits
+        t.refused_closing(1);
+        let r = t.admit(1, &c, 1000, 65536).unwrap_err();
+        assert_eq!(r.rule, Rule::ConnectionsPerUser);
+        assert!(
+            r.message.contains("you have 2 connections"),
+            "{}",
+            r.message
+        );
+        // not against the total: uid 2 still gets in
+        t.admit(2, &c, 1000, 65536).unwrap();
+        assert_eq!((t.open(), t.idle()), (3, 2));
+        t.refused_closed(1);
+        t.admit(1, &c, 1000, 65536).unwrap();
+        assert_eq!((t.open(), t.idle()), (3, 3));
     }
 
     #[test]

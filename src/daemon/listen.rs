@@ -4,7 +4,7 @@
 use super::audit::Record;
 use super::instance::{Lock, Owner, RuntimeDir};
 use super::rundir::RunDir;
-use super::{audit, connections, instance};
+use super::{audit, closer, connections, instance};
 use super::{Helper, Options, Parts};
 use crate::daemon::janitor::Whose;
 use crate::engine::{DockerEngine, Engine};
@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
+
+/// The uid counted for a connection whose peer the kernel could not name.
+const UNKNOWN_UID: u32 = u32::MAX;
 
 /// Longest pause of the accept loop when accepting fails (out of descriptors).
 pub(super) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -294,6 +297,7 @@ impl Helper {
     /// refuses it at once: one error frame naming the cap, then closed.
     pub(super) fn take_connection(self: Arc<Self>, stream: UnixStream) {
         let Ok(peer) = system::peer_ids(stream.as_fd()) else {
+            self.close_refused(stream, UNKNOWN_UID);
             return;
         };
         let admitted = self.conns.lock().unwrap().admit(
@@ -307,7 +311,19 @@ impl Helper {
                 let ticket = Ticket::new(self.conns.clone(), peer.uid);
                 tokio::spawn(self.serve(stream, ticket));
             }
-            Err(r) => self.refuse_at_once(&stream, &peer, &r),
+            Err(r) => {
+                self.refuse_at_once(&stream, &peer, &r);
+                self.close_refused(stream, peer.uid);
+            }
+        }
+    }
+
+    /// Closes a connection refused at `accept` off the event loop ([`closer`]): its
+    /// queue may hold descriptors whose release waits for the client.
+    fn close_refused(&self, stream: UnixStream, uid: u32) {
+        match stream.into_std() {
+            Ok(s) => closer::close_refused(s.into(), uid, self.conns.clone()),
+            Err(e) => eprintln!("urund: cannot take a refused connection off the event loop: {e}"),
         }
     }
 
@@ -324,12 +340,18 @@ impl Helper {
                 self.nofile
             );
             match system::peer_ids(stream.as_fd()) {
-                Ok(peer) => self.refuse_at_once(
-                    &stream,
-                    &peer,
-                    &Refusal::new(Rule::ConnectionsDescriptors, msg),
-                ),
-                Err(_) => send_at_once(&stream, &msg),
+                Ok(peer) => {
+                    self.refuse_at_once(
+                        &stream,
+                        &peer,
+                        &Refusal::new(Rule::ConnectionsDescriptors, msg),
+                    );
+                    self.close_refused(stream, peer.uid);
+                }
+                Err(_) => {
+                    send_at_once(&stream, &msg);
+                    self.close_refused(stream, UNKNOWN_UID);
+                }
             }
         }
         *spare = std::fs::File::open("/").ok();
@@ -466,6 +488,14 @@ impl Ticket {
     pub(super) fn running(&mut self) {
         if std::mem::take(&mut self.idle) {
             self.table.lock().unwrap().not_idle(self.uid);
+        }
+    }
+
+    /// The connection is being closed, which may wait for as long as its client likes
+    /// ([`super::closer`]): it counts as idle again until the ticket is dropped.
+    pub(super) fn closing(&mut self) {
+        if !std::mem::replace(&mut self.idle, true) {
+            self.table.lock().unwrap().idle_again(self.uid);
         }
     }
 }

@@ -55,6 +55,7 @@ pub mod connections;
 pub mod instance;
 pub mod janitor;
 
+mod closer;
 mod describe;
 mod images;
 mod listen;

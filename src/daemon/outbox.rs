@@ -119,7 +119,11 @@ impl Outbox {
             }
             let now = written.load(Ordering::Relaxed);
             if now == seen {
+                // Waits for the aborted writer to be dropped (at once): the socket's
+                // write half is gone before the connection's last reference is
+                // closed off the event loop (review R2).
                 abort.abort();
+                done.await;
                 return;
             }
             seen = now;

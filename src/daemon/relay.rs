@@ -5,6 +5,7 @@
 use super::audit::Record;
 use super::outbox::Outbox;
 use super::request::read_frame;
+use super::request::ClientRead;
 use super::request::FrameError;
 use super::serve::daemon_error;
 use super::serve::End;
@@ -20,7 +21,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tokio::time::Sleep;
 
@@ -46,7 +46,7 @@ impl Helper {
         &self,
         id: &str,
         req: &Request,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         stdin: Option<PassedStdin>,
         out: &Outbox,
         rec: &mut Record,
@@ -100,7 +100,7 @@ impl Helper {
         &self,
         id: &str,
         tty: bool,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         stdin: Option<PassedStdin>,
         attached: Attached,
         out: &Outbox,
@@ -300,7 +300,7 @@ impl Control<'_> {
 /// container's stdin beside the frames (`Stdin` frames are then dropped), and the
 /// connection is watched all along.
 pub(super) async fn pump_client(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ClientRead,
     input: Pin<Box<dyn Input>>,
     stdin: Option<PassedStdin>,
     bytes_in: &AtomicU64,
@@ -325,7 +325,7 @@ pub(super) async fn pump_client(
 }
 
 async fn pump_frames(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ClientRead,
     mut input: Option<Pin<Box<dyn Input>>>,
     bytes_in: &AtomicU64,
     pending: &Pending,
@@ -386,8 +386,8 @@ async fn pump_frames(
 /// The client closed its connection, or shut down its sending side: a client that
 /// cannot get a signal through (urund is blocked writing to a container that does not
 /// read its stdin) does that to have its container killed.
-pub(super) fn peer_hung_up(rd: &OwnedReadHalf) -> bool {
-    let sock: &UnixStream = rd.as_ref();
+pub(super) fn peer_hung_up(rd: &ClientRead) -> bool {
+    let sock: &UnixStream = rd.socket();
     system::peer_done_writing(sock.as_fd())
 }
 
@@ -396,8 +396,8 @@ pub(super) fn peer_hung_up(rd: &OwnedReadHalf) -> bool {
 /// ([`BATCH_BYTES`]) with its headers fits.
 pub(super) const CLIENT_SEND_BUFFER: usize = BATCH_BYTES + (256 << 10);
 
-fn peer_socket(rd: &OwnedReadHalf) -> std::os::fd::BorrowedFd<'_> {
-    let sock: &UnixStream = rd.as_ref();
+fn peer_socket(rd: &ClientRead) -> std::os::fd::BorrowedFd<'_> {
+    let sock: &UnixStream = rd.socket();
     sock.as_fd()
 }
 

@@ -5,10 +5,106 @@ use crate::system;
 use crate::wire::{self, BuildRequest, Kind, Manage, ProtocolError, Query, Request};
 use anyhow::Result;
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
+
+/// The reading side of a client's connection (review R2). Every byte is read with
+/// `recvmsg` and room for descriptors, never a plain `read` (which would make the
+/// kernel close descriptors sent with later bytes inside urund's call, on the event
+/// loop); descriptors after the request end the connection (rule `protocol`). It holds
+/// the last reference of the connection's socket and of every descriptor its client
+/// passed (the rest of urund gets copies): [`ClientRead::into_last`] hands them over
+/// to be closed off the event loop ([`super::closer`]), once urund's own copies are
+/// gone.
+pub(super) struct ClientRead {
+    half: OwnedReadHalf,
+    last: Vec<OwnedFd>,
+}
+
+impl ClientRead {
+    /// `Err`: no descriptor left to copy the socket's (`rd` is then given back).
+    pub(super) fn new(half: OwnedReadHalf) -> Result<ClientRead, (OwnedReadHalf, std::io::Error)> {
+        let sock: &UnixStream = half.as_ref();
+        match sock.as_fd().try_clone_to_owned() {
+            Ok(fd) => Ok(ClientRead {
+                half,
+                last: vec![fd],
+            }),
+            Err(e) => Err((half, e)),
+        }
+    }
+
+    pub(super) fn socket(&self) -> &UnixStream {
+        self.half.as_ref()
+    }
+
+    /// Keeps the descriptors a client passed (their last reference, closed off the
+    /// event loop) and returns copies of them for urund to use and drop anywhere.
+    fn take(&mut self, fds: Vec<OwnedFd>) -> std::io::Result<Vec<OwnedFd>> {
+        let mut copies = Vec::with_capacity(fds.len());
+        let mut failed = None;
+        for fd in fds {
+            if failed.is_none() {
+                match fd.try_clone() {
+                    Ok(c) => copies.push(c),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            self.last.push(fd);
+        }
+        match failed {
+            None => Ok(copies),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Ends the connection's reading side on the event loop (not its last
+    /// reference: see [`ClientRead`]), and returns the last references, to be closed
+    /// off it once every other copy urund had is gone.
+    pub(super) fn into_last(self) -> Vec<OwnedFd> {
+        drop(self.half);
+        self.last
+    }
+}
+
+impl AsyncRead for ClientRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let sock: &UnixStream = this.half.as_ref();
+            ready!(sock.poll_read_ready(cx))?;
+            let got = sock.try_io(tokio::io::Interest::READABLE, || {
+                system::recv_fds(sock.as_fd(), buf.initialize_unfilled())
+            });
+            match got {
+                Ok(got) if got.fds.is_empty() && got.bad.is_none() => {
+                    buf.advance(got.bytes);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(got) => {
+                    this.last.extend(got.fds);
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        AFTER_THE_REQUEST,
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Why a connection that sent descriptors after its request is refused.
+pub(super) const AFTER_THE_REQUEST: &str = "descriptors passed after the request";
 
 /// How long a client may take to send its request.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +120,7 @@ pub(super) const LINGER: Duration = Duration::from_secs(1);
 /// descriptor, if any) or a query: its first byte within [`FIRST_BYTE_TIMEOUT`], all of
 /// it within [`REQUEST_TIMEOUT`]. `Err`: the one line refusing the connection
 /// (rule `protocol`).
-pub(super) async fn read_first(rd: &mut OwnedReadHalf) -> Result<First, String> {
+pub(super) async fn read_first(rd: &mut ClientRead) -> Result<First, String> {
     let first = async {
         if tokio::time::timeout(FIRST_BYTE_TIMEOUT, first_byte(rd))
             .await
@@ -64,7 +160,7 @@ pub(super) enum Late {
 /// After the last frame: reads and drops what the client still sends, for at most
 /// a second, so that closing does not reset the connection and destroy the final
 /// frame before the client has read it.
-pub(super) async fn linger(rd: &mut OwnedReadHalf) {
+pub(super) async fn linger(rd: &mut ClientRead) {
     let drain = async {
         let mut buf = [0u8; 16 * 1024];
         while let Ok(n) = rd.read(&mut buf).await {
@@ -98,18 +194,27 @@ pub(super) async fn read_frame(
     match r.read_exact(&mut h).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(FrameError::Io(e)),
+        Err(e) => return Err(io_error(e)),
     }
     let (kind, len) = wire::parse_client_header(h).map_err(FrameError::Protocol)?;
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await.map_err(FrameError::Io)?;
+    r.read_exact(&mut payload).await.map_err(io_error)?;
     Ok(Some((kind, payload)))
+}
+
+/// A failed read of the client's connection; descriptors sent after the request
+/// ([`ClientRead`]) are a protocol error.
+fn io_error(e: std::io::Error) -> FrameError {
+    if e.kind() == std::io::ErrorKind::InvalidData && e.to_string() == AFTER_THE_REQUEST {
+        return FrameError::Protocol(ProtocolError::BadRequest(AFTER_THE_REQUEST.into()));
+    }
+    FrameError::Io(e)
 }
 
 /// Returns once the client has sent a byte (or closed, or failed): never on tokio's
 /// readiness alone, which a fresh socket may report before anything came.
-pub(super) async fn first_byte(rd: &OwnedReadHalf) {
-    let sock: &UnixStream = rd.as_ref();
+pub(super) async fn first_byte(rd: &ClientRead) {
+    let sock = rd.socket();
     loop {
         if sock.readable().await.is_err() {
             return;
@@ -126,12 +231,14 @@ pub(super) async fn first_byte(rd: &OwnedReadHalf) {
 /// The first frame must be a request or a query. Its header is read with `recvmsg`,
 /// so descriptors sent with a request (SCM_RIGHTS) are received: at most a directory
 /// and, if the request says [`Request::stdin_fd`], the client's stdin after it; none
-/// with a query. Descriptors sent with any later byte are discarded by the kernel.
-pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameError> {
+/// with a query. Once the header is in, the connection takes no more descriptors
+/// (`SO_PASSRIGHTS` off, where the kernel has it); those already queued with later
+/// bytes are received by [`ClientRead`] and refused.
+pub(super) async fn read_request(rd: &mut ClientRead) -> Result<First, FrameError> {
     let (h, fds) = read_header_with_fds(rd).await?;
     let (kind, len) = wire::parse_first_header(h, !fds.is_empty()).map_err(FrameError::Protocol)?;
     let mut payload = vec![0u8; len];
-    rd.read_exact(&mut payload).await.map_err(FrameError::Io)?;
+    rd.read_exact(&mut payload).await.map_err(io_error)?;
     match kind {
         Kind::Request => run_request(&payload, fds),
         Kind::Build => BuildRequest::decode(&payload)
@@ -146,40 +253,48 @@ pub(super) async fn read_request(rd: &mut OwnedReadHalf) -> Result<First, FrameE
     }
 }
 
-/// The first frame's header, with the descriptors passed along with its bytes (at most
-/// [`system::MAX_PASSED_FDS`]).
+/// The first frame's header, with (copies of) the descriptors passed along with its
+/// bytes (at most [`system::MAX_PASSED_FDS`]); their last references stay in `rd`.
 async fn read_header_with_fds(
-    rd: &OwnedReadHalf,
+    rd: &mut ClientRead,
 ) -> Result<([u8; wire::HEADER], Vec<OwnedFd>), FrameError> {
     let mut h = [0u8; wire::HEADER];
     let mut got = 0;
     let mut fds: Vec<OwnedFd> = Vec::new();
-    let sock: &UnixStream = rd.as_ref();
     while got < h.len() {
-        sock.readable().await.map_err(FrameError::Io)?;
+        rd.socket().readable().await.map_err(FrameError::Io)?;
+        let sock = rd.socket();
         let r = sock.try_io(tokio::io::Interest::READABLE, || {
-            system::recv_with_fds(sock.as_fd(), &mut h[got..])
+            system::recv_fds(sock.as_fd(), &mut h[got..])
         });
         match r {
-            Ok((0, _)) => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok((n, f)) => {
-                got += n;
-                fds.extend(f);
+            Ok(r) => {
+                let (bytes, bad) = (r.bytes, r.bad);
+                let copies = rd.take(r.fds).map_err(|e| {
+                    FrameError::Protocol(ProtocolError::BadRequest(format!(
+                        "urund cannot take the descriptors passed now: {e}"
+                    )))
+                })?;
+                fds.extend(copies);
+                if let Some(why) = bad {
+                    return Err(FrameError::Protocol(ProtocolError::BadRequest(why.into())));
+                }
                 if fds.len() > system::MAX_PASSED_FDS {
                     return Err(FrameError::Protocol(ProtocolError::BadPayload(
                         Kind::Request,
                     )));
                 }
+                if bytes == 0 {
+                    return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                got += bytes;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(FrameError::Protocol(ProtocolError::BadRequest(
-                    e.to_string(),
-                )))
-            }
             Err(e) => return Err(FrameError::Io(e)),
         }
     }
+    // The request's descriptors came with its header: no more (Linux 6.16+).
+    let _ = system::set_pass_rights(rd.socket().as_fd(), false);
     Ok((h, fds))
 }
 

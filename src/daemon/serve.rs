@@ -3,13 +3,13 @@
 
 use super::audit::Record;
 use super::describe::describe;
-use super::instance;
 use super::listen::Ticket;
 use super::outbox::Outbox;
-use super::request::{linger, read_first, First};
+use super::request::{linger, read_first, ClientRead, First};
 use super::rundir::RunDir;
 use super::stdin::{PassedStdin, Released};
 use super::Helper;
+use super::{closer, instance};
 use crate::daemon::janitor::{Removal, Whose};
 use crate::engine::RunError;
 use crate::policy::admission::{self, Admission, AdmittedImage, Facts, Pull};
@@ -28,7 +28,6 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
 /// What a connection keeps until its last frame is delivered: the run's place in
@@ -71,12 +70,24 @@ impl Helper {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("urund: cannot identify a peer, dropping it: {e}");
-                return;
+                return close_stream(stream, ticket);
             }
         };
         let started = Instant::now();
         let mut rec = Record::new(&self.request_id(), &caller);
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        // Every byte read with room for descriptors, and the last reference of the
+        // socket and of what the client passes kept for a closing thread (review R2).
+        let mut rd = match ClientRead::new(rd) {
+            Ok(rd) => rd,
+            Err((rd, e)) => {
+                eprintln!("urund: no descriptor left to serve a connection: {e}");
+                return match rd.reunite(wr) {
+                    Ok(stream) => close_stream(stream, ticket),
+                    Err(_) => eprintln!("urund: a connection's halves do not match"),
+                };
+            }
+        };
         let out = Outbox::spawn(wr);
         // The run's place in `limits.max_concurrent`: kept until the client has its
         // last frame (or delivery gave up), so a user's undelivered runs count too, and
@@ -96,6 +107,10 @@ impl Helper {
             r.wait().await;
         }
         drop(kept.slot);
+        // Every copy urund had of the socket and of what the client passed is gone
+        // (the outbox's writer ended with `finish`): the last references are closed on
+        // a thread, the connection keeping its place until then.
+        closer::close_connection(rd.into_last(), ticket);
     }
 
     /// Steps 2 to 6. Returns how the connection ends.
@@ -103,7 +118,7 @@ impl Helper {
         &'a self,
         caller: &Caller,
         rec: &mut Record,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         out: &Outbox,
         ticket: &mut Ticket,
         kept: &mut Kept<'a>,
@@ -326,7 +341,7 @@ impl Helper {
         limits: &Limits,
         whose: &Whose,
         run: &RunDir,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ClientRead,
         stdin: Option<PassedStdin>,
         out: &Outbox,
     ) -> End {
@@ -438,6 +453,14 @@ impl Helper {
             return End::ClientGone;
         }
         End::Exit(0)
+    }
+}
+
+/// Closes a whole connection off the event loop ([`closer`]).
+fn close_stream(stream: UnixStream, ticket: Ticket) {
+    match stream.into_std() {
+        Ok(s) => closer::close_connection(vec![s.into()], ticket),
+        Err(e) => eprintln!("urund: cannot take a connection off the event loop: {e}"),
     }
 }
 

@@ -527,12 +527,41 @@ pub const MAX_PASSED_FDS: usize = 2;
 
 /// One non-blocking `recvmsg` into `buf`, accepting at most [`MAX_PASSED_FDS`] passed
 /// descriptors (close-on-exec). Returns the byte count and the descriptors received, in
-/// the order sent; more is an error (all are closed).
+/// the order sent; more is an error (all are closed: only for callers that own the
+/// client's files, never urund's event loop, see [`recv_fds`]).
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let got = recv_fds(sock, buf)?;
+    if let Some(why) = got.bad {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    if got.fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "more than two descriptors passed",
+        ));
+    }
+    Ok((got.bytes, got.fds))
+}
+
+/// What one [`recv_fds`] took from a socket.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: usize,
+    /// Every descriptor that came with the bytes, in the order sent, owned here.
+    pub fds: Vec<OwnedFd>,
+    /// Set if the control data was not only descriptors (the descriptors are still
+    /// in `fds`).
+    pub bad: Option<&'static str>,
+}
+
+/// One non-blocking `recvmsg` into `buf` with room for as many descriptors as one
+/// message can carry (SCM_MAX_FD), close-on-exec: the kernel never truncates (and so
+/// never closes a descriptor inside this call, on the caller's thread), and every one
+/// received is returned, whatever the caller does with it. Never fails once the
+/// kernel has given descriptors: they are in [`Received::fds`].
+pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::FromRawFd;
-    // Room for as many descriptors as one message can carry (SCM_MAX_FD), so the
-    // kernel never truncates: every one received is owned here and closed if refused.
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 253]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
@@ -563,16 +592,33 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
         }
         Err(_) => bad = Some("truncated control message"),
     }
-    if let Some(why) = bad {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    Ok(Received { bytes, fds, bad })
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16+, include/uapi/asm-generic/socket.h).
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Turns `SO_PASSRIGHTS` of the socket `sock` on or off: off, a peer's `sendmsg` with
+/// descriptors fails (`EPERM`) and nothing more can be queued for urund to receive or
+/// close. `Err` (`ENOPROTOOPT`) on kernels before 6.16.
+pub fn set_pass_rights(sock: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let v: libc::c_int = on.into();
+    // SAFETY: `sock` is a valid descriptor for the call; `v` lives across it and its
+    // size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    if fds.len() > MAX_PASSED_FDS {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "more than two descriptors passed",
-        ));
-    }
-    Ok((bytes, fds))
 }
 
 /// Sets the kernel's send buffer of a connected socket to `bytes` (as root past
@@ -1237,6 +1283,39 @@ mod tests {
         let mut want = mine;
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn recv_fds_returns_every_descriptor_passed_however_many() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let files: Vec<std::fs::File> = (0..5).map(|_| std::fs::File::open("/").unwrap()).collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        send_with_fds(&a, b"xy", &fds).unwrap();
+        let mut buf = [0u8; 8];
+        let got = recv_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((got.bytes, got.fds.len(), got.bad), (2, 5, None));
+    }
+
+    #[test]
+    fn with_pass_rights_off_a_peer_cannot_queue_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        match set_pass_rights(b.as_fd(), false) {
+            // before Linux 6.16
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => return,
+            r => r.unwrap(),
+        }
+        let f = std::fs::File::open("/").unwrap();
+        use std::io::Write;
+        let e = send_with_fd(&a, b"x", f.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        // plain bytes still go through
+        (&a).write_all(b"y").unwrap();
+        let mut buf = [0u8; 8];
+        let got = recv_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((got.bytes, got.fds.len()), (1, 0));
+        set_pass_rights(b.as_fd(), true).unwrap();
+        send_with_fd(&a, b"z", f.as_fd()).unwrap();
+        assert_eq!(recv_fds(b.as_fd(), &mut buf).unwrap().fds.len(), 1);
     }
 
     /// A listening socket in a fresh root-owned-or-ours 0755 directory.
