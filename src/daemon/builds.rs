@@ -69,6 +69,25 @@ pub struct BuildRecord {
     pub context: String,
 }
 
+#[cfg(test)]
+impl BuildRecord {
+    /// A record of `uid`/`user` for `image_id` with these tags and nothing else (no
+    /// digests, request or hashes): for unit tests that never store it.
+    pub fn for_test(uid: u32, user: &str, image_id: String, tags: &[&str]) -> BuildRecord {
+        BuildRecord {
+            uid,
+            user: user.into(),
+            image_id,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            digests: vec![],
+            created: 1,
+            request: String::new(),
+            dockerfile: String::new(),
+            context: String::new(),
+        }
+    }
+}
+
 impl BuildRecord {
     /// Whether `reference` is one of this record's tags (exactly as stored, or with the
     /// implied `:latest`).

@@ -367,17 +367,7 @@ mod tests {
     }
 
     fn record(c: char, tags: &[&str]) -> BuildRecord {
-        BuildRecord {
-            uid: 1001,
-            user: "alice".into(),
-            image_id: id(c),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            digests: vec![],
-            created: 1,
-            request: String::new(),
-            dockerfile: String::new(),
-            context: String::new(),
-        }
+        BuildRecord::for_test(1001, "alice", id(c), tags)
     }
 
     fn image(c: char, tags: &[&str]) -> ImageSummary {

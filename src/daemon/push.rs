@@ -404,17 +404,12 @@ mod tests {
     }
 
     fn record(uid: u32, user: &str, c: char, tags: &[&str]) -> BuildRecord {
-        BuildRecord {
+        BuildRecord::for_test(
             uid,
-            user: user.into(),
-            image_id: format!("sha256:{}", c.to_string().repeat(64)),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            digests: vec![],
-            created: 1,
-            request: String::new(),
-            dockerfile: String::new(),
-            context: String::new(),
-        }
+            user,
+            format!("sha256:{}", c.to_string().repeat(64)),
+            tags,
+        )
     }
 
     fn summary(c: char, tags: &[&str]) -> ImageSummary {
