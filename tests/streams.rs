@@ -504,6 +504,18 @@ time.sleep(float(sys.argv[4]))
         .expect("python3")
 }
 
+/// Another member's `urun IMAGE true`: its status, if it ends within 20 s (it is
+/// killed otherwise, by [`status_within`]).
+fn another_run_status(d: &Daemon, other: &TestUser) -> Option<i32> {
+    let mut run = spawn(
+        d.urun(other, &[image(), "true"]),
+        Stdio::null(),
+        Stdio::null(),
+        Stdio::null(),
+    );
+    status_within(&mut run, Duration::from_secs(20))
+}
+
 /// The status of `child` if it ends within `limit`; else it is killed and `None`.
 fn status_within(child: &mut Child, limit: Duration) -> Option<i32> {
     let t = Instant::now();
@@ -539,13 +551,7 @@ fn a_client_holding_its_stdin_pipes_lock_does_not_freeze_urund() {
         // urund is reading (or closing) the pipe by now.
         std::thread::sleep(Duration::from_secs(2));
         let t = Instant::now();
-        let mut run = d
-            .urun(&other, &[image(), "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let status = status_within(&mut run, Duration::from_secs(20));
+        let status = another_run_status(&d, &other);
         // The hostile run's container goes at its deadline, the lock still held.
         let left = d.wait_no_containers(Duration::from_secs(15));
         let _ = hostile.kill();
@@ -637,13 +643,7 @@ fn a_client_holding_a_passed_pipes_lock_cannot_freeze_urund_by_its_close() {
         std::thread::sleep(Duration::from_secs(3));
         let stuck = event_loop_stuck(d.pid());
         let t = Instant::now();
-        let mut run = d
-            .urun(&other, &[image(), "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let status = status_within(&mut run, Duration::from_secs(20));
+        let status = another_run_status(&d, &other);
         let left = d.wait_no_containers(Duration::from_secs(15));
         let _ = hostile.kill();
         let _ = hostile.wait();
