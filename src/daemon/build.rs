@@ -480,11 +480,7 @@ impl Helper {
                 Err(_) => {
                     return Err(refused(
                         Rule::BuildSpool,
-                        format!(
-                            "the build context stopped coming ({} s without data, or {} s                              in all); nothing was built",
-                            super::spool::idle().as_secs_f64(),
-                            super::spool::TOTAL.as_secs()
-                        ),
+                        stalled_context(super::spool::idle(), super::spool::TOTAL),
                     ))
                 }
                 Ok(f) => f,
@@ -1113,9 +1109,34 @@ fn context_body(
         .boxed()
 }
 
+/// The one line for a build whose context stopped coming: `idle` without a frame, or
+/// `total` in all.
+fn stalled_context(idle: std::time::Duration, total: std::time::Duration) -> String {
+    format!(
+        "the build context stopped coming ({} s without data, or {} s in all); nothing was built",
+        idle.as_secs_f64(),
+        total.as_secs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_context_is_refused_with_one_plain_line() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            stalled_context(secs(60), secs(600)),
+            "the build context stopped coming (60 s without data, or 600 s in all); \
+             nothing was built"
+        );
+        assert_eq!(
+            stalled_context(std::time::Duration::from_millis(2500), secs(600)),
+            "the build context stopped coming (2.5 s without data, or 600 s in all); \
+             nothing was built"
+        );
+    }
 
     #[test]
     fn the_trace_takes_only_hex_ids_from_builder_shaped_lines() {
