@@ -240,11 +240,44 @@ fn registry_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     let port_ok =
         port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     let registry_like = ip6 || host.contains('.') || port.is_some() || host == "localhost";
-    if s.len() <= 255 && host_ok && port_ok && registry_like {
-        Ok(Some(s))
-    } else {
-        Err(err())
+    if !(s.len() <= 255 && host_ok && port_ok && registry_like) {
+        return Err(err());
     }
+    if public_registry(host) {
+        return Err(de::Error::custom(format!(
+            "registry {s:?} is a public registry: urun push promotes members' builds there \
+             under urund's credentials; name the site's own private registry \
+             (host[:port], e.g. registry.example.org:5000) or leave [build] registry unset"
+        )));
+    }
+    Ok(Some(s))
+}
+
+/// Well-known public registries (hosts, and the domains whose every host is one):
+/// never a `[build] registry`, which is for promotion to a site's private registry.
+const PUBLIC_REGISTRIES: [&str; 13] = [
+    "docker.io",
+    "docker.com",
+    "ghcr.io",
+    "docker.pkg.github.com",
+    "quay.io",
+    "gcr.io",
+    "registry.k8s.io",
+    "k8s.gcr.io",
+    "registry.gitlab.com",
+    "public.ecr.aws",
+    "mcr.microsoft.com",
+    "nvcr.io",
+    "registry.fedoraproject.org",
+];
+
+/// Whether `host` (no port) is one of [`PUBLIC_REGISTRIES`] or a host under one
+/// (`index.docker.io`, `registry-1.docker.io`, `eu.gcr.io`), whatever its case.
+fn public_registry(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    PUBLIC_REGISTRIES
+        .iter()
+        .any(|p| host == *p || host.strip_suffix(p).is_some_and(|sub| sub.ends_with('.')))
 }
 
 /// `build.namespace`: one or more lowercase repository path components (`a-z0-9`,
@@ -795,6 +828,40 @@ mod tests {
         ] {
             let e = parse(&format!("[build]\nregistry = {bad:?}\n")).unwrap_err();
             assert!(e.contains("invalid registry"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_public_registry_is_refused_with_one_line_saying_why() {
+        for public in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "registry.hub.docker.com",
+            "Docker.IO",
+            "docker.io:443",
+            "ghcr.io",
+            "quay.io",
+            "gcr.io",
+            "eu.gcr.io",
+            "registry.gitlab.com",
+            "public.ecr.aws",
+        ] {
+            let e = parse(&format!("[build]\nregistry = {public:?}\n")).unwrap_err();
+            assert!(e.contains("is a public registry"), "{public}: {e}");
+            assert!(e.contains("private registry"), "{public}: {e}");
+            assert!(!e.contains("invalid registry"), "{public}: {e}");
+        }
+        // names that only look alike are private registries like any other
+        for private in [
+            "mydocker.io",
+            "docker.io.example.org",
+            "registry.gitlab.example.com:5050",
+            "quay.example.org",
+            "ecr.aws.example.org",
+        ] {
+            let p = parse(&format!("[build]\nregistry = {private:?}\n"));
+            assert_eq!(p.unwrap().build.registry.as_deref(), Some(private));
         }
     }
 
