@@ -7,7 +7,7 @@
 #   BINS="new:target/release old:/tmp/old" bench/profile.sh
 #       (each NAME:DIR holds a urun and a urund; default: this tree's release build)
 #   RUNS=3 SIZE=$((1 << 30))   runs per client, bytes per run
-#   WHAT=in                    stdin (`urun -i IMAGE wc -c <file`) instead of stdout
+#   WHAT=in                    stdin (`urun -i IMAGE dd of=/dev/null <file`) instead of stdout
 #   PERF=/tmp/p                also `perf record -a -g` each run into /tmp/p.NAME.N
 #   STRACE=/tmp/s              also `strace -f -c` urund during each run
 #   NODOCKER=1                 urun builds only
@@ -67,8 +67,8 @@ one() { # NAME COMMAND... : one measured run
     /usr/bin/time -f '%U %S %M %w %c' -o "$work/t" "$@" "$IMAGE" head -c "$SIZE" /dev/zero </dev/null >"$work/o"
     [ "$(stat -c %s "$work/o")" = "$SIZE" ] || echo "$name: wrong byte count" >&2
   else
-    /usr/bin/time -f '%U %S %M %w %c' -o "$work/t" "$@" -i "$IMAGE" wc -c <"$work/input" >"$work/o"
-    [ "$(tr -d ' \n' <"$work/o")" = "$SIZE" ] || echo "$name: wrong byte count" >&2
+    /usr/bin/time -f '%U %S %M %w %c' -o "$work/t" "$@" -i "$IMAGE" sh -c 'dd bs=64k iflag=fullblock of=/dev/null 2>&1' <"$work/input" >"$work/o"
+    grep -qx "$((SIZE / 65536))+0 records in" "$work/o" || echo "$name: wrong byte count" >&2
   fi
   t1=$(date +%s.%N)
   [ -n "$sp" ] && { kill -INT "$sp"; wait "$sp" || true; }
