@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-}
 N=${N:-$([ -n "$QUICK" ] && echo 3 || echo 21)}               # latency runs per side
-TP_RUNS=${TP_RUNS:-$([ -n "$QUICK" ] && echo 1 || echo 5)}    # throughput runs per side (3 could not tell 0.9 from 1.1)
+TP_RUNS=${TP_RUNS:-$([ -n "$QUICK" ] && echo 1 || echo 9)}    # throughput runs per side (3 could not tell 0.9 from 1.1, 5 gave 1.14 and 1.21 in two runs)
 SIZE=${SIZE:-$([ -n "$QUICK" ] && echo $((64 << 20)) || echo $((1 << 30)))}
 CONC_USERS=4
 CONC_EACH=8
