@@ -149,6 +149,11 @@ struct Setup {
 
 impl Setup {
     fn new(extra: &str) -> Setup {
+        Setup::allowing(&[image()], extra)
+    }
+
+    /// A set-up whose `images.allow` is `allow`.
+    fn allowing(allow: &[&str], extra: &str) -> Setup {
         let dockremap = Dockremap::note();
         // The recommended build engine: user-namespaced, and a process limit for the
         // containers it makes (the build API has no pids limit; see SECURITY.md).
@@ -167,12 +172,14 @@ impl Setup {
             true => "",
             false => "max_runtime = \"2m\"\n",
         };
-        // Only the test image is admitted by images.allow: one's own builds run
-        // through [build] run_own, not through a catch-all pattern.
+        // Only the test image is admitted by images.allow (unless a test says
+        // otherwise): one's own builds run through [build] run_own, not through a
+        // catch-all pattern.
+        let allow: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();
         let policy = format!(
-            "{}[images]\nallow = [\"{}\"]\n[build]\nenabled = true\nengine = \"{}\"\n{runtime}{extra}",
+            "{}[images]\nallow = [{}]\n[build]\nenabled = true\nengine = \"{}\"\n{runtime}{extra}",
             policy_for(&group),
-            image(),
+            allow.join(", "),
             engine.socket().display()
         );
         let d = Daemon::start(&policy);
@@ -836,4 +843,51 @@ fn another_builds_step_container_named_in_the_output_is_left_alone() {
         s.d.log_text()
     );
     s.engine.must(&["rm", "-f", &other]);
+}
+
+/// Docker reads a bare hexadecimal name as the start of an image ID: with the default
+/// `images.allow = ["*"]`, `FROM <12 hex digits>` was judged as the name
+/// `<hex>:latest`, then found on the run engine as another member's image (and copied
+/// to the build engine by that prefix): alice's `RUN` step read bob's build. The image
+/// found must carry the name typed, and a name of hex digits only is refused.
+#[test]
+#[serial]
+fn an_image_id_prefix_in_from_cannot_reach_another_members_image() {
+    let mut s = Setup::allowing(&["*"], "");
+    let secret = "bobs-secret-4f1c";
+    let df = format!(
+        "FROM {}\nRUN echo {secret} > /secret && chmod 644 /secret\nUSER 1000\n",
+        image()
+    );
+    let o = build(&s, &s.bob, &df, &["vault"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let bobs = own_id(&s.bob, "vault");
+    s.built.0.push(bobs.clone());
+    let prefix = &bobs["sha256:".len().."sha256:".len() + 12];
+    for df in [
+        format!("FROM {prefix}\nRUN cat /secret\nUSER 1000\n"),
+        format!(
+            "FROM {}\nCOPY --from={prefix} /secret /s\nRUN cat /s\nUSER 1000\n",
+            image()
+        ),
+    ] {
+        let o = build(&s, &s.alice, &df, &["stolen"]);
+        let (out, err) = (stdout(&o), stderr(&o));
+        if o.status.success() {
+            s.built.0.push(own_id(&s.alice, "stolen"));
+        }
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "alice read bob's image through {prefix}:\n{out}\n{err}"
+        );
+        assert_eq!(o.status.code(), Some(125), "{df}\n{out}\n{err}");
+        assert!(err.contains("build.base"), "{err}");
+        // One line of refusal (after the client's "Sending build context" line).
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("urun:")).count(),
+            1,
+            "{err}"
+        );
+        s.assert_build_engine_clean();
+    }
 }

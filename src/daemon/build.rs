@@ -39,10 +39,11 @@ use super::request::ClientRead;
 use super::request::{read_frame, FrameError};
 use super::serve::{daemon_error, End};
 use super::Helper;
-use crate::engine::{own_images, BaseFacts, BuildEvent, BuildShape, RunError};
+use crate::engine::{own_images, BaseFacts, BuildEvent, BuildShape, Engine, RunError};
 use crate::policy::build::{admit_build, BuildAdmission, BuildFacts};
 use crate::policy::dockerfile::{self, BaseImage, CheckInput, Finding, Report, Severity};
 use crate::policy::forced::{build_settings, BuildDigests};
+use crate::policy::reference::Reference;
 use crate::policy::rule::{Refusal, Rule};
 use crate::policy::{buildcontext, imagecheck, judge};
 use crate::system::{self, Caller};
@@ -168,6 +169,63 @@ fn hex(d: impl AsRef<[u8]>) -> String {
 
 fn refused(rule: Rule, message: impl Into<String>) -> End {
     End::Refused(Refusal::new(rule, message))
+}
+
+/// A `FROM`/`COPY --from` image as a reference (`build.base`). A name of hexadecimal
+/// digits only (`FROM 3f4e`) is refused even where such a tag exists: the builder
+/// looks the text up again itself, and Docker reads it as the start of an image ID
+/// when no tag of that name is there (any more) at that moment. With its tag
+/// (`3f4e:latest`) it is never read as an ID.
+fn base_reference(reference: &str) -> Result<Reference, End> {
+    if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(
+            Rule::BuildBase,
+            format!(
+                "image {reference:?}: Docker reads a name of hexadecimal digits only as the \
+                 start of an image ID; name the image with its tag ({reference}:latest) or \
+                 by its full ID sha256:<64 hex> (build.base)"
+            ),
+        ));
+    }
+    Reference::parse(reference).map_err(|e| refused(Rule::BuildBase, format!("{e} (build.base)")))
+}
+
+/// Refused: the image Docker found for `reference` does not carry it as a name.
+fn not_its_name(reference: &str) -> End {
+    refused(
+        Rule::BuildBase,
+        format!(
+            "image {reference:?} is not a name of the image Docker found for it (Docker \
+             matched the start of an image ID); name the image by a tag, a digest or its \
+             full ID sha256:<64 hex> (build.base)"
+        ),
+    )
+}
+
+/// The base image `reference` on `engine`, only if the image found there carries
+/// `wanted` as a name (else refused, `build.base`); its facts read by the full ID
+/// that was checked. `Ok(None)`: not present there.
+async fn checked_base(
+    engine: &dyn Engine,
+    wanted: &Reference,
+    reference: &str,
+) -> Result<Option<BaseFacts>, End> {
+    let found = match engine.inspect_image(reference).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(End::Failed(daemon_error(e))),
+    };
+    if !wanted.names(&found) {
+        return Err(not_its_name(reference));
+    }
+    match engine.base_image(&found.id).await {
+        Ok(Some(b)) if b.id == found.id => Ok(Some(b)),
+        Ok(_) => Err(End::Failed(RunError {
+            status: status::REFUSED,
+            message: format!("base image {reference} changed while it was checked"),
+        })),
+        Err(e) => Err(End::Failed(daemon_error(e))),
+    }
 }
 
 /// A finding as the user sees it: `urun: build: <severity> [<rule>] <file>:<line>: <msg>`.
@@ -630,29 +688,48 @@ impl Helper {
 
     /// Step 4: a base image present on the build engine: there already, copied from
     /// the run engine, or pulled (by urund, only where `[pull]` allows and the request
-    /// did not say `--pull never`).
+    /// did not say `--pull never`). On either engine the image found must carry
+    /// `reference` as a tag, a repository digest or its full ID
+    /// ([`Reference::names`], as a run's image must): Docker also reads a name that
+    /// is no tag as the start of an image ID, which reaches images the policy never
+    /// judged (other members' builds and their intermediate images). A copy is saved
+    /// by the full ID that was checked and given the checked name on the build engine,
+    /// never saved by the text typed.
     async fn ensure_base(
         &self,
         reference: &str,
         never_pull: bool,
         out: &Outbox,
     ) -> Result<BaseFacts, End> {
+        let wanted = base_reference(reference)?;
         let engine = self.build_engine.as_ref();
-        match engine.base_image(reference).await {
-            Ok(Some(b)) => return Ok(b),
-            Ok(None) => {}
-            Err(e) => return Err(End::Failed(daemon_error(e))),
+        if let Some(b) = checked_base(engine, &wanted, reference).await? {
+            return Ok(b);
         }
-        if self.separate_build_engine() {
+        // A digest is not carried by a `docker save` archive: such a base is pulled.
+        let copyable = !matches!(
+            wanted,
+            Reference::Named {
+                digest: Some(_),
+                ..
+            }
+        );
+        if self.separate_build_engine() && copyable {
             match self.engine.inspect_image(reference).await {
-                Ok(Some(_)) => {
-                    if let Err(e) = engine.load(self.engine.save(reference)).await {
+                Ok(Some(found)) => {
+                    if !wanted.names(&found) {
+                        return Err(not_its_name(reference));
+                    }
+                    if let Err(e) = engine.load(self.engine.save(&found.id)).await {
                         return Err(End::Failed(daemon_error(e)));
                     }
-                    match engine.base_image(reference).await {
-                        Ok(Some(b)) => return Ok(b),
-                        Ok(None) => {}
-                        Err(e) => return Err(End::Failed(daemon_error(e))),
+                    if let Some((repo, tag)) = wanted.pull_parts() {
+                        if let Err(e) = engine.tag(&found.id, &repo, &tag).await {
+                            return Err(End::Failed(daemon_error(e)));
+                        }
+                    }
+                    if let Some(b) = checked_base(engine, &wanted, reference).await? {
+                        return Ok(b);
                     }
                 }
                 Ok(None) => {}
@@ -677,13 +754,12 @@ impl Helper {
         if let Err(e) = self.pull_on(engine, &parsed, out).await {
             return Err(End::Failed(daemon_error(e)));
         }
-        match engine.base_image(reference).await {
-            Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(refused(
+        match checked_base(engine, &wanted, reference).await? {
+            Some(b) => Ok(b),
+            None => Err(refused(
                 Rule::BuildBase,
                 format!("base image {reference} is still missing after the pull (build.base)"),
             )),
-            Err(e) => Err(End::Failed(daemon_error(e))),
         }
     }
 
@@ -1136,6 +1212,30 @@ mod tests {
             "the build context stopped coming (2.5 s without data, or 600 s in all); \
              nothing was built"
         );
+    }
+
+    #[test]
+    fn a_base_named_by_hex_digits_only_is_refused_as_docker_would_read_an_id_prefix() {
+        let rule = |r: &str| match base_reference(r) {
+            Err(End::Refused(x)) => Some(x.rule),
+            Err(_) => panic!("{r}: not a refusal"),
+            Ok(_) => None,
+        };
+        for r in ["3f", "3f57d9401f8d", "cafe", "0123456789"] {
+            assert_eq!(rule(r), Some(Rule::BuildBase), "{r}");
+        }
+        assert_eq!(rule("sha256:3f57"), Some(Rule::BuildBase));
+        for r in [
+            "cafe:latest",
+            "3f57d9401f8d:1",
+            "busybox",
+            "team/cafe",
+            "debian:12",
+        ] {
+            assert_eq!(rule(r), None, "{r}");
+        }
+        let full = format!("sha256:{}", "3f".repeat(32));
+        assert_eq!(rule(&full), None);
     }
 
     #[test]

@@ -83,13 +83,22 @@ struct Harness {
 
 impl Harness {
     fn new(policy_extra: &str, script: Script) -> Harness {
+        Harness::with_engines(policy_extra, script, None)
+    }
+
+    /// A helper whose build engine is `build`, another daemon than the run engine.
+    fn with_build_engine(policy_extra: &str, script: Script, build: &Fake) -> Harness {
+        Harness::with_engines(policy_extra, script, Some(build))
+    }
+
+    fn with_engines(policy_extra: &str, script: Script, build: Option<&Fake>) -> Harness {
         let scratch = Scratch::new();
         let fake = Fake::new(script);
         let audit = audit::Sink::with(Some(scratch.0.join("audit.log")), None).unwrap();
         let helper = Helper::new(Parts {
             engine: Arc::new(fake.clone()),
-            build_engine: None,
-            build_engine_userns: false,
+            build_engine: build.map(|b| Arc::new(b.clone()) as Arc<dyn crate::engine::Engine>),
+            build_engine_userns: build.is_some(),
             policy: policy(policy_extra),
             policy_path: PathBuf::from("/test/policy.toml"),
             group_gid: access_gid().expect("a user urund can serve"),
@@ -1173,6 +1182,95 @@ async fn builds_are_off_unless_the_policy_turns_them_on() {
     assert_eq!(last_status(&got), (Kind::Error, 125));
     assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
     assert_eq!(h.audit().pop().unwrap()["rule"], "build.enabled");
+}
+
+/// Docker reads a name that is no tag as the start of an image ID: a base the engine
+/// found that does not carry the name typed (another member's image, reached by a
+/// prefix of its ID) is refused before anything is copied or built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_image_that_does_not_carry_the_name_typed_is_refused_before_anything_is_built() {
+    if cannot_serve() {
+        return;
+    }
+    let not_it = Script {
+        image: Some(fake::image("urun/bob/secret:latest")),
+        ..Script::default()
+    };
+    // The build engine is the run engine.
+    let h = Harness::new(BUILDS_ON, not_it.clone());
+    let got = build_to_end(&h, "FROM busybox\nUSER 1000\n", &[]).await;
+    assert_eq!(
+        last_status(&got),
+        (Kind::Error, 125),
+        "{}",
+        stderr_text(&got)
+    );
+    let calls = h.fake.calls();
+    assert!(
+        !calls.iter().any(|c| matches!(
+            c,
+            Recorded::Build(..) | Recorded::Save(_) | Recorded::Load(_) | Recorded::Pull(_)
+        )),
+        "{calls:?}"
+    );
+    assert_eq!(h.audit().pop().unwrap()["rule"], "build.base");
+
+    // A separate build engine without it: the run engine's image is not copied.
+    let build = Fake::new(Script {
+        image: None,
+        loaded: Some(fake::image("busybox:latest")),
+        ..Script::default()
+    });
+    let h = Harness::with_build_engine(BUILDS_ON, not_it, &build);
+    let got = build_to_end(&h, "FROM busybox\nUSER 1000\n", &[]).await;
+    assert_eq!(
+        last_status(&got),
+        (Kind::Error, 125),
+        "{}",
+        stderr_text(&got)
+    );
+    let calls = [h.fake.calls(), build.calls()].concat();
+    assert!(
+        !calls.iter().any(|c| matches!(
+            c,
+            Recorded::Build(..) | Recorded::Save(_) | Recorded::Load(_) | Recorded::Pull(_)
+        )),
+        "{calls:?}"
+    );
+    assert_eq!(h.audit().pop().unwrap()["rule"], "build.base");
+}
+
+/// A base copied from the run engine to the build engine is saved by the full ID that
+/// was checked (never the text typed) and given the checked name there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_is_copied_to_the_build_engine_by_its_checked_id_and_given_its_name() {
+    if cannot_serve() {
+        return;
+    }
+    let build = Fake::new(Script {
+        image: None,
+        loaded: Some(fake::image("busybox:latest")),
+        ..Script::default()
+    });
+    let h = Harness::with_build_engine(BUILDS_ON, Script::default(), &build);
+    let _ = build_to_end(&h, "FROM busybox\nUSER 1000\n", &[]).await;
+    let id = fake::image("busybox:latest").id;
+    assert!(
+        h.fake.calls().contains(&Recorded::Save(id.clone())),
+        "{:?}",
+        h.fake.calls()
+    );
+    let calls = build.calls();
+    let load = calls.iter().position(|c| matches!(c, Recorded::Load(_)));
+    let tag = calls
+        .iter()
+        .position(|c| *c == Recorded::Tag(id.clone(), "busybox:latest".into()));
+    let built = calls.iter().position(|c| matches!(c, Recorded::Build(..)));
+    assert!(load < tag && tag < built && load.is_some(), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Recorded::Pull(_))),
+        "{calls:?}"
+    );
 }
 
 /// A `docker save` archive of a one-layer image whose user is `user` and whose

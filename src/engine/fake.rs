@@ -108,6 +108,8 @@ pub struct Script {
     pub build_end: Option<BuildEvent>,
     /// What `save` streams.
     pub saved: Vec<u8>,
+    /// What a successful `load` makes `inspect_image` find (`None`: no change).
+    pub loaded: Option<ImageFacts>,
     /// What `image_record` says of an image (by ID or prefix); any other image is
     /// untagged, new, and committed from [`STEP_CONTAINER`] (a step of the build).
     pub records: Vec<(String, Option<ImageRecord>)>,
@@ -142,6 +144,7 @@ impl Default for Script {
             ],
             build_end: Some(BuildEvent::Image(format!("sha256:{}", "cd".repeat(32)))),
             saved: b"saved image".to_vec(),
+            loaded: None,
             records: vec![],
         }
     }
@@ -596,7 +599,12 @@ impl Engine for Fake {
             while let Some(chunk) = archive.next().await {
                 n += chunk?.len();
             }
-            self.record(Recorded::Load(n), Some(Op::Load))
+            self.record(Recorded::Load(n), Some(Op::Load))?;
+            let mut s = self.state.lock().unwrap();
+            if let Some(i) = s.script.loaded.clone() {
+                s.script.image = Some(i);
+            }
+            Ok(())
         })
     }
 

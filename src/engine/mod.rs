@@ -105,8 +105,9 @@ pub trait Engine: Send + Sync + 'static {
     /// container uses or an ID that still has tags.
     fn remove_image<'a>(&'a self, reference: &'a str) -> Call<'a, ImageRemoval>;
 
-    /// Build step 7 (the caller's tags, on the run engine) and `urun push`: gives the
-    /// image `image_id` the name `repo:tag` too (`docker tag`).
+    /// Build step 4 (a base copied to the build engine by its ID gets the name it
+    /// was checked under), step 7 (the caller's tags, on the run engine) and
+    /// `urun push`: gives the image `image_id` the name `repo:tag` too (`docker tag`).
     fn tag<'a>(&'a self, image_id: &'a str, repo: &'a str, tag: &'a str) -> Call<'a, ()>;
 
     /// `urun push`: pushes `repo:tag` (a name [`Engine::tag`] gave, `host[:port]/path`)
@@ -139,8 +140,8 @@ pub trait Engine: Send + Sync + 'static {
         context: BoxStream<'static, std::io::Result<Bytes>>,
     ) -> BoxStream<'a, Result<BuildEvent>>;
 
-    /// Build, steps 4, 6 and 7: an image (by full ID, or a base by name so that its
-    /// tag goes with it) as a `docker save` archive.
+    /// Build, steps 4, 6 and 7: an image, by its full ID (never a name: a name that
+    /// is no tag is an ID prefix to Docker), as a `docker save` archive.
     fn save(&self, image: &str) -> BoxStream<'static, std::io::Result<Bytes>>;
 
     /// Build, steps 4 and 7 (on the run engine, or the build engine for a base):
