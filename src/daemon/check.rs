@@ -165,9 +165,12 @@ pub fn build_memory(p: &Policy) -> Option<Item> {
 }
 
 /// `images.allow` patterns without `{user}` that admit every user's images in a
-/// build namespace (`<registry>/urun/*`, `urun/*`): each member runs every other
-/// member's builds. A warning with the owner-aware pattern, unless sharing is meant
-/// (review S3). Pure.
+/// build namespace (`<registry>/urun/*`, `urun/*`, and `*`, the default): each member
+/// runs every other member's builds. Each pattern is matched against sample names of
+/// two users' builds where builds are named (never judged by its text): the namespace
+/// itself, under `[build] registry`, under a registry the pattern names before the
+/// namespace, and under any other registry. A warning with the owner-aware pattern,
+/// unless sharing is meant (review S3). Pure.
 pub fn shared_images(p: &Policy) -> Vec<Item> {
     let ns = format!("{}/", p.build.namespace.0);
     p.images
@@ -176,19 +179,34 @@ pub fn shared_images(p: &Policy) -> Vec<Item> {
         .filter(|a| !a.is_owner())
         .filter_map(|a| {
             let text = a.as_str();
-            let at = match text.strip_prefix(&ns) {
-                Some(_) => 0,
-                None => text.find(&format!("/{ns}"))? + 1,
-            };
-            let prefix = &text[..at + ns.len()];
-            let admits = |u: &str| a.matches(&format!("{prefix}{u}/x:1"), "nobody0");
-            (admits("a0") && admits("b1")).then(|| Item {
+            // (where sample names go, how the warning shows it)
+            let mut places: Vec<(String, String)> = Vec::new();
+            if let Some(at) = text.find(&format!("/{ns}")) {
+                let named = &text[..at + 1 + ns.len()];
+                if !named.contains(['*', '?']) {
+                    places.push((named.to_string(), named.to_string()));
+                }
+            }
+            if let Some(r) = p.build.push_prefix() {
+                places.push((r.clone(), r));
+            }
+            places.push((ns.clone(), ns.clone()));
+            places.push((
+                format!("registry.example:5000/{ns}"),
+                format!("<registry>/{ns}"),
+            ));
+            let (_, shown) = places.into_iter().find(|(prefix, _)| {
+                let admits = |u: &str| a.matches(&format!("{prefix}{u}/x:1"), "nobody0");
+                admits("a0") && admits("b1")
+            })?;
+            Some(Item {
                 ok: false,
                 name: "policy images.allow",
                 text: format!(
-                    "{text} admits every user's images under {prefix}: each member may run \
-                     the others'; {prefix}{{user}}/* admits only each one's own (keep the \
-                     shared pattern only if they are meant to be shared)"
+                    "{text} admits every user's images under {shown}: each member may run \
+                     the others'; {shown}{{user}}/* admits only each one's own, and no other \
+                     pattern should reach {shown} (keep one that does only if they are \
+                     meant to be shared)"
                 ),
             })
         })
@@ -1075,16 +1093,62 @@ mod tests {
              \"debian:*\", \"*\", \"r:5000/urun/team/*\"]\n",
         ));
         let texts: Vec<&str> = w.iter().map(|i| i.text.as_str()).collect();
-        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert_eq!(texts.len(), 3, "{texts:?}");
         assert!(texts[0].starts_with("r:5000/urun/* admits every user's images under r:5000/urun/"));
         assert!(texts[0].contains("r:5000/urun/{user}/* admits only each one's own"));
-        assert!(texts[1].starts_with("urun/* admits"));
+        assert!(texts[1].starts_with("urun/* admits every user's images under urun/"));
+        assert!(texts[2].starts_with("* admits every user's images under urun/"));
         assert!(w.iter().all(|i| !i.ok && !i.text.contains('\n')));
         // another namespace
         let w = shared_images(&p(
             "[images]\nallow = [\"r/site/*\"]\n[build]\nnamespace = \"site\"\n",
         ));
         assert_eq!(w.len(), 1);
+    }
+
+    /// Review: the warning looked for the namespace in a pattern's text, so `*` (the
+    /// default, admitting every member's builds) and other wildcards went unwarned.
+    /// Each pattern is matched against sample names of two users' builds instead.
+    #[test]
+    fn every_pattern_that_admits_all_members_builds_is_warned_about_whatever_its_text() {
+        let p = |t: &str| Policy::parse(t, Path::new("/p")).unwrap();
+        let warned = |allow: &str, extra: &str| -> Vec<String> {
+            shared_images(&p(&format!("[images]\nallow = [{allow}]\n{extra}")))
+                .into_iter()
+                .map(|i| i.text)
+                .collect()
+        };
+        // the default, with and without a push registry
+        let w = warned("\"*\"", "");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("* admits every user's images under urun/"),
+            "{w:?}"
+        );
+        let w = warned("\"*\"", "[build]\nregistry = \"reg.example:5000\"\n");
+        assert!(w[0].contains("under reg.example:5000/urun/"), "{w:?}");
+        // the default policy: no allow key at all
+        assert_eq!(shared_images(&p("")).len(), 1);
+        // wildcards before or inside the namespace
+        for a in ["\"*/urun/*\"", "\"urun*\"", "\"u?un/*\"", "\"*:1\""] {
+            assert_eq!(warned(a, "").len(), 1, "{a}");
+        }
+        assert!(warned("\"*/urun/*\"", "")[0].contains("under <registry>/urun/"));
+        // patterns that do not admit two members' builds
+        for a in [
+            "\"debian:*\"",
+            "\"urun/alice/*\"",
+            "\"urun/{user}/*\"",
+            "\"reg.example:5000/urun/{user}/*\"",
+            "\"reg.example:5000/urun/team/*\"",
+            "\"busybox*\"",
+        ] {
+            assert_eq!(warned(a, "").len(), 0, "{a}");
+        }
+        // another namespace: only its names count
+        let w = warned("\"urun/*\"", "[build]\nnamespace = \"site\"\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(warned("\"*\"", "[build]\nnamespace = \"site\"\n").len(), 1);
     }
 
     #[test]
