@@ -241,3 +241,74 @@ fn push_without_a_registry_is_refused_policy_says_whether_one_may_build_and_non_
         );
     }
 }
+
+/// Gives the image `id` the repository digest `<remote>@sha256:…` and no more name
+/// there, as a host that pulls by digest has it: pushed under `<remote>:1`, untagged
+/// (which drops the digest with the repository's last tag), pulled again by digest.
+/// Returns the digest reference.
+fn with_digest_only(d: &Daemon, id: &str, remote: &str) -> String {
+    let tagged = format!("{remote}:1");
+    assert!(d.docker(&["tag", id, &tagged]).status.success());
+    let o = d.docker(&["push", &tagged]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest = d.docker(&["image", "inspect", "-f", "{{json .RepoDigests}}", &tagged]);
+    let digests: Vec<String> = serde_json::from_slice(&digest.stdout).unwrap();
+    let by_digest = digests
+        .into_iter()
+        .find(|r| r.starts_with(&format!("{remote}@sha256:")))
+        .unwrap_or_else(|| panic!("no digest of {remote}"));
+    assert!(d.docker(&["rmi", &tagged]).status.success());
+    let o = d.docker(&["pull", &by_digest]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image_id(&by_digest), id);
+    by_digest
+}
+
+/// The digest fix, end to end: `urun rmi` of an own build deletes the image only if
+/// nothing else names it, repository digests included: an image known by another
+/// user's digest in the registry (a host pulling by digest keeps it untagged) stays,
+/// only the caller's tag and record go; one known only by the caller's own pushed
+/// digest is deleted.
+#[test]
+#[serial]
+fn rmi_keeps_an_own_build_that_another_users_digest_still_names() {
+    let reg = common::registry::TestRegistry::start();
+    let g = TestGroup::new("urg");
+    let alice = TestUser::new(&[&g]);
+    let bob = TestUser::new(&[&g]);
+    let policy = format!(
+        "{}[images]\nallow = [\"urun-test/*\"]\n[build]\nregistry = \"{}\"\n",
+        policy_for(&g),
+        reg.addr
+    );
+    let d = Daemon::start(&policy);
+    let (_a, a_id) = own_build(&d, &alice, "app");
+    let (_m, m_id) = own_build(&d, &alice, "mine");
+    let bobs = with_digest_only(&d, &a_id, &format!("{}/urun/{}/tool", reg.addr, bob.name));
+    let _bobs = TestImage(bobs.clone());
+    let own = with_digest_only(&d, &m_id, &format!("{}/urun/{}/mine", reg.addr, alice.name));
+    let _own = TestImage(own.clone());
+
+    // Bob's digest still names it: only alice's tag and record go.
+    let o = d.run(&alice, &["rmi", "app"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("Untagged: urun/{}/app:latest\n", alice.name)
+    );
+    assert!(exists(&d, &a_id), "deleted though {bobs} names it");
+    assert!(exists(&d, &bobs));
+    let builds = Builds::open(&d.state).unwrap();
+    assert!(builds.get(alice.uid, &a_id).unwrap().is_none());
+
+    // Known only by her own pushed digest: deleted.
+    let o = d.run(&alice, &["rmi", "mine"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!("Deleted: {m_id}\n")), "{out}");
+    assert!(!exists(&d, &m_id));
+    assert!(builds.list(alice.uid).unwrap().is_empty());
+    // What is left is removed by the guards (by name, then the image by its ID).
+    drop(_bobs);
+    let _ = d.docker(&["rmi", "-f", &a_id]);
+}

@@ -490,8 +490,16 @@ s.connect(sys.argv[1])
 req = json.dumps({"version": 1, "image": sys.argv[2], "command": ["cat"],
                   "interactive": True, "stdin_fd": True}).encode()
 fd = r if sys.argv[3] == "read" else w
-s.sendmsg([struct.pack(">BI", 1, len(req)) + req],
-          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+t = time.time()
+while True:
+    try:
+        s.sendmsg([struct.pack(">BI", 1, len(req)) + req],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+        break
+    except PermissionError:  # not admitted yet (SO_PASSRIGHTS)
+        if time.time() - t > 10:
+            raise
+        time.sleep(0.001)
 time.sleep(float(sys.argv[4]))
 "#;
     user.command("/usr/bin/python3")
@@ -588,7 +596,15 @@ if how == "dir":
     req = json.dumps({"version": 1, "image": image, "command": ["true"],
                       "mount": {"target": "/w"}}).encode()
     frame = struct.pack(">BI", 1, len(req)) + req
-    s.sendmsg([frame[:5]], rights)
+    t = time.time()
+    while True:
+        try:
+            s.sendmsg([frame[:5]], rights)
+            break
+        except PermissionError:  # not admitted yet (SO_PASSRIGHTS)
+            if time.time() - t > 10:
+                raise
+            time.sleep(0.001)
     os.close(fd)
     time.sleep(0.5)
     s.sendall(frame[5:])
@@ -660,4 +676,243 @@ fn a_client_holding_a_passed_pipes_lock_cannot_freeze_urund_by_its_close() {
         );
         left.unwrap_or_else(|c| panic!("{how}: containers left past the deadline: {c:?}"));
     }
+}
+
+/// urund's closing threads now (named `urund-close`).
+fn closing_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|c| c.trim() == "urund-close")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until urund has no closing thread left (at most `limit`).
+fn until_no_closing_thread(d: &Daemon, limit: Duration) -> usize {
+    let t = Instant::now();
+    loop {
+        let n = closing_threads(d.pid());
+        if n == 0 || t.elapsed() > limit {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A member whose closes wait (python3, as `user`): makes `admitted` connections, each
+/// passing a file whose last close waits (`kind`: "pipe", a pipe whose lock a thread of
+/// its own holds; "linger", a TCP socket with `SO_LINGER` and unsent data its peer never
+/// reads) as its working directory (refused: urund closes it), waits for each answer,
+/// then `refused` more at once, which its `per_user` cap refuses at `accept`, trying to
+/// send such a file before urund takes the connection. Prints
+/// `sent <n> refused <m>` (how many of the latter got a descriptor through, and how
+/// many the kernel refused), then holds everything for `hold` seconds.
+fn spawn_waiting_closes(
+    d: &Daemon,
+    user: &TestUser,
+    kind: &str,
+    admitted: u32,
+    refused: u32,
+    hold: u32,
+) -> Child {
+    const PY: &str = r#"
+import ctypes, json, os, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+path, image, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+admitted, refused, hold = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+keep = []
+lsn = socket.socket(); lsn.bind(("127.0.0.1", 0)); lsn.listen(64)
+def wedge():
+    if kind == "pipe":
+        r, w = os.pipe()
+        fd = os.open("/proc/self/fd/%d" % r, os.O_RDONLY)
+        a, b = socket.socketpair()
+        threading.Thread(target=lambda: libc.splice(a.fileno(), None, w, None, 65536, 0),
+                         daemon=True).start()
+        keep.extend([r, w, a, b])
+        return fd
+    c = socket.create_connection(lsn.getsockname())
+    peer, _ = lsn.accept()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    keep.append(peer)
+    c.setblocking(False)
+    try:
+        while True:
+            c.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 120))
+    fd = os.dup(c.fileno())
+    c.close()
+    return fd
+req = json.dumps({"version": 1, "image": image, "command": ["true"],
+                  "mount": {"target": "/w"}}).encode()
+frame = struct.pack(">BI", 1, len(req)) + req
+def connect(wait):
+    fd = wedge()
+    time.sleep(0.2)
+    s = socket.socket(socket.AF_UNIX); s.connect(path)
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+    t, sent = time.time(), False
+    while True:
+        try:
+            s.sendmsg([frame[:5]], rights)
+            sent = True
+            break
+        except PermissionError:  # not admitted (yet)
+            if time.time() - t > wait:
+                break
+            time.sleep(0.001)
+        except OSError:  # refused and closed
+            break
+    if sent:
+        os.close(fd)  # in flight: urund's is the last reference
+    else:
+        keep.append(fd)  # the last reference: its close would wait for the lock
+    try:
+        s.sendall(frame[5:])
+        s.settimeout(5)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    keep.append(s)
+    return sent
+for _ in range(admitted):
+    connect(10)
+sent = sum(connect(1) for _ in range(refused))
+print("sent %d refused %d" % (sent, refused - sent), flush=True)
+time.sleep(hold)
+"#;
+    user.command("/usr/bin/python3")
+        .args(["-c", PY, d.socket.to_str().unwrap(), image(), kind])
+        .args([admitted.to_string(), refused.to_string(), hold.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3")
+}
+
+/// The R2 residual: urund closed each connection whose close may wait on a thread of
+/// its own, with no bound, a connection refused at `accept` included (its queue could
+/// hold descriptors sent before urund took it): a member passing files whose last
+/// close waits (a pipe whose lock they hold, a socket with `SO_LINGER`) made urund
+/// spawn one thread per connection, for as long as they liked. Now a member's closes
+/// take at most two closing threads (the rest wait in their own queue, counted against
+/// their own `per_user` cap), a connection takes descriptors only once urund admitted
+/// it (a refused one is closed at once, on no thread), another member is served
+/// meanwhile, and everything is closed once the files let go.
+#[test]
+#[serial]
+fn a_member_whose_closes_wait_holds_two_closing_threads_at_most() {
+    let (g, u, d) = setup("[connections]\nper_user = 5\n");
+    let other = TestUser::new(&[&g]);
+    for kind in ["pipe", "linger"] {
+        let mut hostile = spawn_waiting_closes(&d, &u, kind, 5, 4, 60);
+        let out = hostile.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_secs(1));
+        let threads = closing_threads(d.pid());
+        let stuck = event_loop_stuck(d.pid());
+        let status = another_run_status(&d, &other);
+        let _ = hostile.kill();
+        let _ = hostile.wait();
+        // The files let go: every close returns, the member's places come back.
+        let left = until_no_closing_thread(&d, Duration::from_secs(20));
+        let again = another_run_status(&d, &u);
+        // Two: the member's closes do wait, and take no more threads than that.
+        assert_eq!(
+            threads, 2,
+            "{kind}: closing threads for one member's closes that wait"
+        );
+        assert_eq!(
+            line.trim(),
+            "sent 0 refused 4",
+            "{kind}: descriptors got onto connections urund refused at accept"
+        );
+        assert!(!stuck, "{kind}: urund's event loop waits uninterruptibly");
+        assert_eq!(status, Some(0), "{kind}: another member's run");
+        assert_eq!(
+            left, 0,
+            "{kind}: closing threads left once the files let go"
+        );
+        assert_eq!(again, Some(0), "{kind}: the member's own run afterwards");
+    }
+    assert!(d.containers().is_empty(), "container left behind");
+}
+
+/// A `Query`, `Build` or `Manage` frame (`urun --policy`, `urun build`, `urun images`)
+/// carries no descriptor: one that does is refused with one line (status 125) before
+/// anything is done, and urund keeps nothing of what was passed once it has closed it.
+#[test]
+#[serial]
+fn a_query_build_or_manage_frame_carrying_descriptors_is_refused_and_nothing_is_kept() {
+    const PY: &str = r#"
+import os, socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+fd = os.open(sys.argv[3], os.O_RDONLY)
+rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", fd, fd))]
+body = b'{"version": 1}'
+t = time.time()
+while True:
+    try:
+        s.sendmsg([struct.pack(">BI", int(sys.argv[2]), len(body)) + body], rights)
+        break
+    except PermissionError:  # not admitted yet (SO_PASSRIGHTS)
+        if time.time() - t > 10:
+            raise
+        time.sleep(0.001)
+os.close(fd)
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+k, n = struct.unpack(">BI", data[:5])
+if k != 0x84 or len(data) != 5 + n:
+    sys.exit("not one error frame: %r" % data)
+sys.stderr.write(data[6:].decode() + "\n")
+sys.exit(data[5])
+"#;
+    let (_g, u, d) = setup("");
+    let dir = Scratch::new();
+    let marker = dir.0.join("urun-passed-marker");
+    std::fs::write(&marker, "x").unwrap();
+    for (kind, name) in [(0x06, "Query"), (0x07, "Build"), (0x0a, "Manage")] {
+        let o = u
+            .command("/usr/bin/python3")
+            .args(["-c", PY, d.socket.to_str().unwrap()])
+            .arg(kind.to_string())
+            .arg(&marker)
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.contains(&format!("descriptors passed with a {name} frame")),
+            "{name}: {err}"
+        );
+    }
+    // Closed on a closing thread, which returns at once: nothing of it kept.
+    assert_eq!(until_no_closing_thread(&d, Duration::from_secs(10)), 0);
+    let kept: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.to_string_lossy().contains("urun-passed-marker"))
+        .collect();
+    assert!(kept.is_empty(), "urund still holds {kept:?}");
 }

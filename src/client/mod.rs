@@ -146,7 +146,7 @@ fn send_request(
         return wire::write_frame(writer, Kind::Request, &req.encode());
     }
     let frame = wire::encode_frame(Kind::Request, &req.encode());
-    crate::system::send_with_fds(writer, &frame, &fds)
+    crate::system::send_with_fds_waiting(writer, &frame, &fds, crate::system::NOT_ADMITTED_WAIT)
 }
 
 fn run_inner(args: &Urun) -> Result<Finished> {

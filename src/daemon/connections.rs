@@ -25,12 +25,16 @@ use std::collections::HashMap;
 /// ones of clean-up (reading mountinfo, per-run files, Docker calls of the shutdown).
 pub const RESERVE: u64 = 128;
 
-/// Descriptors one connection may come to need if it becomes a run: its own socket, a
-/// passed working directory, a passed stdin and the two ends of the pipe a FIFO is
-/// spliced into, the container's attach stream (two: its reader's and its writer's)
-/// and the timer of its output's pauses, and up to three Docker API connections at
-/// once (wait, a signal or resize, remove).
-pub const PER_CONNECTION: u64 = 11;
+/// Descriptors one connection may come to need if it becomes a run: its own socket
+/// and the last reference urund keeps of it (review R2), a passed working directory
+/// and a passed stdin (each a copy urund uses and the last reference it keeps), the
+/// two ends of urund's pipe the stdin is moved into and of its thread's own pipe, the
+/// container's attach stream (two: its reader's and its writer's) and the timer of
+/// its output's pauses, and up to three Docker API connections at once (wait, a
+/// signal or resize, remove). A connection that passed more than a request may carry
+/// is ended, what it passed parked in one descriptor (`system::park_fds`), twice at
+/// most: within the same count.
+pub const PER_CONNECTION: u64 = 16;
 
 /// The most connections urund keeps open at once with an open-files limit of `nofile`:
 /// every one of them may become a run, and [`RESERVE`] stays free. At least 1.
@@ -178,8 +182,8 @@ mod tests {
 
     #[test]
     fn the_budget_keeps_the_reserve_and_room_for_each_connections_run() {
-        assert_eq!(budget(1024), (1024 - 128) / 11);
-        assert_eq!(budget(65536), (65536 - 128) / 11);
+        assert_eq!(budget(1024), (1024 - 128) / 16);
+        assert_eq!(budget(65536), (65536 - 128) / 16);
         for n in [1024u64, 4096, 65536, 524288] {
             assert!(u64::from(budget(n)) * PER_CONNECTION + RESERVE <= n);
         }

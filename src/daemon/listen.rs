@@ -231,6 +231,15 @@ impl Helper {
             }
             None => system::bind_socket(&socket, self.group_gid)?,
         };
+        // A new connection takes no descriptors until urund admitted it (it inherits
+        // this from the listening socket; `take_connection` turns it on): a refused one
+        // is closed at once, never by a thread ([`closer`]). Linux 6.16+.
+        if let Err(e) = system::set_pass_rights(std_listener.as_fd(), false) {
+            eprintln!(
+                "urund: SO_PASSRIGHTS ({e}): connections refused at accept may carry \
+                 descriptors, closed by closing threads"
+            );
+        }
         std_listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(std_listener)?;
         let background = tokio::spawn(self.janitor.clone().run());
@@ -308,6 +317,8 @@ impl Helper {
         );
         match admitted {
             Ok(()) => {
+                // Admitted: it may pass descriptors with its request now.
+                let _ = system::set_pass_rights(stream.as_fd(), true);
                 let ticket = Ticket::new(self.conns.clone(), peer.uid);
                 tokio::spawn(self.serve(stream, ticket));
             }
@@ -318,8 +329,9 @@ impl Helper {
         }
     }
 
-    /// Closes a connection refused at `accept` off the event loop ([`closer`]): its
-    /// queue may hold descriptors whose release waits for the client.
+    /// Closes a connection refused at `accept` ([`closer::close_refused`]): at once if
+    /// it never took descriptors, else off the event loop, as its queue may hold
+    /// descriptors whose release waits for the client.
     fn close_refused(&self, stream: UnixStream, uid: u32) {
         match stream.into_std() {
             Ok(s) => closer::close_refused(s.into(), uid, self.conns.clone()),
@@ -482,6 +494,10 @@ impl Ticket {
             uid,
             idle: true,
         }
+    }
+
+    pub(super) fn uid(&self) -> u32 {
+        self.uid
     }
 
     /// The connection runs a container now (it has its `max_concurrent` slot).

@@ -63,8 +63,8 @@ impl ClientRead {
     }
 
     /// Ends the connection's reading side on the event loop (not its last
-    /// reference: see [`ClientRead`]), and returns the last references, to be closed
-    /// off it once every other copy urund had is gone.
+    /// reference: see [`ClientRead`]), and returns the last references (the socket's
+    /// first), to be closed off it once every other copy urund had is gone.
     pub(super) fn into_last(self) -> Vec<OwnedFd> {
         drop(self.half);
         self.last
@@ -90,7 +90,7 @@ impl AsyncRead for ClientRead {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(got) => {
-                    this.last.extend(got.fds);
+                    this.last.extend(system::park_fds(got.fds));
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         AFTER_THE_REQUEST,
@@ -270,6 +270,14 @@ async fn read_header_with_fds(
         match r {
             Ok(r) => {
                 let (bytes, bad) = (r.bytes, r.bad);
+                if fds.len() + r.fds.len() > system::MAX_PASSED_FDS {
+                    // Kept as one descriptor until the connection's close, not one
+                    // each (a message may carry 253).
+                    rd.last.extend(system::park_fds(r.fds));
+                    return Err(FrameError::Protocol(ProtocolError::BadPayload(
+                        Kind::Request,
+                    )));
+                }
                 let copies = rd.take(r.fds).map_err(|e| {
                     FrameError::Protocol(ProtocolError::BadRequest(format!(
                         "urund cannot take the descriptors passed now: {e}"
@@ -278,11 +286,6 @@ async fn read_header_with_fds(
                 fds.extend(copies);
                 if let Some(why) = bad {
                     return Err(FrameError::Protocol(ProtocolError::BadRequest(why.into())));
-                }
-                if fds.len() > system::MAX_PASSED_FDS {
-                    return Err(FrameError::Protocol(ProtocolError::BadPayload(
-                        Kind::Request,
-                    )));
                 }
                 if bytes == 0 {
                     return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));

@@ -508,18 +508,108 @@ pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::R
 /// Sends `data` with `fds` attached (SCM_RIGHTS, in this order) on a blocking stream
 /// socket. The descriptors travel with the first bytes; the rest follows as plain data.
 pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_with_fds_waiting(sock, data, fds, std::time::Duration::ZERO)
+}
+
+/// [`send_with_fds`] on a new connection to urund, which takes descriptors only once it
+/// has admitted the connection: until then (for at most `wait`) the kernel refuses
+/// them with EPERM, and they are sent again.
+pub fn send_with_fds_waiting(
+    sock: &UnixStream,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    wait: std::time::Duration,
+) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::io::Write;
     let fds: Vec<std::os::fd::RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [io::IoSlice::new(data)];
+    // urund's connections take descriptors only once it has admitted them (its
+    // listening socket has SO_PASSRIGHTS off, which a new connection inherits, and urund
+    // turns it on for the connections it admits): until then the kernel refuses them
+    // with EPERM, and the descriptors are sent again. A refused connection never turns
+    // it on: urund's answer and close end the wait (EPIPE, ECONNRESET).
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(50);
     let n = loop {
         match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EPERM) if started.elapsed() < wait => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
             r => break r.map_err(io::Error::from)?,
         }
     };
     (&*sock).write_all(&data[n..])
+}
+
+/// How long urun waits for urund to take descriptors on a new connection
+/// ([`send_with_fds_waiting`]).
+pub const NOT_ADMITTED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the socket `sock` takes descriptors from its peer (`SO_PASSRIGHTS`, Linux
+/// 6.16+). `Err` on older kernels.
+pub fn pass_rights(sock: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `sock` is a valid descriptor for the call; `v` and `len` live across it,
+    // `len` holds `v`'s size, and the kernel writes at most that much into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(v != 0)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Puts descriptors a client passed (whose last references these are) into one
+/// descriptor of urund's own: they are sent over a fresh socket pair and left in
+/// flight there, and the copies here are closed (never a last reference: each sent
+/// one is held by the message). Closing the returned descriptor releases them all,
+/// in that one `close`, on whichever thread closes it; until then they take one slot of
+/// urund's descriptor table, not one each. If that cannot be done (no descriptors for
+/// the pair), `fds` are given back as they are.
+pub fn park_fds(fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    use nix::sys::socket::{
+        sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+    };
+    if fds.len() <= 1 {
+        return fds;
+    }
+    let Ok((a, b)) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) else {
+        return fds;
+    };
+    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    // SCM_MAX_FD per message.
+    for chunk in raw.chunks(253) {
+        let cmsg = [ControlMessage::ScmRights(chunk)];
+        let iov = [io::IoSlice::new(b"p")];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        if sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, flags, None) != Ok(1) {
+            // What was sent is held by `b` too: closing `b` with `fds` is no worse.
+            let mut fds = fds;
+            fds.push(b);
+            return fds;
+        }
+    }
+    drop(fds);
+    drop(a);
+    vec![b]
 }
 
 /// Most descriptors a request may carry: the working directory and stdin.
@@ -1316,6 +1406,54 @@ mod tests {
         set_pass_rights(b.as_fd(), true).unwrap();
         send_with_fd(&a, b"z", f.as_fd()).unwrap();
         assert_eq!(recv_fds(b.as_fd(), &mut buf).unwrap().fds.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_inherits_its_listeners_pass_rights_and_a_sender_waits_for_them() {
+        let (path, l) = listener("passrights");
+        match set_pass_rights(l.as_fd(), false) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => return,
+            r => r.unwrap(),
+        }
+        let a = UnixStream::connect(&path).unwrap();
+        let f = std::fs::File::open("/").unwrap();
+        // before it is accepted, nothing can be queued on it
+        let e = send_with_fd(&a, b"x", f.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        let (b, _) = l.accept().unwrap();
+        assert!(!pass_rights(b.as_fd()).unwrap());
+        // a sender that waits gets through once the connection takes descriptors
+        let turn_on = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            set_pass_rights(b.as_fd(), true).unwrap();
+            b
+        });
+        send_with_fds_waiting(&a, b"y", &[f.as_fd()], std::time::Duration::from_secs(5)).unwrap();
+        let b = turn_on.join().unwrap();
+        let mut buf = [0u8; 8];
+        b.set_nonblocking(true).unwrap();
+        let got = recv_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((got.bytes, got.fds.len()), (1, 1));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn parked_descriptors_take_one_slot_and_are_released_when_it_closes() {
+        let pipes: Vec<(OwnedFd, OwnedFd)> =
+            (0..300).map(|_| nix::unistd::pipe().unwrap()).collect();
+        let (reads, writes): (Vec<_>, Vec<_>) = pipes.into_iter().unzip();
+        let parked = park_fds(reads);
+        assert_eq!(parked.len(), 1);
+        // 300 read ends in one descriptor, still open: writing works
+        for w in &writes {
+            assert_eq!(nix::unistd::write(w, b"x"), Ok(1));
+        }
+        drop(parked);
+        // released with that one close: the read ends are gone
+        for w in &writes {
+            assert_eq!(nix::unistd::write(w, b"x"), Err(nix::errno::Errno::EPIPE));
+        }
+        assert_eq!(park_fds(Vec::new()).len(), 0);
     }
 
     /// A listening socket in a fresh root-owned-or-ours 0755 directory.

@@ -170,6 +170,9 @@ pub fn parse_first_header(h: [u8; HEADER], with_fd: bool) -> Result<(Kind, usize
     match kind {
         Kind::Request => Ok((kind, len)),
         Kind::Query | Kind::Build | Kind::Manage if !with_fd => Ok((kind, len)),
+        Kind::Query | Kind::Build | Kind::Manage => Err(ProtocolError::BadRequest(format!(
+            "descriptors passed with a {kind:?} frame (only a run request may carry them)"
+        ))),
         _ => Err(ProtocolError::UnexpectedKind(kind)),
     }
 }
@@ -662,8 +665,16 @@ mod tests {
             parse_first_header(h(Kind::Query), false),
             Ok((Kind::Query, 3))
         );
+        for k in [Kind::Query, Kind::Build, Kind::Manage] {
+            assert_eq!(
+                parse_first_header(h(k), true),
+                Err(ProtocolError::BadRequest(format!(
+                    "descriptors passed with a {k:?} frame (only a run request may carry them)"
+                )))
+            );
+        }
         for (k, fd) in [
-            (Kind::Query, true),
+            (Kind::Stdin, true),
             (Kind::Stdin, false),
             (Kind::Exit, false),
         ] {

@@ -136,7 +136,7 @@ pub fn crafted(
     pass: &[(&str, &Path)],
 ) -> Output {
     const PY: &str = r#"
-import os, socket, struct, sys
+import os, socket, struct, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 flags = {"path": os.O_PATH, "wronly": os.O_WRONLY, "rdonly": os.O_RDONLY,
@@ -145,7 +145,16 @@ pairs = sys.argv[3:]
 fds = [os.open(pairs[i + 1], flags[pairs[i]]) for i in range(0, len(pairs), 2)]
 p = sys.argv[2].encode()
 rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))]
-s.sendmsg([struct.pack(">BI", 1, len(p)) + p], rights if fds else [])
+t = time.time()
+while True:
+    try:
+        s.sendmsg([struct.pack(">BI", 1, len(p)) + p], rights if fds else [])
+        break
+    except PermissionError:
+        # descriptors only once urund admitted the connection (SO_PASSRIGHTS)
+        if time.time() - t > 10:
+            raise
+        time.sleep(0.001)
 data = b""
 while True:
     b = s.recv(65536)
