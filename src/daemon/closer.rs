@@ -18,8 +18,9 @@
 //! each closing thread takes the next close of its uid, then of another uid whose
 //! closes wait for a thread, until none is left. A member whose closes wait for ever
 //! so holds at most [`THREADS_PER_USER`] threads, and only their own closes queue
-//! behind them; the queue is bounded by their `per_user` cap, since each close in it
-//! is a connection counted there.
+//! behind them; the queue is bounded by their `per_user` cap (and the runs of theirs
+//! that were ending, `limits.max_concurrent`), since each close in it is a connection
+//! still counted there: while it waits, the member cannot connect again.
 //!
 //! Connections refused at `accept` need none of this where the kernel has
 //! `SO_PASSRIGHTS` (Linux 6.16+): urund's listening socket has it off, a new
