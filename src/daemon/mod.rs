@@ -68,6 +68,7 @@ mod rundir;
 mod serve;
 mod spool;
 mod stdin;
+mod workdir;
 
 pub use listen::run;
 

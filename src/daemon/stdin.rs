@@ -60,6 +60,12 @@ pub(super) struct PassedStdin {
 pub(super) struct Released(oneshot::Receiver<()>);
 
 impl Released {
+    /// A new one, and what resolves it when dropped.
+    pub(super) fn new() -> (oneshot::Sender<()>, Released) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Released(rx))
+    }
+
     pub(super) async fn wait(self) {
         let _ = self.0.await;
     }
