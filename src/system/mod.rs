@@ -1083,8 +1083,8 @@ pub fn dir_filesystem(fd: BorrowedFd<'_>) -> io::Result<String> {
         .ok_or_else(|| io::Error::other("on a mount of another mount namespace"))?;
     if mounts::served_by_a_process(&fs) {
         return Err(io::Error::other(format!(
-            "on a FUSE filesystem ({fs}), whose server could leave urund waiting for ever; \
-             FUSE directories are never mounted"
+            "on a FUSE filesystem ({fs}), whose server could leave urund waiting for ever: \
+             never mounted (mounts.workdir)"
         )));
     }
     Ok(fs)
