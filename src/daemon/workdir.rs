@@ -160,7 +160,7 @@ mod tests {
             PassedDir::take_waiting(a_dir(), Duration::from_millis(200)).unwrap();
         // A step that answers.
         assert!(dir
-            .ask(|fd| crate::system::dir_filesystem(fd))
+            .ask(crate::system::dir_filesystem)
             .await
             .unwrap()
             .is_ok());
