@@ -916,3 +916,124 @@ sys.exit(data[5])
         .collect();
     assert!(kept.is_empty(), "urund still holds {kept:?}");
 }
+
+/// A FUSE filesystem mounted at `at` for `user`, with `allow_other` (as a member can
+/// where /etc/fuse.conf has `user_allow_other`; here root mounts it). Its server
+/// (python3) answers `FUSE_INIT` and opening a directory, so the member can open and
+/// pass its root, and never anything else: a `stat`, `statfs` or lookup there waits
+/// for ever, uninterruptibly once the server has read the request. Dropped, the server
+/// is killed, which aborts the connection (every call waiting on it fails at once),
+/// and the mount goes.
+struct SilentFuse {
+    server: Child,
+    at: std::path::PathBuf,
+}
+
+impl SilentFuse {
+    fn mount(at: &Path, user: &TestUser) -> SilentFuse {
+        const PY: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/dev/fuse", os.O_RDWR)
+opts = "fd=%d,rootmode=40000,user_id=%s,group_id=%s,allow_other" % (fd, sys.argv[2], sys.argv[3])
+if libc.mount(b"urun-test", sys.argv[1].encode(), b"fuse", 0, opts.encode()) != 0:
+    sys.exit("mount: " + os.strerror(ctypes.get_errno()))
+print("mounted", flush=True)
+def reply(unique, payload=b""):
+    os.write(fd, struct.pack("<IiQ", 16 + len(payload), 0, unique) + payload)
+while True:
+    req = os.read(fd, 1 << 21)
+    opcode, unique = struct.unpack("<IQ", req[4:16])
+    if opcode == 26:  # INIT: the kernel's major version, minor 31
+        major = struct.unpack("<I", req[40:44])[0]
+        reply(unique, struct.pack("<IIIIHHIIHH", major, 31, 0, 0, 0, 0, 4096, 0, 0, 0) + bytes(28))
+    elif opcode == 27:  # OPENDIR
+        reply(unique, struct.pack("<QIi", 0, 0, 0))
+    elif opcode == 29:  # RELEASEDIR
+        reply(unique)
+"#;
+        let mut server = Command::new("/usr/bin/python3")
+            .args(["-c", PY, at.to_str().unwrap()])
+            .arg(user.uid.to_string())
+            .arg(user.gid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = [0u8; 8];
+        let got = server.stdout.take().unwrap().read_exact(&mut line);
+        let fuse = SilentFuse {
+            server,
+            at: at.to_path_buf(),
+        };
+        assert!(got.is_ok() && &line == b"mounted\n", "no FUSE mount here");
+        fuse
+    }
+}
+
+impl Drop for SilentFuse {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = sh("umount", &["-l", self.at.to_str().unwrap()]);
+    }
+}
+
+/// Review (2026-12-02, 3): urund once examined a passed working directory on its event loop
+/// (`fstat`, `fstatvfs`, a lookup of its path, `openat2`): a member's FUSE directory
+/// whose server never answers froze urund for everyone, uninterruptibly. Now a FUSE
+/// directory is refused from /proc alone, and every call that reaches a directory's
+/// filesystem is made on a thread of the run's own, within a few seconds: the
+/// member's run ends with 125 and one line, another member's run goes through
+/// meanwhile, and nothing is left behind.
+#[test]
+#[serial]
+fn a_working_directory_whose_filesystem_does_not_answer_does_not_freeze_urund() {
+    let (g, u, d) = setup("[mounts]\nworkdir = true\nroots = [\"/home\"]\n");
+    let other = TestUser::new(&[&g]);
+    let at = std::path::PathBuf::from(format!("/home/{}/silent", u.name));
+    std::fs::create_dir(&at).unwrap();
+    let owner = format!("{}:{}", u.uid, u.gid);
+    assert!(sh("chown", &[&owner, at.to_str().unwrap()])
+        .status
+        .success());
+    let fuse = SilentFuse::mount(&at, &u);
+    let request = serde_json::json!({"version": 1, "image": image(), "command": ["true"],
+                                     "mount": {"target": "/w"}});
+    let (hostile, stuck, status) = std::thread::scope(|s| {
+        let hostile = s.spawn(|| raw::crafted(&d, &u, &request, &[("dir", &at)]));
+        std::thread::sleep(Duration::from_secs(1));
+        let stuck = event_loop_stuck(d.pid());
+        let status = another_run_status(&d, &other);
+        // The member's run has ended by now, or never will while the FUSE server
+        // lives: its end is looked at after 15 s, then the connection is aborted.
+        let t = Instant::now();
+        while !hostile.is_finished() && t.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ended = hostile.is_finished();
+        drop(fuse);
+        let out = hostile.join().unwrap();
+        (ended.then_some(out), stuck, status)
+    });
+    assert!(!stuck, "urund's event loop waits for a FUSE server");
+    assert_eq!(
+        status,
+        Some(0),
+        "another member's run while urund examines a directory that does not answer"
+    );
+    let hostile = hostile.expect("the member's run did not end while its FUSE server lived");
+    assert_eq!(hostile.status.code(), Some(125), "{}", stderr(&hostile));
+    let line = stderr(&hostile);
+    assert_eq!(line.trim().lines().count(), 1, "{line}");
+    assert!(line.contains("mounts.workdir"), "{line}");
+    d.wait_no_containers(Duration::from_secs(15))
+        .unwrap_or_else(|c| panic!("containers left: {c:?}"));
+    let runtime = d.socket.parent().unwrap().join("run");
+    assert!(
+        mounts_under(&runtime).is_empty(),
+        "{:?}",
+        mounts_under(&runtime)
+    );
+    assert!(mounts_under(&at).is_empty(), "the FUSE mount is left");
+}

@@ -15,7 +15,9 @@
 //!      (SCM_RIGHTS, read with the request's first bytes);
 //!   3. may they: the pure policy judge (access, the gid they would run with, image
 //!      patterns), then the same for the passed directory (from `fstat`, `fstatvfs`
-//!      and its current path, never from a path in the request), the caller's
+//!      and its current path, never from a path in the request; every call that
+//!      reaches its filesystem made on a thread of the run's own, within a few
+//!      seconds, never on the event loop: `workdir`), the caller's
 //!      effective limits (override tables), one more run (`max_concurrent`), their
 //!      `--name` not in use by another of their runs;
 //!   4. which image: resolved to an ID at admission; pulled first only if the judge
@@ -41,6 +43,7 @@
 //! Where each part lives: `listen` (start-up, the accept loop, shutdown), `serve` (the
 //! steps above, one connection), `request` (reading the client's request and frames),
 //! `rundir` (step 5's preparation: identity files, the run's directory, pinning),
+//! `workdir` (the passed directory's own thread: its examination and pin),
 //! `pull` (step 4's pull), `relay` (step 6: the client and the container side by side),
 //! `outbox` (the client's writer task), `describe` (the text of `urun --policy`);
 //! [`janitor`] (removals retried), [`audit`] (step 7), [`connections`] (step 0's caps),
@@ -68,6 +71,7 @@ mod rundir;
 mod serve;
 mod spool;
 mod stdin;
+mod workdir;
 
 pub use listen::run;
 

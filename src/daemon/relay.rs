@@ -141,6 +141,11 @@ impl Helper {
                     }
                     PumpEnd::Gone => Stop::End(End::ClientGone),
                     PumpEnd::Killed => Stop::Kill,
+                    // The container is removed (forcibly) as after every run.
+                    PumpEnd::Stdin(message) => Stop::End(End::Failed(RunError {
+                        status: status::REFUSED,
+                        message,
+                    })),
                 },
             }
         }
@@ -205,6 +210,9 @@ pub(super) enum PumpEnd {
     Bad(ProtocolError),
     /// The client asked for SIGKILL (its second Ctrl-C).
     Killed,
+    /// urund cannot move the passed stdin (the user's line): the run ends, status
+    /// 125, rather than go on with an empty stdin.
+    Stdin(String),
 }
 
 /// Why the relay stopped relaying.
@@ -314,7 +322,9 @@ pub(super) async fn pump_client(
         };
     };
     let moved = async {
-        move_stdin(stdin, input, bytes_in).await;
+        if let Err(line) = move_stdin(stdin, input, bytes_in).await {
+            return PumpEnd::Stdin(line);
+        }
         std::future::pending::<PumpEnd>().await
     };
     tokio::select! {

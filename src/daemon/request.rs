@@ -62,6 +62,12 @@ impl ClientRead {
         }
     }
 
+    /// Keeps `fd` (a copy urund could not use) with the last references, to be
+    /// closed off the event loop with them.
+    pub(super) fn keep(&mut self, fd: OwnedFd) {
+        self.last.push(fd);
+    }
+
     /// Ends the connection's reading side on the event loop (not its last
     /// reference: see [`ClientRead`]), and returns the last references (the socket's
     /// first), to be closed off it once every other copy urund had is gone.

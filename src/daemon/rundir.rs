@@ -2,14 +2,15 @@
 //! the generated passwd/group and the pinned working directory.
 
 use super::instance::RuntimeDir;
+use super::workdir::PassedDir;
 use super::Helper;
 use crate::daemon::janitor::{Janitor, Whose};
 use crate::policy::admission::{Admission, AdmittedImage, Identity};
 use crate::policy::forced::{Inside, WorkMount};
 use crate::policy::identity;
+use crate::policy::rule::Refusal;
 use crate::system;
 use anyhow::Context;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -63,22 +64,28 @@ impl Helper {
     }
 
     /// Step 5's preparation, as admitted: the run's directory with the identity files
-    /// generated for `who` and, if admitted, the pinned working directory.
+    /// generated for `who` and, if admitted, the pinned working directory (pinned on
+    /// the directory's own thread, see [`super::workdir`]; a directory that does not
+    /// answer in time is the refusal [`Prepare::Refused`], and the run's directory goes,
+    /// a pin that lands later with it).
     pub(super) async fn prepare_inside(
         &self,
         whose: &Whose,
         admission: &Admission,
         image: &AdmittedImage,
-        dir: Option<&OwnedFd>,
-    ) -> anyhow::Result<(RunDir, Inside)> {
+        dir: Option<&mut PassedDir>,
+    ) -> Result<(RunDir, Inside), Prepare> {
         let files = self.image_files(image, whose).await?;
         let run = RunDir::create(&self.runtime, whose, self.janitor.clone())?;
         let who = &admission.identity;
         let (passwd, group) = identity_files(&run, who, &files)?;
         let work = match (&admission.mount, dir) {
-            (Some(m), Some(fd)) => {
+            (Some(m), Some(dir)) => {
                 let mp = run.path.join(RunDir::WORK);
-                system::pin_dir(fd.as_fd(), &mp, m.read_only)?;
+                let (at, read_only) = (mp.clone(), m.read_only);
+                dir.ask(move |fd| system::pin_dir(fd, &at, read_only))
+                    .await
+                    .map_err(Prepare::Refused)??;
                 Some(WorkMount {
                     source: mp,
                     target: m.target.clone(),
@@ -94,6 +101,25 @@ impl Helper {
             volumes: image.volumes.clone(),
         };
         Ok((run, inside))
+    }
+}
+
+/// Why step 5's preparation failed.
+pub(super) enum Prepare {
+    /// The passed directory did not answer in time (rule `mounts.workdir`).
+    Refused(Refusal),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Prepare {
+    fn from(e: anyhow::Error) -> Prepare {
+        Prepare::Failed(e)
+    }
+}
+
+impl From<std::io::Error> for Prepare {
+    fn from(e: std::io::Error) -> Prepare {
+        Prepare::Failed(e.into())
     }
 }
 

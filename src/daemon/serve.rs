@@ -6,8 +6,9 @@ use super::describe::describe;
 use super::listen::Ticket;
 use super::outbox::Outbox;
 use super::request::{linger, read_first, ClientRead, First};
-use super::rundir::RunDir;
+use super::rundir::{Prepare, RunDir};
 use super::stdin::{PassedStdin, Released};
+use super::workdir::PassedDir;
 use super::Helper;
 use super::{closer, instance};
 use crate::daemon::janitor::{Removal, Whose};
@@ -15,7 +16,7 @@ use crate::engine::RunError;
 use crate::policy::admission::{self, Admission, AdmittedImage, Facts, Pull};
 use crate::policy::forced::{self, Inside};
 use crate::policy::identity;
-use crate::policy::mounts;
+use crate::policy::mounts::{self, DirFacts};
 use crate::policy::reference::ImageFacts;
 use crate::policy::rule::{Refusal, Rule};
 use crate::policy::{Limits, NetworkMode, ISOLATED_NETWORK};
@@ -24,20 +25,21 @@ use crate::wire::{self, status, Kind, Request};
 use bollard::models::ContainerCreateBody;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 
 /// What a connection keeps until its last frame is delivered: the run's place in
-/// `max_concurrent` (so a user's undelivered runs count too), and, for a passed stdin,
-/// what resolves once urund has closed it off the event loop (review R1: a run, or
-/// before admission the connection, keeps its place until then).
+/// `max_concurrent` (so a user's undelivered runs count too), and, for a passed stdin
+/// and a passed directory, what resolves once urund has let go of it off the event
+/// loop (review R1: a run, or before admission the connection, keeps its place until
+/// then).
 #[derive(Default)]
 pub(super) struct Kept<'a> {
     slot: Option<Slot<'a>>,
     released: Option<Released>,
+    dir_released: Option<Released>,
 }
 
 impl Helper {
@@ -103,7 +105,7 @@ impl Helper {
         // Bounded, whatever the client does: see `Outbox::finish` and `linger`.
         out.finish(Some(frame)).await;
         linger(&mut rd).await;
-        if let Some(r) = kept.released {
+        for r in [kept.released, kept.dir_released].into_iter().flatten() {
             r.wait().await;
         }
         drop(kept.slot);
@@ -132,6 +134,23 @@ impl Helper {
             Ok(First::Manage(m)) => return self.manage(caller, rec, *m, out).await,
             Err(message) => return End::Refused(Refusal::new(Rule::Protocol, message)),
         };
+        // A passed directory: handed to a thread of its own at once, which does every
+        // step on it (see `workdir`); the connection keeps its place until that thread
+        // has let go of it. If no thread can be made, urund's copy joins the last
+        // references, closed off the event loop.
+        let mut dir = match dir {
+            None => None,
+            Some(fd) => match PassedDir::take(fd) {
+                Ok((d, let_go)) => {
+                    kept.dir_released = Some(let_go);
+                    Some(d)
+                }
+                Err((fd, message)) => {
+                    rd.keep(fd);
+                    return End::Refused(Refusal::new(Rule::MountsWorkdir, message));
+                }
+            },
+        };
         // A passed stdin: checked before anything else is done for the request; the
         // connection keeps its place until urund has closed it (review R1).
         let stdin = match stdin {
@@ -148,7 +167,7 @@ impl Helper {
         record_request(rec, &req);
         // 3 and 4. May they, with which limits, which image, which network.
         let admitted = match self
-            .admit(caller, rec, &req, dir.as_ref(), out, &mut kept.slot)
+            .admit(caller, rec, &req, dir.as_mut(), out, &mut kept.slot)
             .await
         {
             Ok(a) => a,
@@ -194,12 +213,17 @@ impl Helper {
         caller: &Caller,
         rec: &mut Record,
         req: &Request,
-        dir: Option<&OwnedFd>,
+        mut dir: Option<&mut PassedDir>,
         out: &Outbox,
         slot: &mut Option<Slot<'a>>,
     ) -> Result<Admitted<'a>, End> {
-        let (admission, taken, name) =
-            self.admit_request(caller, req, dir).map_err(End::Refused)?;
+        let (dir_facts, workdir_below) = self
+            .examine_dir(req, dir.as_deref_mut())
+            .await
+            .map_err(End::Refused)?;
+        let (admission, taken, name) = self
+            .admit_request(caller, req, dir_facts, workdir_below)
+            .map_err(End::Refused)?;
         *slot = Some(taken);
         if let Some(m) = &admission.mount {
             rec.message = m.path.as_ref().map(|p| format!("workdir {}", p.display()));
@@ -209,8 +233,12 @@ impl Helper {
         //    if what Docker found carries the name that was judged.
         let found = self.find_image(req, &admission, out).await?;
         // Without -w (checked with the directory), the image's WORKDIR below the target.
-        let image_workdir = match (&admission.mount, &admission.workdir) {
-            (Some(m), None) => below_target(&m.target, found.working_dir.as_deref(), dir),
+        let image_workdir = match (&admission.mount, &admission.workdir, dir) {
+            (Some(m), None, Some(dir)) => {
+                below_target(&m.target, found.working_dir.as_deref(), dir)
+                    .await
+                    .map_err(End::Refused)?
+            }
             _ => None,
         };
         let image =
@@ -234,25 +262,50 @@ impl Helper {
         })
     }
 
+    /// Step 3, the passed directory's facts ([`Facts::dir`]) and a `-w` below the
+    /// mount target ([`Facts::workdir_below`]), found on the directory's own thread
+    /// (see [`super::workdir`]; `Err`: it did not answer in time). Only for a mount the
+    /// policy allows: a directory passed without a mount request, or with
+    /// `mounts.workdir = false`, is refused by admission before its facts would count,
+    /// and is never touched.
+    async fn examine_dir(
+        &self,
+        req: &Request,
+        dir: Option<&mut PassedDir>,
+    ) -> Result<(Option<Result<DirFacts, String>>, admission::Below), Refusal> {
+        let Some(dir) = dir else {
+            return Ok((None, None));
+        };
+        let Some(m) = req.mount.as_ref().filter(|_| self.policy.mounts.workdir) else {
+            return Ok((Some(Err("not examined".into())), None));
+        };
+        let facts = dir
+            .ask(|fd| system::dir_facts(fd).map_err(|e| e.to_string()))
+            .await?;
+        let below = match facts {
+            Ok(_) => below_target(&m.target, req.workdir.as_deref(), dir).await?,
+            Err(_) => None,
+        };
+        Ok((Some(facts), below))
+    }
+
     /// Step 3: the facts (groups, the caller's runs and names in progress, the passed
-    /// directory's), the admission, and on success the run's place in
-    /// `max_concurrent` and its `--name`, taken under the locks the counts were read
-    /// under.
+    /// directory's, from [`Helper::examine_dir`]), the admission, and on success the
+    /// run's place in `max_concurrent` and its `--name`, taken under the locks the
+    /// counts were read under.
     fn admit_request(
         &self,
         caller: &Caller,
         req: &Request,
-        dir: Option<&OwnedFd>,
+        dir: Option<Result<DirFacts, String>>,
+        workdir_below: admission::Below,
     ) -> Result<(Admission, Slot<'_>, Option<NameHold<'_>>), Refusal> {
         let mut facts = Facts {
             access_gid: self.group_gid,
             denied: self.denied_groups(),
             override_gids: self.override_gids.clone(),
-            dir: dir.map(|fd| system::dir_facts(fd.as_fd()).map_err(|e| e.to_string())),
-            workdir_below: req
-                .mount
-                .as_ref()
-                .and_then(|m| below_target(&m.target, req.workdir.as_deref(), dir)),
+            dir,
+            workdir_below,
             group_names: group_names(caller),
             ..Facts::default()
         };
@@ -280,12 +333,12 @@ impl Helper {
 
     /// Step 5, preparation: the isolated network if this run uses it, then the run's
     /// directory with the generated identity files and the pinned working directory
-    /// (the descriptor is closed once it is pinned).
+    /// (the directory's thread closes urund's copy of it once it is pinned).
     async fn prepare(
         &self,
         whose: &Whose,
         admitted: &Admitted<'_>,
-        dir: Option<OwnedFd>,
+        mut dir: Option<PassedDir>,
     ) -> Result<(RunDir, Inside), End> {
         if admitted.admission.network == NetworkMode::Isolated {
             let _guard = self.network_lock.lock().await;
@@ -294,11 +347,12 @@ impl Helper {
             }
         }
         let prepared = self
-            .prepare_inside(whose, &admitted.admission, &admitted.image, dir.as_ref())
+            .prepare_inside(whose, &admitted.admission, &admitted.image, dir.as_mut())
             .await;
         prepared.map_err(|e| match e {
-            e if crate::engine::is_unreachable(&e) => End::Failed(daemon_error(e)),
-            e => End::Failed(RunError {
+            Prepare::Refused(r) => End::Refused(r),
+            Prepare::Failed(e) if crate::engine::is_unreachable(&e) => End::Failed(daemon_error(e)),
+            Prepare::Failed(e) => End::Failed(RunError {
                 status: status::REFUSED,
                 message: format!("preparing the container: {e:#}"),
             }),
@@ -525,20 +579,27 @@ fn record_request(rec: &mut Record, req: &Request) {
 }
 
 /// A working directory `w` below the mount `target`, looked up in the passed
-/// directory (see [`admission::Below`]); nothing is created.
-fn below_target(target: &str, w: Option<&str>, dir: Option<&OwnedFd>) -> admission::Below {
-    let (w, fd) = (w?, dir?);
+/// directory on its thread (see [`admission::Below`]; `Err`: it did not answer in
+/// time); nothing is created.
+async fn below_target(
+    target: &str,
+    w: Option<&str>,
+    dir: &mut PassedDir,
+) -> Result<admission::Below, Refusal> {
+    let Some(w) = w else { return Ok(None) };
     let mounts::WorkdirPlace::Below(rel) = mounts::workdir_place(target, w) else {
-        return None;
+        return Ok(None);
     };
-    let found = system::existing_subdir(fd.as_fd(), &rel).map_err(|e| match e.raw_os_error() {
+    let at = rel.clone();
+    let found = dir.ask(move |fd| system::existing_subdir(fd, &at)).await?;
+    let found = found.map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => "does not exist".to_string(),
         Some(libc::ENOTDIR) => "is not a directory".to_string(),
         Some(libc::ELOOP) => "goes through a symlink".to_string(),
         Some(libc::EXDEV) => "crosses another mount".to_string(),
         _ => e.to_string(),
     });
-    Some((rel, found))
+    Ok(Some((rel, found)))
 }
 
 /// The names of the caller's groups in the user database (for the group file and the

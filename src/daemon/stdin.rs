@@ -60,6 +60,12 @@ pub(super) struct PassedStdin {
 pub(super) struct Released(oneshot::Receiver<()>);
 
 impl Released {
+    /// A new one, and what resolves it when dropped.
+    pub(super) fn new() -> (oneshot::Sender<()>, Released) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Released(rx))
+    }
+
     pub(super) async fn wait(self) {
         let _ = self.0.await;
     }
@@ -68,6 +74,10 @@ impl Released {
 /// Runs `f` on a thread of its own; `Err` (nothing run, `f` dropped here) if no
 /// thread can be made.
 fn on_thread(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    #[cfg(test)]
+    if tests::NO_THREAD.with(|n| n.get()) {
+        return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+    }
     std::thread::Builder::new()
         .name("urund-stdin".into())
         .stack_size(THREAD_STACK)
@@ -134,13 +144,18 @@ impl Drop for Stop {
 /// Cancelled by dropping (the deadline, the client's hang-up or SIGKILL): the stdin's
 /// thread notices within [`POLL_MS`] (at once if it is writing into urund's pipe,
 /// whose reading end is gone), closes the descriptor and ends.
+///
+/// `Err`: urund cannot move the stdin now (no pipe or no thread for it), the user's
+/// one line: the run must end (status 125), never go on with an empty stdin (`sort <
+/// big` would print nothing and exit 0).
 pub(super) async fn move_stdin(
     mut stdin: PassedStdin,
     mut input: Pin<Box<dyn Input>>,
     bytes_in: &AtomicU64,
-) {
+) -> Result<(), String> {
     let (Some(fd), Some(released)) = (stdin.fd.take(), stdin.released.take()) else {
-        return close(input).await;
+        close(input).await;
+        return Ok(());
     };
     let Ok((stage_r, stage_w)) = system::staging_pipe() else {
         // `fd` and `released` are closed and dropped off the event loop.
@@ -149,7 +164,7 @@ pub(super) async fn move_stdin(
             kind: stdin.kind,
             released: Some(released),
         });
-        return close(input).await;
+        return Err(cannot_take("no descriptor left for its pipe"));
     };
     let stop = Arc::new(AtomicBool::new(false));
     let _stop = Stop(stop.clone());
@@ -163,7 +178,7 @@ pub(super) async fn move_stdin(
         drop(released);
     });
     if filled.is_err() {
-        return close(input).await;
+        return Err(cannot_take("no thread left for it"));
     }
     let stage_r = Arc::new(stage_r);
     let drained = match input.socket() {
@@ -173,6 +188,12 @@ pub(super) async fn move_stdin(
     if drained {
         close(input).await;
     }
+    Ok(())
+}
+
+/// The user's line when urund cannot move a passed stdin (`why`).
+fn cannot_take(why: &str) -> String {
+    format!("urund cannot take your stdin now ({why}), so the run was stopped; try again later")
 }
 
 async fn close(mut input: Pin<Box<dyn Input>>) {
@@ -354,5 +375,36 @@ fn fill_stage(fd: BorrowedFd<'_>, kind: StdinKind, stage_w: BorrowedFd<'_>, stop
                 Err(_) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Makes [`on_thread`] fail on this thread, as it does when urund has no
+        /// thread left.
+        pub(super) static NO_THREAD: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stdin_urund_cannot_move_ends_the_run_instead_of_being_empty() {
+        let (r, w) = system::staging_pipe().unwrap();
+        drop(w);
+        let (let_go, _released) = Released::new();
+        let stdin = PassedStdin {
+            fd: Some(r),
+            kind: StdinKind::Pipe,
+            released: Some(let_go),
+        };
+        let (container, _ours) = tokio::io::duplex(64);
+        NO_THREAD.with(|n| n.set(true));
+        let got = move_stdin(stdin, Box::pin(container), &AtomicU64::new(0)).await;
+        NO_THREAD.with(|n| n.set(false));
+        let line = got.unwrap_err();
+        assert!(line.contains("cannot take your stdin"), "{line}");
+        assert!(!line.contains('\n'));
     }
 }

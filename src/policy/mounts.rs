@@ -419,6 +419,39 @@ pub fn mount_points_under(mountinfo: &[u8], dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The mount id a `/proc/self/fdinfo/N` text gives (its `mnt_id:` line).
+pub fn fdinfo_mount_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The filesystem type (the field after ` - `) of the mount with id `id` (field 1) in
+/// a `/proc/self/mountinfo` text; `None` if that mount is not in it (a mount of
+/// another mount namespace).
+pub fn mount_fs_type(mountinfo: &[u8], id: u64) -> Option<String> {
+    mountinfo.split(|&b| b == b'\n').find_map(|l| {
+        let text = String::from_utf8_lossy(l);
+        let mut fields = text.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let mut fields = fields.skip_while(|f| *f != "-");
+        fields.next()?;
+        fields.next().map(str::to_string)
+    })
+}
+
+/// Whether a filesystem type is served by a process rather than the kernel: FUSE
+/// (`fuse`, `fuseblk`, `fuse.<subtype>` such as `fuse.sshfs`), which any user may
+/// mount where `/etc/fuse.conf` has `user_allow_other`. Every call into it (`fstat`,
+/// `statfs`, a lookup, an open) waits for its server's answer, uninterruptibly once
+/// the server has read the request: such a directory is never examined or mounted.
+pub fn served_by_a_process(fs_type: &str) -> bool {
+    fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse.")
+}
+
 /// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash). Only those
 /// that make one byte (`\000` to `\377`): anything else is kept as it is.
 fn unescape_octal(b: &[u8]) -> Vec<u8> {
@@ -443,6 +476,26 @@ fn unescape_octal(b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_on_fuse_is_found_from_proc_alone() {
+        let fdinfo = "pos:\t0\nflags:\t02300000\nmnt_id:\t46\nino:\t1\n";
+        assert_eq!(fdinfo_mount_id(fdinfo), Some(46));
+        assert_eq!(fdinfo_mount_id("pos:\t0\n"), None);
+        let info = b"27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+46 27 0:40 / /home/a/my\\040dir rw,relatime - fuse.sshfs a@b:/ rw,user_id=1000\n\
+47 27 0:41 / /srv rw shared:5 master:2 - nfs4 h:/srv rw\n";
+        assert_eq!(mount_fs_type(info, 27).as_deref(), Some("ext4"));
+        assert_eq!(mount_fs_type(info, 46).as_deref(), Some("fuse.sshfs"));
+        assert_eq!(mount_fs_type(info, 47).as_deref(), Some("nfs4"));
+        assert_eq!(mount_fs_type(info, 4), None);
+        for t in ["fuse", "fuseblk", "fuse.sshfs"] {
+            assert!(served_by_a_process(t), "{t}");
+        }
+        for t in ["ext4", "nfs4", "tmpfs", "fusectl", "overlay"] {
+            assert!(!served_by_a_process(t), "{t}");
+        }
+    }
 
     #[test]
     fn a_workdir_is_placed_against_the_target_after_cleaning() {

@@ -1034,8 +1034,13 @@ pub fn read_waiting(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 
 /// What the kernel says about a passed descriptor: `fstat`, its mount's flags, and where it is now
 /// (`readlink /proc/self/fd/N`; `None` unless that path, looked up without following
-/// a final symlink, is this same inode).
+/// a final symlink, is this same inode). Every call but the first step can wait for
+/// the descriptor's filesystem: never called on the event loop (see
+/// `daemon::workdir`). First, from `/proc` alone (which never calls into the
+/// filesystem): a descriptor on a mount urund's mount namespace does not have, or on
+/// FUSE, is refused before anything touches it ([`dir_filesystem`]).
 pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
+    dir_filesystem(fd)?;
     let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     // The path counts only if it leads to this very inode now: not deleted, not in
@@ -1060,6 +1065,29 @@ pub fn dir_facts(fd: BorrowedFd<'_>) -> io::Result<DirFacts> {
         mode: st.st_mode,
         path,
     })
+}
+
+/// The filesystem type of the mount `fd` is on, from `/proc/self/fdinfo/N` (its mount
+/// id) and `/proc/self/mountinfo`: neither calls into the filesystem itself, so a FUSE
+/// server that never answers cannot hold this. `Err` (a plain line) if the mount is
+/// not in urund's mount namespace (nothing of it could be pinned, and it may be a
+/// user's own mount wrapping anything) or is served by a process
+/// ([`mounts::served_by_a_process`]).
+pub fn dir_filesystem(fd: BorrowedFd<'_>) -> io::Result<String> {
+    use crate::policy::mounts;
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    let id = mounts::fdinfo_mount_id(&fdinfo)
+        .ok_or_else(|| io::Error::other("the kernel does not say which mount it is on"))?;
+    let info = std::fs::read("/proc/self/mountinfo")?;
+    let fs = mounts::mount_fs_type(&info, id)
+        .ok_or_else(|| io::Error::other("on a mount of another mount namespace"))?;
+    if mounts::served_by_a_process(&fs) {
+        return Err(io::Error::other(format!(
+            "on a FUSE filesystem ({fs}), whose server could leave urund waiting for ever: \
+             never mounted (mounts.workdir)"
+        )));
+    }
+    Ok(fs)
 }
 
 /// Checks that `rel` (relative, made of plain names) is a directory below `dir`,
