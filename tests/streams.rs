@@ -919,9 +919,11 @@ sys.exit(data[5])
 
 /// A FUSE filesystem mounted at `at` for `user`, with `allow_other` (as a member can
 /// where /etc/fuse.conf has `user_allow_other`; here root mounts it). Its server
-/// (python3) answers `FUSE_INIT` and opening a directory, so the member can open and
-/// pass its root, and never anything else: a `stat`, `statfs` or lookup there waits
-/// for ever, uninterruptibly once the server has read the request. Dropped, the server
+/// (python3) answers `FUSE_INIT`, opening a directory, and looking up and opening its
+/// one file `f` (a regular file), so the member can open and pass its root or `f`,
+/// and never anything else: a `stat` or `statfs` of the root, or the `flush` that
+/// every `close` of `f` sends, waits for ever, uninterruptibly once the server has
+/// read the request. Dropped, the server
 /// is killed, which aborts the connection (every call waiting on it fails at once),
 /// and the mount goes.
 struct SilentFuse {
@@ -951,6 +953,12 @@ while True:
         reply(unique, struct.pack("<QIi", 0, 0, 0))
     elif opcode == 29:  # RELEASEDIR
         reply(unique)
+    elif opcode == 1 and req[40:].rstrip(b"\0") == b"f":  # LOOKUP of f: 0644, the user's
+        attr = struct.pack("<QQQQQQIIIIIIIIII", 2, 0, 0, 0, 0, 0, 0, 0, 0, 0o100644, 1,
+                           int(sys.argv[2]), int(sys.argv[3]), 0, 4096, 0)
+        reply(unique, struct.pack("<QQQQII", 2, 0, 3600, 3600, 0, 0) + attr)
+    elif opcode == 14:  # OPEN
+        reply(unique, struct.pack("<QIi", 0, 0, 0))
 "#;
         let mut server = Command::new("/usr/bin/python3")
             .args(["-c", PY, at.to_str().unwrap()])
@@ -1036,4 +1044,42 @@ fn a_working_directory_whose_filesystem_does_not_answer_does_not_freeze_urund() 
         mounts_under(&runtime)
     );
     assert!(mounts_under(&at).is_empty(), "the FUSE mount is left");
+}
+
+/// Every `close` of a file, not only its last, runs the filesystem's `flush`, and on
+/// FUSE that waits for the server. urund once copied every descriptor a request came
+/// with at once and dropped the copies on its event loop when the request was refused
+/// (two descriptors without `stdin_fd`, a bad request, ...): a member passing a FUSE
+/// file whose server never answers `FLUSH` froze urund for everyone. Now urund copies
+/// only the descriptors a checked request uses, and the last references are closed
+/// off the event loop.
+#[test]
+#[serial]
+fn a_passed_file_whose_flush_never_answers_does_not_freeze_urund() {
+    let (g, u, d) = setup("");
+    let other = TestUser::new(&[&g]);
+    let at = std::path::PathBuf::from(format!("/home/{}/silent", u.name));
+    std::fs::create_dir(&at).unwrap();
+    let owner = format!("{}:{}", u.uid, u.gid);
+    assert!(sh("chown", &[&owner, at.to_str().unwrap()])
+        .status
+        .success());
+    let fuse = SilentFuse::mount(&at, &u);
+    let file = at.join("f");
+    let request = serde_json::json!({"version": 1, "image": image(), "command": ["true"]});
+    let (refused, status) = std::thread::scope(|s| {
+        // The client itself stays in its own `flush` at exit until the server goes.
+        let hostile =
+            s.spawn(|| raw::crafted(&d, &u, &request, &[("rdonly", &file), ("rdonly", &file)]));
+        std::thread::sleep(Duration::from_secs(2));
+        let status = another_run_status(&d, &other);
+        drop(fuse);
+        (hostile.join().unwrap(), status)
+    });
+    assert_eq!(
+        status,
+        Some(0),
+        "another member's run while a FUSE file's flush is not answered"
+    );
+    assert_eq!(refused.status.code(), Some(125), "{}", stderr(&refused));
 }

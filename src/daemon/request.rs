@@ -42,24 +42,13 @@ impl ClientRead {
         self.half.as_ref()
     }
 
-    /// Keeps the descriptors a client passed (their last reference, closed off the
-    /// event loop) and returns copies of them for urund to use and drop anywhere.
-    fn take(&mut self, fds: Vec<OwnedFd>) -> std::io::Result<Vec<OwnedFd>> {
-        let mut copies = Vec::with_capacity(fds.len());
-        let mut failed = None;
-        for fd in fds {
-            if failed.is_none() {
-                match fd.try_clone() {
-                    Ok(c) => copies.push(c),
-                    Err(e) => failed = Some(e),
-                }
-            }
-            self.last.push(fd);
-        }
-        match failed {
-            None => Ok(copies),
-            Some(e) => Err(e),
-        }
+    /// A copy of the `i`th of the last references kept, for urund to hand to the
+    /// thread that uses it. Copies are made only of descriptors a request has been
+    /// checked to use: every `close` of a file, not only its last, runs the
+    /// filesystem's `flush` (FUSE asks its server, which may never answer), so a copy
+    /// is never closed on the event loop, and there is none to close on an error path.
+    fn copy(&self, i: usize) -> std::io::Result<OwnedFd> {
+        self.last[i].try_clone()
     }
 
     /// Keeps `fd` (a copy urund could not use) with the last references, to be
@@ -242,11 +231,11 @@ pub(super) async fn first_byte(rd: &ClientRead) {
 /// bytes are received by [`ClientRead`] and refused.
 pub(super) async fn read_request(rd: &mut ClientRead) -> Result<First, FrameError> {
     let (h, fds) = read_header_with_fds(rd).await?;
-    let (kind, len) = wire::parse_first_header(h, !fds.is_empty()).map_err(FrameError::Protocol)?;
+    let (kind, len) = wire::parse_first_header(h, fds.n > 0).map_err(FrameError::Protocol)?;
     let mut payload = vec![0u8; len];
     rd.read_exact(&mut payload).await.map_err(io_error)?;
     match kind {
-        Kind::Request => run_request(&payload, fds),
+        Kind::Request => run_request(&payload, fds, rd),
         Kind::Build => BuildRequest::decode(&payload)
             .map(|b| First::Build(Box::new(b)))
             .map_err(FrameError::Protocol),
@@ -259,14 +248,25 @@ pub(super) async fn read_request(rd: &mut ClientRead) -> Result<First, FrameErro
     }
 }
 
-/// The first frame's header, with (copies of) the descriptors passed along with its
-/// bytes (at most [`system::MAX_PASSED_FDS`]); their last references stay in `rd`.
+/// The descriptors passed with the first frame's header: the `n` last references
+/// `rd` keeps from index `at` on, in the order they were sent; urund copies only
+/// those a checked request uses ([`run_request`]).
+struct Passed {
+    at: usize,
+    n: usize,
+}
+
+/// The first frame's header, with the descriptors passed along with its bytes (at most
+/// [`system::MAX_PASSED_FDS`]; their last references kept in `rd`, see [`Passed`]).
 async fn read_header_with_fds(
     rd: &mut ClientRead,
-) -> Result<([u8; wire::HEADER], Vec<OwnedFd>), FrameError> {
+) -> Result<([u8; wire::HEADER], Passed), FrameError> {
     let mut h = [0u8; wire::HEADER];
     let mut got = 0;
-    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut fds = Passed {
+        at: rd.last.len(),
+        n: 0,
+    };
     while got < h.len() {
         rd.socket().readable().await.map_err(FrameError::Io)?;
         let sock = rd.socket();
@@ -276,7 +276,7 @@ async fn read_header_with_fds(
         match r {
             Ok(r) => {
                 let (bytes, bad) = (r.bytes, r.bad);
-                if fds.len() + r.fds.len() > system::MAX_PASSED_FDS {
+                if fds.n + r.fds.len() > system::MAX_PASSED_FDS {
                     // Kept as one descriptor until the connection's close, not one
                     // each (a message may carry 253).
                     rd.last.extend(system::park_fds(r.fds));
@@ -284,12 +284,8 @@ async fn read_header_with_fds(
                         Kind::Request,
                     )));
                 }
-                let copies = rd.take(r.fds).map_err(|e| {
-                    FrameError::Protocol(ProtocolError::BadRequest(format!(
-                        "urund cannot take the descriptors passed now: {e}"
-                    )))
-                })?;
-                fds.extend(copies);
+                fds.n += r.fds.len();
+                rd.last.extend(r.fds);
                 if let Some(why) = bad {
                     return Err(FrameError::Protocol(ProtocolError::BadRequest(why.into())));
                 }
@@ -308,24 +304,37 @@ async fn read_header_with_fds(
 }
 
 /// A run request and the descriptors passed with it: the working directory's, then
-/// (with `stdin_fd`, for -i without -t only) the stdin's; nothing else.
-fn run_request(payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<First, FrameError> {
+/// (with `stdin_fd`, for -i without -t only) the stdin's; nothing else. Copies of
+/// those are made only once that is checked (see [`ClientRead::copy`]).
+fn run_request(payload: &[u8], fds: Passed, rd: &mut ClientRead) -> Result<First, FrameError> {
     let req = Request::decode(payload).map_err(FrameError::Protocol)?;
     let bad = |m: &str| FrameError::Protocol(ProtocolError::BadRequest(m.to_string()));
     // The stdin descriptor is the last one sent.
-    let stdin = match req.stdin_fd {
-        true => Some(
-            fds.pop()
-                .ok_or_else(|| bad("stdin_fd without a descriptor"))?,
-        ),
-        false => None,
+    let (stdin, dir) = match (req.stdin_fd, fds.n) {
+        (true, 0) => return Err(bad("stdin_fd without a descriptor")),
+        (true, n) => (Some(fds.at + n - 1), (n == 2).then_some(fds.at)),
+        (false, 0) => (None, None),
+        (false, 1) => (None, Some(fds.at)),
+        (false, _) => return Err(bad("two descriptors, and stdin_fd not set")),
     };
     if req.stdin_fd && (!req.interactive || req.tty) {
         return Err(bad("stdin_fd is only for -i without -t"));
     }
-    let dir = fds.pop();
-    if !fds.is_empty() {
-        return Err(bad("two descriptors, and stdin_fd not set"));
-    }
+    let cannot = |e: std::io::Error| {
+        FrameError::Protocol(ProtocolError::BadRequest(format!(
+            "urund cannot take the descriptors passed now: {e}"
+        )))
+    };
+    let dir = dir.map(|i| rd.copy(i)).transpose().map_err(cannot)?;
+    let stdin = match stdin.map(|i| rd.copy(i)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            // The directory's copy goes with the last references, off the event loop.
+            if let Some(d) = dir {
+                rd.keep(d);
+            }
+            return Err(cannot(e));
+        }
+    };
     Ok(First::Run(Box::new(req), dir, stdin))
 }
