@@ -574,11 +574,15 @@ pub fn pass_rights(sock: BorrowedFd<'_>) -> io::Result<bool> {
 
 /// Puts descriptors a client passed (whose last references these are) into one
 /// descriptor of urund's own: they are sent over a fresh socket pair and left in
-/// flight there, and the copies here are closed (never a last reference: each sent
-/// one is held by the message). Closing the returned descriptor releases them all,
-/// in that one `close`, on whichever thread closes it; until then they take one slot of
-/// urund's descriptor table, not one each. If that cannot be done (no descriptors for
-/// the pair), `fds` are given back as they are.
+/// flight there, and the copies here that are pipes or sockets are closed (never a
+/// last reference: each sent one is held by the message). Closing the returned
+/// descriptor releases them all, in that one `close`, on whichever thread closes it;
+/// until then the pipes and sockets take one slot of urund's descriptor table, not one
+/// each. Any other file is given back as well, unclosed: every `close` of a file, not
+/// only its last, runs its filesystem's `flush`, which a FUSE server (mounted in a
+/// member's own user namespace, say) may never answer, so urund's event loop, which
+/// calls this, must not close it ([`closes_without_waiting`]). If the parking cannot
+/// be done (no descriptors for the pair), `fds` are given back as they are.
 pub fn park_fds(fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
     use nix::sys::socket::{
         sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
@@ -607,9 +611,26 @@ pub fn park_fds(fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
             return fds;
         }
     }
-    drop(fds);
     drop(a);
-    vec![b]
+    let mut kept: Vec<OwnedFd> = fds
+        .into_iter()
+        .filter(|fd| !closes_without_waiting(fd.as_fd()))
+        .collect();
+    kept.push(b);
+    kept
+}
+
+/// Whether closing `fd` (not its last reference) can never wait: a pipe or a socket,
+/// which have no `flush`, told by the kernel's name for the open file
+/// (`/proc/self/fd/N`, which asks no filesystem). Anything else may wait.
+pub fn closes_without_waiting(fd: BorrowedFd<'_>) -> bool {
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(name) => {
+            let name = name.as_os_str().as_encoded_bytes();
+            name.starts_with(b"pipe:[") || name.starts_with(b"socket:[")
+        }
+        Err(_) => false,
+    }
 }
 
 /// Most descriptors a request may carry: the working directory and stdin.
@@ -1482,6 +1503,27 @@ mod tests {
             assert_eq!(nix::unistd::write(w, b"x"), Err(nix::errno::Errno::EPIPE));
         }
         assert_eq!(park_fds(Vec::new()).len(), 0);
+    }
+
+    #[test]
+    fn parking_gives_back_unclosed_what_a_close_could_wait_for() {
+        let dir = std::env::temp_dir().join(format!("urun-sys-park-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let (s1, _s2) = std::os::unix::net::UnixStream::pair().unwrap();
+        let f: OwnedFd = std::fs::File::open(&file).unwrap().into();
+        assert!(closes_without_waiting(r.as_fd()));
+        assert!(closes_without_waiting(s1.as_fd()));
+        assert!(!closes_without_waiting(f.as_fd()));
+        let f_ino = std::fs::metadata(&file).unwrap().ino();
+        let kept = park_fds(vec![r, OwnedFd::from(s1), f]);
+        // The regular file comes back (closed later, off the event loop), then the pair.
+        assert_eq!(kept.len(), 2);
+        let st = nix::sys::stat::fstat(&kept[0]).unwrap();
+        assert_eq!(st.st_ino, f_ino);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A listening socket in a fresh root-owned-or-ours 0755 directory.
