@@ -858,47 +858,13 @@ fn a_member_whose_closes_wait_holds_two_closing_threads_at_most() {
 #[test]
 #[serial]
 fn a_query_build_or_manage_frame_carrying_descriptors_is_refused_and_nothing_is_kept() {
-    const PY: &str = r#"
-import os, socket, struct, sys, time
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-fd = os.open(sys.argv[3], os.O_RDONLY)
-rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", fd, fd))]
-body = b'{"version": 1}'
-t = time.time()
-while True:
-    try:
-        s.sendmsg([struct.pack(">BI", int(sys.argv[2]), len(body)) + body], rights)
-        break
-    except PermissionError:  # not admitted yet (SO_PASSRIGHTS)
-        if time.time() - t > 10:
-            raise
-        time.sleep(0.001)
-os.close(fd)
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    data += b
-k, n = struct.unpack(">BI", data[:5])
-if k != 0x84 or len(data) != 5 + n:
-    sys.exit("not one error frame: %r" % data)
-sys.stderr.write(data[6:].decode() + "\n")
-sys.exit(data[5])
-"#;
     let (_g, u, d) = setup("");
     let dir = Scratch::new();
     let marker = dir.0.join("urun-passed-marker");
     std::fs::write(&marker, "x").unwrap();
     for (kind, name) in [(0x06, "Query"), (0x07, "Build"), (0x0a, "Manage")] {
-        let o = u
-            .command("/usr/bin/python3")
-            .args(["-c", PY, d.socket.to_str().unwrap()])
-            .arg(kind.to_string())
-            .arg(&marker)
-            .stdin(Stdio::null())
-            .output()
-            .expect("python3");
+        let pass = [("rdonly", marker.as_path()), ("rdonly", marker.as_path())];
+        let o = raw::crafted_frame(&d, &u, kind, r#"{"version": 1}"#, &pass);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(125), "{name}: {err}");
         assert_eq!(err.lines().count(), 1, "{name}: {err}");
@@ -987,6 +953,17 @@ impl Drop for SilentFuse {
     }
 }
 
+/// A directory in `u`'s home, owned by `u`, for a [`SilentFuse`] to be mounted on.
+fn silent_mount_point(u: &TestUser) -> std::path::PathBuf {
+    let at = std::path::PathBuf::from(format!("/home/{}/silent", u.name));
+    std::fs::create_dir(&at).unwrap();
+    let owner = format!("{}:{}", u.uid, u.gid);
+    assert!(sh("chown", &[&owner, at.to_str().unwrap()])
+        .status
+        .success());
+    at
+}
+
 /// Review (2026-12-02, 3): urund once examined a passed working directory on its event loop
 /// (`fstat`, `fstatvfs`, a lookup of its path, `openat2`): a member's FUSE directory
 /// whose server never answers froze urund for everyone, uninterruptibly. Now a FUSE
@@ -999,12 +976,7 @@ impl Drop for SilentFuse {
 fn a_working_directory_whose_filesystem_does_not_answer_does_not_freeze_urund() {
     let (g, u, d) = setup("[mounts]\nworkdir = true\nroots = [\"/home\"]\n");
     let other = TestUser::new(&[&g]);
-    let at = std::path::PathBuf::from(format!("/home/{}/silent", u.name));
-    std::fs::create_dir(&at).unwrap();
-    let owner = format!("{}:{}", u.uid, u.gid);
-    assert!(sh("chown", &[&owner, at.to_str().unwrap()])
-        .status
-        .success());
+    let at = silent_mount_point(&u);
     let fuse = SilentFuse::mount(&at, &u);
     let request = serde_json::json!({"version": 1, "image": image(), "command": ["true"],
                                      "mount": {"target": "/w"}});
@@ -1058,12 +1030,7 @@ fn a_working_directory_whose_filesystem_does_not_answer_does_not_freeze_urund() 
 fn a_passed_file_whose_flush_never_answers_does_not_freeze_urund() {
     let (g, u, d) = setup("");
     let other = TestUser::new(&[&g]);
-    let at = std::path::PathBuf::from(format!("/home/{}/silent", u.name));
-    std::fs::create_dir(&at).unwrap();
-    let owner = format!("{}:{}", u.uid, u.gid);
-    assert!(sh("chown", &[&owner, at.to_str().unwrap()])
-        .status
-        .success());
+    let at = silent_mount_point(&u);
     let file = at.join("f");
     let request = serde_json::json!({"version": 1, "image": image(), "command": ["true"]});
     // Two descriptors (a request may carry two: refused as no `stdin_fd` is set), and

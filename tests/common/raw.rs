@@ -135,20 +135,32 @@ pub fn crafted(
     request: &serde_json::Value,
     pass: &[(&str, &Path)],
 ) -> Output {
+    crafted_frame(d, user, 1, &request.to_string(), pass)
+}
+
+/// [`crafted`], with a first frame of any `kind` (a `Query`, `Build` or `Manage`
+/// carrying descriptors, say) and `body` as its payload.
+pub fn crafted_frame(
+    d: &Daemon,
+    user: &TestUser,
+    kind: u8,
+    body: &str,
+    pass: &[(&str, &Path)],
+) -> Output {
     const PY: &str = r#"
 import os, socket, struct, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 flags = {"path": os.O_PATH, "wronly": os.O_WRONLY, "rdonly": os.O_RDONLY,
          "dir": os.O_RDONLY | os.O_DIRECTORY}
-pairs = sys.argv[3:]
+pairs = sys.argv[4:]
 fds = [os.open(pairs[i + 1], flags[pairs[i]]) for i in range(0, len(pairs), 2)]
-p = sys.argv[2].encode()
+p = sys.argv[3].encode()
 rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))]
 t = time.time()
 while True:
     try:
-        s.sendmsg([struct.pack(">BI", 1, len(p)) + p], rights if fds else [])
+        s.sendmsg([struct.pack(">BI", int(sys.argv[2]), len(p)) + p], rights if fds else [])
         break
     except PermissionError:
         # descriptors only once urund admitted the connection (SO_PASSRIGHTS)
@@ -173,7 +185,13 @@ while data:
         sys.exit(body[0])
 "#;
     let mut c = user.command("/usr/bin/python3");
-    c.args(["-c", PY, d.socket.to_str().unwrap(), &request.to_string()]);
+    c.args([
+        "-c",
+        PY,
+        d.socket.to_str().unwrap(),
+        &kind.to_string(),
+        body,
+    ]);
     for (how, path) in pass {
         c.arg(how).arg(path);
     }
