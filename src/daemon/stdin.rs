@@ -90,7 +90,7 @@ impl PassedStdin {
     /// one line, rule `protocol`; it is then closed there), with what resolves once
     /// urund has let go of it.
     pub(super) async fn take(fd: OwnedFd) -> (Released, Result<PassedStdin, String>) {
-        let (tx, rx) = oneshot::channel();
+        let (tx, released) = Released::new();
         let (ctx, crx) = oneshot::channel();
         let check = move || match system::check_passed_stdin(fd.as_fd()) {
             Ok(kind) => {
@@ -114,7 +114,7 @@ impl PassedStdin {
                 "passed stdin refused: urund cannot check it now: {e}"
             )),
         };
-        (Released(rx), checked)
+        (released, checked)
     }
 }
 
